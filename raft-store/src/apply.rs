@@ -1,0 +1,534 @@
+//! Applying a command to the cluster state.
+//!
+//! Every command is first checked against `&self` and only then carried out,
+//! by code that cannot fail: a rejected command leaves the state exactly as it
+//! was. No clock, randomness or I/O here: every node computes the same state
+//! from the same log.
+
+use std::collections::BTreeSet;
+
+use tracing::debug;
+
+use crate::command::{Command, Move, NodeSpec, Rejection, Request, Response, StoreSpec, Topology};
+use crate::state::{ClusterState, Node, NodeId, NodeMode, Phase, Reason, Store, Transition, HISTORY_LEN};
+
+/// Longest accepted node, slot or store name.
+pub const MAX_NAME_LEN: usize = 64;
+
+impl ClusterState {
+    /// Applies one log entry. Rejections are ordinary answers, not errors:
+    /// they are logged in the entry's response and change nothing.
+    pub fn apply(&mut self, req: &Request) -> Response {
+        match self.check(&req.command) {
+            Err(rejection) => {
+                debug!(%rejection, "command rejected");
+                Response::Rejected(rejection)
+            }
+            Ok(()) => {
+                self.carry_out(&req.command, req.at_ms);
+                Response::Applied
+            }
+        }
+    }
+
+    /// Would `command` be applied to the current state? Side-effect free; the
+    /// leader uses it to refuse bad operator input before it reaches the log.
+    pub fn check(&self, command: &Command) -> Result<(), Rejection> {
+        if !self.initialised && !matches!(command, Command::Init(_)) {
+            return Err(Rejection::NotInitialised);
+        }
+        match command {
+            Command::Init(topology) => self.check_init(topology),
+            Command::AddNode(spec) => self.check_node_spec(spec),
+            Command::RemoveNode { node } => self.check_remove_node(*node),
+            Command::SetNodeMode { node, mode } => self.check_set_mode(*node, *mode),
+            Command::SetVoter { node, voter } => {
+                self.node(*node)?;
+                if !voter {
+                    self.check_not_last_voter(*node)?;
+                }
+                Ok(())
+            }
+            Command::AddStore(spec) => {
+                self.check_store_spec(spec)?;
+                self.check_target_mode(&spec.name, spec.slots[0].node)
+            }
+            Command::RemoveStore { store, epoch } => self.store_at(store, *epoch).map(|_| ()),
+            Command::BeginSwitchover { store, epoch, to, .. } => {
+                let s = self.store_at(store, *epoch)?;
+                self.check_phase(s, "stable", |p| matches!(p, Phase::Stable))?;
+                self.check_new_master(s, *to)?;
+                if s.dirty.contains(to) {
+                    return Err(Rejection::TargetDirty {
+                        store: s.name.clone(),
+                        node: self.node_name(*to),
+                    });
+                }
+                Ok(())
+            }
+            Command::AdvanceSwitchover { store, epoch } => {
+                let s = self.store_at(store, *epoch)?;
+                self.check_phase(s, "demoting", |p| matches!(p, Phase::Demoting { .. }))?;
+                if let Phase::Demoting { to, .. } = s.phase {
+                    self.check_target_mode(store, to)?;
+                }
+                Ok(())
+            }
+            Command::CompleteSwitchover { store, epoch } => {
+                let s = self.store_at(store, *epoch)?;
+                self.check_phase(s, "promoting", |p| matches!(p, Phase::Promoting { .. }))
+            }
+            Command::RollbackSwitchover { store, epoch, .. } => {
+                let s = self.store_at(store, *epoch)?;
+                self.check_phase(s, "demoting or promoting", |p| !matches!(p, Phase::Stable))
+            }
+            Command::Failover { moves, .. } => self.check_failover(moves),
+            Command::ClearDirty { store, node } => {
+                let s = self.store(store)?;
+                if s.dirty.contains(node) {
+                    Ok(())
+                } else {
+                    Err(Rejection::NotDirty {
+                        store: store.clone(),
+                        node: self.node_name(*node),
+                    })
+                }
+            }
+        }
+    }
+
+    fn carry_out(&mut self, command: &Command, at_ms: u64) {
+        match command {
+            Command::Init(topology) => {
+                for spec in &topology.nodes {
+                    self.insert_node(spec);
+                }
+                for spec in &topology.stores {
+                    self.insert_store(spec);
+                }
+                self.initialised = true;
+            }
+            Command::AddNode(spec) => self.insert_node(spec),
+            Command::RemoveNode { node } => {
+                self.nodes.remove(node);
+            }
+            Command::SetNodeMode { node, mode } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.mode = *mode;
+                }
+            }
+            Command::SetVoter { node, voter } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.voter = *voter;
+                }
+            }
+            Command::AddStore(spec) => self.insert_store(spec),
+            Command::RemoveStore { store, .. } => {
+                self.stores.remove(store);
+            }
+            Command::BeginSwitchover {
+                store,
+                to,
+                force,
+                reason,
+                ..
+            } => {
+                if let Some(s) = self.stores.get_mut(store) {
+                    s.phase = Phase::Demoting {
+                        from: s.master,
+                        to: *to,
+                        force: *force,
+                        reason: *reason,
+                    };
+                }
+            }
+            Command::AdvanceSwitchover { store, .. } => {
+                let Some(s) = self.stores.get_mut(store) else { return };
+                let Phase::Demoting { from, to, reason, .. } = s.phase else { return };
+                s.master = to;
+                s.epoch += 1;
+                s.phase = Phase::Promoting { from, to, reason };
+                let epoch = s.epoch;
+                self.record(store, from, to, epoch, reason, "switchover".into(), at_ms);
+            }
+            Command::CompleteSwitchover { store, .. } => {
+                if let Some(s) = self.stores.get_mut(store) {
+                    s.phase = Phase::Stable;
+                }
+            }
+            Command::RollbackSwitchover { store, why, .. } => {
+                let Some(s) = self.stores.get_mut(store) else { return };
+                let (from, to, reason) = match s.phase {
+                    Phase::Stable => return,
+                    // The old master is still master of this epoch: it only
+                    // has to start serving again.
+                    Phase::Demoting { from, to, reason, .. } => (to, from, reason),
+                    // The master already changed: changing it back is a new
+                    // epoch, so nothing the aborted master does still counts.
+                    Phase::Promoting { from, to, reason } => {
+                        s.master = from;
+                        s.epoch += 1;
+                        (to, from, reason)
+                    }
+                };
+                s.phase = Phase::Stable;
+                let epoch = s.epoch;
+                self.record(store, from, to, epoch, reason, format!("rollback: {why}"), at_ms);
+            }
+            Command::Failover { reason, moves } => {
+                for m in moves {
+                    let Some(s) = self.stores.get_mut(&m.store) else { continue };
+                    let from = s.master;
+                    // Failover skips the flush: whatever `from` had not sent
+                    // yet exists only there.
+                    s.dirty.insert(from);
+                    s.master = m.to;
+                    s.epoch += 1;
+                    s.phase = Phase::Stable;
+                    let epoch = s.epoch;
+                    self.record(&m.store, from, m.to, epoch, *reason, "failover".into(), at_ms);
+                }
+            }
+            Command::ClearDirty { store, node } => {
+                if let Some(s) = self.stores.get_mut(store) {
+                    s.dirty.remove(node);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(&mut self, store: &str, from: NodeId, to: NodeId, epoch: u64, reason: Reason, what: String, at_ms: u64) {
+        if self.history.len() >= HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(Transition {
+            seq: self.next_transition,
+            store: store.to_owned(),
+            from,
+            to,
+            epoch,
+            reason,
+            what,
+            at_ms,
+        });
+        self.next_transition += 1;
+    }
+
+    fn insert_node(&mut self, spec: &NodeSpec) {
+        let node = Node {
+            id: spec.id,
+            name: spec.name.clone(),
+            addr: spec.addr.clone(),
+            voter: spec.voter,
+            mode: NodeMode::Active,
+            slots: spec.slots.iter().map(|s| (s.clone(), Default::default())).collect(),
+        };
+        self.nodes.insert(spec.id, node);
+    }
+
+    fn insert_store(&mut self, spec: &StoreSpec) {
+        let store = Store {
+            name: spec.name.clone(),
+            master_ip: spec.master_ip,
+            replica_ip: spec.replica_ip,
+            slots: spec.slots.clone(),
+            master: spec.slots[0].node,
+            epoch: 1,
+            phase: Phase::Stable,
+            dirty: BTreeSet::new(),
+        };
+        self.stores.insert(spec.name.clone(), store);
+    }
+
+    // ------------------------------------------------------------ checks
+
+    fn node(&self, id: NodeId) -> Result<&Node, Rejection> {
+        self.nodes.get(&id).ok_or_else(|| Rejection::UnknownNode(id.to_string()))
+    }
+
+    fn store(&self, name: &str) -> Result<&Store, Rejection> {
+        self.stores
+            .get(name)
+            .ok_or_else(|| Rejection::UnknownStore(name.to_owned()))
+    }
+
+    /// The store, if it is still at the epoch the command was decided at.
+    fn store_at(&self, name: &str, epoch: u64) -> Result<&Store, Rejection> {
+        let s = self.store(name)?;
+        if s.epoch != epoch {
+            return Err(Rejection::EpochMismatch {
+                store: name.to_owned(),
+                expected: epoch,
+                actual: s.epoch,
+            });
+        }
+        Ok(s)
+    }
+
+    fn check_phase(&self, s: &Store, wanted: &'static str, ok: impl Fn(&Phase) -> bool) -> Result<(), Rejection> {
+        if ok(&s.phase) {
+            Ok(())
+        } else {
+            Err(Rejection::WrongPhase {
+                store: s.name.clone(),
+                phase: s.phase.as_str().to_owned(),
+                wanted: wanted.to_owned(),
+            })
+        }
+    }
+
+    /// `to` may become master of `s`: one of its slots, not already master, active.
+    fn check_new_master(&self, s: &Store, to: NodeId) -> Result<(), Rejection> {
+        if !s.has_node(to) {
+            return Err(Rejection::NotASlotOfStore {
+                store: s.name.clone(),
+                node: self.node_name(to),
+            });
+        }
+        if s.master == to {
+            return Err(Rejection::AlreadyMaster {
+                store: s.name.clone(),
+                node: self.node_name(to),
+            });
+        }
+        self.check_target_mode(&s.name, to)
+    }
+
+    fn check_target_mode(&self, store: &str, to: NodeId) -> Result<(), Rejection> {
+        let node = self.node(to)?;
+        if node.mode != NodeMode::Active {
+            return Err(Rejection::TargetUnavailable {
+                store: store.to_owned(),
+                node: node.name.clone(),
+                mode: node.mode,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_failover(&self, moves: &[Move]) -> Result<(), Rejection> {
+        if moves.is_empty() {
+            return Err(Rejection::EmptyFailover);
+        }
+        let mut seen = BTreeSet::new();
+        for m in moves {
+            if !seen.insert(m.store.as_str()) {
+                return Err(Rejection::DuplicateMove(m.store.clone()));
+            }
+            let s = self.store_at(&m.store, m.epoch)?;
+            self.check_new_master(s, m.to)?;
+        }
+        Ok(())
+    }
+
+    fn check_init(&self, topology: &Topology) -> Result<(), Rejection> {
+        if self.initialised {
+            return Err(Rejection::AlreadyInitialised);
+        }
+        if topology.nodes.is_empty() {
+            return Err(invalid("topology", "node", "at least one node is needed"));
+        }
+        // Check each entry against those before it, exactly as if they were
+        // added one by one.
+        let mut scratch = ClusterState {
+            initialised: true,
+            ..ClusterState::default()
+        };
+        for spec in &topology.nodes {
+            scratch.check_node_spec(spec)?;
+            scratch.insert_node(spec);
+        }
+        if !scratch.nodes.values().any(|n| n.voter) {
+            return Err(invalid("topology", "voter", "at least one node must be a voter"));
+        }
+        for spec in &topology.stores {
+            scratch.check_store_spec(spec)?;
+            scratch.insert_store(spec);
+        }
+        Ok(())
+    }
+
+    fn check_node_spec(&self, spec: &NodeSpec) -> Result<(), Rejection> {
+        let what = format!("node {}", spec.id);
+        check_name(&what, "name", &spec.name)?;
+        check_addr(&what, &spec.addr)?;
+        for n in self.nodes.values() {
+            let clash = if n.id == spec.id {
+                Some(format!("id {}", spec.id))
+            } else if n.name == spec.name {
+                Some(format!("name {:?}", spec.name))
+            } else if n.addr == spec.addr {
+                Some(format!("address {}", spec.addr))
+            } else {
+                None
+            };
+            if let Some(existing) = clash {
+                return Err(Rejection::DuplicateNode {
+                    what: existing,
+                    existing: format!("node {} ({})", n.id, n.name),
+                });
+            }
+        }
+        let mut slots = BTreeSet::new();
+        for slot in &spec.slots {
+            check_name(&what, "slots", slot)?;
+            if !slots.insert(slot) {
+                return Err(invalid(&what, "slots", &format!("slot {slot:?} listed twice")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_store_spec(&self, spec: &StoreSpec) -> Result<(), Rejection> {
+        let what = format!("store {:?}", spec.name);
+        check_name(&what, "name", &spec.name)?;
+        if self.stores.contains_key(&spec.name) {
+            return Err(Rejection::DuplicateStore(spec.name.clone()));
+        }
+        if spec.master_ip.addr == spec.replica_ip.addr {
+            return Err(invalid(&what, "replica_ip", "must differ from master_ip"));
+        }
+        for ip in [spec.master_ip, spec.replica_ip] {
+            let used = self
+                .stores
+                .values()
+                .find(|s| s.master_ip.addr == ip.addr || s.replica_ip.addr == ip.addr);
+            if let Some(other) = used {
+                return Err(Rejection::DuplicateIp {
+                    store: spec.name.clone(),
+                    ip: ip.to_string(),
+                    other: other.name.clone(),
+                });
+            }
+        }
+        if spec.slots.len() < 2 {
+            return Err(invalid(&what, "slots", "a store needs at least two slots (a master and a replica)"));
+        }
+        let mut nodes = BTreeSet::new();
+        for slot in &spec.slots {
+            let node = self.node(slot.node)?;
+            if !node.slots.contains_key(&slot.slot) {
+                return Err(Rejection::UnknownSlot {
+                    store: spec.name.clone(),
+                    node: node.name.clone(),
+                    slot: slot.slot.clone(),
+                });
+            }
+            if !nodes.insert(slot.node) {
+                return Err(Rejection::SlotsShareNode {
+                    store: spec.name.clone(),
+                    node: node.name.clone(),
+                });
+            }
+            if let Some(other) = self.stores.values().find(|s| s.slots.contains(slot)) {
+                return Err(Rejection::SlotInUse {
+                    store: spec.name.clone(),
+                    node: node.name.clone(),
+                    slot: slot.slot.clone(),
+                    other: other.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_remove_node(&self, id: NodeId) -> Result<(), Rejection> {
+        let node = self.node(id)?;
+        let stores = list(self.stores_on(id).map(|s| s.name.as_str()));
+        if !stores.is_empty() {
+            return Err(Rejection::NodeInUse {
+                node: node.name.clone(),
+                stores,
+            });
+        }
+        self.check_not_last_voter(id)
+    }
+
+    fn check_not_last_voter(&self, id: NodeId) -> Result<(), Rejection> {
+        let others = self.nodes.values().any(|n| n.voter && n.id != id);
+        match self.nodes.get(&id) {
+            Some(n) if n.voter && !others => Err(Rejection::LastVoter(n.name.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_set_mode(&self, id: NodeId, mode: NodeMode) -> Result<(), Rejection> {
+        let node = self.node(id)?;
+        if mode == NodeMode::Drained {
+            let stores = list(self.masters_of(id).map(|s| s.name.as_str()));
+            if !stores.is_empty() {
+                return Err(Rejection::NodeStillMaster {
+                    node: node.name.clone(),
+                    stores,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(what: &str, field: &'static str, problem: &str) -> Rejection {
+    Rejection::InvalidField {
+        what: what.to_owned(),
+        field: field.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+/// Up to five names, then a count: enough to act on, short enough for one line.
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    let shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    match names.len() {
+        n if n > 5 => format!("{shown} and {} more", n - 5),
+        _ => shown,
+    }
+}
+
+/// Names end up in systemd unit names, paths and tables: keep them plain.
+pub fn check_name(what: &str, field: &'static str, name: &str) -> Result<(), Rejection> {
+    let problem = if name.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("{name:?} is longer than {MAX_NAME_LEN} characters"))
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        Some(format!("{name:?} may only hold letters, digits, '.', '_' and '-'"))
+    } else if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        Some(format!("{name:?} must start with a letter or digit"))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(invalid(what, field, &p)),
+        None => Ok(()),
+    }
+}
+
+/// A Peer address: `host:port`, `ip:port` or `[ipv6]:port`.
+pub fn check_addr(what: &str, addr: &str) -> Result<(), Rejection> {
+    let bad = |p: &str| Err(invalid(what, "addr", &format!("{addr:?}: {p}")));
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("expected host:port");
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return bad("port must be a number from 1 to 65535"),
+    }
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        });
+    if host_ok {
+        Ok(())
+    } else {
+        bad("host is neither an IP address nor a DNS name")
+    }
+}

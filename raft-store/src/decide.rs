@@ -1,0 +1,202 @@
+//! Pure decisions the leader makes from the cluster state and what nodes
+//! last reported: where each of a dead node's stores goes, and which
+//! masters a rebalance moves. No I/O, no clock: the same inputs always give
+//! the same answer, which is what makes them testable as tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::command::Move;
+use crate::state::{ClusterState, NodeId, NodeMode, Store};
+
+/// What the leader last heard from nodes, as far as decisions need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reports {
+    /// Bytes a store's master had not yet sent to a replica, by (store,
+    /// replica node), as last reported by the master. Missing = unknown.
+    pub backlog: BTreeMap<(String, NodeId), u64>,
+}
+
+impl Reports {
+    fn backlog(&self, store: &str, node: NodeId) -> Option<u64> {
+        self.backlog.get(&(store.to_owned(), node)).copied()
+    }
+}
+
+/// The failover of a set of dead nodes: moves for one log entry, and the
+/// stores that have nowhere to go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailoverPlan {
+    pub moves: Vec<Move>,
+    pub stranded: Vec<Stranded>,
+}
+
+/// A store whose master is dead and that has no live, active replica. It is
+/// reported, not flapped: it stays where it is until something changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stranded {
+    pub store: String,
+    pub why: String,
+}
+
+/// Chooses, for every store mastered by a node in `dead`, the best live
+/// replica: active (not draining or drained), not dirty for the store, with
+/// the fewest masters now (counting this plan's earlier moves), the smallest
+/// last reported backlog, then slot order. A dirty replica is taken only when
+/// nothing else is left: serving possibly stale mail beats serving none.
+pub fn failover_targets(state: &ClusterState, dead: &BTreeSet<NodeId>, reports: &Reports) -> FailoverPlan {
+    let mut counts = state.master_counts();
+    let mut plan = FailoverPlan::default();
+    for store in state.stores.values().filter(|s| dead.contains(&s.master)) {
+        let best = store
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.node != store.master && !dead.contains(&slot.node))
+            .filter(|(_, slot)| state.nodes.get(&slot.node).is_some_and(|n| n.mode == NodeMode::Active))
+            .min_by_key(|(pos, slot)| {
+                (
+                    store.dirty.contains(&slot.node),
+                    counts.get(&slot.node).copied().unwrap_or(0),
+                    reports.backlog(&store.name, slot.node).unwrap_or(u64::MAX),
+                    *pos,
+                )
+            })
+            .map(|(_, slot)| slot.node);
+        match best {
+            Some(to) => {
+                *counts.entry(to).or_default() += 1;
+                plan.moves.push(Move {
+                    store: store.name.clone(),
+                    epoch: store.epoch,
+                    to,
+                });
+            }
+            None => plan.stranded.push(Stranded {
+                store: store.name.clone(),
+                why: why_stranded(state, store, dead),
+            }),
+        }
+    }
+    plan
+}
+
+fn why_stranded(state: &ClusterState, store: &Store, dead: &BTreeSet<NodeId>) -> String {
+    let replicas: Vec<String> = store
+        .replicas()
+        .map(|n| {
+            let name = state.node_name(n);
+            match state.nodes.get(&n) {
+                _ if dead.contains(&n) => format!("{name} dead"),
+                Some(node) => format!("{name} {}", node.mode),
+                None => format!("{name} unknown"),
+            }
+        })
+        .collect();
+    format!("no live active replica ({})", replicas.join(", "))
+}
+
+/// Knobs of `rebalance_moves`.
+#[derive(Clone, Debug)]
+pub struct RebalanceOptions {
+    /// A replica further behind than this (bytes of its master's backlog) is
+    /// lagging and never gets the master. Unknown backlog counts as lagging.
+    pub max_backlog_bytes: u64,
+}
+
+impl Default for RebalanceOptions {
+    fn default() -> Self {
+        // A switchover flushes before promoting, so a little backlog only
+        // lengthens the demote phase; a lot means a replica still catching
+        // up after a return, which must not take the master yet.
+        RebalanceOptions {
+            max_backlog_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Masters to move (each by a controlled switchover) toward each store's
+/// preferred master and an even count per node.
+///
+/// Only stores in `Stable` phase whose master is live move, only to a live,
+/// active, caught-up replica that is not dirty for the store. Every move
+/// strictly lowers (sum of squared master counts, stores off their preferred
+/// node), so the plan is finite and applying it and planning again gives no
+/// further moves: rebalance never flaps.
+pub fn rebalance_moves(
+    state: &ClusterState,
+    live: &BTreeSet<NodeId>,
+    reports: &Reports,
+    options: &RebalanceOptions,
+) -> Vec<Move> {
+    let mut counts = state.master_counts();
+    let mut master: BTreeMap<&str, NodeId> = BTreeMap::new();
+    let movable: Vec<&Store> = state
+        .stores
+        .values()
+        .filter(|s| s.phase == crate::state::Phase::Stable && live.contains(&s.master))
+        .collect();
+    for s in &movable {
+        master.insert(&s.name, s.master);
+    }
+    let eligible = |s: &Store, to: NodeId| {
+        live.contains(&to)
+            && s.has_node(to)
+            && !s.dirty.contains(&to)
+            && state.nodes.get(&to).is_some_and(|n| n.mode == NodeMode::Active)
+            && reports
+                .backlog(&s.name, to)
+                .is_some_and(|b| b <= options.max_backlog_bytes)
+    };
+    let count = |counts: &BTreeMap<NodeId, usize>, n: NodeId| counts.get(&n).copied().unwrap_or(0);
+
+    // Each iteration makes one move; the potential argument bounds them, the
+    // explicit bound is a guard against a mistake in that argument.
+    let bound = movable.len() * (state.nodes.len() + 1) + 1;
+    for _ in 0..bound {
+        let mut chosen: Option<(&str, NodeId, NodeId)> = None;
+        // (P) back to the preferred node, if that does not raise imbalance.
+        for s in &movable {
+            let from = master[s.name.as_str()];
+            let p = s.preferred();
+            if from != p && eligible(s, p) && count(&counts, p) < count(&counts, from) {
+                chosen = Some((&s.name, from, p));
+                break;
+            }
+        }
+        // (E) from the most loaded node to the least loaded eligible replica,
+        // if that narrows the gap; stores off their preferred node go first.
+        if chosen.is_none() {
+            let mut by_load: Vec<(usize, NodeId)> = counts.iter().map(|(n, c)| (*c, *n)).collect();
+            by_load.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            'heavy: for (load, from) in by_load {
+                let mut candidates: Vec<&&Store> =
+                    movable.iter().filter(|s| master[s.name.as_str()] == from).collect();
+                candidates.sort_by_key(|s| (s.preferred() == from, s.name.as_str()));
+                for s in candidates {
+                    let best = s
+                        .nodes()
+                        .filter(|t| *t != from && eligible(s, *t) && count(&counts, *t) + 2 <= load)
+                        .min_by_key(|t| (count(&counts, *t), *t));
+                    if let Some(to) = best {
+                        chosen = Some((&s.name, from, to));
+                        break 'heavy;
+                    }
+                }
+            }
+        }
+        let Some((name, from, to)) = chosen else { break };
+        *counts.entry(from).or_default() -= 1;
+        *counts.entry(to).or_default() += 1;
+        master.insert(name, to);
+    }
+
+    movable
+        .iter()
+        .filter(|s| master[s.name.as_str()] != s.master)
+        .map(|s| Move {
+            store: s.name.clone(),
+            epoch: s.epoch,
+            to: master[s.name.as_str()],
+        })
+        .collect()
+}

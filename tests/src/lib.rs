@@ -1,0 +1,3 @@
+//! `slotd-tests` holds what spans several crates: in-process simulated
+//! clusters with a fault-injecting network, real-process clusters in network
+//! namespaces, and the benchmark harness (`src/bin/`).
