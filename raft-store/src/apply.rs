@@ -80,7 +80,20 @@ impl ClusterState {
             }
             Command::RollbackSwitchover { store, epoch, .. } => {
                 let s = self.store_at(store, *epoch)?;
-                self.check_phase(s, "demoting or promoting", |p| !matches!(p, Phase::Stable))
+                self.check_phase(s, "demoting or promoting", |p| !matches!(p, Phase::Stable))?;
+                // Going back from Promoting makes `from` master again: it
+                // must not have been drained meanwhile.
+                if let Phase::Promoting { from, .. } = s.phase {
+                    let node = self.node(from)?;
+                    if node.mode == NodeMode::Drained {
+                        return Err(Rejection::TargetUnavailable {
+                            store: store.clone(),
+                            node: node.name.clone(),
+                            mode: node.mode,
+                        });
+                    }
+                }
+                Ok(())
             }
             Command::Failover { moves, .. } => self.check_failover(moves),
             Command::ClearDirty { store, node } => {

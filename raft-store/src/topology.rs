@@ -124,6 +124,12 @@ pub fn parse(text: &str) -> Result<Topology, TopologyError> {
             slots: required(n.slots, &entry, "slots")?,
         });
     }
+    // Nodes first: a duplicate name must be reported as such, not as a
+    // store naming the wrong node.
+    ClusterState::default().check(&Command::Init(Topology {
+        nodes: nodes.clone(),
+        stores: Vec::new(),
+    }))?;
     let by_name: BTreeMap<&str, NodeId> = nodes.iter().map(|n| (n.name.as_str(), n.id)).collect();
 
     let mut stores = Vec::with_capacity(raw.store.len());

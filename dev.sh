@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# dev.sh — the two entry points of this repository, each doing its own set-up
+# on a fresh Debian 12 machine (run as root, or with sudo available):
+#
+#   ./dev.sh demo   the main job: build slotctl, plan a 6-node cluster, check
+#                   the topology and print it (a local agent cluster comes
+#                   with the agent)
+#   ./dev.sh test   every test of the workspace (some need root: network
+#                   namespaces, netlink, raw sockets — they fail, never skip,
+#                   without it)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# Debian packages the build and the tests use.
+PACKAGES=(iproute2 util-linux procps ca-certificates gcc libc6-dev pkg-config)
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    say "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+}
+
+need_rust() {
+  # Debian 12's own cargo (1.63) is too old for openraft/redb; rustup's is used.
+  [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
+  if ! command -v cargo >/dev/null; then
+    say "no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.90, then run again"
+    exit 1
+  fi
+}
+
+case ${1:-} in
+  demo)
+    install_packages
+    need_rust
+    say "building slotctl"
+    cargo build --release -q -p slotd-agent --bin slotctl
+    topo=$(mktemp --suffix=.toml)
+    trap 'rm -f "$topo"' EXIT
+    say "slotctl plan --nodes 6 --slots 4"
+    ./target/release/slotctl plan --nodes 6 --slots 4 | tee "$topo"
+    say "slotctl check-topology"
+    ./target/release/slotctl check-topology "$topo"
+    ;;
+  test)
+    install_packages
+    need_rust
+    if [[ $(id -u) -ne 0 ]]; then
+      say "warning: not root; the network-namespace tests will fail (they never skip)"
+    fi
+    if cargo nextest --version >/dev/null 2>&1; then
+      cargo nextest run --workspace --no-fail-fast
+    else
+      cargo test --workspace --no-fail-fast
+    fi
+    ;;
+  *)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
