@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn slotctl(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_slotctl")).args(args).output().expect("run slotctl")
+    Command::new(env!("CARGO_BIN_EXE_slotctl"))
+        .args(args)
+        .output()
+        .expect("run slotctl")
 }
 
 #[test]
@@ -29,8 +32,14 @@ fn bad_arguments_fail_with_one_line() {
     for (args, want) in [
         (vec!["plan", "--nodes", "3", "--slots", "3"], "odd number of slots"),
         (vec!["plan", "--nodes", "1", "--slots", "4"], "--nodes must be from 2"),
-        (vec!["plan", "--nodes", "4", "--slots", "4", "--voters", "9"], "--voters must be from 1 to --nodes (4)"),
-        (vec!["check-topology", "/nonexistent/topology.toml"], "/nonexistent/topology.toml"),
+        (
+            vec!["plan", "--nodes", "4", "--slots", "4", "--voters", "9"],
+            "--voters must be from 1 to --nodes (4)",
+        ),
+        (
+            vec!["check-topology", "/nonexistent/topology.toml"],
+            "/nonexistent/topology.toml",
+        ),
     ] {
         let out = slotctl(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -157,7 +157,9 @@ impl ClusterState {
             }
             Command::AdvanceSwitchover { store, .. } => {
                 let Some(s) = self.stores.get_mut(store) else { return };
-                let Phase::Demoting { from, to, reason, .. } = s.phase else { return };
+                let Phase::Demoting { from, to, reason, .. } = s.phase else {
+                    return;
+                };
                 s.master = to;
                 s.epoch += 1;
                 s.phase = Phase::Promoting { from, to, reason };
@@ -190,7 +192,9 @@ impl ClusterState {
             }
             Command::Failover { reason, moves } => {
                 for m in moves {
-                    let Some(s) = self.stores.get_mut(&m.store) else { continue };
+                    let Some(s) = self.stores.get_mut(&m.store) else {
+                        continue;
+                    };
                     let from = s.master;
                     // Failover skips the flush: whatever `from` had not sent
                     // yet exists only there.
@@ -257,7 +261,9 @@ impl ClusterState {
     // ------------------------------------------------------------ checks
 
     fn node(&self, id: NodeId) -> Result<&Node, Rejection> {
-        self.nodes.get(&id).ok_or_else(|| Rejection::UnknownNode(id.to_string()))
+        self.nodes
+            .get(&id)
+            .ok_or_else(|| Rejection::UnknownNode(id.to_string()))
     }
 
     fn store(&self, name: &str) -> Result<&Store, Rejection> {
@@ -416,7 +422,11 @@ impl ClusterState {
             }
         }
         if spec.slots.len() < 2 {
-            return Err(invalid(&what, "slots", "a store needs at least two slots (a master and a replica)"));
+            return Err(invalid(
+                &what,
+                "slots",
+                "a store needs at least two slots (a master and a replica)",
+            ));
         }
         let mut nodes = BTreeSet::new();
         for slot in &spec.slots {

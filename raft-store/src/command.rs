@@ -23,13 +23,24 @@ pub enum Command {
     Init(Topology),
     AddNode(NodeSpec),
     /// Only a node that holds no slot of any store can go.
-    RemoveNode { node: NodeId },
-    SetNodeMode { node: NodeId, mode: NodeMode },
+    RemoveNode {
+        node: NodeId,
+    },
+    SetNodeMode {
+        node: NodeId,
+        mode: NodeMode,
+    },
     /// Whether the node should be a Raft voter.
-    SetVoter { node: NodeId, voter: bool },
+    SetVoter {
+        node: NodeId,
+        voter: bool,
+    },
     /// A new store; its first slot becomes master at epoch 1.
     AddStore(StoreSpec),
-    RemoveStore { store: String, epoch: u64 },
+    RemoveStore {
+        store: String,
+        epoch: u64,
+    },
     /// Start a controlled switchover of `store` to `to` (phase `Demoting`).
     /// `force` tells the old master not to wait for its sync log to drain.
     BeginSwitchover {
@@ -40,16 +51,32 @@ pub enum Command {
         reason: Reason,
     },
     /// The old master has stopped (and flushed): `to` becomes master, epoch + 1.
-    AdvanceSwitchover { store: String, epoch: u64 },
+    AdvanceSwitchover {
+        store: String,
+        epoch: u64,
+    },
     /// The new master serves: back to `Stable`.
-    CompleteSwitchover { store: String, epoch: u64 },
+    CompleteSwitchover {
+        store: String,
+        epoch: u64,
+    },
     /// A phase timed out or failed: back to the old master, `why` recorded.
-    RollbackSwitchover { store: String, epoch: u64, why: String },
+    RollbackSwitchover {
+        store: String,
+        epoch: u64,
+        why: String,
+    },
     /// Move each store's master at once, without a flush (the old master is
     /// dead or being forced). All moves apply together or none does.
-    Failover { reason: Reason, moves: Vec<Move> },
+    Failover {
+        reason: Reason,
+        moves: Vec<Move>,
+    },
     /// The node's leftover changes for this store were replayed or given up.
-    ClearDirty { store: String, node: NodeId },
+    ClearDirty {
+        store: String,
+        node: NodeId,
+    },
 }
 
 /// A node as given to `Init` or `AddNode`.
@@ -136,17 +163,9 @@ pub enum Rejection {
     #[error("store {0:?} already exists")]
     DuplicateStore(String),
     #[error("store {store:?}: {ip} is already used by store {other:?}")]
-    DuplicateIp {
-        store: String,
-        ip: String,
-        other: String,
-    },
+    DuplicateIp { store: String, ip: String, other: String },
     #[error("store {store:?}: node {node} has no slot {slot:?}")]
-    UnknownSlot {
-        store: String,
-        node: String,
-        slot: String,
-    },
+    UnknownSlot { store: String, node: String, slot: String },
     #[error("store {store:?}: slot {slot:?} on node {node} already belongs to store {other:?}")]
     SlotInUse {
         store: String,
@@ -169,11 +188,7 @@ pub enum Rejection {
     #[error("store {store:?}: node {node} is marked dirty for this store (replay its leftover sync log and clear the mark first)")]
     TargetDirty { store: String, node: String },
     #[error("store {store:?}: epoch is {actual}, not {expected} (it changed meanwhile; look again)")]
-    EpochMismatch {
-        store: String,
-        expected: u64,
-        actual: u64,
-    },
+    EpochMismatch { store: String, expected: u64, actual: u64 },
     #[error("store {store:?} is {phase}, not {wanted}")]
     WrongPhase {
         store: String,

@@ -169,8 +169,7 @@ pub fn rebalance_moves(
             let mut by_load: Vec<(usize, NodeId)> = counts.iter().map(|(n, c)| (*c, *n)).collect();
             by_load.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             'heavy: for (load, from) in by_load {
-                let mut candidates: Vec<&&Store> =
-                    movable.iter().filter(|s| master[s.name.as_str()] == from).collect();
+                let mut candidates: Vec<&&Store> = movable.iter().filter(|s| master[s.name.as_str()] == from).collect();
                 candidates.sort_by_key(|s| (s.preferred() == from, s.name.as_str()));
                 for s in candidates {
                     let best = s

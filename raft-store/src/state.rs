@@ -157,11 +157,7 @@ pub enum Phase {
     /// `to` is master (epoch already +1): it binds the master IP, announces,
     /// starts Cyrus as master; it acks with `CompleteSwitchover`. `from` is
     /// kept so a rollback knows where to go back to.
-    Promoting {
-        from: NodeId,
-        to: NodeId,
-        reason: Reason,
-    },
+    Promoting { from: NodeId, to: NodeId, reason: Reason },
 }
 
 impl Phase {

@@ -175,13 +175,16 @@ pub fn parse(text: &str) -> Result<Topology, TopologyError> {
 pub fn render(topology: &Topology) -> String {
     let names: BTreeMap<NodeId, &str> = topology.nodes.iter().map(|n| (n.id, n.name.as_str())).collect();
     let voters = topology.nodes.iter().filter(|n| n.voter).count();
-    let quoted = |items: &mut dyn Iterator<Item = String>| {
-        items.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
-    };
+    let quoted =
+        |items: &mut dyn Iterator<Item = String>| items.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
     let mut out = String::new();
     let _ = writeln!(out, "voters = {voters}");
     for n in &topology.nodes {
-        let _ = writeln!(out, "\n[[node]]\nid = {}\nname = {:?}\naddr = {:?}", n.id, n.name, n.addr);
+        let _ = writeln!(
+            out,
+            "\n[[node]]\nid = {}\nname = {:?}\naddr = {:?}",
+            n.id, n.name, n.addr
+        );
         let _ = writeln!(out, "slots = [{}]", quoted(&mut n.slots.iter().cloned()));
     }
     for s in &topology.stores {
@@ -191,7 +194,9 @@ pub fn render(topology: &Topology) -> String {
             s.name, s.master_ip, s.replica_ip
         );
         let mut refs = s.slots.iter().map(|r| {
-            let node = names.get(&r.node).map_or_else(|| r.node.to_string(), |n| (*n).to_owned());
+            let node = names
+                .get(&r.node)
+                .map_or_else(|| r.node.to_string(), |n| (*n).to_owned());
             format!("{node}:{}", r.slot)
         });
         let _ = writeln!(out, "slots = [{}]", quoted(&mut refs));

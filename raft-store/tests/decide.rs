@@ -54,18 +54,51 @@ fn failover_spreads_and_prefers_small_backlog() {
 #[test]
 fn failover_skips_draining_dead_and_dirty_and_reports_stranded() {
     let mut s = triple();
-    apply(&mut s, Command::SetNodeMode { node: 2, mode: NodeMode::Draining });
+    apply(
+        &mut s,
+        Command::SetNodeMode {
+            node: 2,
+            mode: NodeMode::Draining,
+        },
+    );
     assert_eq!(targets(&s, &[1], &Reports::default())[0], ("st01".into(), 3));
-    assert_eq!(targets(&s, &[1, 3], &Reports::default()), vec![("st02".into(), 4), ("st03".into(), 4)]);
+    assert_eq!(
+        targets(&s, &[1, 3], &Reports::default()),
+        vec![("st02".into(), 4), ("st03".into(), 4)]
+    );
     let plan = failover_targets(&s, &BTreeSet::from([1, 3]), &Reports::default());
     assert_eq!(plan.stranded.len(), 1);
     assert_eq!(plan.stranded[0].store, "st01");
-    assert!(plan.stranded[0].why.contains("imap2 draining") && plan.stranded[0].why.contains("imap3 dead"), "{}", plan.stranded[0].why);
+    assert!(
+        plan.stranded[0].why.contains("imap2 draining") && plan.stranded[0].why.contains("imap3 dead"),
+        "{}",
+        plan.stranded[0].why
+    );
 
     // A dirty replica only when nothing else is left.
     let mut s = triple();
-    apply(&mut s, Command::Failover { reason: Reason::Failure, moves: vec![Move { store: "st01".into(), epoch: 1, to: 2 }] });
-    apply(&mut s, Command::Failover { reason: Reason::Failure, moves: vec![Move { store: "st01".into(), epoch: 2, to: 3 }] });
+    apply(
+        &mut s,
+        Command::Failover {
+            reason: Reason::Failure,
+            moves: vec![Move {
+                store: "st01".into(),
+                epoch: 1,
+                to: 2,
+            }],
+        },
+    );
+    apply(
+        &mut s,
+        Command::Failover {
+            reason: Reason::Failure,
+            moves: vec![Move {
+                store: "st01".into(),
+                epoch: 2,
+                to: 3,
+            }],
+        },
+    );
     // st01: master imap3, dirty {imap1, imap2}. imap3 dies: imap1 and imap2 are both dirty,
     // so the less loaded one wins; with imap1 dead as well, imap2 is the only choice left.
     assert_eq!(targets(&s, &[3], &Reports::default())[0].0, "st01");
@@ -89,7 +122,13 @@ fn all_live(state: &ClusterState) -> BTreeSet<u64> {
 /// Applies moves the way switchovers would end: master moved, epoch + 1.
 fn apply_moves(state: &mut ClusterState, moves: &[Move]) {
     if !moves.is_empty() {
-        apply(state, Command::Failover { reason: Reason::Rebalance, moves: moves.to_vec() });
+        apply(
+            state,
+            Command::Failover {
+                reason: Reason::Rebalance,
+                moves: moves.to_vec(),
+            },
+        );
         for m in moves {
             state.stores.get_mut(&m.store).unwrap().dirty.clear();
         }
@@ -101,9 +140,21 @@ fn rebalance_brings_masters_home_after_a_failure() {
     let mut s = initialised(planned(5, 4));
     let before = s.master_counts();
     let plan = failover_targets(&s, &BTreeSet::from([3]), &Reports::default());
-    apply(&mut s, Command::Failover { reason: Reason::Failure, moves: plan.moves.clone() });
+    apply(
+        &mut s,
+        Command::Failover {
+            reason: Reason::Failure,
+            moves: plan.moves.clone(),
+        },
+    );
     for m in &plan.moves {
-        apply(&mut s, Command::ClearDirty { store: m.store.clone(), node: 3 });
+        apply(
+            &mut s,
+            Command::ClearDirty {
+                store: m.store.clone(),
+                node: 3,
+            },
+        );
     }
     let reports = caught_up(&s);
     let opts = RebalanceOptions::default();
@@ -117,7 +168,9 @@ fn rebalance_brings_masters_home_after_a_failure() {
     for st in s.stores_on(3) {
         lagging.backlog.insert((st.name.clone(), 3), 50 << 20);
     }
-    assert!(rebalance_moves(&s, &all_live(&s), &lagging, &opts).iter().all(|m| m.to != 3));
+    assert!(rebalance_moves(&s, &all_live(&s), &lagging, &opts)
+        .iter()
+        .all(|m| m.to != 3));
 
     // Caught up: every store goes home, and counts are back to the plan's.
     let moves = rebalance_moves(&s, &all_live(&s), &reports, &opts);

@@ -35,13 +35,20 @@ fn one_death_spreads_evenly_for_3_to_40_nodes() {
                 let masters = counts[&dead];
                 let bound = masters.div_ceil(n - 1);
                 let decision = failover_targets(&state, &BTreeSet::from([dead]), &Reports::default());
-                assert!(decision.stranded.is_empty(), "n={n} s={s} dead={dead}: {:?}", decision.stranded);
+                assert!(
+                    decision.stranded.is_empty(),
+                    "n={n} s={s} dead={dead}: {:?}",
+                    decision.stranded
+                );
                 assert_eq!(decision.moves.len(), masters);
                 if masters == 0 {
                     continue;
                 }
                 let mut after = state.clone();
-                let r = after.apply(&common::req(Command::Failover { reason: Reason::Failure, moves: decision.moves }));
+                let r = after.apply(&common::req(Command::Failover {
+                    reason: Reason::Failure,
+                    moves: decision.moves,
+                }));
                 assert_eq!(r, Response::Applied, "n={n} s={s} dead={dead}");
                 let new_counts = after.master_counts();
                 assert_eq!(new_counts[&dead], 0);

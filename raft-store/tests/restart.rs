@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, CommittedLeaderId, Config, EntryPayload, RaftLogReader, RaftSnapshotBuilder, ServerState};
 use slotd_raft_store::storage;
@@ -43,12 +46,30 @@ async fn storage_reopens_identical() {
     let first_store = topology.stores[0].name.clone();
     let mut entries = vec![entry(1, 1, Command::Init(topology))];
     for (i, node) in [1u64, 2, 3, 4, 1].iter().enumerate() {
-        let mode = if i % 2 == 0 { NodeMode::Draining } else { NodeMode::Active };
+        let mode = if i % 2 == 0 {
+            NodeMode::Draining
+        } else {
+            NodeMode::Active
+        };
         entries.push(entry(1, 2 + i as u64, Command::SetNodeMode { node: *node, mode }));
     }
     // An invalid entry in the middle: rejected, but still a log entry.
-    entries.push(entry(2, 7, Command::RemoveStore { store: first_store, epoch: 99 }));
-    entries.push(entry(2, 8, Command::SetNodeMode { node: 2, mode: NodeMode::Draining }));
+    entries.push(entry(
+        2,
+        7,
+        Command::RemoveStore {
+            store: first_store,
+            epoch: 99,
+        },
+    ));
+    entries.push(entry(
+        2,
+        8,
+        Command::SetNodeMode {
+            node: 2,
+            mode: NodeMode::Draining,
+        },
+    ));
 
     let (before_state, before_log, before_snapshot) = {
         let (mut log, mut sm) = storage::open(dir.path()).unwrap();
@@ -147,7 +168,11 @@ async fn start(dir: &std::path::Path) -> (Raft, storage::StateReader) {
 /// Each life of the node runs on its own runtime, dropped at the end like a
 /// process exit: that ends every task openraft spawned and closes the database.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -164,7 +189,9 @@ async fn first_life(dir: &std::path::Path) -> storage::SmData {
 
     {
         let (raft, reader) = start(dir).await;
-        raft.initialize(BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))])).await.unwrap();
+        raft.initialize(BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))]))
+            .await
+            .unwrap();
         raft.wait(wait).state(ServerState::Leader, "leader").await.unwrap();
         let r = raft.client_write(req(Command::Init(topology))).await.unwrap();
         assert_eq!(r.data, Response::Applied);
@@ -174,9 +201,21 @@ async fn first_life(dir: &std::path::Path) -> storage::SmData {
             let epoch = reader.with(|d| d.state.stores[name].epoch);
             let to = reader.with(|d| d.state.stores[name].replicas().next().unwrap());
             for command in [
-                Command::BeginSwitchover { store: name.clone(), epoch, to, force: false, reason: slotd_raft_store::Reason::Operator },
-                Command::AdvanceSwitchover { store: name.clone(), epoch },
-                Command::CompleteSwitchover { store: name.clone(), epoch: epoch + 1 },
+                Command::BeginSwitchover {
+                    store: name.clone(),
+                    epoch,
+                    to,
+                    force: false,
+                    reason: slotd_raft_store::Reason::Operator,
+                },
+                Command::AdvanceSwitchover {
+                    store: name.clone(),
+                    epoch,
+                },
+                Command::CompleteSwitchover {
+                    store: name.clone(),
+                    epoch: epoch + 1,
+                },
             ] {
                 let r = raft.client_write(req(command)).await.unwrap();
                 assert_eq!(r.data, Response::Applied);
@@ -188,7 +227,13 @@ async fn first_life(dir: &std::path::Path) -> storage::SmData {
             .metrics(|m| m.snapshot.is_some_and(|s| s.index >= last_index), "snapshot taken")
             .await
             .unwrap();
-        let r = raft.client_write(req(Command::SetNodeMode { node: 3, mode: NodeMode::Draining })).await.unwrap();
+        let r = raft
+            .client_write(req(Command::SetNodeMode {
+                node: 3,
+                mode: NodeMode::Draining,
+            }))
+            .await
+            .unwrap();
         assert_eq!(r.data, Response::Applied);
         let state = reader.snapshot();
         raft.shutdown().await.unwrap();
@@ -201,8 +246,10 @@ async fn second_life(dir: &std::path::Path, before: storage::SmData) {
     let wait = Some(Duration::from_secs(20));
     let (raft, reader) = start(dir).await;
     let last = before.last_applied.map(|l| l.index);
-    raft.wait(wait).applied_index(last, "re-applied after restart").await.unwrap();
+    raft.wait(wait)
+        .applied_index(last, "re-applied after restart")
+        .await
+        .unwrap();
     assert_eq!(reader.snapshot().state, before.state);
     raft.shutdown().await.unwrap();
 }
-

@@ -32,8 +32,16 @@ fn must_reject(state: &mut ClusterState, command: Command, want: &str) -> Reject
     let before = codec::encode(state).unwrap();
     match state.apply(&req(command.clone())) {
         Response::Rejected(r) => {
-            assert!(r.to_string().contains(want), "{command:?}: message {:?} lacks {want:?}", r.to_string());
-            assert_eq!(codec::encode(state).unwrap(), before, "rejected {command:?} changed the state");
+            assert!(
+                r.to_string().contains(want),
+                "{command:?}: message {:?} lacks {want:?}",
+                r.to_string()
+            );
+            assert_eq!(
+                codec::encode(state).unwrap(),
+                before,
+                "rejected {command:?} changed the state"
+            );
             r
         }
         Response::Applied => panic!("{command:?} was applied, expected a rejection containing {want:?}"),
@@ -48,7 +56,14 @@ fn must_apply(state: &mut ClusterState, command: Command) {
 #[test]
 fn invalid_commands_are_refused_and_change_nothing() {
     let mut fresh = ClusterState::default();
-    must_reject(&mut fresh, Command::SetNodeMode { node: 1, mode: NodeMode::Drained }, "not initialised");
+    must_reject(
+        &mut fresh,
+        Command::SetNodeMode {
+            node: 1,
+            mode: NodeMode::Drained,
+        },
+        "not initialised",
+    );
     let mut bad_topology = small();
     bad_topology.stores[1].slots[1].node = 2;
     must_reject(&mut fresh, Command::Init(bad_topology), "two slots on node imap2");
@@ -63,9 +78,24 @@ fn invalid_commands_are_refused_and_change_nothing() {
     };
     let cases: Vec<(Command, &str)> = vec![
         (Command::Init(small()), "already initialised"),
-        (Command::SetNodeMode { node: 9, mode: NodeMode::Draining }, "unknown node 9"),
-        (Command::SetNodeMode { node: 1, mode: NodeMode::Drained }, "still masters stores st01"),
-        (Command::RemoveNode { node: 2 }, "still holds slots of stores st01, st02"),
+        (
+            Command::SetNodeMode {
+                node: 9,
+                mode: NodeMode::Draining,
+            },
+            "unknown node 9",
+        ),
+        (
+            Command::SetNodeMode {
+                node: 1,
+                mode: NodeMode::Drained,
+            },
+            "still masters stores st01",
+        ),
+        (
+            Command::RemoveNode { node: 2 },
+            "still holds slots of stores st01, st02",
+        ),
         (Command::AddNode(node(4, "imap1", &["s01"])), "name \"imap1\""),
         (Command::AddNode(node(2, "imap9", &["s01"])), "id 2"),
         (Command::AddNode(node(4, "imap 4", &["s01"])), "field name"),
@@ -77,15 +107,45 @@ fn invalid_commands_are_refused_and_change_nothing() {
             }),
             "field addr",
         ),
-        (Command::AddStore(store("st01", 9, &[(1, "s02"), (3, "s02")])), "already exists"),
-        (Command::AddStore(store("st03", 1, &[(1, "s02"), (3, "s02")])), "already used by store \"st01\""),
+        (
+            Command::AddStore(store("st01", 9, &[(1, "s02"), (3, "s02")])),
+            "already exists",
+        ),
+        (
+            Command::AddStore(store("st03", 1, &[(1, "s02"), (3, "s02")])),
+            "already used by store \"st01\"",
+        ),
         (Command::AddStore(store("st03", 3, &[(1, "s02")])), "at least two slots"),
-        (Command::AddStore(store("st03", 3, &[(1, "s02"), (1, "s01")])), "two slots on node imap1"),
-        (Command::AddStore(store("st03", 3, &[(1, "s01"), (3, "s02")])), "already belongs to store \"st01\""),
-        (Command::AddStore(store("st03", 3, &[(1, "s09"), (3, "s02")])), "has no slot \"s09\""),
-        (Command::AddStore(store("st03", 3, &[(7, "s01"), (3, "s02")])), "unknown node 7"),
-        (Command::RemoveStore { store: "st09".into(), epoch: 1 }, "unknown store \"st09\""),
-        (Command::RemoveStore { store: "st01".into(), epoch: 2 }, "epoch is 1, not 2"),
+        (
+            Command::AddStore(store("st03", 3, &[(1, "s02"), (1, "s01")])),
+            "two slots on node imap1",
+        ),
+        (
+            Command::AddStore(store("st03", 3, &[(1, "s01"), (3, "s02")])),
+            "already belongs to store \"st01\"",
+        ),
+        (
+            Command::AddStore(store("st03", 3, &[(1, "s09"), (3, "s02")])),
+            "has no slot \"s09\"",
+        ),
+        (
+            Command::AddStore(store("st03", 3, &[(7, "s01"), (3, "s02")])),
+            "unknown node 7",
+        ),
+        (
+            Command::RemoveStore {
+                store: "st09".into(),
+                epoch: 1,
+            },
+            "unknown store \"st09\"",
+        ),
+        (
+            Command::RemoveStore {
+                store: "st01".into(),
+                epoch: 2,
+            },
+            "epoch is 1, not 2",
+        ),
         (st01(7), "epoch is 1, not 7"),
         (
             Command::BeginSwitchover {
@@ -107,16 +167,49 @@ fn invalid_commands_are_refused_and_change_nothing() {
             },
             "already its master",
         ),
-        (Command::AdvanceSwitchover { store: "st01".into(), epoch: 1 }, "is stable, not demoting"),
-        (Command::CompleteSwitchover { store: "st01".into(), epoch: 1 }, "not promoting"),
-        (Command::RollbackSwitchover { store: "st01".into(), epoch: 1, why: "x".into() }, "not demoting or promoting"),
-        (Command::Failover { reason: Reason::Failure, moves: vec![] }, "at least one store"),
+        (
+            Command::AdvanceSwitchover {
+                store: "st01".into(),
+                epoch: 1,
+            },
+            "is stable, not demoting",
+        ),
+        (
+            Command::CompleteSwitchover {
+                store: "st01".into(),
+                epoch: 1,
+            },
+            "not promoting",
+        ),
+        (
+            Command::RollbackSwitchover {
+                store: "st01".into(),
+                epoch: 1,
+                why: "x".into(),
+            },
+            "not demoting or promoting",
+        ),
+        (
+            Command::Failover {
+                reason: Reason::Failure,
+                moves: vec![],
+            },
+            "at least one store",
+        ),
         (
             Command::Failover {
                 reason: Reason::Failure,
                 moves: vec![
-                    Move { store: "st01".into(), epoch: 1, to: 2 },
-                    Move { store: "st01".into(), epoch: 1, to: 2 },
+                    Move {
+                        store: "st01".into(),
+                        epoch: 1,
+                        to: 2,
+                    },
+                    Move {
+                        store: "st01".into(),
+                        epoch: 1,
+                        to: 2,
+                    },
                 ],
             },
             "appears twice",
@@ -126,13 +219,27 @@ fn invalid_commands_are_refused_and_change_nothing() {
             Command::Failover {
                 reason: Reason::Failure,
                 moves: vec![
-                    Move { store: "st01".into(), epoch: 1, to: 2 },
-                    Move { store: "st02".into(), epoch: 5, to: 3 },
+                    Move {
+                        store: "st01".into(),
+                        epoch: 1,
+                        to: 2,
+                    },
+                    Move {
+                        store: "st02".into(),
+                        epoch: 5,
+                        to: 3,
+                    },
                 ],
             },
             "epoch is 1, not 5",
         ),
-        (Command::ClearDirty { store: "st01".into(), node: 1 }, "not marked dirty"),
+        (
+            Command::ClearDirty {
+                store: "st01".into(),
+                node: 1,
+            },
+            "not marked dirty",
+        ),
         (Command::SetVoter { node: 4, voter: true }, "unknown node 4"),
     ];
     for (command, want) in cases {
@@ -140,13 +247,23 @@ fn invalid_commands_are_refused_and_change_nothing() {
     }
 
     // Targets that are not active.
-    must_apply(&mut s, Command::SetNodeMode { node: 2, mode: NodeMode::Draining });
+    must_apply(
+        &mut s,
+        Command::SetNodeMode {
+            node: 2,
+            mode: NodeMode::Draining,
+        },
+    );
     must_reject(&mut s, st01(1), "imap2 is draining");
     must_reject(
         &mut s,
         Command::Failover {
             reason: Reason::Failure,
-            moves: vec![Move { store: "st01".into(), epoch: 1, to: 2 }],
+            moves: vec![Move {
+                store: "st01".into(),
+                epoch: 1,
+                to: 2,
+            }],
         },
         "imap2 is draining",
     );
@@ -166,7 +283,11 @@ fn switchover_moves_master_with_one_epoch_and_history() {
         },
     );
     let st = &s.stores["st01"];
-    assert_eq!((st.master, st.epoch), (1, 1), "old master keeps the epoch while demoting");
+    assert_eq!(
+        (st.master, st.epoch),
+        (1, 1),
+        "old master keeps the epoch while demoting"
+    );
     assert!(matches!(st.phase, Phase::Demoting { from: 1, to: 2, .. }));
     // A second switchover of the same store waits for this one.
     must_reject(
@@ -180,14 +301,29 @@ fn switchover_moves_master_with_one_epoch_and_history() {
         },
         "is demoting, not stable",
     );
-    must_apply(&mut s, Command::AdvanceSwitchover { store: "st01".into(), epoch: 1 });
+    must_apply(
+        &mut s,
+        Command::AdvanceSwitchover {
+            store: "st01".into(),
+            epoch: 1,
+        },
+    );
     let st = &s.stores["st01"];
     assert_eq!((st.master, st.epoch), (2, 2));
     assert!(matches!(st.phase, Phase::Promoting { from: 1, to: 2, .. }));
-    must_apply(&mut s, Command::CompleteSwitchover { store: "st01".into(), epoch: 2 });
+    must_apply(
+        &mut s,
+        Command::CompleteSwitchover {
+            store: "st01".into(),
+            epoch: 2,
+        },
+    );
     assert_eq!(s.stores["st01"].phase, Phase::Stable);
     let last = s.history.back().unwrap();
-    assert_eq!((last.from, last.to, last.epoch, last.reason), (1, 2, 2, Reason::Operator));
+    assert_eq!(
+        (last.from, last.to, last.epoch, last.reason),
+        (1, 2, 2, Reason::Operator)
+    );
 
     // Rolling back from Promoting goes back to the old master with a new epoch.
     must_apply(
@@ -200,8 +336,21 @@ fn switchover_moves_master_with_one_epoch_and_history() {
             reason: Reason::Rebalance,
         },
     );
-    must_apply(&mut s, Command::AdvanceSwitchover { store: "st01".into(), epoch: 2 });
-    must_apply(&mut s, Command::RollbackSwitchover { store: "st01".into(), epoch: 3, why: "timeout".into() });
+    must_apply(
+        &mut s,
+        Command::AdvanceSwitchover {
+            store: "st01".into(),
+            epoch: 2,
+        },
+    );
+    must_apply(
+        &mut s,
+        Command::RollbackSwitchover {
+            store: "st01".into(),
+            epoch: 3,
+            why: "timeout".into(),
+        },
+    );
     let st = &s.stores["st01"];
     assert_eq!((st.master, st.epoch, st.phase), (2, 4, Phase::Stable));
     assert!(s.history.back().unwrap().what.contains("rollback: timeout"));
@@ -215,8 +364,16 @@ fn failover_moves_a_batch_and_marks_dirty() {
         Command::Failover {
             reason: Reason::Failure,
             moves: vec![
-                Move { store: "st01".into(), epoch: 1, to: 2 },
-                Move { store: "st02".into(), epoch: 1, to: 3 },
+                Move {
+                    store: "st01".into(),
+                    epoch: 1,
+                    to: 2,
+                },
+                Move {
+                    store: "st02".into(),
+                    epoch: 1,
+                    to: 3,
+                },
             ],
         },
     );
@@ -236,7 +393,13 @@ fn failover_moves_a_batch_and_marks_dirty() {
         "marked dirty",
     );
     // ...until its leftovers are dealt with.
-    must_apply(&mut s, Command::ClearDirty { store: "st01".into(), node: 1 });
+    must_apply(
+        &mut s,
+        Command::ClearDirty {
+            store: "st01".into(),
+            node: 1,
+        },
+    );
     assert!(s.stores["st01"].dirty.is_empty());
     assert_eq!(s.history.len(), 2);
 }
@@ -250,7 +413,11 @@ fn history_is_bounded() {
             &mut s,
             Command::Failover {
                 reason: Reason::Failure,
-                moves: vec![Move { store: "st01".into(), epoch: i + 1, to }],
+                moves: vec![Move {
+                    store: "st01".into(),
+                    epoch: i + 1,
+                    to,
+                }],
             },
         );
     }
@@ -264,16 +431,49 @@ fn history_is_bounded() {
 /// command against the state it meets, with the right epoch or a wrong one.
 #[derive(Clone, Debug)]
 enum Op {
-    Begin { store: usize, to: usize, force: bool, good_epoch: bool },
-    Advance { store: usize, good_epoch: bool },
-    Complete { store: usize, good_epoch: bool },
-    Rollback { store: usize, good_epoch: bool },
-    Failover { stores: Vec<(usize, usize)>, good_epoch: bool },
-    Mode { node: usize, mode: u8 },
-    ClearDirty { store: usize, node: usize },
-    RemoveStore { store: usize, good_epoch: bool },
-    AddStore { a: usize, b: usize, slot: usize, ip: u8 },
-    RemoveNode { node: usize },
+    Begin {
+        store: usize,
+        to: usize,
+        force: bool,
+        good_epoch: bool,
+    },
+    Advance {
+        store: usize,
+        good_epoch: bool,
+    },
+    Complete {
+        store: usize,
+        good_epoch: bool,
+    },
+    Rollback {
+        store: usize,
+        good_epoch: bool,
+    },
+    Failover {
+        stores: Vec<(usize, usize)>,
+        good_epoch: bool,
+    },
+    Mode {
+        node: usize,
+        mode: u8,
+    },
+    ClearDirty {
+        store: usize,
+        node: usize,
+    },
+    RemoveStore {
+        store: usize,
+        good_epoch: bool,
+    },
+    AddStore {
+        a: usize,
+        b: usize,
+        slot: usize,
+        ip: u8,
+    },
+    RemoveNode {
+        node: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -297,25 +497,48 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn concrete(state: &ClusterState, op: &Op) -> Command {
     let names: Vec<&String> = state.stores.keys().collect();
-    let store_at = |i: usize| names.get(i % names.len().max(1)).map(|s| (*s).clone()).unwrap_or_else(|| "gone".into());
+    let store_at = |i: usize| {
+        names
+            .get(i % names.len().max(1))
+            .map(|s| (*s).clone())
+            .unwrap_or_else(|| "gone".into())
+    };
     let epoch = |name: &str, good: bool| {
         let e = state.stores.get(name).map_or(1, |s| s.epoch);
-        if good { e } else { e + 1 }
+        if good {
+            e
+        } else {
+            e + 1
+        }
     };
     let node_id = |i: usize| (i % 6) as u64 + 1; // 6 = one unknown node
-    // Mostly one of the store's own slots (so the command can be valid),
-    // sometimes any node at all.
+                                                 // Mostly one of the store's own slots (so the command can be valid),
+                                                 // sometimes any node at all.
     let slot_node = |name: &str, i: usize| match state.stores.get(name) {
         Some(st) if i < 5 => st.slots[i % st.slots.len()].node,
         _ => node_id(i),
     };
     // Mostly a store in the phase the command needs.
     let in_phase = |i: usize, want: fn(&Phase) -> bool| {
-        let fit: Vec<&String> = state.stores.values().filter(|s| want(&s.phase)).map(|s| &s.name).collect();
-        if fit.is_empty() || i % 7 == 0 { store_at(i) } else { fit[i % fit.len()].clone() }
+        let fit: Vec<&String> = state
+            .stores
+            .values()
+            .filter(|s| want(&s.phase))
+            .map(|s| &s.name)
+            .collect();
+        if fit.is_empty() || i % 7 == 0 {
+            store_at(i)
+        } else {
+            fit[i % fit.len()].clone()
+        }
     };
     match op.clone() {
-        Op::Begin { store, to, force, good_epoch } => {
+        Op::Begin {
+            store,
+            to,
+            force,
+            good_epoch,
+        } => {
             let name = in_phase(store, |p| *p == Phase::Stable);
             Command::BeginSwitchover {
                 epoch: epoch(&name, good_epoch),
@@ -327,15 +550,25 @@ fn concrete(state: &ClusterState, op: &Op) -> Command {
         }
         Op::Advance { store, good_epoch } => {
             let name = in_phase(store, |p| matches!(p, Phase::Demoting { .. }));
-            Command::AdvanceSwitchover { epoch: epoch(&name, good_epoch), store: name }
+            Command::AdvanceSwitchover {
+                epoch: epoch(&name, good_epoch),
+                store: name,
+            }
         }
         Op::Complete { store, good_epoch } => {
             let name = in_phase(store, |p| matches!(p, Phase::Promoting { .. }));
-            Command::CompleteSwitchover { epoch: epoch(&name, good_epoch), store: name }
+            Command::CompleteSwitchover {
+                epoch: epoch(&name, good_epoch),
+                store: name,
+            }
         }
         Op::Rollback { store, good_epoch } => {
             let name = in_phase(store, |p| *p != Phase::Stable);
-            Command::RollbackSwitchover { epoch: epoch(&name, good_epoch), store: name, why: "test".into() }
+            Command::RollbackSwitchover {
+                epoch: epoch(&name, good_epoch),
+                store: name,
+                why: "test".into(),
+            }
         }
         Op::Failover { stores, good_epoch } => Command::Failover {
             reason: Reason::Failure,
@@ -343,7 +576,11 @@ fn concrete(state: &ClusterState, op: &Op) -> Command {
                 .iter()
                 .map(|(s, to)| {
                     let name = store_at(*s);
-                    Move { epoch: epoch(&name, good_epoch), to: slot_node(&name, *to), store: name }
+                    Move {
+                        epoch: epoch(&name, good_epoch),
+                        to: slot_node(&name, *to),
+                        store: name,
+                    }
                 })
                 .collect(),
         },
@@ -353,17 +590,29 @@ fn concrete(state: &ClusterState, op: &Op) -> Command {
         },
         Op::ClearDirty { store, node } => {
             let name = in_phase(store, |_| true);
-            let dirty = state.stores.get(&name).and_then(|s| s.dirty.iter().nth(node % 2).copied());
-            Command::ClearDirty { store: name, node: dirty.unwrap_or(node_id(node)) }
+            let dirty = state
+                .stores
+                .get(&name)
+                .and_then(|s| s.dirty.iter().nth(node % 2).copied());
+            Command::ClearDirty {
+                store: name,
+                node: dirty.unwrap_or(node_id(node)),
+            }
         }
         Op::RemoveStore { store, good_epoch } => {
             let name = store_at(store);
-            Command::RemoveStore { epoch: epoch(&name, good_epoch), store: name }
+            Command::RemoveStore {
+                epoch: epoch(&name, good_epoch),
+                store: name,
+            }
         }
         Op::AddStore { a, b, slot, ip } => Command::AddStore(common::store(
             &format!("new{ip}"),
             ip,
-            &[(node_id(a), &format!("s{:02}", slot + 1)), (node_id(b), &format!("s{:02}", slot + 1))],
+            &[
+                (node_id(a), &format!("s{:02}", slot + 1)),
+                (node_id(b), &format!("s{:02}", slot + 1)),
+            ],
         )),
         Op::RemoveNode { node } => Command::RemoveNode { node: node_id(node) },
     }
@@ -374,7 +623,12 @@ fn check_invariants(state: &ClusterState) {
     let mut ips = BTreeSet::new();
     let mut slots = BTreeSet::new();
     for st in state.stores.values() {
-        assert!(st.has_node(st.master), "{}: master {} is not one of its slots", st.name, st.master);
+        assert!(
+            st.has_node(st.master),
+            "{}: master {} is not one of its slots",
+            st.name,
+            st.master
+        );
         let nodes: BTreeSet<u64> = st.nodes().collect();
         assert_eq!(nodes.len(), st.slots.len(), "{}: two slots on one node", st.name);
         for n in &nodes {
@@ -385,7 +639,11 @@ fn check_invariants(state: &ClusterState) {
             Phase::Demoting { from, to, .. } => assert!(st.master == from && from != to && st.has_node(to)),
             Phase::Promoting { from, to, .. } => assert!(st.master == to && from != to && st.has_node(from)),
         }
-        assert!(ips.insert(st.master_ip.addr) && ips.insert(st.replica_ip.addr), "{}: IP shared", st.name);
+        assert!(
+            ips.insert(st.master_ip.addr) && ips.insert(st.replica_ip.addr),
+            "{}: IP shared",
+            st.name
+        );
         for slot in &st.slots {
             assert!(slots.insert(slot.clone()), "{}: slot {slot:?} in two stores", st.name);
         }
@@ -446,7 +704,10 @@ fn generator_mostly_produces_valid_commands() {
     let mut by_kind: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     let mut kinds = BTreeSet::new();
     for _ in 0..100 {
-        let ops = prop::collection::vec(op(), 100).new_tree(&mut runner).unwrap().current();
+        let ops = prop::collection::vec(op(), 100)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
         let mut state = initialised(planned(5, 4));
         for op in &ops {
             let command = concrete(&state, op);
@@ -463,8 +724,21 @@ fn generator_mostly_produces_valid_commands() {
     }
     // Many commands are invalid on purpose (wrong epoch, drained target);
     // a fifth being applied still walks deep into switchovers and failovers.
-    assert!(applied * 100 / total >= 15, "only {applied} of {total} applied: {by_kind:?}");
-    for kind in ["BeginSwitchover", "AdvanceSwitchover", "CompleteSwitchover", "RollbackSwitchover", "Failover", "SetNodeMode", "ClearDirty", "RemoveStore", "AddStore"] {
+    assert!(
+        applied * 100 / total >= 15,
+        "only {applied} of {total} applied: {by_kind:?}"
+    );
+    for kind in [
+        "BeginSwitchover",
+        "AdvanceSwitchover",
+        "CompleteSwitchover",
+        "RollbackSwitchover",
+        "Failover",
+        "SetNodeMode",
+        "ClearDirty",
+        "RemoveStore",
+        "AddStore",
+    ] {
         assert!(kinds.contains(kind), "{kind} never applied; applied kinds: {kinds:?}");
     }
 }

@@ -42,35 +42,85 @@ fn good_file_parses_and_round_trips() {
 #[test]
 fn bad_files_name_the_problem() {
     let cases: Vec<(String, &str)> = vec![
-        (GOOD.replace("addr = \"10.0.0.2:7420\"\n", ""), "node #2 (imap2): field `addr`: missing"),
+        (
+            GOOD.replace("addr = \"10.0.0.2:7420\"\n", ""),
+            "node #2 (imap2): field `addr`: missing",
+        ),
         (GOOD.replace("name = \"imap1\"\n", ""), "node #1: field `name`: missing"),
-        (GOOD.replacen("slots = [\"s01\", \"s02\"]\n", "", 1), "node #1 (imap1): field `slots`: missing"),
-        (GOOD.replace("master_ip = \"10.0.1.1/32\"\n", ""), "store #1 (st01): field `master_ip`: missing"),
-        (GOOD.replace("fd00::1:2/128", "10.0.1.1/32"), "10.0.1.1/32 is already used by store \"st01\""),
-        (GOOD.replace("fd00::2:2/128", "10.0.1.1/32"), "10.0.1.1/32 is already used by store \"st01\""),
-        (GOOD.replace("fd00::2:2/128", "fd00::1:2/128"), "store \"st02\": field replica_ip: must differ"),
-        (GOOD.replace("\"imap2:s02\", \"imap1:s02\"", "\"imap1:s02\", \"imap1:s01\""), "two slots on node imap1"),
-        (GOOD.replace("imap2:s01", "imap9:s01"), "store #1 (st01): field `slots`: \"imap9:s01\" names unknown node \"imap9\""),
+        (
+            GOOD.replacen("slots = [\"s01\", \"s02\"]\n", "", 1),
+            "node #1 (imap1): field `slots`: missing",
+        ),
+        (
+            GOOD.replace("master_ip = \"10.0.1.1/32\"\n", ""),
+            "store #1 (st01): field `master_ip`: missing",
+        ),
+        (
+            GOOD.replace("fd00::1:2/128", "10.0.1.1/32"),
+            "10.0.1.1/32 is already used by store \"st01\"",
+        ),
+        (
+            GOOD.replace("fd00::2:2/128", "10.0.1.1/32"),
+            "10.0.1.1/32 is already used by store \"st01\"",
+        ),
+        (
+            GOOD.replace("fd00::2:2/128", "fd00::1:2/128"),
+            "store \"st02\": field replica_ip: must differ",
+        ),
+        (
+            GOOD.replace("\"imap2:s02\", \"imap1:s02\"", "\"imap1:s02\", \"imap1:s01\""),
+            "two slots on node imap1",
+        ),
+        (
+            GOOD.replace("imap2:s01", "imap9:s01"),
+            "store #1 (st01): field `slots`: \"imap9:s01\" names unknown node \"imap9\"",
+        ),
         (GOOD.replace("imap2:s01", "imap2-s01"), "\"imap2-s01\" is not NODE:SLOT"),
         (GOOD.replace("imap2:s01", "imap2:s07"), "node imap2 has no slot \"s07\""),
-        (GOOD.replace("imap2:s02\", \"imap1:s02", "imap2:s01\", \"imap1:s02"), "slot \"s01\" on node imap2 already belongs to store \"st01\""),
-        (GOOD.replace("10.0.1.1/32", "10.0.1.1/40"), "store #1 (st01): field `master_ip`: prefix /40 is too long"),
-        (GOOD.replace("10.0.1.1/32", "banana"), "field `master_ip`: \"banana\" is not an IP address"),
+        (
+            GOOD.replace("imap2:s02\", \"imap1:s02", "imap2:s01\", \"imap1:s02"),
+            "slot \"s01\" on node imap2 already belongs to store \"st01\"",
+        ),
+        (
+            GOOD.replace("10.0.1.1/32", "10.0.1.1/40"),
+            "store #1 (st01): field `master_ip`: prefix /40 is too long",
+        ),
+        (
+            GOOD.replace("10.0.1.1/32", "banana"),
+            "field `master_ip`: \"banana\" is not an IP address",
+        ),
         (GOOD.replace("id = 2", "id = 1"), "node id 1 already exists"),
-        (GOOD.replace("name = \"imap2\"", "name = \"imap1\""), "node name \"imap1\" already exists"),
-        (GOOD.replace("10.0.0.2:7420", "10.0.0.1:7420"), "node address 10.0.0.1:7420 already exists"),
-        (GOOD.replace("name = \"st02\"", "name = \"st01\""), "store \"st01\" already exists"),
-        (GOOD.replace("id = 1", "id = 1\ncolour = \"red\""), "unknown field `colour`"),
+        (
+            GOOD.replace("name = \"imap2\"", "name = \"imap1\""),
+            "node name \"imap1\" already exists",
+        ),
+        (
+            GOOD.replace("10.0.0.2:7420", "10.0.0.1:7420"),
+            "node address 10.0.0.1:7420 already exists",
+        ),
+        (
+            GOOD.replace("name = \"st02\"", "name = \"st01\""),
+            "store \"st01\" already exists",
+        ),
+        (
+            GOOD.replace("id = 1", "id = 1\ncolour = \"red\""),
+            "unknown field `colour`",
+        ),
         (GOOD.replace("id = 1", "id = \"one\""), "invalid type"),
-        (format!("voters = 3\n{GOOD}"), "field `voters`: must be from 1 to the number of nodes (2)"),
+        (
+            format!("voters = 3\n{GOOD}"),
+            "field `voters`: must be from 1 to the number of nodes (2)",
+        ),
         ("".to_owned(), "no [[node]] entries"),
         ("[[node]\n".to_owned(), "TOML parse error"),
     ];
     for (text, want) in cases {
         let err = parse(&text).expect_err(want).to_string();
         assert!(err.contains(want), "expected {want:?} in: {err}");
-        assert!(!err.contains('\n') || want == "invalid type" || want.contains("TOML") || want.contains("unknown field"),
-            "one-line message expected: {err}");
+        assert!(
+            !err.contains('\n') || want == "invalid type" || want.contains("TOML") || want.contains("unknown field"),
+            "one-line message expected: {err}"
+        );
     }
 }
 
@@ -79,7 +129,11 @@ fn voters_default_and_explicit() {
     let t = common::planned(7, 2);
     let text = render(&t).replacen("voters = 3", "", 1);
     let parsed = parse(&text).unwrap();
-    assert_eq!(parsed.nodes.iter().filter(|n| n.voter).count(), 5, "7 nodes: five voters by default");
+    assert_eq!(
+        parsed.nodes.iter().filter(|n| n.voter).count(),
+        5,
+        "7 nodes: five voters by default"
+    );
     let parsed = parse(&format!("voters = 3\n{text}")).unwrap();
     let voters: Vec<u64> = parsed.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();
     assert_eq!(voters, vec![1, 2, 3], "the first nodes vote");

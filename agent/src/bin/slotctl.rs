@@ -67,7 +67,12 @@ fn run(command: Cmd) -> Result<(), String> {
         Cmd::CheckTopology { file } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let t = topology::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-            println!("{}: {} nodes, {} stores: ok", file.display(), t.nodes.len(), t.stores.len());
+            println!(
+                "{}: {} nodes, {} stores: ok",
+                file.display(),
+                t.nodes.len(),
+                t.stores.len()
+            );
             Ok(())
         }
     }

@@ -41,7 +41,11 @@ impl LogStore {
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str, subject: ErrorSubject<u64>) -> Result<Option<T>, StorageError> {
         let err = |e: &dyn std::error::Error| {
-            StorageIOError::new(subject.clone(), ErrorVerb::Read, openraft::AnyError::error(e.to_string()))
+            StorageIOError::new(
+                subject.clone(),
+                ErrorVerb::Read,
+                openraft::AnyError::error(e.to_string()),
+            )
         };
         let txn = self.db.begin_read().map_err(|e| err(&e))?;
         let table = txn.open_table(META).map_err(|e| err(&e))?;
@@ -52,7 +56,12 @@ impl LogStore {
     }
 
     /// Writes one meta record durably, off the async runtime.
-    async fn write_meta<T: Serialize>(&self, key: &'static str, value: &T, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
+    async fn write_meta<T: Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        subject: ErrorSubject<u64>,
+    ) -> Result<(), StorageError> {
         let bytes = codec::encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         let db = self.db.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {

@@ -112,7 +112,9 @@ impl StateMachineStore {
 
     fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let sig = Some(stored.meta.signature());
-        let err = |e: &dyn std::error::Error| StorageIOError::write_snapshot(sig.clone(), openraft::AnyError::error(e.to_string()));
+        let err = |e: &dyn std::error::Error| {
+            StorageIOError::write_snapshot(sig.clone(), openraft::AnyError::error(e.to_string()))
+        };
         let bytes = codec::encode(stored).map_err(|e| err(&e))?;
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         {
@@ -213,9 +215,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let new: SmData = codec::decode(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let new: SmData =
+            codec::decode(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: bytes,

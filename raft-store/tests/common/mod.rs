@@ -21,7 +21,10 @@ pub fn initialised(topology: Topology) -> ClusterState {
 }
 
 pub fn req(command: Command) -> Request {
-    Request { at_ms: 1_700_000_000_000, command }
+    Request {
+        at_ms: 1_700_000_000_000,
+        command,
+    }
 }
 
 pub fn node(id: u64, name: &str, slots: &[&str]) -> NodeSpec {

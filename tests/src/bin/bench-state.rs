@@ -16,7 +16,10 @@ const SLOTS: usize = 40;
 const ROUNDS: usize = 5;
 
 fn req(command: Command) -> Request {
-    Request { at_ms: 1_700_000_000_000, command }
+    Request {
+        at_ms: 1_700_000_000_000,
+        command,
+    }
 }
 
 /// Switchover commands (begin, advance, complete) for every store, then a
@@ -27,9 +30,21 @@ fn workload(state: &ClusterState) -> Vec<Request> {
     for st in state.stores.values() {
         let to = st.replicas().next().unwrap_or(st.master);
         for command in [
-            Command::BeginSwitchover { store: st.name.clone(), epoch: st.epoch, to, force: false, reason: Reason::Rebalance },
-            Command::AdvanceSwitchover { store: st.name.clone(), epoch: st.epoch },
-            Command::CompleteSwitchover { store: st.name.clone(), epoch: st.epoch + 1 },
+            Command::BeginSwitchover {
+                store: st.name.clone(),
+                epoch: st.epoch,
+                to,
+                force: false,
+                reason: Reason::Rebalance,
+            },
+            Command::AdvanceSwitchover {
+                store: st.name.clone(),
+                epoch: st.epoch,
+            },
+            Command::CompleteSwitchover {
+                store: st.name.clone(),
+                epoch: st.epoch + 1,
+            },
         ] {
             let r = req(command);
             sim.apply(&r);
@@ -39,12 +54,19 @@ fn workload(state: &ClusterState) -> Vec<Request> {
     for node in sim.nodes.keys().copied().collect::<Vec<_>>() {
         let moves: Vec<Move> = sim
             .masters_of(node)
-            .map(|st| Move { store: st.name.clone(), epoch: st.epoch, to: st.replicas().next().unwrap_or(st.master) })
+            .map(|st| Move {
+                store: st.name.clone(),
+                epoch: st.epoch,
+                to: st.replicas().next().unwrap_or(st.master),
+            })
             .collect();
         if moves.is_empty() {
             continue;
         }
-        let r = req(Command::Failover { reason: Reason::Failure, moves });
+        let r = req(Command::Failover {
+            reason: Reason::Failure,
+            moves,
+        });
         sim.apply(&r);
         out.push(r);
     }
@@ -62,7 +84,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     initial.apply(&req(Command::Init(topology)));
     let init_time = t.elapsed();
-    println!("cluster: {NODES} nodes x {SLOTS} slots = {} stores; Init applied in {init_time:?}", initial.stores.len());
+    println!(
+        "cluster: {NODES} nodes x {SLOTS} slots = {} stores; Init applied in {init_time:?}",
+        initial.stores.len()
+    );
 
     let work = workload(&initial);
     let mut rates = Vec::new();
@@ -93,13 +118,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut size = 0;
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        let bytes = codec::encode(&storage::SmData { state: initial.clone(), ..Default::default() })?;
+        let bytes = codec::encode(&storage::SmData {
+            state: initial.clone(),
+            ..Default::default()
+        })?;
         enc.push(t.elapsed());
         size = bytes.len();
     }
-    println!("snapshot: {size} bytes ({:.1} KiB); encode median {:?}", size as f64 / 1024.0, median(enc));
+    println!(
+        "snapshot: {size} bytes ({:.1} KiB); encode median {:?}",
+        size as f64 / 1024.0,
+        median(enc)
+    );
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let dir = tempfile::tempdir()?;
         let (log, mut sm) = storage::open(dir.path())?;
@@ -115,7 +150,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             builds.push(t.elapsed());
             size = snap.snapshot.get_ref().len();
         }
-        println!("snapshot build (copy + encode + durable write): median {:?}, {size} bytes", median(builds));
+        println!(
+            "snapshot build (copy + encode + durable write): median {:?}, {size} bytes",
+            median(builds)
+        );
         let t = Instant::now();
         drop((log, sm));
         let (_log, sm) = storage::open(dir.path())?;
