@@ -51,3 +51,35 @@ fn bad_arguments_fail_with_one_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes"));
 }
+
+/// `slotctl net` runs the same code as the agent, inside a namespace made for
+/// this test (needs root; fails, never skips, without it).
+#[test]
+fn net_bind_list_release_in_a_namespace() {
+    use slotd_netops::testkit::{require_root, Lan, IFACE};
+    require_root();
+    let lan = Lan::new("ctl", &["a"]);
+    let a = lan.host("a");
+    let bin = env!("CARGO_BIN_EXE_slotctl");
+    let run = |args: &[&str]| {
+        let mut full = vec!["net"];
+        full.extend_from_slice(args);
+        a.exec(bin, &full)
+    };
+    let out = run(&["bind", "--interface", IFACE, "10.91.0.7/32"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["list", "--interface", IFACE]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.91.0.7/32"));
+    assert!(a.ip(&["-4", "addr", "show", "dev", IFACE]).contains("10.91.0.7/32"));
+    let out = run(&["release", "--interface", IFACE, "10.91.0.7/32"]);
+    assert!(out.status.success());
+    assert!(!a.ip(&["-4", "addr", "show", "dev", IFACE]).contains("10.91.0.7"));
+
+    let out = run(&["bind", "--interface", "nosuch0", "10.91.0.7/32"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch0"));
+    let out = run(&["bind", "--interface", IFACE, "10.91.0.7/33"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("10.91.0.7/33") && err.trim_end().lines().count() == 1, "{err}");
+}

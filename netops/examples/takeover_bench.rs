@@ -95,15 +95,9 @@ async fn neighbour(handle: &rtnetlink::Handle, addr: IpAddr) -> Result<Option<Ma
         let mut mac = None;
         for a in &msg.attributes {
             match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                    dst = Some(IpAddr::V4(*v4))
-                }
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                    dst = Some(IpAddr::V6(*v6))
-                }
-                NeighbourAttribute::LinkLayerAddress(b) => {
-                    mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
-                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                NeighbourAttribute::LinkLayerAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
                 _ => {}
             }
         }
@@ -118,12 +112,7 @@ async fn neighbour(handle: &rtnetlink::Handle, addr: IpAddr) -> Result<Option<Ma
 /// reply with the instant it was first seen (or an error at the deadline).
 type Watch = (IpAddr, MacAddr, mpsc::Sender<Result<Instant, String>>);
 
-fn spawn_watcher(
-    c: &Netns,
-) -> (
-    tokio::sync::mpsc::UnboundedSender<Watch>,
-    mpsc::Receiver<()>,
-) {
+fn spawn_watcher(c: &Netns) -> (tokio::sync::mpsc::UnboundedSender<Watch>, mpsc::Receiver<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Watch>();
     let (started_tx, started_rx) = mpsc::channel();
     drop(c.spawn(move || async move {
@@ -178,8 +167,7 @@ fn measure(lan: &Lan, vip: IpPrefix, runs: usize) -> Result<Vec<Sample>, String>
             "stale",
         ])?;
         let (w_tx, w_rx) = mpsc::channel();
-        to_c.send((vip.addr(), mac_b, w_tx))
-            .map_err(|_| "watcher gone")?;
+        to_c.send((vip.addr(), mac_b, w_tx)).map_err(|_| "watcher gone")?;
         started
             .recv_timeout(RUN_DEADLINE)
             .map_err(|_| "watcher did not start")?;
@@ -188,17 +176,14 @@ fn measure(lan: &Lan, vip: IpPrefix, runs: usize) -> Result<Vec<Sample>, String>
         let seen = w_rx
             .recv_timeout(RUN_DEADLINE + Duration::from_secs(1))
             .map_err(|_| "no answer from watcher")??;
-        let (t0, bind) = b_rx
-            .recv_timeout(RUN_DEADLINE)
-            .map_err(|_| "no answer from B")??;
+        let (t0, bind) = b_rx.recv_timeout(RUN_DEADLINE).map_err(|_| "no answer from B")??;
         samples.push(Sample {
             switch: seen.saturating_duration_since(t0),
             bind,
         });
         let (r_tx, r_rx) = mpsc::channel();
         to_b.send(ToB::Release(vip, r_tx)).map_err(|_| "B gone")?;
-        r_rx.recv_timeout(RUN_DEADLINE)
-            .map_err(|_| "no answer from B")??;
+        r_rx.recv_timeout(RUN_DEADLINE).map_err(|_| "no answer from B")??;
     }
     Ok(samples)
 }

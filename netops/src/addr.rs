@@ -92,12 +92,8 @@ impl FromStr for IpPrefix {
                 let len: u8 = l
                     .parse()
                     .map_err(|_| invalid(format!("{l:?} is not a prefix length")))?;
-                Self::new(addr, len).map_err(|_| {
-                    invalid(format!(
-                        "prefix length {len} is longer than {}",
-                        max_len(addr)
-                    ))
-                })
+                Self::new(addr, len)
+                    .map_err(|_| invalid(format!("prefix length {len} is longer than {}", max_len(addr))))
             }
         }
     }
@@ -121,18 +117,9 @@ mod tests {
 
     #[test]
     fn rejects_impossible_lengths_naming_the_input() {
-        for bad in [
-            "10.0.0.1/33",
-            "fd00::1/129",
-            "10.0.0.1/x",
-            "nope/32",
-            "10.0.0.1/",
-        ] {
+        for bad in ["10.0.0.1/33", "fd00::1/129", "10.0.0.1/x", "nope/32", "10.0.0.1/"] {
             let err = bad.parse::<IpPrefix>().unwrap_err();
-            assert!(
-                matches!(err, NetError::InvalidPrefix { .. }),
-                "{bad}: {err}"
-            );
+            assert!(matches!(err, NetError::InvalidPrefix { .. }), "{bad}: {err}");
             assert!(err.to_string().contains(bad), "{err}");
         }
         assert!(IpPrefix::new("10.0.0.1".parse().unwrap(), 33).is_err());

@@ -5,9 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use pnet_packet::arp::{
-    ArpHardwareTypes, ArpOperation, ArpOperations, ArpPacket, MutableArpPacket,
-};
+use pnet_packet::arp::{ArpHardwareTypes, ArpOperation, ArpOperations, ArpPacket, MutableArpPacket};
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
 use pnet_packet::{MutablePacket, Packet};
 
@@ -134,11 +132,7 @@ mod tests {
         assert_eq!(claimant(&gratuitous_reply(other, IP), IP, MAC), Some(other));
         assert_eq!(claimant(&gratuitous_reply(MAC, IP), IP, MAC), None);
         assert_eq!(
-            claimant(
-                &gratuitous_reply(other, Ipv4Addr::new(10, 0, 1, 2)),
-                IP,
-                MAC
-            ),
+            claimant(&gratuitous_reply(other, Ipv4Addr::new(10, 0, 1, 2)), IP, MAC),
             None
         );
         assert_eq!(claimant(&probe(other, IP), IP, MAC), None);

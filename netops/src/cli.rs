@@ -118,11 +118,7 @@ pub async fn run(
         }
         NetCommand::Release(a) => {
             let o = ops.release(&a.interface, a.prefix).await?;
-            let what = if o == Outcome::Changed {
-                "released"
-            } else {
-                "not bound"
-            };
+            let what = if o == Outcome::Changed { "released" } else { "not bound" };
             writeln!(out, "{what} {} on {}", a.prefix, a.interface).map_err(write_err)?;
         }
         NetCommand::List(a) => {
@@ -143,12 +139,7 @@ pub async fn run(
                 interval: Duration::from_millis(a.interval_ms),
             };
             ops.announce(&a.interface, a.addr, options).await?;
-            writeln!(
-                out,
-                "announced {} on {} ({} rounds)",
-                a.addr, a.interface, a.count
-            )
-            .map_err(write_err)?;
+            writeln!(out, "announced {} on {} ({} rounds)", a.addr, a.interface, a.count).map_err(write_err)?;
         }
         NetCommand::Probe(a) => {
             let timeout = Duration::from_millis(a.timeout_ms);

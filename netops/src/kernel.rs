@@ -7,10 +7,7 @@ use std::time::Duration;
 use rtnetlink::Handle;
 use tokio::task::JoinHandle;
 
-use crate::{
-    netlink, packet, AddressOps, AnnounceOptions, BoundAddress, IpPrefix, MacAddr, NetError,
-    Outcome,
-};
+use crate::{netlink, packet, AddressOps, AnnounceOptions, BoundAddress, IpPrefix, MacAddr, NetError, Outcome};
 
 /// Addresses through rtnetlink, announcements and probes through AF_PACKET.
 ///
@@ -68,24 +65,14 @@ impl AddressOps for KernelOps {
         netlink::list(&self.handle, &link).await
     }
 
-    async fn announce(
-        &self,
-        interface: &str,
-        addr: IpAddr,
-        options: AnnounceOptions,
-    ) -> Result<(), NetError> {
+    async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
         let link = netlink::link(&self.handle, interface).await?;
         packet::announce(&link, addr, options).await?;
         tracing::info!(interface, %addr, count = options.count, "announced");
         Ok(())
     }
 
-    async fn probe(
-        &self,
-        interface: &str,
-        addr: IpAddr,
-        timeout: Duration,
-    ) -> Result<Option<MacAddr>, NetError> {
+    async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
         let link = netlink::link(&self.handle, interface).await?;
         let found = packet::probe(&link, addr, timeout).await?;
         match found {

@@ -144,10 +144,7 @@ impl MemoryNet {
             .filter(|h| !Arc::ptr_eq(h, me))
             .filter_map(|h| {
                 let h = lock(h);
-                let holds = h
-                    .interfaces
-                    .values()
-                    .any(|i| i.addrs.iter().any(|p| p.addr() == addr));
+                let holds = h.interfaces.values().any(|i| i.addrs.iter().any(|p| p.addr() == addr));
                 holds.then_some(h.mac)
             })
             .collect()
@@ -188,10 +185,7 @@ impl MemoryOps {
 
     /// Add an interface (no-op if it exists). Returns `self` for chaining.
     pub fn with_interface(self, name: &str) -> Self {
-        lock(&self.host)
-            .interfaces
-            .entry(name.to_string())
-            .or_default();
+        lock(&self.host).interfaces.entry(name.to_string()).or_default();
         self
     }
 
@@ -262,9 +256,7 @@ impl MemoryOps {
 fn iface<'a>(h: &'a mut Host, name: &str) -> Result<&'a mut Interface, NetError> {
     h.interfaces
         .get_mut(name)
-        .ok_or_else(|| NetError::NoSuchInterface {
-            name: name.to_string(),
-        })
+        .ok_or_else(|| NetError::NoSuchInterface { name: name.to_string() })
 }
 
 fn mismatch(interface: &str, bound: &IpPrefix, requested: IpPrefix) -> NetError {
@@ -329,12 +321,7 @@ impl AddressOps for MemoryOps {
             .collect())
     }
 
-    async fn announce(
-        &self,
-        interface: &str,
-        addr: IpAddr,
-        options: AnnounceOptions,
-    ) -> Result<(), NetError> {
+    async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
         let mut h = self.enter(Call::Announce {
             interface: interface.to_string(),
             addr,
@@ -344,12 +331,7 @@ impl AddressOps for MemoryOps {
         Ok(())
     }
 
-    async fn probe(
-        &self,
-        interface: &str,
-        addr: IpAddr,
-        timeout: Duration,
-    ) -> Result<Option<MacAddr>, NetError> {
+    async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
         {
             let mut h = self.enter(Call::Probe {
                 interface: interface.to_string(),
@@ -394,14 +376,7 @@ mod tests {
         let ops_seen: Vec<Op> = ops.calls().iter().map(Call::op).collect();
         assert_eq!(
             ops_seen,
-            [
-                Op::Bind,
-                Op::Bind,
-                Op::List,
-                Op::Release,
-                Op::Release,
-                Op::Bind
-            ]
+            [Op::Bind, Op::Bind, Op::List, Op::Release, Op::Release, Op::Bind]
         );
     }
 
@@ -423,28 +398,18 @@ mod tests {
                 .await
                 .is_err());
             ops.fail_always(Op::Announce, false);
-            assert!(ops
-                .announce("eth0", p.addr(), AnnounceOptions::default())
-                .await
-                .is_ok());
+            assert!(ops.announce("eth0", p.addr(), AnnounceOptions::default()).await.is_ok());
             ops.set_ipv6_disabled("eth0", true);
             let q: IpPrefix = "fd00::2".parse().unwrap();
-            assert!(matches!(
-                ops.bind("eth0", q).await,
-                Err(NetError::Ipv6Disabled { .. })
-            ));
+            assert!(matches!(ops.bind("eth0", q).await, Err(NetError::Ipv6Disabled { .. })));
         });
     }
 
     #[test]
     fn probe_sees_other_hosts_on_the_same_net() {
         let net = MemoryNet::new();
-        let a = net
-            .host(MacAddr([2, 0, 0, 0, 0, 0xa]))
-            .with_interface("eth0");
-        let b = net
-            .host(MacAddr([2, 0, 0, 0, 0, 0xb]))
-            .with_interface("eth0");
+        let a = net.host(MacAddr([2, 0, 0, 0, 0, 0xa])).with_interface("eth0");
+        let b = net.host(MacAddr([2, 0, 0, 0, 0, 0xb])).with_interface("eth0");
         let p: IpPrefix = "10.0.1.1/32".parse().unwrap();
         let t = Duration::from_millis(100);
         block(async {

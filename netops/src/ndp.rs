@@ -207,22 +207,12 @@ mod tests {
     #[test]
     fn claimant_reads_target_lladdr() {
         let other = MacAddr([2, 0, 0, 0, 0, 9]);
-        assert_eq!(
-            claimant(&unsolicited_na(other, addr()), addr(), MAC),
-            Some(other)
-        );
+        assert_eq!(claimant(&unsolicited_na(other, addr()), addr(), MAC), Some(other));
         assert_eq!(claimant(&unsolicited_na(MAC, addr()), addr(), MAC), None);
         assert_eq!(
-            claimant(
-                &unsolicited_na(other, "fd00::9".parse().unwrap()),
-                addr(),
-                MAC
-            ),
+            claimant(&unsolicited_na(other, "fd00::9".parse().unwrap()), addr(), MAC),
             None
         );
-        assert_eq!(
-            claimant(&dad_solicitation(other, addr()), addr(), MAC),
-            None
-        );
+        assert_eq!(claimant(&dad_solicitation(other, addr()), addr(), MAC), None);
     }
 }

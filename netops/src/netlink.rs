@@ -8,9 +8,7 @@
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
-};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
@@ -74,18 +72,12 @@ fn impossible_name(name: &str) -> bool {
 /// Look up `name` in the current network namespace.
 pub(crate) async fn link(handle: &Handle, name: &str) -> Result<Link, NetError> {
     if impossible_name(name) {
-        return Err(NetError::NoSuchInterface {
-            name: name.to_string(),
-        });
+        return Err(NetError::NoSuchInterface { name: name.to_string() });
     }
     let mut links = handle.link().get().match_name(name).execute();
     let msg = match links.try_next().await {
         Ok(Some(msg)) => msg,
-        Ok(None) => {
-            return Err(NetError::NoSuchInterface {
-                name: name.to_string(),
-            })
-        }
+        Ok(None) => return Err(NetError::NoSuchInterface { name: name.to_string() }),
         Err(e) => return Err(classify(e, "link lookup", name, false)),
     };
     let mac = msg.attributes.iter().find_map(|a| match a {
@@ -116,8 +108,7 @@ fn parse_address(msg: &AddressMessage) -> Option<BoundAddress> {
     // point-to-point links and the only one present for IPv6.
     let addr: IpAddr = local.or(address)?;
     let prefix = IpPrefix::new(addr, msg.header.prefix_len).ok()?;
-    let flags =
-        flags.unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits())));
+    let flags = flags.unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits())));
     Some(BoundAddress {
         prefix,
         tentative: flags.contains(AddressFlags::Tentative),
@@ -126,15 +117,8 @@ fn parse_address(msg: &AddressMessage) -> Option<BoundAddress> {
 }
 
 /// Addresses of `link`, with the raw messages (needed to delete one).
-async fn dump(
-    handle: &Handle,
-    link: &Link,
-) -> Result<Vec<(BoundAddress, AddressMessage)>, NetError> {
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(link.index)
-        .execute();
+async fn dump(handle: &Handle, link: &Link) -> Result<Vec<(BoundAddress, AddressMessage)>, NetError> {
+    let mut stream = handle.address().get().set_link_index_filter(link.index).execute();
     let mut out = Vec::new();
     loop {
         match stream.try_next().await {
@@ -151,20 +135,12 @@ async fn dump(
 
 /// All addresses on `link`.
 pub(crate) async fn list(handle: &Handle, link: &Link) -> Result<Vec<BoundAddress>, NetError> {
-    Ok(dump(handle, link)
-        .await?
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect())
+    Ok(dump(handle, link).await?.into_iter().map(|(b, _)| b).collect())
 }
 
 /// The entry for `addr` on `link`, if any, checked against the requested
 /// prefix length.
-async fn find(
-    handle: &Handle,
-    link: &Link,
-    prefix: IpPrefix,
-) -> Result<Option<AddressMessage>, NetError> {
+async fn find(handle: &Handle, link: &Link, prefix: IpPrefix) -> Result<Option<AddressMessage>, NetError> {
     for (bound, msg) in dump(handle, link).await? {
         if bound.prefix.addr() != prefix.addr() {
             continue;
@@ -183,17 +159,11 @@ async fn find(
 }
 
 /// Add `prefix` to `link` and wait for the kernel's acknowledgement.
-pub(crate) async fn add(
-    handle: &Handle,
-    link: &Link,
-    prefix: IpPrefix,
-) -> Result<Outcome, NetError> {
+pub(crate) async fn add(handle: &Handle, link: &Link, prefix: IpPrefix) -> Result<Outcome, NetError> {
     if find(handle, link, prefix).await?.is_some() {
         return Ok(Outcome::Unchanged);
     }
-    let mut req = handle
-        .address()
-        .add(link.index, prefix.addr(), prefix.prefix_len());
+    let mut req = handle.address().add(link.index, prefix.addr(), prefix.prefix_len());
     if prefix.is_ipv6() {
         // nodad: the address must be usable at once (the old holder is gone
         // or fenced; waiting a second for DAD is the outage we avoid).
@@ -213,11 +183,7 @@ pub(crate) async fn add(
 }
 
 /// Remove `prefix` from `link` and wait for the kernel's acknowledgement.
-pub(crate) async fn del(
-    handle: &Handle,
-    link: &Link,
-    prefix: IpPrefix,
-) -> Result<Outcome, NetError> {
+pub(crate) async fn del(handle: &Handle, link: &Link, prefix: IpPrefix) -> Result<Outcome, NetError> {
     let Some(msg) = find(handle, link, prefix).await? else {
         return Ok(Outcome::Unchanged);
     };

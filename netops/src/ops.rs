@@ -81,24 +81,13 @@ pub trait AddressOps: Send + Sync {
     /// Add `prefix` to `interface` (IPv6: with `nodad` and `noprefixroute`).
     /// Already there with the same length is `Unchanged`; there with another
     /// length is [`NetError::PrefixMismatch`].
-    fn bind(
-        &self,
-        interface: &str,
-        prefix: IpPrefix,
-    ) -> impl Future<Output = Result<Outcome, NetError>> + Send;
+    fn bind(&self, interface: &str, prefix: IpPrefix) -> impl Future<Output = Result<Outcome, NetError>> + Send;
 
     /// Remove `prefix` from `interface`. Already gone is `Unchanged`.
-    fn release(
-        &self,
-        interface: &str,
-        prefix: IpPrefix,
-    ) -> impl Future<Output = Result<Outcome, NetError>> + Send;
+    fn release(&self, interface: &str, prefix: IpPrefix) -> impl Future<Output = Result<Outcome, NetError>> + Send;
 
     /// All addresses on `interface` (both families, including link-local).
-    fn list(
-        &self,
-        interface: &str,
-    ) -> impl Future<Output = Result<Vec<BoundAddress>, NetError>> + Send;
+    fn list(&self, interface: &str) -> impl Future<Output = Result<Vec<BoundAddress>, NetError>> + Send;
 
     /// Tell the LAN that `addr` is now at this interface's MAC: gratuitous
     /// ARP request and reply (IPv4) or an unsolicited, overriding neighbour

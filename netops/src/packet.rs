@@ -110,33 +110,24 @@ async fn blocking<T: Send + 'static>(
     interface: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NetError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NetError::Io {
-            op,
-            interface: interface.to_string(),
-            source: io::Error::other(e.to_string()),
-        })
+    tokio::task::spawn_blocking(f).await.map_err(|e| NetError::Io {
+        op,
+        interface: interface.to_string(),
+        source: io::Error::other(e.to_string()),
+    })
 }
 
 /// The frames of one announcement round for `addr`.
 fn announcement(mac: MacAddr, addr: IpAddr) -> Vec<Vec<u8>> {
     match addr {
-        IpAddr::V4(ip) => vec![
-            arp::gratuitous_request(mac, ip),
-            arp::gratuitous_reply(mac, ip),
-        ],
+        IpAddr::V4(ip) => vec![arp::gratuitous_request(mac, ip), arp::gratuitous_reply(mac, ip)],
         IpAddr::V6(ip) => vec![ndp::unsolicited_na(mac, ip)],
     }
 }
 
 /// Send `options.count` announcement rounds, `options.interval` apart.
 /// The pauses are async, so dropping the future stops further rounds.
-pub(crate) async fn announce(
-    link: &Link,
-    addr: IpAddr,
-    options: AnnounceOptions,
-) -> Result<(), NetError> {
+pub(crate) async fn announce(link: &Link, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
     if options.count == 0 {
         return Ok(());
     }
@@ -161,11 +152,7 @@ pub(crate) async fn announce(
 
 /// Probe for another owner of `addr` for up to `timeout`; the probe is sent
 /// three times, spread over the timeout (RFC 5227 sends PROBE_NUM = 3).
-pub(crate) async fn probe(
-    link: &Link,
-    addr: IpAddr,
-    timeout: Duration,
-) -> Result<Option<MacAddr>, NetError> {
+pub(crate) async fn probe(link: &Link, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
     let mut socket = open(link, "probe")?;
     let frame = match addr {
         IpAddr::V4(ip) => arp::probe(socket.mac, ip),
@@ -199,9 +186,7 @@ pub(crate) async fn probe(
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::TimedOut
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::Interrupted
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(io_error("probe", &interface, e)),
             }

@@ -53,9 +53,7 @@ pub fn unique_prefix(tag: &str) -> String {
 
 /// Run a command, returning stdout, or a message with its stderr.
 fn run_cmd(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -82,14 +80,9 @@ impl Netns {
         if let Err(e) = run_cmd(Command::new("ip").args(["netns", "add", name])) {
             panic!("creating namespace {name}: {e}");
         }
-        let ns = Netns {
-            name: name.to_string(),
-        };
+        let ns = Netns { name: name.to_string() };
         ns.ip(&["link", "set", "lo", "up"]);
-        for key in [
-            "net.ipv6.conf.all.accept_dad",
-            "net.ipv6.conf.default.accept_dad",
-        ] {
+        for key in ["net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"] {
             ns.sysctl(key, "0");
         }
         ns
@@ -114,8 +107,7 @@ impl Netns {
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name, program]).args(args);
-        cmd.output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+        cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
     }
 
     /// Set a sysctl inside the namespace.
@@ -162,13 +154,7 @@ impl Netns {
     /// Wait (polling every 10 ms, at most `timeout`) until the neighbour
     /// entry for `addr` on `iface` shows `want`; returns how long it took.
     /// Panics with the last value seen on timeout.
-    pub fn wait_neighbour_mac(
-        &self,
-        iface: &str,
-        addr: IpAddr,
-        want: MacAddr,
-        timeout: Duration,
-    ) -> Duration {
+    pub fn wait_neighbour_mac(&self, iface: &str, addr: IpAddr, want: MacAddr, timeout: Duration) -> Duration {
         let start = Instant::now();
         loop {
             let seen = self.neighbour_mac(iface, addr);
@@ -344,8 +330,7 @@ impl Lan {
                 "netns",
                 ns.name(),
             ]);
-            lan.switch
-                .ip(&["link", "set", &port, "master", "br0", "up"]);
+            lan.switch.ip(&["link", "set", &port, "master", "br0", "up"]);
             ns.ip(&["link", "set", IFACE, "up"]);
             lan.hosts.push((host.to_string(), ns));
         }

@@ -13,17 +13,9 @@ fn ipv4_bind_list_release_round_trip_is_idempotent() {
     let p = prefix("10.77.0.100/32");
 
     assert_eq!(bind(h, p).unwrap(), Outcome::Changed);
-    assert_eq!(
-        bind(h, p).unwrap(),
-        Outcome::Unchanged,
-        "second bind is a no-op"
-    );
+    assert_eq!(bind(h, p).unwrap(), Outcome::Unchanged, "second bind is a no-op");
     assert!(list(h).contains(&p));
-    assert!(
-        kernel_addrs(h).contains("inet 10.77.0.100/32"),
-        "{}",
-        kernel_addrs(h)
-    );
+    assert!(kernel_addrs(h).contains("inet 10.77.0.100/32"), "{}", kernel_addrs(h));
 
     // Same address, other length: refused, nothing changed.
     let err = bind(h, prefix("10.77.0.100/24")).unwrap_err();
@@ -41,17 +33,9 @@ fn ipv4_bind_list_release_round_trip_is_idempotent() {
     assert_eq!(list(h).iter().filter(|q| q.addr() == p.addr()).count(), 1);
 
     assert_eq!(release(h, p).unwrap(), Outcome::Changed);
-    assert_eq!(
-        release(h, p).unwrap(),
-        Outcome::Unchanged,
-        "second release is a no-op"
-    );
+    assert_eq!(release(h, p).unwrap(), Outcome::Unchanged, "second release is a no-op");
     assert!(!list(h).contains(&p));
-    assert!(
-        !kernel_addrs(h).contains("10.77.0.100"),
-        "{}",
-        kernel_addrs(h)
-    );
+    assert!(!kernel_addrs(h).contains("10.77.0.100"), "{}", kernel_addrs(h));
 }
 
 #[test]
@@ -68,10 +52,7 @@ fn ipv6_bind_list_release_round_trip_is_idempotent() {
         .lines()
         .find(|l| l.contains("fd00:77::100/128"))
         .unwrap_or_else(|| panic!("not bound: {shown}"));
-    assert!(
-        line.contains("nodad") && line.contains("noprefixroute"),
-        "{line}"
-    );
+    assert!(line.contains("nodad") && line.contains("noprefixroute"), "{line}");
     assert!(!line.contains("tentative"), "{line}");
     // noprefixroute: no route for the /128 was added.
     let routes = h.ip(&["-6", "route", "show"]);
@@ -94,25 +75,13 @@ fn slotd_net_binary_round_trip() {
     ] {
         let out = slotd_net(h, &["bind", "--interface", IFACE, addr]);
         assert!(out.status.success(), "bind: {}", text(&out.stderr));
-        assert!(
-            text(&out.stdout).starts_with("bound"),
-            "{}",
-            text(&out.stdout)
-        );
+        assert!(text(&out.stdout).starts_with("bound"), "{}", text(&out.stdout));
         let out = slotd_net(h, &["bind", "--interface", IFACE, addr]);
-        assert!(
-            text(&out.stdout).starts_with("already bound"),
-            "{}",
-            text(&out.stdout)
-        );
+        assert!(text(&out.stdout).starts_with("already bound"), "{}", text(&out.stdout));
 
         let out = slotd_net(h, &["list", "--interface", IFACE]);
         assert!(out.status.success());
-        assert!(
-            text(&out.stdout).lines().any(|l| l == shown),
-            "{}",
-            text(&out.stdout)
-        );
+        assert!(text(&out.stdout).lines().any(|l| l == shown), "{}", text(&out.stdout));
 
         let out = slotd_net(h, &["release", "--interface", IFACE, addr]);
         assert!(out.status.success(), "release: {}", text(&out.stderr));

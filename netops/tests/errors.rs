@@ -23,8 +23,7 @@ fn unknown_interface_is_named() {
             ops.bind("nosuch0", p).await.map(|_| ()),
             ops.release("nosuch0", p).await.map(|_| ()),
             ops.list("nosuch0").await.map(|_| ()),
-            ops.announce("nosuch0", p.addr(), AnnounceOptions::default())
-                .await,
+            ops.announce("nosuch0", p.addr(), AnnounceOptions::default()).await,
             ops.probe("nosuch0", p.addr(), Duration::from_millis(100))
                 .await
                 .map(|_| ()),
@@ -32,23 +31,11 @@ fn unknown_interface_is_named() {
         )
     });
     assert!(is_no_such(&results.0, "nosuch0"), "bind: {:?}", results.0);
-    assert!(
-        is_no_such(&results.1, "nosuch0"),
-        "release: {:?}",
-        results.1
-    );
+    assert!(is_no_such(&results.1, "nosuch0"), "release: {:?}", results.1);
     assert!(is_no_such(&results.2, "nosuch0"), "list: {:?}", results.2);
-    assert!(
-        is_no_such(&results.3, "nosuch0"),
-        "announce: {:?}",
-        results.3
-    );
+    assert!(is_no_such(&results.3, "nosuch0"), "announce: {:?}", results.3);
     assert!(is_no_such(&results.4, "nosuch0"), "probe: {:?}", results.4);
-    assert!(
-        is_no_such(&results.5, "this-name-is-too-long"),
-        "{:?}",
-        results.5
-    );
+    assert!(is_no_such(&results.5, "this-name-is-too-long"), "{:?}", results.5);
 
     let out = slotd_net(&ns, &["bind", "--interface", "nosuch0", "10.77.0.100/32"]);
     assert_eq!(out.status.code(), Some(1));
@@ -130,32 +117,20 @@ fn missing_capabilities_are_named() {
 
     let (code, err) = unprivileged(h, &["bind", "--interface", IFACE, "10.77.0.100/32"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("CAP_NET_ADMIN") && err.contains("bind"),
-        "{err}"
-    );
+    assert!(err.contains("CAP_NET_ADMIN") && err.contains("bind"), "{err}");
 
     bind(h, prefix("10.77.0.100/32")).unwrap();
     let (code, err) = unprivileged(h, &["release", "--interface", IFACE, "10.77.0.100/32"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("CAP_NET_ADMIN") && err.contains("release"),
-        "{err}"
-    );
+    assert!(err.contains("CAP_NET_ADMIN") && err.contains("release"), "{err}");
 
     let (code, err) = unprivileged(h, &["announce", "--interface", IFACE, "10.77.0.100"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("CAP_NET_RAW") && err.contains("announce"),
-        "{err}"
-    );
+    assert!(err.contains("CAP_NET_RAW") && err.contains("announce"), "{err}");
 
     let (code, err) = unprivileged(h, &["probe", "--interface", IFACE, "10.77.0.100"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("CAP_NET_RAW") && err.contains("probe"),
-        "{err}"
-    );
+    assert!(err.contains("CAP_NET_RAW") && err.contains("probe"), "{err}");
 
     // Listing needs no privilege.
     let (code, err) = unprivileged(h, &["list", "--interface", IFACE]);

@@ -8,15 +8,8 @@ use common::*;
 use slotd_netops::testkit::{Lan, IFACE};
 use slotd_netops::{AddressOps, KernelOps, MacAddr, NetError};
 
-fn probe_from(
-    ns: &slotd_netops::testkit::Netns,
-    addr: std::net::IpAddr,
-) -> Result<Option<MacAddr>, NetError> {
-    ns.run(move || async move {
-        KernelOps::new()?
-            .probe(IFACE, addr, Duration::from_millis(1500))
-            .await
-    })
+fn probe_from(ns: &slotd_netops::testkit::Netns, addr: std::net::IpAddr) -> Result<Option<MacAddr>, NetError> {
+    ns.run(move || async move { KernelOps::new()?.probe(IFACE, addr, Duration::from_millis(1500)).await })
 }
 
 fn probe_finds_holder(tag: &str, vip: &str) {
@@ -26,20 +19,12 @@ fn probe_finds_holder(tag: &str, vip: &str) {
     let vip = prefix(vip);
 
     bind(a, vip).unwrap();
-    assert_eq!(
-        probe_from(b, vip.addr()).unwrap(),
-        Some(a.mac(IFACE)),
-        "A answers"
-    );
+    assert_eq!(probe_from(b, vip.addr()).unwrap(), Some(a.mac(IFACE)), "A answers");
     // The holder itself sees no conflict (its own frames are not answers).
     assert_eq!(probe_from(a, vip.addr()).unwrap(), None, "A's own probe");
 
     release(a, vip).unwrap();
-    assert_eq!(
-        probe_from(b, vip.addr()).unwrap(),
-        None,
-        "nobody after release"
-    );
+    assert_eq!(probe_from(b, vip.addr()).unwrap(), None, "nobody after release");
 }
 
 #[test]
@@ -61,14 +46,7 @@ fn slotd_net_probe_reports_owner() {
     bind(a, prefix("10.77.0.100/32")).unwrap();
     let out = slotd_net(
         b,
-        &[
-            "probe",
-            "--interface",
-            IFACE,
-            "--timeout-ms",
-            "1500",
-            "10.77.0.100",
-        ],
+        &["probe", "--interface", IFACE, "--timeout-ms", "1500", "10.77.0.100"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
@@ -79,14 +57,7 @@ fn slotd_net_probe_reports_owner() {
     release(a, prefix("10.77.0.100/32")).unwrap();
     let out = slotd_net(
         b,
-        &[
-            "probe",
-            "--interface",
-            IFACE,
-            "--timeout-ms",
-            "500",
-            "10.77.0.100",
-        ],
+        &["probe", "--interface", IFACE, "--timeout-ms", "500", "10.77.0.100"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("nobody"));

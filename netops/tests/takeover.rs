@@ -26,17 +26,12 @@ fn takeover(tag: &str, vip: &str, client_addr: &str) {
     // A holds the IP; C talks to it (A refuses the port), so C's kernel
     // resolves the IP to A's MAC.
     bind(a, vip).unwrap();
-    let refused =
-        c.run_blocking(move || TcpStream::connect_timeout(&target, Duration::from_secs(5)));
+    let refused = c.run_blocking(move || TcpStream::connect_timeout(&target, Duration::from_secs(5)));
     match refused {
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
         other => panic!("expected A to refuse the connection, got {other:?}"),
     }
-    assert_eq!(
-        c.neighbour_mac(IFACE, vip.addr()),
-        Some(mac_a),
-        "C learnt A's MAC"
-    );
+    assert_eq!(c.neighbour_mac(IFACE, vip.addr()), Some(mac_a), "C learnt A's MAC");
 
     // A is fenced: the IP goes.
     release(a, vip).unwrap();
@@ -71,11 +66,7 @@ fn takeover(tag: &str, vip: &str, client_addr: &str) {
             Err(e) => panic!("B did not accept C's connection: {e}"),
         }
     };
-    assert_eq!(
-        peer.ip().to_string(),
-        client_addr,
-        "B's listener got C's connection"
-    );
+    assert_eq!(peer.ip().to_string(), client_addr, "B's listener got C's connection");
     assert_eq!(stream.peer_addr().unwrap(), target);
 }
 

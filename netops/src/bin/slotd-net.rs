@@ -12,9 +12,16 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) if e.use_stderr() => {
             // Bad arguments: one line naming the argument, status 2.
+            // clap's message is the paragraph before the usage text;
+            // some kinds put the argument names on indented lines.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("slotd-net: {}", first.trim_start_matches("error: "));
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = message.join(" ");
+            eprintln!("slotd-net: {}", message.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
         // --help, --version
@@ -23,10 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("slotd-net: cannot start runtime: {e}");
