@@ -81,5 +81,8 @@ fn net_bind_list_release_in_a_namespace() {
     let out = run(&["bind", "--interface", IFACE, "10.91.0.7/33"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("10.91.0.7/33") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("10.91.0.7/33") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
 }

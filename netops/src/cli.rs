@@ -156,3 +156,41 @@ pub async fn run(
     }
     Ok(Found::Nothing)
 }
+
+/// Runs `command` against this host's kernel and maps the result to the exit
+/// status both `slotd-net` and `slotctl net` use: 0 done, 1 failed or a probe
+/// found another owner (the one-line reason goes to stderr, after `prog: `).
+pub fn main_on_kernel(prog: &str, command: &NetCommand) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{prog}: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let ops = crate::KernelOps::new()?;
+        run(&ops, command, &mut std::io::stdout()).await
+    });
+    match result {
+        Ok(Found::Nothing) => ExitCode::SUCCESS,
+        Ok(Found::Owner) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap's error as one line: its first paragraph, without the usage text
+/// (some kinds put the argument names on indented lines of their own).
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    first.join(" ").trim_start_matches("error: ").to_owned()
+}

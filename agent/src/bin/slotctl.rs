@@ -5,8 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use slotd_netops::cli::{Found, NetCommand};
-use slotd_netops::KernelOps;
+use slotd_netops::cli::NetCommand;
 use slotd_raft_store::plan::{plan, Naming};
 use slotd_raft_store::topology;
 
@@ -53,10 +52,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            // One line naming the argument: clap's first paragraph.
-            let text = e.to_string();
-            let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
-            eprintln!("slotctl: {}", first.join(" ").trim_start_matches("error: "));
+            eprintln!("slotctl: {}", slotd_netops::cli::one_line(&e));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -65,35 +61,13 @@ fn main() -> ExitCode {
         }
     };
     if let Cmd::Net { command } = &cli.command {
-        return net(command);
+        return slotd_netops::cli::main_on_kernel("slotctl", command);
     }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("slotctl: {message}");
             ExitCode::from(2)
-        }
-    }
-}
-
-fn net(command: &NetCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("slotctl: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let ops = KernelOps::new()?;
-        slotd_netops::cli::run(&ops, command, &mut std::io::stdout()).await
-    });
-    match result {
-        Ok(Found::Nothing) => ExitCode::SUCCESS,
-        Ok(Found::Owner) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("slotctl: {e}");
-            ExitCode::FAILURE
         }
     }
 }
