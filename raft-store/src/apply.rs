@@ -137,7 +137,9 @@ impl ClusterState {
             }
             Command::AddStore(spec) => self.insert_store(spec),
             Command::RemoveStore { store, .. } => {
-                self.stores.remove(store);
+                if let Some(s) = self.stores.remove(store) {
+                    self.retired_epochs.insert(s.name, s.epoch);
+                }
             }
             Command::BeginSwitchover {
                 store,
@@ -147,6 +149,9 @@ impl ClusterState {
                 ..
             } => {
                 if let Some(s) = self.stores.get_mut(store) {
+                    // A new attempt, a new epoch: acks of an earlier attempt
+                    // (rolled back, perhaps to another target) no longer match.
+                    s.epoch += 1;
                     s.phase = Phase::Demoting {
                         from: s.master,
                         to: *to,
@@ -175,17 +180,18 @@ impl ClusterState {
                 let Some(s) = self.stores.get_mut(store) else { return };
                 let (from, to, reason) = match s.phase {
                     Phase::Stable => return,
-                    // The old master is still master of this epoch: it only
-                    // has to start serving again.
+                    // The old master is still master: it only has to start
+                    // serving again, under a new epoch so that a late ack
+                    // of the abandoned attempt is refused.
                     Phase::Demoting { from, to, reason, .. } => (to, from, reason),
                     // The master already changed: changing it back is a new
                     // epoch, so nothing the aborted master does still counts.
                     Phase::Promoting { from, to, reason } => {
                         s.master = from;
-                        s.epoch += 1;
                         (to, from, reason)
                     }
                 };
+                s.epoch += 1;
                 s.phase = Phase::Stable;
                 let epoch = s.epoch;
                 self.record(store, from, to, epoch, reason, format!("rollback: {why}"), at_ms);
@@ -251,7 +257,7 @@ impl ClusterState {
             replica_ip: spec.replica_ip,
             slots: spec.slots.clone(),
             master: spec.slots[0].node,
-            epoch: 1,
+            epoch: self.retired_epochs.get(&spec.name).map_or(1, |e| e + 1),
             phase: Phase::Stable,
             dirty: BTreeSet::new(),
         };
@@ -404,6 +410,14 @@ impl ClusterState {
         check_name(&what, "name", &spec.name)?;
         if self.stores.contains_key(&spec.name) {
             return Err(Rejection::DuplicateStore(spec.name.clone()));
+        }
+        // Deserialising checks these too, but a command built in memory (by
+        // the leader, from a plan) must not be able to log an address that
+        // no node could later decode.
+        for (field, ip) in [("master_ip", spec.master_ip), ("replica_ip", spec.replica_ip)] {
+            if let Err(e) = crate::ip::ServiceIp::new(ip.addr, ip.len) {
+                return Err(invalid(&what, field, &e.to_string()));
+            }
         }
         if spec.master_ip.addr == spec.replica_ip.addr {
             return Err(invalid(&what, "replica_ip", "must differ from master_ip"));

@@ -30,6 +30,10 @@ pub struct ClusterState {
     /// Sequence number of the next transition, so that history entries stay
     /// identifiable after older ones have been dropped.
     pub next_transition: u64,
+    /// The last epoch of every removed store, by name: a store created again
+    /// under the same name starts above it, so its fencing token never goes
+    /// backwards.
+    pub retired_epochs: BTreeMap<String, u64>,
 }
 
 /// One storage machine running one agent.
@@ -103,7 +107,9 @@ pub struct Store {
     pub slots: Vec<SlotRef>,
     /// The node whose slot is master for `epoch`.
     pub master: NodeId,
-    /// +1 at every change of master: the fencing token every action carries.
+    /// The fencing token every action carries: +1 at every change of master
+    /// and at every start or rollback of a switchover, so that an ack names
+    /// exactly one attempt and a late ack of an abandoned one is refused.
     pub epoch: u64,
     /// Where a controlled switchover stands.
     pub phase: Phase,
@@ -146,8 +152,9 @@ pub enum Phase {
     /// One master, serving.
     #[default]
     Stable,
-    /// `from` (still `master`, same epoch) stops taking clients, flushes its
-    /// sync log to `to`, and stops; it acks with `AdvanceSwitchover`.
+    /// `from` (still `master`, at the epoch this phase started) stops taking
+    /// clients, flushes its sync log to `to`, and stops; it acks with
+    /// `AdvanceSwitchover`.
     Demoting {
         from: NodeId,
         to: NodeId,

@@ -124,12 +124,22 @@ pub fn parse(text: &str) -> Result<Topology, TopologyError> {
             slots: required(n.slots, &entry, "slots")?,
         });
     }
-    // Nodes first: a duplicate name must be reported as such, not as a
-    // store naming the wrong node.
-    ClusterState::default().check(&Command::Init(Topology {
-        nodes: nodes.clone(),
-        stores: Vec::new(),
-    }))?;
+    // Each node checked against those before it, exactly as the state
+    // machine will, and any refusal tied to this entry and field.
+    let mut scratch = ClusterState {
+        initialised: true,
+        ..ClusterState::default()
+    };
+    for (i, spec) in nodes.iter().enumerate() {
+        let entry = format!("node #{} ({})", i + 1, spec.name);
+        if let Err(r) = scratch.check(&Command::AddNode(spec.clone())) {
+            return Err(field_err(&entry, node_field(&r), r.to_string()));
+        }
+        scratch.apply(&crate::Request {
+            at_ms: 0,
+            command: Command::AddNode(spec.clone()),
+        });
+    }
     let by_name: BTreeMap<&str, NodeId> = nodes.iter().map(|n| (n.name.as_str(), n.id)).collect();
 
     let mut stores = Vec::with_capacity(raw.store.len());
@@ -158,17 +168,52 @@ pub fn parse(text: &str) -> Result<Topology, TopologyError> {
                 slot: slot.to_owned(),
             });
         }
-        stores.push(StoreSpec {
+        let spec = StoreSpec {
             name,
             master_ip,
             replica_ip,
             slots,
+        };
+        if let Err(r) = scratch.check(&Command::AddStore(spec.clone())) {
+            return Err(field_err(&entry, store_field(&r, &spec), r.to_string()));
+        }
+        scratch.apply(&crate::Request {
+            at_ms: 0,
+            command: Command::AddStore(spec.clone()),
         });
+        stores.push(spec);
     }
 
     let topology = Topology { nodes, stores };
     ClusterState::default().check(&Command::Init(topology.clone()))?;
     Ok(topology)
+}
+
+/// The field of a `[[node]]` entry a refusal is about.
+fn node_field(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::DuplicateNode { what, .. } if what.starts_with("id") => "id",
+        Rejection::DuplicateNode { what, .. } if what.starts_with("address") => "addr",
+        Rejection::InvalidField { field, .. } if field == "addr" => "addr",
+        Rejection::InvalidField { field, .. } if field == "slots" => "slots",
+        _ => "name",
+    }
+}
+
+/// The field of a `[[store]]` entry a refusal is about.
+fn store_field(r: &Rejection, spec: &StoreSpec) -> &'static str {
+    match r {
+        Rejection::DuplicateIp { ip, .. } if *ip == spec.master_ip.to_string() => "master_ip",
+        Rejection::DuplicateIp { .. } => "replica_ip",
+        Rejection::InvalidField { field, .. } => match field.as_str() {
+            "master_ip" => "master_ip",
+            "replica_ip" => "replica_ip",
+            "slots" => "slots",
+            _ => "name",
+        },
+        Rejection::DuplicateStore(_) => "name",
+        _ => "slots",
+    }
 }
 
 /// Writes a topology in the file format `parse` reads.

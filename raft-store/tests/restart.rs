@@ -112,6 +112,38 @@ async fn storage_reopens_identical() {
     assert_eq!(sm.reader().snapshot(), before_state);
 }
 
+/// openraft builds snapshots in a task of their own: a build from an older
+/// copy that finishes after a newer snapshot was installed must not replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_snapshot_build_does_not_replace_a_newer_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = storage::open(dir.path()).unwrap();
+    sm.apply(vec![entry(1, 1, Command::Init(planned(3, 2)))]).await.unwrap();
+    let mut old_builder = sm.get_snapshot_builder().await;
+
+    // A leader sends a snapshot at index 50 (with one node drained).
+    let mut newer = sm.reader().snapshot();
+    newer.state.nodes.get_mut(&3).unwrap().mode = NodeMode::Draining;
+    newer.last_applied = Some(log_id(2, 50));
+    let meta = openraft::SnapshotMeta {
+        last_log_id: newer.last_applied,
+        last_membership: newer.last_membership.clone(),
+        snapshot_id: "from-leader".into(),
+    };
+    let bytes = slotd_raft_store::codec::encode(&newer).unwrap();
+    sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(bytes)))
+        .await
+        .unwrap();
+
+    old_builder.build_snapshot().await.unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.snapshot_id, "from-leader");
+    assert_eq!(current.meta.last_log_id, Some(log_id(2, 50)));
+    drop((_log, sm, old_builder));
+    let (_log, sm) = storage::open(dir.path()).unwrap();
+    assert_eq!(sm.reader().snapshot(), newer, "restart loads the newer snapshot");
+}
+
 /// A network for a one-node cluster: there is nobody to talk to.
 struct NoPeers;
 
@@ -210,11 +242,11 @@ async fn first_life(dir: &std::path::Path) -> storage::SmData {
                 },
                 Command::AdvanceSwitchover {
                     store: name.clone(),
-                    epoch,
+                    epoch: epoch + 1,
                 },
                 Command::CompleteSwitchover {
                     store: name.clone(),
-                    epoch: epoch + 1,
+                    epoch: epoch + 2,
                 },
             ] {
                 let r = raft.client_write(req(command)).await.unwrap();
@@ -237,7 +269,7 @@ async fn first_life(dir: &std::path::Path) -> storage::SmData {
         assert_eq!(r.data, Response::Applied);
         let state = reader.snapshot();
         raft.shutdown().await.unwrap();
-        assert_eq!(state.state.stores[&stores[0]].epoch, 2);
+        assert_eq!(state.state.stores[&stores[0]].epoch, 3);
         state
     }
 }

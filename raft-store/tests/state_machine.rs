@@ -246,6 +246,25 @@ fn invalid_commands_are_refused_and_change_nothing() {
         must_reject(&mut s, command, want);
     }
 
+    // An address built in memory (not parsed) is checked all the same.
+    let mut loopback = store("st03", 3, &[(1, "s02"), (3, "s02")]);
+    loopback.master_ip = slotd_raft_store::ServiceIp {
+        addr: [127, 0, 0, 1].into(),
+        len: 32,
+    };
+    must_reject(
+        &mut s,
+        Command::AddStore(loopback),
+        "field master_ip: 127.0.0.1 cannot be a service address",
+    );
+    let mut long = store("st03", 3, &[(1, "s02"), (3, "s02")]);
+    long.replica_ip.len = 200;
+    must_reject(
+        &mut s,
+        Command::AddStore(long),
+        "field replica_ip: prefix /200 is too long",
+    );
+
     // Targets that are not active.
     must_apply(
         &mut s,
@@ -269,91 +288,119 @@ fn invalid_commands_are_refused_and_change_nothing() {
     );
 }
 
+fn begin(store: &str, epoch: u64, to: u64) -> Command {
+    Command::BeginSwitchover {
+        store: store.into(),
+        epoch,
+        to,
+        force: false,
+        reason: Reason::Operator,
+    }
+}
+
 #[test]
-fn switchover_moves_master_with_one_epoch_and_history() {
+fn switchover_phases_each_take_an_epoch_and_leave_history() {
     let mut s = initialised(small());
-    must_apply(
-        &mut s,
-        Command::BeginSwitchover {
-            store: "st01".into(),
-            epoch: 1,
-            to: 2,
-            force: false,
-            reason: Reason::Operator,
-        },
-    );
+    must_apply(&mut s, begin("st01", 1, 2));
     let st = &s.stores["st01"];
     assert_eq!(
         (st.master, st.epoch),
-        (1, 1),
-        "old master keeps the epoch while demoting"
+        (1, 2),
+        "old master stays master, under the attempt's epoch"
     );
     assert!(matches!(st.phase, Phase::Demoting { from: 1, to: 2, .. }));
     // A second switchover of the same store waits for this one.
-    must_reject(
-        &mut s,
-        Command::BeginSwitchover {
-            store: "st01".into(),
-            epoch: 1,
-            to: 2,
-            force: false,
-            reason: Reason::Operator,
-        },
-        "is demoting, not stable",
-    );
+    must_reject(&mut s, begin("st01", 2, 2), "is demoting, not stable");
     must_apply(
         &mut s,
         Command::AdvanceSwitchover {
             store: "st01".into(),
-            epoch: 1,
+            epoch: 2,
         },
     );
     let st = &s.stores["st01"];
-    assert_eq!((st.master, st.epoch), (2, 2));
+    assert_eq!((st.master, st.epoch), (2, 3));
     assert!(matches!(st.phase, Phase::Promoting { from: 1, to: 2, .. }));
     must_apply(
         &mut s,
         Command::CompleteSwitchover {
             store: "st01".into(),
-            epoch: 2,
+            epoch: 3,
         },
     );
     assert_eq!(s.stores["st01"].phase, Phase::Stable);
     let last = s.history.back().unwrap();
     assert_eq!(
         (last.from, last.to, last.epoch, last.reason),
-        (1, 2, 2, Reason::Operator)
+        (1, 2, 3, Reason::Operator)
     );
 
     // Rolling back from Promoting goes back to the old master with a new epoch.
-    must_apply(
-        &mut s,
-        Command::BeginSwitchover {
-            store: "st01".into(),
-            epoch: 2,
-            to: 1,
-            force: true,
-            reason: Reason::Rebalance,
-        },
-    );
+    must_apply(&mut s, begin("st01", 3, 1));
     must_apply(
         &mut s,
         Command::AdvanceSwitchover {
             store: "st01".into(),
-            epoch: 2,
+            epoch: 4,
         },
     );
     must_apply(
         &mut s,
         Command::RollbackSwitchover {
             store: "st01".into(),
-            epoch: 3,
+            epoch: 5,
             why: "timeout".into(),
         },
     );
     let st = &s.stores["st01"];
-    assert_eq!((st.master, st.epoch, st.phase), (2, 4, Phase::Stable));
+    assert_eq!((st.master, st.epoch, st.phase), (2, 6, Phase::Stable));
     assert!(s.history.back().unwrap().what.contains("rollback: timeout"));
+}
+
+/// The old master's ack of an abandoned attempt arrives after a rollback
+/// and a new attempt towards another replica: it must not promote anyone.
+#[test]
+fn a_late_ack_of_an_abandoned_attempt_is_refused() {
+    let slots = ["s01"];
+    let mut s = initialised(Topology {
+        nodes: (1..=3).map(|i| node(i, &format!("imap{i}"), &slots)).collect(),
+        stores: vec![store("st01", 1, &[(1, "s01"), (2, "s01"), (3, "s01")])],
+    });
+    must_apply(&mut s, begin("st01", 1, 2));
+    let late_ack = Command::AdvanceSwitchover {
+        store: "st01".into(),
+        epoch: 2,
+    };
+    must_apply(
+        &mut s,
+        Command::RollbackSwitchover {
+            store: "st01".into(),
+            epoch: 2,
+            why: "flush timed out".into(),
+        },
+    );
+    must_apply(&mut s, begin("st01", 3, 3));
+    must_reject(&mut s, late_ack, "epoch is 4, not 2");
+    assert_eq!(s.stores["st01"].master, 1);
+
+    // Removing and re-creating a store never gives its epoch back.
+    must_apply(
+        &mut s,
+        Command::RollbackSwitchover {
+            store: "st01".into(),
+            epoch: 4,
+            why: "x".into(),
+        },
+    );
+    must_apply(
+        &mut s,
+        Command::RemoveStore {
+            store: "st01".into(),
+            epoch: 5,
+        },
+    );
+    must_apply(&mut s, Command::AddStore(store("st01", 1, &[(1, "s01"), (2, "s01")])));
+    assert_eq!(s.stores["st01"].epoch, 6);
 }
 
 #[test]

@@ -57,29 +57,29 @@ fn bad_files_name_the_problem() {
         ),
         (
             GOOD.replace("fd00::1:2/128", "10.0.1.1/32"),
-            "10.0.1.1/32 is already used by store \"st01\"",
+            "store #2 (st02): field `master_ip`: store \"st02\": 10.0.1.1/32 is already used by store \"st01\"",
         ),
         (
             GOOD.replace("fd00::2:2/128", "10.0.1.1/32"),
-            "10.0.1.1/32 is already used by store \"st01\"",
+            "store #2 (st02): field `replica_ip`: store \"st02\": 10.0.1.1/32 is already used by store \"st01\"",
         ),
         (
             GOOD.replace("fd00::2:2/128", "fd00::1:2/128"),
-            "store \"st02\": field replica_ip: must differ",
+            "store #2 (st02): field `replica_ip`: store \"st02\": field replica_ip: must differ",
         ),
         (
             GOOD.replace("\"imap2:s02\", \"imap1:s02\"", "\"imap1:s02\", \"imap1:s01\""),
-            "two slots on node imap1",
+            "store #2 (st02): field `slots`: store \"st02\": two slots on node imap1",
         ),
         (
             GOOD.replace("imap2:s01", "imap9:s01"),
             "store #1 (st01): field `slots`: \"imap9:s01\" names unknown node \"imap9\"",
         ),
         (GOOD.replace("imap2:s01", "imap2-s01"), "\"imap2-s01\" is not NODE:SLOT"),
-        (GOOD.replace("imap2:s01", "imap2:s07"), "node imap2 has no slot \"s07\""),
+        (GOOD.replace("imap2:s01", "imap2:s07"), "store #1 (st01): field `slots`: store \"st01\": node imap2 has no slot \"s07\""),
         (
             GOOD.replace("imap2:s02\", \"imap1:s02", "imap2:s01\", \"imap1:s02"),
-            "slot \"s01\" on node imap2 already belongs to store \"st01\"",
+            "store #2 (st02): field `slots`: store \"st02\": slot \"s01\" on node imap2 already belongs to store \"st01\"",
         ),
         (
             GOOD.replace("10.0.1.1/32", "10.0.1.1/40"),
@@ -89,18 +89,18 @@ fn bad_files_name_the_problem() {
             GOOD.replace("10.0.1.1/32", "banana"),
             "field `master_ip`: \"banana\" is not an IP address",
         ),
-        (GOOD.replace("id = 2", "id = 1"), "node id 1 already exists"),
+        (GOOD.replace("id = 2", "id = 1"), "node #2 (imap2): field `id`: node id 1 already exists"),
         (
             GOOD.replace("name = \"imap2\"", "name = \"imap1\""),
-            "node name \"imap1\" already exists",
+            "node #2 (imap1): field `name`: node name \"imap1\" already exists",
         ),
         (
             GOOD.replace("10.0.0.2:7420", "10.0.0.1:7420"),
-            "node address 10.0.0.1:7420 already exists",
+            "node #2 (imap2): field `addr`: node address 10.0.0.1:7420 already exists",
         ),
         (
             GOOD.replace("name = \"st02\"", "name = \"st01\""),
-            "store \"st01\" already exists",
+            "store #2 (st01): field `name`: store \"st01\" already exists",
         ),
         (
             GOOD.replace("id = 1", "id = 1\ncolour = \"red\""),

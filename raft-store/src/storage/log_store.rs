@@ -140,7 +140,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last.or(last_purged),
+            last_log_id: last.max(last_purged),
         })
     }
 
@@ -203,14 +203,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: entries at or before it are ignored
-        // by openraft, so a crash between the two writes is harmless.
-        self.write_meta(KEY_LAST_PURGED, &log_id, ErrorSubject::Store).await?;
+        // The purge point and the removal in one transaction: the log state
+        // read after a crash is always one openraft could have left.
+        let point = codec::encode(&log_id).map_err(write_logs_err)?;
         let upto = log_id.index;
-        self.write_logs(move |table| {
-            table.retain_in(..=upto, |_, _| false)?;
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(META)?.insert(KEY_LAST_PURGED, point.as_slice())?;
+            txn.open_table(LOGS)?.retain_in(..=upto, |_, _| false)?;
+            txn.commit()?;
             Ok(())
         })
-        .await
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(write_logs_err(e)),
+            Err(join) => Err(write_logs_err(join)),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -110,7 +110,13 @@ impl StateMachineStore {
         }
     }
 
-    fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+    /// Stores `stored` unless a snapshot at least as recent is already there.
+    ///
+    /// openraft builds snapshots in a task of their own: a build that started
+    /// from an older copy can finish after a newer snapshot was installed
+    /// (and the log purged up to it). Overwriting that would leave a snapshot
+    /// whose following entries are gone, and the node could not restart.
+    fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<bool, StorageError> {
         let sig = Some(stored.meta.signature());
         let err = |e: &dyn std::error::Error| {
             StorageIOError::write_snapshot(sig.clone(), openraft::AnyError::error(e.to_string()))
@@ -119,10 +125,25 @@ impl StateMachineStore {
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         {
             let mut table = txn.open_table(SNAPSHOT).map_err(|e| err(&e))?;
+            let current = match table.get(KEY_SNAPSHOT).map_err(|e| err(&e))? {
+                Some(raw) => Some(
+                    codec::decode::<StoredSnapshot>(raw.value())
+                        .map_err(|e| err(&e))?
+                        .meta
+                        .last_log_id,
+                ),
+                None => None,
+            };
+            if let Some(current) = current {
+                if current >= stored.meta.last_log_id {
+                    debug!(snapshot = %stored.meta.snapshot_id, "a snapshot at least as recent is stored; not replacing it");
+                    return Ok(false);
+                }
+            }
             table.insert(KEY_SNAPSHOT, bytes.as_slice()).map_err(|e| err(&e))?;
         }
         txn.commit().map_err(|e| err(&e))?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -159,7 +180,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data: bytes,
         };
         let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.save_snapshot(&stored).map(|()| stored))
+        let stored = tokio::task::spawn_blocking(move || store.save_snapshot(&stored).map(|_| stored))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))??;
         debug!(snapshot = %meta.snapshot_id, bytes = stored.data.len(), "snapshot built");
@@ -232,6 +253,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || store.save_snapshot(&stored))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))??;
+        // Even when an equal or newer snapshot was already stored, openraft
+        // asked us to install this one: the in-memory state follows it.
         let last = new.last_applied;
         *write(&self.data) = new;
         self.applied.send_replace(last);

@@ -39,11 +39,11 @@ fn workload(state: &ClusterState) -> Vec<Request> {
             },
             Command::AdvanceSwitchover {
                 store: st.name.clone(),
-                epoch: st.epoch,
+                epoch: st.epoch + 1,
             },
             Command::CompleteSwitchover {
                 store: st.name.clone(),
-                epoch: st.epoch + 1,
+                epoch: st.epoch + 2,
             },
         ] {
             let r = req(command);
