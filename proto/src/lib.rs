@@ -1,5 +1,14 @@
-//! `slotd-proto` will own the `.proto` files of `slotd.v1.Admin` (operators) and
-//! `slotd.v1.Peer` (agent to agent: Raft RPCs as versioned binary payloads,
-//! heartbeats and lease renewals), and the tonic/prost code generated from them.
+//! `slotd-proto`: the `slotd.v1` gRPC services and messages, generated from
+//! `proto/slotd/v1/slotd.proto`. No logic lives here.
 //!
-//! It holds no logic. Empty until the agent issue fills it.
+//! - `Peer`: agent to agent; openraft's RPC types as versioned binary payloads.
+//! - `Admin`: operators (`slotctl`); typed throughout.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("slotd.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `slotd.v1`, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("slotd_descriptor");

@@ -1,23 +1,56 @@
-//! `slotctl`: the operator's command line. For now it plans topologies and
-//! tests a host's service-IP handling (`slotctl net`); the cluster commands
-//! (status, failover, drain, …) come with the agent.
+//! `slotctl`: the operator's command line.
+//!
+//! Exit codes: 0 done; 1 no answer (agent unreachable, no leader, or `net`
+//! failed); 2 refused (bad argument or input, or the cluster said no — in
+//! which case nothing changed). Failures print one line on stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use slotd_agent::client::{self, Failure, DEFAULT_ENDPOINT};
+use slotd_agent::status::StatusView;
 use slotd_netops::cli::NetCommand;
+use slotd_proto::v1 as pb;
 use slotd_raft_store::plan::{plan, Naming};
 use slotd_raft_store::topology;
 
 #[derive(Parser)]
 #[command(name = "slotctl", version, about = "Operate a slotd cluster")]
 struct Cli {
+    /// Agent to talk to (any node; calls reach the leader by themselves).
+    #[arg(long, global = true, value_name = "HOST:PORT", default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Show nodes and stores (linearizable, through the leader, unless --stale).
+    Status {
+        /// Answer from the contacted node's own state, without the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Bootstrap the cluster from a topology.toml (refused if initialised).
+    Init {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Add or remove a node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+    /// Add or remove a store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
     /// Print a topology.toml where each node's partners are spread evenly
     /// over all other nodes (one death adds at most ⌈masters/(N−1)⌉ masters
     /// to any survivor).
@@ -33,21 +66,67 @@ enum Cmd {
         #[arg(long)]
         voters: Option<usize>,
     },
+    /// Check a topology.toml without touching any cluster.
+    CheckTopology {
+        /// The file to check.
+        file: PathBuf,
+    },
     /// Bind, release, list, announce or probe a service IP on this host, with
     /// the code the agent uses (needs CAP_NET_ADMIN / CAP_NET_RAW).
     Net {
         #[command(subcommand)]
         command: NetCommand,
     },
-    /// Check a topology.toml without touching any cluster.
-    CheckTopology {
-        /// The file to check.
-        file: std::path::PathBuf,
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Add a node (it joins as a Raft learner).
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        name: String,
+        /// HOST:PORT of its agent.
+        #[arg(long)]
+        addr: String,
+        /// Its slot names, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        slots: Vec<String>,
+    },
+    /// Remove a node that holds no slot of any store (a voter is replaced by
+    /// promoting a learner first).
+    Remove {
+        /// Node name.
+        name: String,
     },
 }
 
-/// Exit codes: 0 done, 1 the operation failed (or `net probe` found another
-/// owner), 2 refused (bad arguments or input).
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Add a store; its first slot becomes master.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// ADDR/LEN the master binds.
+        #[arg(long)]
+        master_ip: String,
+        /// ADDR/LEN the replica binds.
+        #[arg(long)]
+        replica_ip: String,
+        /// NODE:SLOT,NODE:SLOT… first = preferred master.
+        #[arg(long, value_delimiter = ',')]
+        slots: Vec<String>,
+    },
+    /// Remove a store from the cluster state.
+    Remove {
+        name: String,
+        /// Refuse unless the store is still at this epoch.
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -63,23 +142,58 @@ fn main() -> ExitCode {
     if let Cmd::Net { command } = &cli.command {
         return slotd_netops::cli::main_on_kernel("slotctl", command);
     }
-    match run(cli.command) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slotctl: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("slotctl: {message}");
-            ExitCode::from(2)
+        Err(f) => {
+            eprintln!("slotctl: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }
 
-fn run(command: Cmd) -> Result<(), String> {
-    match command {
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::failed(format!("json: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn written(json: bool, what: &str, reply: pb::WriteReply) -> Result<(), Failure> {
+    if json {
+        print_json(&serde_json::json!({ "index": reply.index }))
+    } else {
+        println!("{what} (log index {})", reply.index);
+        Ok(())
+    }
+}
+
+fn spec(n: &slotd_raft_store::NodeSpec) -> pb::NodeSpec {
+    pb::NodeSpec {
+        id: n.id,
+        name: n.name.clone(),
+        addr: n.addr.clone(),
+        voter: n.voter,
+        slots: n.slots.clone(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let json = cli.json;
+    match cli.command {
         Cmd::Plan { nodes, slots, voters } => {
             let voters = voters.unwrap_or_else(|| topology::default_voters(nodes));
             if voters == 0 || voters > nodes {
-                return Err(format!("--voters must be from 1 to --nodes ({nodes}), got {voters}"));
+                return Err(Failure::refused(format!(
+                    "--voters must be from 1 to --nodes ({nodes}), got {voters}"
+                )));
             }
-            let layout = plan(nodes, slots).map_err(|e| e.to_string())?;
+            let layout = plan(nodes, slots).map_err(|e| Failure::refused(e.to_string()))?;
             let naming = Naming {
                 voters,
                 ..Naming::default()
@@ -87,10 +201,8 @@ fn run(command: Cmd) -> Result<(), String> {
             print!("{}", topology::render(&layout.to_topology(&naming)));
             Ok(())
         }
-        Cmd::Net { .. } => unreachable!("handled in main"),
         Cmd::CheckTopology { file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let t = topology::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let t = read_topology(&file)?;
             println!(
                 "{}: {} nodes, {} stores: ok",
                 file.display(),
@@ -99,5 +211,112 @@ fn run(command: Cmd) -> Result<(), String> {
             );
             Ok(())
         }
+        Cmd::Net { .. } => Err(Failure::failed("internal: net is handled before")),
+        Cmd::Status { stale } => {
+            let mut c = client::connect(&cli.endpoint).await?;
+            let reply = c.status(pb::StatusRequest { stale }).await?.into_inner();
+            let view = StatusView::from(reply);
+            if json {
+                print_json(&view)
+            } else {
+                print!("{}", view.table());
+                Ok(())
+            }
+        }
+        Cmd::Init { file } => {
+            let t = read_topology(&file)?;
+            let names: std::collections::BTreeMap<u64, &str> =
+                t.nodes.iter().map(|n| (n.id, n.name.as_str())).collect();
+            let request = pb::InitRequest {
+                nodes: t.nodes.iter().map(spec).collect(),
+                stores: t
+                    .stores
+                    .iter()
+                    .map(|s| pb::StoreSpec {
+                        name: s.name.clone(),
+                        master_ip: s.master_ip.to_string(),
+                        replica_ip: s.replica_ip.to_string(),
+                        slots: s
+                            .slots
+                            .iter()
+                            .map(|r| format!("{}:{}", names.get(&r.node).copied().unwrap_or("?"), r.slot))
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            let mut c = client::connect(&cli.endpoint).await?;
+            let reply = c.init(request).await?.into_inner();
+            written(
+                json,
+                &format!("initialised: {} nodes, {} stores", t.nodes.len(), t.stores.len()),
+                reply,
+            )
+        }
+        Cmd::Node { command } => {
+            let mut c = client::connect(&cli.endpoint).await?;
+            match command {
+                NodeCmd::Add { id, name, addr, slots } => {
+                    let node = pb::NodeSpec {
+                        id,
+                        name: name.clone(),
+                        addr,
+                        voter: false,
+                        slots,
+                    };
+                    let reply = c.add_node(pb::AddNodeRequest { node: Some(node) }).await?.into_inner();
+                    written(json, &format!("node {name} added as a learner"), reply)
+                }
+                NodeCmd::Remove { name } => {
+                    let reply = c
+                        .remove_node(pb::RemoveNodeRequest { node: name.clone() })
+                        .await?
+                        .into_inner();
+                    written(json, &format!("node {name} removed"), reply)
+                }
+            }
+        }
+        Cmd::Store { command } => {
+            let mut c = client::connect(&cli.endpoint).await?;
+            match command {
+                StoreCmd::Add {
+                    name,
+                    master_ip,
+                    replica_ip,
+                    slots,
+                } => {
+                    let store = pb::StoreSpec {
+                        name: name.clone(),
+                        master_ip,
+                        replica_ip,
+                        slots,
+                    };
+                    let reply = c
+                        .add_store(pb::AddStoreRequest { store: Some(store) })
+                        .await?
+                        .into_inner();
+                    written(json, &format!("store {name} added"), reply)
+                }
+                StoreCmd::Remove { name, epoch } => {
+                    let reply = c
+                        .remove_store(pb::RemoveStoreRequest {
+                            store: name.clone(),
+                            epoch,
+                        })
+                        .await?
+                        .into_inner();
+                    written(json, &format!("store {name} removed"), reply)
+                }
+            }
+        }
     }
+}
+
+fn read_topology(file: &std::path::Path) -> Result<slotd_raft_store::Topology, Failure> {
+    let text = std::fs::read_to_string(file).map_err(|e| Failure::refused(format!("{}: {e}", file.display())))?;
+    topology::parse(&text).map_err(|e| Failure::refused(format!("{}: {}", file.display(), one_line(&e.to_string()))))
+}
+
+/// TOML syntax errors come with a source excerpt: keep the first line.
+fn one_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_owned()
 }

@@ -1,0 +1,179 @@
+//! `slotd.v1.Admin`: operator calls. Arguments are checked here (errors name
+//! the field), then carried out on the leader through the log.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use slotd_proto::v1 as pb;
+use slotd_proto::v1::admin_server::Admin;
+use slotd_raft_store::{ClusterState, Command, NodeSpec, ServiceIp, SlotRef, StoreSpec, Topology};
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{AgentError, Cluster, LeaderCall, LeaderReply};
+
+/// The Admin service of one agent.
+pub struct AdminService {
+    pub cluster: Arc<Cluster>,
+    /// Set first at shutdown: from then on admin calls are refused.
+    pub closing: Arc<AtomicBool>,
+}
+
+/// gRPC code for each kind of failure; slotctl prints the message as is.
+pub fn to_status(e: AgentError) -> Status {
+    let msg = e.to_string();
+    match e {
+        AgentError::Refused(_) => Status::failed_precondition(msg),
+        AgentError::Invalid(_) => Status::invalid_argument(msg),
+        AgentError::NotLeader { .. } | AgentError::NoLeader | AgentError::ShuttingDown => Status::unavailable(msg),
+        AgentError::Raft(_) => Status::unavailable(msg),
+    }
+}
+
+fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {problem}"))
+}
+
+/// Turns a protobuf node into the command's, naming bad fields.
+pub fn node_spec(n: pb::NodeSpec) -> NodeSpec {
+    NodeSpec {
+        id: n.id,
+        name: n.name,
+        addr: n.addr,
+        voter: n.voter,
+        slots: n.slots,
+    }
+}
+
+/// Turns a protobuf store into the command's: IPs parsed, `NODE:SLOT`
+/// resolved against `state` (or the nodes of the same request).
+pub fn store_spec(s: pb::StoreSpec, nodes: &dyn Fn(&str) -> Option<u64>) -> Result<StoreSpec, Status> {
+    let what = format!("store {:?}", s.name);
+    let master_ip: ServiceIp = s
+        .master_ip
+        .parse()
+        .map_err(|e| invalid(&format!("{what}: master_ip"), e))?;
+    let replica_ip: ServiceIp = s
+        .replica_ip
+        .parse()
+        .map_err(|e| invalid(&format!("{what}: replica_ip"), e))?;
+    let mut slots = Vec::new();
+    for r in s.slots {
+        let Some((node, slot)) = r.split_once(':') else {
+            return Err(invalid(&format!("{what}: slots"), format!("{r:?} is not NODE:SLOT")));
+        };
+        let Some(id) = nodes(node) else {
+            return Err(invalid(
+                &format!("{what}: slots"),
+                format!("{r:?} names unknown node {node:?}"),
+            ));
+        };
+        slots.push(SlotRef {
+            node: id,
+            slot: slot.to_owned(),
+        });
+    }
+    Ok(StoreSpec {
+        name: s.name,
+        master_ip,
+        replica_ip,
+        slots,
+    })
+}
+
+impl AdminService {
+    fn open(&self) -> Result<(), Status> {
+        if self.closing.load(Ordering::SeqCst) {
+            Err(to_status(AgentError::ShuttingDown))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn written(&self, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
+        match self.cluster.call(call).await.map_err(to_status)? {
+            LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
+            LeaderReply::Status(_) => Err(Status::internal("leader answered a write with a status")),
+        }
+    }
+
+    fn node_id(&self, name: &str) -> Option<u64> {
+        self.cluster.reader.with(|d| d.state.node_by_name(name).map(|n| n.id))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        self.open()?;
+        if req.into_inner().stale {
+            return Ok(Response::new(self.cluster.status().into()));
+        }
+        match self.cluster.call(LeaderCall::Status).await.map_err(to_status)? {
+            LeaderReply::Status(view) => Ok(Response::new(view.into())),
+            LeaderReply::Written { .. } => Err(Status::internal("leader answered a status with a write")),
+        }
+    }
+
+    async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        self.open()?;
+        let req = req.into_inner();
+        let nodes: Vec<NodeSpec> = req.nodes.into_iter().map(node_spec).collect();
+        let by_name = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.id);
+        let stores = req
+            .stores
+            .into_iter()
+            .map(|s| store_spec(s, &by_name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topology = Topology { nodes, stores };
+        ClusterState::default()
+            .check(&Command::Init(topology.clone()))
+            .map_err(|r| to_status(AgentError::Refused(r)))?;
+        // Init runs where it was received (or the first voter): there is no
+        // leader to pass it to yet.
+        match self
+            .cluster
+            .execute(LeaderCall::Init(topology))
+            .await
+            .map_err(to_status)?
+        {
+            LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
+            LeaderReply::Status(_) => Err(Status::internal("init answered with a status")),
+        }
+    }
+
+    async fn add_node(&self, req: Request<pb::AddNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        self.open()?;
+        let Some(node) = req.into_inner().node else {
+            return Err(invalid("node", "missing"));
+        };
+        self.written(LeaderCall::AddNode(node_spec(node))).await
+    }
+
+    async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        self.open()?;
+        let name = req.into_inner().node;
+        let Some(id) = self.node_id(&name) else {
+            return Err(invalid("node", format!("unknown node {name:?}")));
+        };
+        self.written(LeaderCall::RemoveNode(id)).await
+    }
+
+    async fn add_store(&self, req: Request<pb::AddStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        self.open()?;
+        let Some(store) = req.into_inner().store else {
+            return Err(invalid("store", "missing"));
+        };
+        let spec = store_spec(store, &|name| self.node_id(name))?;
+        self.written(LeaderCall::Write(Command::AddStore(spec))).await
+    }
+
+    async fn remove_store(&self, req: Request<pb::RemoveStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        self.open()?;
+        let req = req.into_inner();
+        self.written(LeaderCall::RemoveStore {
+            store: req.store,
+            epoch: req.epoch,
+        })
+        .await
+    }
+}

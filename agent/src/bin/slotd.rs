@@ -1,0 +1,110 @@
+//! `slotd`: the agent. `slotd --config FILE` runs it; `slotd --check-config
+//! FILE` only checks the file. Exit codes: 0 clean stop, 1 failure while
+//! running, 2 bad arguments or configuration (one line on stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slotd_agent::config::Config;
+use slotd_agent::node;
+use tracing::error;
+
+#[derive(Parser)]
+#[command(name = "slotd", version, about = "The slotd agent")]
+struct Args {
+    /// Node config (slotd.toml) to run with.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "check_config",
+        required_unless_present = "check_config"
+    )]
+    config: Option<PathBuf>,
+    /// Check a node config and exit.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            eprintln!("slotd: {}", slotd_netops::cli::one_line(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    if let Some(path) = args.check_config {
+        return match Config::load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slotd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let Some(path) = args.config else {
+        eprintln!("slotd: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("slotd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slotd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(node::run(config, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("slotd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            // Without signal handlers we could only be killed, never
+            // stopped cleanly; say so and keep running.
+            error!("cannot install signal handlers: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

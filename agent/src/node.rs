@@ -1,0 +1,244 @@
+//! Start-up and shutdown of one agent.
+//!
+//! Start: open the Raft storage, start the Raft node, bind the gRPC and
+//! metrics listeners, write the bound addresses to `<data_dir>/endpoints`,
+//! serve, then tell systemd READY.
+//!
+//! Shutdown, in this order (so that nothing half-served outlives Raft):
+//! 1. STOPPING to systemd; admin calls refused from now on, health NOT_SERVING;
+//! 2. Raft stops (no more votes, appends, or applies);
+//! 3. the gRPC and metrics servers stop taking connections and finish;
+//! 4. the remaining tasks (watchdog) are joined.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::{ServerState, SnapshotPolicy};
+use slotd_proto::v1::admin_server::AdminServer;
+use slotd_proto::v1::peer_server::PeerServer;
+use slotd_raft_store::storage;
+use slotd_raft_store::typ::Raft;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::AdminService;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::metrics::{self, Exposition};
+use crate::network::{PeerNetwork, MAX_MESSAGE};
+use crate::notify::Notifier;
+use crate::peer::PeerService;
+
+/// File in the data directory where a running agent writes the addresses it
+/// bound (`listen=…`, `metrics=…`), so that tools and tests using port 0
+/// learn them.
+pub const ENDPOINTS_FILE: &str = "endpoints";
+
+/// openraft's settings from the node config. Election timeouts are sized for
+/// lossy LANs (several heartbeats may be lost before anyone campaigns).
+pub fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+    let t = &config.timing;
+    let c = openraft::Config {
+        cluster_name: "slotd".into(),
+        heartbeat_interval: t.raft_heartbeat_ms,
+        election_timeout_min: t.election_timeout_min_ms,
+        election_timeout_max: t.election_timeout_max_ms,
+        install_snapshot_timeout: 5_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().context("Raft settings from [timing]")?))
+}
+
+/// Runs an agent until `shutdown` completes, then stops it in order.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let (log, sm) = storage::open(&config.data_dir)?;
+    let reader = sm.reader();
+    let network = PeerNetwork::default();
+    let raft = Raft::new(config.node_id, raft_config(&config)?, network.clone(), log, sm)
+        .await
+        .context("starting Raft")?;
+    let cluster = Arc::new(Cluster {
+        id: config.node_id,
+        name: config.name.clone(),
+        raft: raft.clone(),
+        reader,
+        network,
+        alive_within: config.timing.lease() + config.timing.clock_skew_margin(),
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("metrics_listen: cannot bind {}", config.metrics_listen))?;
+    let listen = listener.local_addr()?;
+    let metrics_at = metrics_listener.local_addr()?;
+    write_endpoints(&config.data_dir, listen, metrics_at)?;
+    info!(node = config.node_id, name = %config.name, %listen, metrics = %metrics_at, "slotd serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let closing = Arc::new(AtomicBool::new(false));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(slotd_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+    let peer = PeerServer::new(PeerService {
+        cluster: cluster.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE);
+    let admin = AdminServer::new(AdminService {
+        cluster: cluster.clone(),
+        closing: closing.clone(),
+    });
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(peer)
+            .add_service(admin)
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            ),
+    );
+    let render_cluster = cluster.clone();
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        Arc::new(move || render(&render_cluster)),
+        stopped(stop_rx.clone()),
+    ));
+
+    let notifier = Arc::new(Notifier::from_env());
+    if let Err(e) = notifier.ready() {
+        warn!(error = %e, "sd_notify READY failed");
+    }
+    let watchdog = tokio::spawn(watchdog(notifier.clone(), raft.clone(), stopped(stop_rx.clone())));
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = notifier.stopping();
+    closing.store(true, Ordering::SeqCst);
+    health.set_not_serving::<AdminServer<AdminService>>().await;
+    if let Err(e) = raft.shutdown().await {
+        warn!(error = %e, "Raft did not stop cleanly");
+    }
+    let _ = stop_tx.send(true);
+    // Bounded: a peer holding a connection open must not keep us alive.
+    let grace = Duration::from_millis(500);
+    match tokio::time::timeout(grace, grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
+        Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
+        Err(_) => warn!("gRPC server still had connections after {grace:?}; leaving them"),
+    }
+    let _ = tokio::time::timeout(grace, metrics_task).await;
+    let _ = tokio::time::timeout(grace, watchdog).await;
+    info!("stopped");
+    Ok(())
+}
+
+fn write_endpoints(dir: &std::path::Path, listen: SocketAddr, metrics: SocketAddr) -> anyhow::Result<()> {
+    let path: PathBuf = dir.join(ENDPOINTS_FILE);
+    let tmp = dir.join(format!("{ENDPOINTS_FILE}.tmp"));
+    std::fs::write(&tmp, format!("listen={listen}\nmetrics={metrics}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    // Atomic: a reader never sees half a file.
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Pets the systemd watchdog while the Raft core runs; stops petting (so
+/// systemd kills and fences us) if Raft has died.
+async fn watchdog(notifier: Arc<Notifier>, raft: Raft, stopped: impl Future<Output = ()>) {
+    let Some(interval) = Notifier::watchdog_interval() else {
+        stopped.await;
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {
+                if raft.metrics().borrow().running_state.is_err() {
+                    warn!("Raft core stopped: no more watchdog pings");
+                    return;
+                }
+                let _ = notifier.watchdog();
+            }
+        }
+    }
+}
+
+/// The Prometheus text for `/metrics`.
+pub fn render(cluster: &Cluster) -> String {
+    let m = cluster.raft.metrics().borrow().clone();
+    let mut x = Exposition::new();
+    let id = cluster.id.to_string();
+    for (state, name) in [
+        (ServerState::Leader, "leader"),
+        (ServerState::Follower, "follower"),
+        (ServerState::Candidate, "candidate"),
+        (ServerState::Learner, "learner"),
+    ] {
+        x.gauge(
+            "slotd_raft_state",
+            "Raft role of this node (1 for the current one).",
+            &[("node", &id), ("state", name)],
+            if m.state == state { 1.0 } else { 0.0 },
+        );
+    }
+    x.gauge("slotd_raft_term", "Current Raft term.", &[], m.current_term as f64);
+    x.gauge(
+        "slotd_raft_leader",
+        "Node id of the known leader (-1 when none).",
+        &[],
+        m.current_leader.map_or(-1.0, |l| l as f64),
+    );
+    x.gauge(
+        "slotd_raft_last_log_index",
+        "Index of the last log entry.",
+        &[],
+        m.last_log_index.unwrap_or(0) as f64,
+    );
+    x.gauge(
+        "slotd_raft_last_applied_index",
+        "Index of the last applied log entry.",
+        &[],
+        m.last_applied.map_or(0, |l| l.index) as f64,
+    );
+    cluster.reader.with(|d| {
+        for s in d.state.stores.values() {
+            let master = d.state.node_name(s.master);
+            x.gauge(
+                "slotd_store_epoch",
+                "Current epoch of the store.",
+                &[("store", &s.name)],
+                s.epoch as f64,
+            );
+            x.gauge(
+                "slotd_store_master",
+                "1 for the node that masters the store.",
+                &[("store", &s.name), ("node", &master)],
+                1.0,
+            );
+        }
+    });
+    x.finish()
+}

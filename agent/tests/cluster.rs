@@ -1,0 +1,315 @@
+//! Real clusters of `slotd` processes driven by `slotctl`, as an operator
+//! would: bootstrap, status everywhere, leader loss, restarts, writes through
+//! followers, refusals that change nothing, clean stops.
+
+mod common;
+
+use common::{comparable, wait_for, TestCluster, WAIT};
+
+#[test]
+fn three_nodes_init_and_agree() {
+    let c = TestCluster::start(3);
+    let status = c.init(2, 4);
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(status["stores"].as_array().unwrap().len(), 6);
+    assert!(status["leader"].as_u64().is_some());
+    for n in status["nodes"].as_array().unwrap() {
+        assert_eq!(n["raft"], "voter");
+        assert_eq!(n["mode"], "active");
+        assert_eq!(n["alive"], true, "{n}");
+        assert_eq!(n["masters"].as_array().unwrap().len(), 2);
+    }
+    for s in status["stores"].as_array().unwrap() {
+        assert_eq!((s["phase"].as_str(), s["epoch"].as_u64()), (Some("stable"), Some(1)));
+        assert_eq!(s["replicas"].as_array().unwrap().len(), 1);
+    }
+    // A second init is refused and changes nothing.
+    let before = comparable(&c.status(1, false).unwrap());
+    let out = c.slotctl(3, &["init", c.topology(4).to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already initialised"));
+    assert_eq!(comparable(&c.status(1, false).unwrap()), before);
+    // Human output names the leader and every store.
+    let out = c.slotctl(1, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("leader: imap") && text.contains("st0006"), "{text}");
+}
+
+#[test]
+fn five_voters_and_a_learner_init_and_agree() {
+    let c = TestCluster::start(6);
+    let status = c.init(4, 2);
+    let roles: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["raft"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["voter", "voter", "voter", "voter", "voter", "learner"]);
+    assert_eq!(status["stores"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn kill_9_leader_then_restart_catches_up() {
+    let mut c = TestCluster::start(3);
+    c.init(1, 2);
+    let old = c.leader();
+    c.kill9(old);
+    let survivor = (1..=3).find(|i| *i != old).unwrap();
+    let new = wait_for("a new leader", WAIT, || {
+        let l = c.status(survivor, true)?["leader"].as_u64()?;
+        (l != old).then_some(l)
+    });
+    assert_ne!(new, old);
+    // A write during the outage, through whichever survivor is not leader.
+    let via = (1..=3).find(|i| *i != old && *i != new).unwrap();
+    let out = c.slotctl(via, &["store", "remove", "st0001"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.restart(old);
+    let status = c.converged();
+    let stores: Vec<&str> = status["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(!stores.contains(&"st0001"), "{stores:?}");
+    let on_old = c.status(old, true).unwrap();
+    assert_eq!(comparable(&on_old)["stores"], comparable(&status)["stores"]);
+}
+
+#[test]
+fn follower_writes_succeed_bad_writes_change_nothing() {
+    let c = TestCluster::start(3);
+    c.init(1, 2);
+    let leader = c.leader();
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let out = c.slotctl(
+        follower,
+        &[
+            "node",
+            "add",
+            "--id",
+            "4",
+            "--name",
+            "imap4",
+            "--addr",
+            "127.0.0.1:9",
+            "--slots",
+            "s01,s02",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.slotctl(
+        follower,
+        &[
+            "node",
+            "add",
+            "--id",
+            "5",
+            "--name",
+            "imap5",
+            "--addr",
+            "127.0.0.1:10",
+            "--slots",
+            "s01,s02",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.slotctl(
+        follower,
+        &[
+            "store",
+            "add",
+            "--name",
+            "st9",
+            "--master-ip",
+            "10.9.0.1/32",
+            "--replica-ip",
+            "10.9.0.2/32",
+            "--slots",
+            "imap4:s01,imap5:s01",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = c.converged();
+    assert!(before["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "st9" && s["master"] == "imap4"));
+    assert_eq!(before["nodes"].as_array().unwrap()[3]["raft"], "learner");
+
+    let refusals: &[(&[&str], &str)] = &[
+        (&["store", "remove", "nosuch"], "unknown store \"nosuch\""),
+        (
+            &[
+                "store",
+                "add",
+                "--name",
+                "st10",
+                "--master-ip",
+                "10.9.0.3/33",
+                "--replica-ip",
+                "10.9.0.4",
+                "--slots",
+                "imap4:s02,imap2:s02",
+            ],
+            "master_ip: prefix /33",
+        ),
+        (
+            &[
+                "store",
+                "add",
+                "--name",
+                "st10",
+                "--master-ip",
+                "banana",
+                "--replica-ip",
+                "10.9.0.4",
+                "--slots",
+                "imap4:s02,imap2:s02",
+            ],
+            "master_ip",
+        ),
+        (
+            &[
+                "store",
+                "add",
+                "--name",
+                "st10",
+                "--master-ip",
+                "10.9.0.1",
+                "--replica-ip",
+                "10.9.0.4",
+                "--slots",
+                "imap4:s02,imap2:s02",
+            ],
+            "10.9.0.1/32 is already used by store \"st9\"",
+        ),
+        (
+            &[
+                "store",
+                "add",
+                "--name",
+                "st10",
+                "--master-ip",
+                "10.9.0.3",
+                "--replica-ip",
+                "10.9.0.4",
+                "--slots",
+                "imap9:s02,imap2:s02",
+            ],
+            "unknown node \"imap9\"",
+        ),
+        (
+            &[
+                "store",
+                "add",
+                "--name",
+                "st10",
+                "--master-ip",
+                "10.9.0.3",
+                "--replica-ip",
+                "10.9.0.4",
+                "--slots",
+                "imap4:s02,imap4:s01",
+            ],
+            "two slots on node imap4",
+        ),
+        (&["store", "remove", "st9", "--epoch", "7"], "epoch is 1, not 7"),
+        (&["node", "remove", "imap4"], "still holds slots of stores st9"),
+        (&["node", "remove", "imap9"], "unknown node"),
+        (
+            &[
+                "node",
+                "add",
+                "--id",
+                "4",
+                "--name",
+                "imap6",
+                "--addr",
+                "127.0.0.1:11",
+                "--slots",
+                "s01",
+            ],
+            "id 4",
+        ),
+    ];
+    for (args, want) in refusals {
+        let out = c.slotctl(follower, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+    let after = c.status(leader, false).unwrap();
+    assert_eq!(
+        comparable(&after),
+        comparable(&before),
+        "a refused command changed the cluster"
+    );
+
+    // Clean up through the follower: store, then node (a learner).
+    assert!(c.slotctl(follower, &["store", "remove", "st9"]).status.success());
+    for name in ["imap4", "imap5"] {
+        let out = c.slotctl(follower, &["node", "remove", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let after = c.converged();
+    assert_eq!(after["nodes"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn removing_a_voter_promotes_a_learner() {
+    let c = TestCluster::start(4);
+    // Three voters, one learner; one store only so that node 3 can go.
+    let topology = c.dir.path().join("small.toml");
+    let nodes: String = c
+        .agents
+        .iter()
+        .map(|a| {
+            format!(
+                "[[node]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\nslots = [\"s01\"]\n",
+                a.id,
+                a.name,
+                a.endpoint()
+            )
+        })
+        .collect();
+    let text = format!(
+        "voters = 3\n{nodes}[[store]]\nname = \"st01\"\nmaster_ip = \"10.7.0.1/32\"\nreplica_ip = \"10.7.0.2/32\"\nslots = [\"imap1:s01\", \"imap2:s01\"]\n"
+    );
+    std::fs::write(&topology, text).unwrap();
+    let out = c.slotctl(1, &["init", topology.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = c.converged();
+    assert_eq!(before["nodes"][3]["raft"], "learner");
+    let out = c.slotctl(2, &["node", "remove", "imap3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = wait_for("imap3 gone and imap4 voting", WAIT, || {
+        let s = c.status(1, false)?;
+        let nodes = s["nodes"].as_array()?;
+        (nodes.len() == 3 && nodes[2]["name"] == "imap4" && nodes[2]["raft"] == "voter").then_some(s)
+    });
+    let voters = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["raft"] == "voter")
+        .count();
+    assert_eq!(voters, 3);
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_state_survives() {
+    let mut c = TestCluster::start(3);
+    c.init(1, 2);
+    let (status, took) = c.sigterm(2);
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(c.agent(2).log().contains("stopped"));
+    c.restart(2);
+    let s = c.converged();
+    assert_eq!(s["stores"].as_array().unwrap().len(), 3);
+}

@@ -1,0 +1,261 @@
+//! Real `slotd` processes on 127.0.0.1 for tests: ports chosen by the OS
+//! (each agent binds port 0 and writes what it got to `<data_dir>/endpoints`),
+//! one data directory each, every process killed when the cluster is dropped.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use slotd_agent::config::{Config, Driver};
+
+/// Generous: a 2-core CI machine may be busy compiling other tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Agent {
+    pub id: u64,
+    pub name: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+    pub child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub agents: Vec<Agent>,
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_endpoints(dir: &Path) -> Option<(SocketAddr, SocketAddr)> {
+    let text = std::fs::read_to_string(dir.join("endpoints")).ok()?;
+    let mut listen = None;
+    let mut metrics = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("listen", v)) => listen = v.parse().ok(),
+            Some(("metrics", v)) => metrics = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((listen?, metrics?))
+}
+
+impl Agent {
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir.join("endpoints"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("slotd.log"))
+            .expect("open agent log");
+        let child = Command::new(env!("CARGO_BIN_EXE_slotd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn slotd");
+        self.child = Some(child);
+        let dir = self.data_dir.clone();
+        let (listen, metrics) = wait_for(&format!("{} to serve", self.name), WAIT, || read_endpoints(&dir));
+        self.listen = listen;
+        self.metrics = metrics;
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.listen.to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("slotd.log")).unwrap_or_default()
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` agents (not yet initialised).
+    pub fn start(n: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut agents = Vec::new();
+        for i in 1..=n as u64 {
+            let data_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&data_dir).expect("data dir");
+            let mut config = Config::builder(i, &format!("imap{i}"), "127.0.0.1:0".parse().unwrap(), data_dir.clone());
+            config.cyrus.driver = Driver::None;
+            let path = dir.path().join(format!("n{i}.toml"));
+            std::fs::write(&path, config.to_toml()).expect("write config");
+            let mut agent = Agent {
+                id: i,
+                name: format!("imap{i}"),
+                config: path.clone(),
+                data_dir,
+                listen: "127.0.0.1:0".parse().unwrap(),
+                metrics: "127.0.0.1:0".parse().unwrap(),
+                child: None,
+            };
+            agent.spawn();
+            // From now on the agent keeps its port: peers know it by it.
+            config.listen = agent.listen;
+            std::fs::write(&path, config.to_toml()).expect("rewrite config");
+            agents.push(agent);
+        }
+        TestCluster { dir, agents }
+    }
+
+    pub fn agent(&self, id: u64) -> &Agent {
+        &self.agents[(id - 1) as usize]
+    }
+
+    /// A planned topology (`slotctl plan`) with these agents' real addresses.
+    pub fn topology(&self, slots: usize) -> PathBuf {
+        let mut t = slotd_raft_store::plan::plan(self.agents.len(), slots)
+            .expect("plan")
+            .to_topology(&slotd_raft_store::plan::Naming {
+                voters: slotd_raft_store::topology::default_voters(self.agents.len()),
+                ..Default::default()
+            });
+        for (node, agent) in t.nodes.iter_mut().zip(&self.agents) {
+            node.addr = agent.endpoint();
+        }
+        let path = self.dir.path().join("topology.toml");
+        std::fs::write(&path, slotd_raft_store::topology::render(&t)).expect("write topology");
+        path
+    }
+
+    /// Runs slotctl against agent `id`.
+    pub fn slotctl(&self, id: u64, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_slotctl"))
+            .arg("--endpoint")
+            .arg(self.agent(id).endpoint())
+            .args(args)
+            .output()
+            .expect("run slotctl")
+    }
+
+    /// `slotctl status --json` from agent `id`; `None` if it failed.
+    pub fn status(&self, id: u64, stale: bool) -> Option<Value> {
+        let mut args = vec!["status", "--json"];
+        if stale {
+            args.push("--stale");
+        }
+        let out = self.slotctl(id, &args);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Initialises with a planned topology through agent `via`, and waits
+    /// until every running agent has applied it.
+    pub fn init(&self, via: u64, slots: usize) -> Value {
+        let topology = self.topology(slots);
+        let out = self.slotctl(via, &["init", topology.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.converged()
+    }
+
+    /// Waits until all running agents show the same state, a leader and the
+    /// same applied index; returns the leader's linearizable status.
+    pub fn converged(&self) -> Value {
+        wait_for("all agents to agree", WAIT, || {
+            let running: Vec<&Agent> = self.agents.iter().filter(|a| a.child.is_some()).collect();
+            let views: Vec<Value> = running.iter().map(|a| self.status(a.id, true)).collect::<Option<_>>()?;
+            let first = comparable(&views[0]);
+            let leader = views[0]["leader"].as_u64()?;
+            let same = views
+                .iter()
+                .all(|v| comparable(v) == first && v["leader"].as_u64() == Some(leader));
+            if !same || !views[0]["initialised"].as_bool()? {
+                return None;
+            }
+            self.status(running[0].id, false)
+        })
+    }
+
+    pub fn leader(&self) -> u64 {
+        let running = self.agents.iter().find(|a| a.child.is_some()).expect("an agent runs");
+        wait_for("a leader", WAIT, || self.status(running.id, true)?["leader"].as_u64())
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        let agent = &mut self.agents[(id - 1) as usize];
+        if let Some(mut child) = agent.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.agents[(id - 1) as usize].spawn();
+    }
+
+    /// SIGTERM, then wait for the exit; returns the exit status and how long it took.
+    pub fn sigterm(&mut self, id: u64) -> (std::process::ExitStatus, Duration) {
+        let agent = &mut self.agents[(id - 1) as usize];
+        let mut child = agent.child.take().expect("agent runs");
+        let t = Instant::now();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill -TERM failed");
+        let status = wait_for("slotd to exit after SIGTERM", WAIT, || child.try_wait().ok().flatten());
+        (status, t.elapsed())
+    }
+}
+
+/// The parts of a status every agent must agree on (not who answered, not
+/// liveness, which only the leader knows).
+pub fn comparable(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("answered_by");
+        o.remove("term");
+        o.remove("leader_name");
+    }
+    if let Some(nodes) = v["nodes"].as_array_mut() {
+        for n in nodes {
+            if let Some(o) = n.as_object_mut() {
+                o.remove("alive");
+            }
+        }
+    }
+    v
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            if let Some(mut child) = a.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for a in &self.agents {
+                eprintln!("---- log of {} ----\n{}", a.name, a.log());
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `slotd` run as a binary: `--check-config` accepts a good file, refuses bad
+//! ones with exit code 2 and one line naming the field; bad arguments too.
+
+use std::process::Command;
+
+fn slotd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .args(args)
+        .output()
+        .expect("run slotd")
+}
+
+const GOOD: &str = r#"node_id = 1
+name = "imap1"
+listen = "10.0.0.1:7420"
+metrics_listen = "127.0.0.1:9420"
+data_dir = "/var/lib/slotd"
+interface = "eth0"
+[cyrus]
+driver = "none"
+[timing]
+heartbeat_ms = 200
+lease_ms = 2000
+clock_skew_margin_ms = 500
+"#;
+
+#[test]
+fn check_config_accepts_good_and_names_bad_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let out = slotd(&["--check-config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let cases = [
+        (
+            GOOD.replace("node_id = 1\n", "node_id = 1\ncolour = \"red\"\n"),
+            "unknown field `colour`",
+        ),
+        (GOOD.replace("10.0.0.1:7420", "10.0.0.1"), "field `listen`"),
+        (
+            GOOD.replace("lease_ms = 2000", "lease_ms = \"2s\""),
+            "field `timing.lease_ms`",
+        ),
+        (
+            GOOD.replace("lease_ms = 2000", "lease_ms = 100"),
+            "field `timing.lease_ms`",
+        ),
+        (
+            GOOD.replace("driver = \"none\"", "driver = \"docker\""),
+            "field `cyrus.driver`",
+        ),
+        (GOOD.replace("name = \"imap1\"\n", ""), "field `name`: missing"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        for flag in ["--check-config", "--config"] {
+            let out = slotd(&[flag, path.to_str().unwrap()]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{flag} {want}: {err}");
+            assert!(err.contains(want), "{flag}: expected {want:?} in {err}");
+            assert!(err.contains(&format!("bad{i}.toml")), "names the file: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        }
+    }
+    let out = slotd(&["--check-config", "/nonexistent/slotd.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/slotd.toml: cannot read"));
+    let out = slotd(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
