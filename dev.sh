@@ -2,9 +2,9 @@
 # dev.sh — the two entry points of this repository, each doing its own set-up
 # on a fresh Debian 12 machine (run as root, or with sudo available):
 #
-#   ./dev.sh demo   the main job: build slotctl, plan a 6-node cluster, check
-#                   the topology and print it (a local agent cluster comes
-#                   with the agent)
+#   ./dev.sh demo   the main job: a local 3-node cluster of real slotd
+#                   processes (Cyrus driver `none`), initialised from a planned
+#                   topology, `slotctl status` printed, then cleaned up
 #   ./dev.sh test   every test of the workspace (some need root: network
 #                   namespaces, netlink, raw sockets — they fail, never skip,
 #                   without it)
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Debian packages the build and the tests use.
-PACKAGES=(iproute2 util-linux procps ca-certificates gcc libc6-dev pkg-config)
+PACKAGES=(iproute2 util-linux procps ca-certificates gcc libc6-dev pkg-config protobuf-compiler)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -45,14 +45,9 @@ case ${1:-} in
   demo)
     install_packages
     need_rust
-    say "building slotctl"
-    cargo build --release -q -p slotd-agent --bin slotctl
-    topo=$(mktemp --suffix=.toml)
-    trap 'rm -f "$topo"' EXIT
-    say "slotctl plan --nodes 6 --slots 4"
-    ./target/release/slotctl plan --nodes 6 --slots 4 | tee "$topo"
-    say "slotctl check-topology"
-    ./target/release/slotctl check-topology "$topo"
+    say "building slotd and slotctl (release)"
+    cargo build --release -q -p slotd-agent --bins
+    exec scripts/demo.sh target/release
     ;;
   test)
     install_packages
