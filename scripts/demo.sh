@@ -40,6 +40,7 @@ listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 data_dir = "$WORK/n$i"
 interface = "lo"
+manage_addresses = false
 [cyrus]
 driver = "none"
 TOML

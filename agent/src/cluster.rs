@@ -101,6 +101,8 @@ pub struct Cluster {
     pub raft: Raft,
     pub reader: StateReader,
     pub network: PeerNetwork,
+    /// Leases granted and reports received while this node leads.
+    pub seen: crate::lease::Seen,
     /// A node not heard from for this long is shown as not alive.
     pub alive_within: Duration,
 }
@@ -149,7 +151,7 @@ impl Cluster {
         m.current_leader
     }
 
-    fn leader_addr(&self, leader: NodeId) -> Option<String> {
+    pub fn leader_addr(&self, leader: NodeId) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config
             .membership()
@@ -403,7 +405,7 @@ impl Cluster {
     }
 
     /// Maps openraft's errors: "go to the leader" becomes `NotLeader`.
-    fn raft_err<E: std::fmt::Display + 'static>(&self, e: RaftError<NodeId, E>) -> AgentError {
+    pub fn raft_err<E: std::fmt::Display + 'static>(&self, e: RaftError<NodeId, E>) -> AgentError {
         let forward = match &e {
             RaftError::APIError(api) => {
                 let any: &dyn std::any::Any = api;

@@ -51,6 +51,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Network interface on which service IPs are bound and announced (ARP).
     pub interface: String,
+    /// Bind, release and announce service IPs on `interface` for real. Off
+    /// only for demos and tests on a shared host: the agent then keeps the
+    /// addresses in memory and touches no interface.
+    #[serde(default = "default_true")]
+    pub manage_addresses: bool,
     /// How the local Cyrus instances are started, stopped and switched.
     #[serde(default)]
     pub cyrus: CyrusConfig,
@@ -123,6 +128,12 @@ pub struct Timing {
     pub election_timeout_max_ms: u64,
     /// Interval of Raft leader heartbeats (AppendEntries when idle).
     pub raft_heartbeat_ms: u64,
+    /// A master re-announces its IPs this often: shorter than common switch
+    /// MAC ageing (300 s), so a switch that forgot the port relearns it.
+    pub announce_refresh_ms: u64,
+    /// How long to listen for another machine answering for an IP before
+    /// binding it (RFC 5227 probe).
+    pub probe_timeout_ms: u64,
 }
 
 impl Default for Timing {
@@ -134,6 +145,8 @@ impl Default for Timing {
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,
             raft_heartbeat_ms: 150,
+            announce_refresh_ms: 60_000,
+            probe_timeout_ms: 200,
         }
     }
 }
@@ -142,6 +155,16 @@ impl Timing {
     /// `heartbeat_ms` as a `Duration`.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// `announce_refresh_ms` as a `Duration`.
+    pub fn announce_refresh(&self) -> Duration {
+        Duration::from_millis(self.announce_refresh_ms)
+    }
+
+    /// `probe_timeout_ms` as a `Duration`.
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
     }
 
     /// `lease_ms` as a `Duration`.
@@ -354,6 +377,8 @@ impl Config {
             ("timing.election_timeout_min_ms", t.election_timeout_min_ms),
             ("timing.election_timeout_max_ms", t.election_timeout_max_ms),
             ("timing.raft_heartbeat_ms", t.raft_heartbeat_ms),
+            ("timing.announce_refresh_ms", t.announce_refresh_ms),
+            ("timing.probe_timeout_ms", t.probe_timeout_ms),
         ];
         for (field, value) in all {
             if value == 0 {
@@ -410,6 +435,7 @@ impl Config {
             metrics_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             data_dir,
             interface: "lo".to_owned(),
+            manage_addresses: false,
             cyrus: CyrusConfig { driver: Driver::None },
             timing: Timing::default(),
         }
@@ -428,6 +454,7 @@ impl Config {
         let _ = writeln!(out, "metrics_listen = {}", quote(&self.metrics_listen.to_string()));
         let _ = writeln!(out, "data_dir = {}", quote(&self.data_dir.to_string_lossy()));
         let _ = writeln!(out, "interface = {}", quote(&self.interface));
+        let _ = writeln!(out, "manage_addresses = {}", self.manage_addresses);
         let _ = writeln!(out, "\n[cyrus]\ndriver = {}", quote(self.cyrus.driver.as_str()));
         let t = &self.timing;
         let _ = writeln!(out, "\n[timing]");
@@ -437,6 +464,8 @@ impl Config {
         let _ = writeln!(out, "election_timeout_min_ms = {}", t.election_timeout_min_ms);
         let _ = writeln!(out, "election_timeout_max_ms = {}", t.election_timeout_max_ms);
         let _ = writeln!(out, "raft_heartbeat_ms = {}", t.raft_heartbeat_ms);
+        let _ = writeln!(out, "announce_refresh_ms = {}", t.announce_refresh_ms);
+        let _ = writeln!(out, "probe_timeout_ms = {}", t.probe_timeout_ms);
         out
     }
 }
@@ -444,6 +473,10 @@ impl Config {
 /// A TOML basic string for `s`, escaped by the toml crate itself.
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_metrics_listen() -> SocketAddr {
@@ -636,6 +669,7 @@ interface = "eth0"
             metrics_listen: "[::1]:9999".parse().map_err(|_| bad("metrics"))?,
             data_dir: PathBuf::from("/var/lib/slotd"),
             interface: "eth0".into(),
+            manage_addresses: true,
             cyrus: CyrusConfig { driver: Driver::Exec },
             timing: Timing {
                 heartbeat_ms: 100,
@@ -644,6 +678,7 @@ interface = "eth0"
                 election_timeout_min_ms: 300,
                 election_timeout_max_ms: 900,
                 raft_heartbeat_ms: 50,
+                ..Timing::default()
             },
         };
         assert_eq!(c, expected);

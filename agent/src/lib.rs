@@ -12,13 +12,19 @@
 //! The agent acts on what the Raft log decided; it never decides again by
 //! itself.
 
+pub mod addresses;
 pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod driver;
+pub mod failover;
+pub mod lease;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod notify;
 pub mod peer;
+pub mod reconcile;
+pub mod stats;
 pub mod status;

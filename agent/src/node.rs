@@ -6,9 +6,11 @@
 //!
 //! Shutdown, in this order (so that nothing half-served outlives Raft):
 //! 1. STOPPING to systemd; admin calls refused from now on, health NOT_SERVING;
-//! 2. Raft stops (no more votes, appends, or applies);
-//! 3. the gRPC and metrics servers stop taking connections and finish;
-//! 4. the remaining tasks (watchdog) are joined.
+//! 2. the acting loops stop: lease keeper, failover engine, and the
+//!    reconciler, which first gives up every master role it holds;
+//! 3. Raft stops (no more votes, appends, or applies);
+//! 4. the gRPC and metrics servers stop taking connections and finish;
+//! 5. the remaining tasks (watchdog) are joined.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,13 +29,24 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use std::sync::{Mutex, PoisonError};
+
+use slotd_netops::{KernelOps, MacAddr, MemoryOps};
+
+use crate::addresses::AnyOps;
 use crate::admin::AdminService;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::config::Driver;
+use crate::driver::NoneDriver;
+use crate::failover::FailoverEngine;
+use crate::lease::{self, Granter, HealthReport, LeaseState, Seen};
 use crate::metrics::{self, Exposition};
 use crate::network::{PeerNetwork, MAX_MESSAGE};
 use crate::notify::Notifier;
 use crate::peer::PeerService;
+use crate::reconcile::run::Reconciler;
+use crate::stats::Stats;
 
 /// File in the data directory where a running agent writes the addresses it
 /// bound (`listen=…`, `metrics=…`), so that tools and tests using port 0
@@ -71,8 +84,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         raft: raft.clone(),
         reader,
         network,
+        seen: Seen::default(),
         alive_within: config.timing.lease() + config.timing.clock_skew_margin(),
     });
+    let stats = Arc::new(Stats::default());
+    let granter = Granter::spawn(cluster.clone(), config.timing.lease());
+    let ops = if config.manage_addresses {
+        AnyOps::Kernel(KernelOps::new().context("netlink")?)
+    } else {
+        AnyOps::Memory(MemoryOps::new(MacAddr([0x02, 0, 0, 0, 0, 0x01])).with_interface(&config.interface))
+    };
+    let driver = match config.cyrus.driver {
+        Driver::None => NoneDriver::default(),
+        other => anyhow::bail!(
+            "cyrus.driver = {:?} is not implemented yet (only \"none\"); see the Cyrus driver issue",
+            other.as_str()
+        ),
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -99,6 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         .context("gRPC reflection")?;
     let peer = PeerServer::new(PeerService {
         cluster: cluster.clone(),
+        granter: granter.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);
@@ -117,10 +146,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
                 stopped(stop_rx.clone()),
             ),
     );
-    let render_cluster = cluster.clone();
+    let (render_cluster, render_stats) = (cluster.clone(), stats.clone());
+
+    // The loops that act: lease keeper, reconciler, failover engine. They
+    // stop first at shutdown (the reconciler gives up its master roles).
+    let (loops_tx, loops_rx) = watch::channel(false);
+    let report = Arc::new(Mutex::new(HealthReport::default()));
+    let report_now = report.clone();
+    let (lease, keeper) = lease::spawn_keeper(
+        cluster.clone(),
+        granter.clone(),
+        config.timing.heartbeat(),
+        config.timing.lease(),
+        Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+        loops_rx.clone(),
+    );
+    let lease_for_metrics = lease.clone();
+    let reconciler = tokio::spawn(
+        Reconciler {
+            me: config.node_id,
+            reader: cluster.reader.clone(),
+            ops,
+            driver,
+            interface: config.interface.clone(),
+            lease,
+            announce_refresh: config.timing.announce_refresh(),
+            probe_timeout: config.timing.probe_timeout(),
+            stats: stats.clone(),
+            report,
+        }
+        .run(loops_rx.clone()),
+    );
+    let engine = tokio::spawn(
+        FailoverEngine {
+            cluster: cluster.clone(),
+            heartbeat: config.timing.heartbeat(),
+            dead_after: config.timing.lease() + config.timing.clock_skew_margin(),
+            stats: stats.clone(),
+        }
+        .run(loops_rx),
+    );
+
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
-        Arc::new(move || render(&render_cluster)),
+        Arc::new(move || render(&render_cluster, &render_stats, &lease_for_metrics)),
         stopped(stop_rx.clone()),
     ));
 
@@ -135,6 +204,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     let _ = notifier.stopping();
     closing.store(true, Ordering::SeqCst);
     health.set_not_serving::<AdminServer<AdminService>>().await;
+    let _ = loops_tx.send(true);
+    for (name, task) in [
+        ("reconciler", reconciler),
+        ("lease keeper", keeper),
+        ("failover engine", engine),
+    ] {
+        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            warn!("{name} did not stop within 2 s");
+        }
+    }
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "Raft did not stop cleanly");
     }
@@ -187,7 +266,7 @@ async fn watchdog(notifier: Arc<Notifier>, raft: Raft, stopped: impl Future<Outp
 }
 
 /// The Prometheus text for `/metrics`.
-pub fn render(cluster: &Cluster) -> String {
+pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseState>) -> String {
     let m = cluster.raft.metrics().borrow().clone();
     let mut x = Exposition::new();
     let id = cluster.id.to_string();
@@ -240,5 +319,54 @@ pub fn render(cluster: &Cluster) -> String {
             );
         }
     });
+    let l = *lease.borrow();
+    x.gauge(
+        "slotd_lease_remaining_seconds",
+        "Time left on this node's master lease.",
+        &[],
+        l.remaining(std::time::Instant::now()).as_secs_f64(),
+    );
+    x.gauge(
+        "slotd_fenced",
+        "1 while this node is named master of a store but holds no lease (it has fenced itself).",
+        &[],
+        if stats.fenced.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
+    );
+    x.counter(
+        "slotd_failovers_total",
+        "Failover entries this node wrote as leader, by reason.",
+        &[("reason", "failure")],
+        Stats::get(&stats.failovers_failure) as f64,
+    );
+    x.counter(
+        "slotd_stores_failed_over_total",
+        "Stores moved by those failover entries.",
+        &[],
+        Stats::get(&stats.stores_failed_over) as f64,
+    );
+    x.gauge(
+        "slotd_last_failover_timestamp_seconds",
+        "Unix time of the last failover entry this node wrote (0: never).",
+        &[],
+        Stats::get(&stats.last_failover_ms) as f64 / 1000.0,
+    );
+    x.gauge(
+        "slotd_stranded_stores",
+        "Stores whose master is dead and that have no live replica to move to.",
+        &[],
+        Stats::get(&stats.stranded) as f64,
+    );
+    x.counter(
+        "slotd_split_brain_alarms_total",
+        "Probes that found another machine answering for a master IP about to be bound.",
+        &[],
+        Stats::get(&stats.split_brain_alarms) as f64,
+    );
+    x.counter(
+        "slotd_reconcile_errors_total",
+        "Reconciler actions that failed.",
+        &[],
+        Stats::get(&stats.action_errors) as f64,
+    );
     x.finish()
 }

@@ -11,10 +11,12 @@ use slotd_raft_store::codec;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, LeaderCall};
+use crate::lease::{Granter, Renewal};
 
 /// The Peer service of one agent.
 pub struct PeerService {
     pub cluster: Arc<Cluster>,
+    pub granter: Granter,
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -42,6 +44,11 @@ impl Peer for PeerService {
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req)?;
         encode(&self.cluster.raft.install_snapshot(rpc).await)
+    }
+
+    async fn heartbeat(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let renewal: Renewal = decode(req)?;
+        encode(&self.granter.grant(renewal).await)
     }
 
     async fn leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -1,0 +1,247 @@
+//! Leases: how long this node may act as master without hearing from a Raft
+//! majority (DESIGN "Safety", rules 1–3).
+//!
+//! Node side (`spawn_keeper`): every `heartbeat`, a `Renewal` (with this
+//! node's health report) goes to the leader. When it is granted, the lease
+//! runs until *send time* + `lease`, on this node's monotonic clock.
+//!
+//! Leader side (`Granter`): renewals are parked and answered together after
+//! a quorum round (openraft's `get_read_log_id`) that started after every
+//! one of them was received, so a granted lease ends before any leader
+//! elected later could act. The leader remembers when it last granted each
+//! node a lease, in memory only: the failure detector reads it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use slotd_proto::v1::RaftPayload;
+use slotd_raft_store::{codec, NodeId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::cluster::{AgentError, Cluster};
+
+/// What a node reports with each renewal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Store addresses bound on the node.
+    pub addresses: Vec<String>,
+    /// Instance state by slot (`stopped`, `master`, `replica`).
+    pub instances: BTreeMap<String, String>,
+    /// Replication backlog in bytes by store, for stores it masters.
+    pub backlog: BTreeMap<String, u64>,
+    /// Whether the node is fenced (holds no master role for lack of a lease).
+    pub fenced: bool,
+}
+
+/// A lease renewal request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Renewal {
+    pub node: NodeId,
+    pub report: HealthReport,
+}
+
+/// A granted renewal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Granted {
+    pub leader: NodeId,
+    pub term: u64,
+}
+
+/// This node's lease as the reconciler sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseState {
+    /// The lease is valid strictly before this instant.
+    pub valid_until: Option<Instant>,
+}
+
+impl LeaseState {
+    pub fn valid_at(&self, now: Instant) -> bool {
+        self.valid_until.is_some_and(|t| now < t)
+    }
+
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.valid_until
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+}
+
+/// What the leader last heard from each node: when it granted it a lease,
+/// and its report. In memory only, never in the log.
+#[derive(Clone, Default)]
+pub struct Seen {
+    inner: Arc<Mutex<BTreeMap<NodeId, (Instant, HealthReport)>>>,
+}
+
+impl Seen {
+    fn record(&self, node: NodeId, at: Instant, report: HealthReport) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, (at, report));
+    }
+
+    /// When `node` was last granted a lease by this leader.
+    pub fn granted_at(&self, node: NodeId) -> Option<Instant> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .map(|(t, _)| *t)
+    }
+
+    /// The latest report of every node.
+    pub fn reports(&self) -> BTreeMap<NodeId, HealthReport> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(n, (_, r))| (*n, r.clone()))
+            .collect()
+    }
+
+    /// Forget everything (on losing leadership: a later term starts afresh).
+    pub fn clear(&self) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+type Pending = (Renewal, oneshot::Sender<Result<Granted, AgentError>>);
+
+/// The leader side: parks renewals and answers them after a quorum round.
+#[derive(Clone)]
+pub struct Granter {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Granter {
+    /// Starts the granting loop; it ends when every `Granter` is dropped.
+    pub fn spawn(cluster: Arc<Cluster>, lease: Duration) -> Granter {
+        let seen = cluster.seen.clone();
+        let (tx, mut rx) = mpsc::channel::<Pending>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                // Started after every request in the batch was received.
+                let round = tokio::time::timeout(lease, cluster.raft.get_read_log_id()).await;
+                let now = Instant::now();
+                let term = cluster.raft.metrics().borrow().current_term;
+                let outcome = match round {
+                    Ok(Ok(_)) => Ok(Granted {
+                        leader: cluster.id,
+                        term,
+                    }),
+                    Ok(Err(e)) => Err(cluster.raft_err(e)),
+                    Err(_) => Err(AgentError::Raft(format!("no quorum answered within {lease:?}"))),
+                };
+                for (renewal, reply) in batch {
+                    if outcome.is_ok() {
+                        seen.record(renewal.node, now, renewal.report);
+                    }
+                    let _ = reply.send(outcome.clone());
+                }
+            }
+        });
+        Granter { tx }
+    }
+
+    /// Asks for a renewal; answers once a quorum round confirmed leadership.
+    pub async fn grant(&self, renewal: Renewal) -> Result<Granted, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((renewal, tx))
+            .await
+            .map_err(|_| AgentError::ShuttingDown)?;
+        rx.await.map_err(|_| AgentError::ShuttingDown)?
+    }
+}
+
+/// Sends one renewal to whoever leads now (this node included).
+async fn renew(cluster: &Cluster, granter: &Granter, renewal: Renewal) -> Result<Granted, AgentError> {
+    let leader = cluster
+        .raft
+        .metrics()
+        .borrow()
+        .current_leader
+        .ok_or(AgentError::NoLeader)?;
+    if leader == cluster.id {
+        return granter.grant(renewal).await;
+    }
+    let addr = cluster.leader_addr(leader).ok_or(AgentError::NoLeader)?;
+    let mut client = cluster
+        .network
+        .channels
+        .peer(&addr)
+        .map_err(|e| AgentError::Raft(format!("{addr}: {e}")))?;
+    let payload = codec::encode(&renewal).map_err(|e| AgentError::Raft(e.to_string()))?;
+    let reply = client
+        .heartbeat(RaftPayload { payload })
+        .await
+        .map_err(|s| AgentError::Raft(format!("{addr}: {}", s.message())))?;
+    codec::decode::<Result<Granted, AgentError>>(&reply.into_inner().payload)
+        .map_err(|e| AgentError::Raft(format!("{addr}: {e}")))?
+}
+
+/// Renews this node's lease every `heartbeat` until `stop` is set; publishes
+/// it on the returned receiver. Each renewal runs on its own (bounded by the
+/// lease), so a slow leader never delays the next one.
+pub fn spawn_keeper(
+    cluster: Arc<Cluster>,
+    granter: Granter,
+    heartbeat: Duration,
+    lease: Duration,
+    report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
+    mut stop: watch::Receiver<bool>,
+) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(LeaseState::default());
+    let tx = Arc::new(tx);
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_valid = false;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            let valid = tx.borrow().valid_at(now);
+            if was_valid && !valid {
+                warn!("lease expired: fencing (no master role until a renewal is granted)");
+            }
+            was_valid = valid;
+            let sent = Instant::now();
+            let renewal = Renewal {
+                node: cluster.id,
+                report: report(),
+            };
+            let (cluster, granter, tx) = (cluster.clone(), granter.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(lease, renew(&cluster, &granter, renewal)).await {
+                    Ok(Ok(_granted)) => {
+                        let until = sent + lease;
+                        tx.send_if_modified(|s| {
+                            if s.valid_until.is_none_or(|t| t < until) {
+                                if !s.valid_at(Instant::now()) {
+                                    info!("lease granted");
+                                }
+                                s.valid_until = Some(until);
+                                true
+                            } else {
+                                false
+                            }
+                        });
+                    }
+                    Ok(Err(e)) => debug!(error = %e, "lease renewal refused"),
+                    Err(_) => debug!("lease renewal timed out"),
+                }
+            });
+        }
+    });
+    (rx, handle)
+}

@@ -1,0 +1,222 @@
+//! The reconciler's decision: from the cluster state (what the log says),
+//! this node's lease, and what is observed on this machine (addresses held,
+//! Cyrus instances running), the actions that make the machine match.
+//!
+//! Pure: no I/O, no clock. `run.rs` executes the actions.
+//!
+//! Rules:
+//! - A node acts as master of a store only while the log names it master,
+//!   the phase lets it serve (`Stable`, or `Promoting` to it), and its lease
+//!   is valid. Otherwise it holds neither the master IP nor a master
+//!   instance: that is self-fencing.
+//! - Taking over comes in DESIGN order: bind the master IP, announce it, and
+//!   only then start Cyrus as master.
+//! - All giving up (release, then stop) comes before any taking, so a node
+//!   never holds two roles of one store at once.
+//! - A replica holds the store's replica IP (the first replica in slot order
+//!   if there are several) and runs its instance as replica. Replicas need no
+//!   lease: a replica cannot lose mail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp, Store};
+
+pub mod run;
+
+/// The role an instance was started in, and for which epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Instance {
+    Stopped,
+    Master { epoch: u64 },
+    Replica { epoch: u64 },
+}
+
+/// What is true on this machine now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Store addresses (master or replica IPs of any store) bound here.
+    pub addresses: BTreeSet<IpAddr>,
+    /// Instance state by slot name; a missing slot is stopped.
+    pub instances: BTreeMap<String, Instance>,
+}
+
+/// One thing to do. The executor runs them in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Stop the slot's instance (its whole process group).
+    Stop {
+        store: String,
+        slot: String,
+    },
+    /// Remove the address from the interface.
+    Release {
+        store: String,
+        ip: ServiceIp,
+    },
+    /// Bind the address (after probing that nobody else answers for it).
+    Bind {
+        store: String,
+        ip: ServiceIp,
+        epoch: u64,
+    },
+    /// Gratuitous ARP / unsolicited NA for the address.
+    Announce {
+        store: String,
+        ip: ServiceIp,
+    },
+    StartMaster {
+        store: String,
+        slot: String,
+        epoch: u64,
+    },
+    StartReplica {
+        store: String,
+        slot: String,
+        epoch: u64,
+    },
+}
+
+/// The role this node should have in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Serve: master IP, master instance.
+    Master,
+    /// Master in the log, but not allowed to serve (no lease, or demoting):
+    /// hold nothing of the master role.
+    Fenced,
+    /// Replica; `holds_ip` for the one that binds the replica IP.
+    Replica { holds_ip: bool },
+}
+
+fn role(store: &Store, me: NodeId, lease_valid: bool) -> Role {
+    if store.master == me {
+        let may_serve = match store.phase {
+            Phase::Stable => true,
+            Phase::Promoting { to, .. } => to == me,
+            Phase::Demoting { .. } => false,
+        };
+        if may_serve && lease_valid {
+            Role::Master
+        } else {
+            Role::Fenced
+        }
+    } else {
+        Role::Replica {
+            holds_ip: store.replicas().next() == Some(me),
+        }
+    }
+}
+
+/// The actions that bring this node to what the log says.
+pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: &Observed) -> Vec<Action> {
+    let mut give_up = Vec::new();
+    let mut take = Vec::new();
+    let held = |ip: &ServiceIp| observed.addresses.contains(&ip.addr);
+    let mut wanted_ips: BTreeSet<IpAddr> = BTreeSet::new();
+
+    for store in state.stores.values() {
+        let Some(slot) = store.slot_on(me) else { continue };
+        let name = store.name.clone();
+        let slot = slot.slot.clone();
+        let instance = observed.instances.get(&slot).copied().unwrap_or(Instance::Stopped);
+        match role(store, me, lease_valid) {
+            Role::Master => {
+                wanted_ips.insert(store.master_ip.addr);
+                if !matches!(instance, Instance::Master { .. }) && instance != Instance::Stopped {
+                    give_up.push(Action::Stop {
+                        store: name.clone(),
+                        slot: slot.clone(),
+                    });
+                }
+                if !held(&store.master_ip) {
+                    take.push(Action::Bind {
+                        store: name.clone(),
+                        ip: store.master_ip,
+                        epoch: store.epoch,
+                    });
+                    take.push(Action::Announce {
+                        store: name.clone(),
+                        ip: store.master_ip,
+                    });
+                }
+                if !matches!(instance, Instance::Master { .. }) {
+                    take.push(Action::StartMaster {
+                        store: name,
+                        slot,
+                        epoch: store.epoch,
+                    });
+                }
+            }
+            Role::Fenced => {
+                if matches!(instance, Instance::Master { .. }) {
+                    give_up.push(Action::Stop {
+                        store: name.clone(),
+                        slot,
+                    });
+                }
+            }
+            Role::Replica { holds_ip } => {
+                if holds_ip {
+                    wanted_ips.insert(store.replica_ip.addr);
+                    if !held(&store.replica_ip) {
+                        take.push(Action::Bind {
+                            store: name.clone(),
+                            ip: store.replica_ip,
+                            epoch: store.epoch,
+                        });
+                        take.push(Action::Announce {
+                            store: name.clone(),
+                            ip: store.replica_ip,
+                        });
+                    }
+                }
+                if !matches!(instance, Instance::Replica { .. }) {
+                    if instance != Instance::Stopped {
+                        give_up.push(Action::Stop {
+                            store: name.clone(),
+                            slot: slot.clone(),
+                        });
+                    }
+                    take.push(Action::StartReplica {
+                        store: name,
+                        slot,
+                        epoch: store.epoch,
+                    });
+                }
+            }
+        }
+    }
+
+    // Any store address held here that no role above wants goes: stale
+    // master IPs first of all (fencing), but also replica IPs of stores this
+    // node no longer serves.
+    for store in state.stores.values() {
+        for ip in [store.master_ip, store.replica_ip] {
+            if held(&ip) && !wanted_ips.contains(&ip.addr) {
+                give_up.push(Action::Release {
+                    store: store.name.clone(),
+                    ip,
+                });
+            }
+        }
+    }
+    // Releases before stops (DESIGN: unbind the master IP, then stop):
+    // without its address an instance can take no new client at once, and
+    // the address is free for the new master sooner.
+    give_up.sort_by_key(|a| !matches!(a, Action::Release { .. }));
+    give_up.extend(take);
+    give_up
+}
+
+/// The store addresses of `state` (to pick them out of an interface's list).
+pub fn store_addresses(state: &ClusterState) -> BTreeSet<IpAddr> {
+    state
+        .stores
+        .values()
+        .flat_map(|s| [s.master_ip.addr, s.replica_ip.addr])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! The reconciler loop: observe, decide (`reconcile`), act — on every
+//! applied entry, every lease change, at lease expiry (to fence at once),
+//! and every second to repair drift. Masters re-announce their IPs every
+//! `announce_refresh`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix};
+use slotd_raft_store::storage::StateReader;
+use slotd_raft_store::{ClusterState, NodeId, ServiceIp};
+use tokio::sync::watch;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use super::{reconcile, store_addresses, Action, Instance, Observed};
+use crate::driver::SlotDriver;
+use crate::lease::{HealthReport, LeaseState};
+use crate::stats::Stats;
+
+/// How often the machine is compared with the log even when nothing changed.
+const RESYNC: Duration = Duration::from_secs(1);
+
+pub struct Reconciler<A: AddressOps, D: SlotDriver> {
+    pub me: NodeId,
+    pub reader: StateReader,
+    pub ops: A,
+    pub driver: D,
+    pub interface: String,
+    pub lease: watch::Receiver<LeaseState>,
+    pub announce_refresh: Duration,
+    pub probe_timeout: Duration,
+    pub stats: Arc<Stats>,
+    /// The last observation, for the health report the lease keeper sends.
+    pub report: Arc<Mutex<HealthReport>>,
+}
+
+fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
+    IpPrefix::new(ip.addr, ip.len).map_err(|e| e.to_string())
+}
+
+impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
+    /// Runs until `stop`; then gives up every master role (as a lost lease
+    /// would) before returning.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut applied = self.reader.subscribe();
+        let mut last_announce = Instant::now();
+        loop {
+            let lease = *self.lease.borrow();
+            let valid = lease.valid_at(Instant::now());
+            self.pass(valid).await;
+            if last_announce.elapsed() >= self.announce_refresh {
+                self.refresh_announcements(valid).await;
+                last_announce = Instant::now();
+            }
+            let expiry = lease
+                .valid_until
+                .filter(|_| valid)
+                .unwrap_or_else(|| Instant::now() + RESYNC);
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                r = applied.changed() => if r.is_err() { break },
+                r = self.lease.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(expiry.into()) => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+        info!("reconciler stopping: giving up master roles");
+        self.pass(false).await;
+    }
+
+    async fn observe(&self, state: &ClusterState) -> Option<Observed> {
+        let managed = store_addresses(state);
+        let addresses: BTreeSet<IpAddr> = match self.ops.list(&self.interface).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|b| b.prefix.addr())
+                .filter(|a| managed.contains(a))
+                .collect(),
+            Err(e) => {
+                error!(interface = %self.interface, error = %e, "cannot list addresses");
+                return None;
+            }
+        };
+        Some(Observed {
+            addresses,
+            instances: self.driver.observe().await,
+        })
+    }
+
+    async fn pass(&self, lease_valid: bool) {
+        let state = self.reader.with(|d| d.state.clone());
+        let Some(observed) = self.observe(&state).await else {
+            return;
+        };
+        let named_master = state.stores.values().any(|s| s.master == self.me);
+        self.stats.fenced.store(named_master && !lease_valid, Ordering::Relaxed);
+        let actions = reconcile(&state, self.me, lease_valid, &observed);
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        for action in actions {
+            let store = store_of(&action).to_owned();
+            // A store whose earlier step failed takes no later step this
+            // pass: never start Cyrus as master without its IP bound.
+            if failed.contains(&store) && !is_give_up(&action) {
+                continue;
+            }
+            let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
+            let span = info_span!("act", store = %store, epoch);
+            if let Err(e) = self.execute(&action, &state).instrument(span).await {
+                Stats::add(&self.stats.action_errors, 1);
+                warn!(store = %store, epoch, ?action, error = %e, "action failed");
+                failed.insert(store);
+            }
+        }
+        if let Some(observed) = self.observe(&state).await {
+            self.publish(&observed, named_master && !lease_valid);
+        }
+    }
+
+    fn publish(&self, observed: &Observed, fenced: bool) {
+        let mut r = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        r.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
+        r.instances = observed
+            .instances
+            .iter()
+            .map(|(slot, i)| {
+                let role = match i {
+                    Instance::Stopped => "stopped",
+                    Instance::Master { .. } => "master",
+                    Instance::Replica { .. } => "replica",
+                };
+                (slot.clone(), role.to_owned())
+            })
+            .collect();
+        r.fenced = fenced;
+    }
+
+    async fn execute(&self, action: &Action, state: &ClusterState) -> Result<(), String> {
+        let iface = &self.interface;
+        match action {
+            Action::Release { ip, .. } => {
+                self.ops.release(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
+                info!(%ip, "released");
+            }
+            Action::Stop { slot, .. } => {
+                self.driver.stop(slot).await.map_err(|e| e.to_string())?;
+                info!(slot, "instance stopped");
+            }
+            Action::Bind { store, ip, .. } => {
+                let is_master_ip = state.stores.get(store).is_some_and(|s| s.master_ip == *ip);
+                if is_master_ip {
+                    // RFC 5227: is anyone else answering for it?
+                    let found = self
+                        .ops
+                        .probe(iface, ip.addr, self.probe_timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if let Some(mac) = found {
+                        Stats::add(&self.stats.split_brain_alarms, 1);
+                        error!(%ip, %mac, "split-brain alarm: another machine answers for the master IP; not binding it");
+                        return Err(format!("{mac} answers for {ip}"));
+                    }
+                    // The probe took time: the lease must still hold now.
+                    if !self.lease.borrow().valid_at(Instant::now()) {
+                        return Err("lease expired while probing".into());
+                    }
+                }
+                self.ops.bind(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
+                info!(%ip, "bound");
+            }
+            Action::Announce { ip, .. } => {
+                self.ops
+                    .announce(iface, ip.addr, AnnounceOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Action::StartMaster { slot, epoch, .. } => {
+                if !self.lease.borrow().valid_at(Instant::now()) {
+                    return Err("lease expired before starting as master".into());
+                }
+                self.driver
+                    .start_master(slot, *epoch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                info!(slot, "instance started as master");
+            }
+            Action::StartReplica { slot, epoch, .. } => {
+                self.driver
+                    .start_replica(slot, *epoch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                info!(slot, "instance started as replica");
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-announce every master IP this node holds as master (switches
+    /// forget MACs; a lost gratuitous ARP must not strand clients).
+    async fn refresh_announcements(&self, lease_valid: bool) {
+        if !lease_valid {
+            return;
+        }
+        let state = self.reader.with(|d| d.state.clone());
+        let Some(observed) = self.observe(&state).await else {
+            return;
+        };
+        for s in state.stores.values().filter(|s| s.master == self.me) {
+            if observed.addresses.contains(&s.master_ip.addr) {
+                if let Err(e) = self
+                    .ops
+                    .announce(&self.interface, s.master_ip.addr, AnnounceOptions::default())
+                    .await
+                {
+                    warn!(store = %s.name, error = %e, "re-announce failed");
+                }
+            }
+        }
+    }
+}
+
+fn store_of(a: &Action) -> &str {
+    match a {
+        Action::Stop { store, .. }
+        | Action::Release { store, .. }
+        | Action::Bind { store, .. }
+        | Action::Announce { store, .. }
+        | Action::StartMaster { store, .. }
+        | Action::StartReplica { store, .. } => store,
+    }
+}
+
+fn is_give_up(a: &Action) -> bool {
+    matches!(a, Action::Stop { .. } | Action::Release { .. })
+}

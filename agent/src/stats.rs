@@ -1,0 +1,32 @@
+//! Counters and flags the agent's loops update and `/metrics` shows.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Shared, lock-free; every field is read by the metrics renderer.
+#[derive(Default)]
+pub struct Stats {
+    /// 1 while this node is named master of some store but may not act (no lease).
+    pub fenced: AtomicBool,
+    /// An ARP/NA probe found another MAC answering for an IP we were about to bind.
+    pub split_brain_alarms: AtomicU64,
+    /// Failover entries written by this node as leader, by reason.
+    pub failovers_failure: AtomicU64,
+    /// Stores moved by those entries.
+    pub stores_failed_over: AtomicU64,
+    /// Unix ms of the last failover entry written here (0: never).
+    pub last_failover_ms: AtomicU64,
+    /// Stores whose master is dead and that have no live replica to go to.
+    pub stranded: AtomicU64,
+    /// Reconciler actions that failed.
+    pub action_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(v: &AtomicU64) -> u64 {
+        v.load(Ordering::Relaxed)
+    }
+
+    pub fn add(v: &AtomicU64, n: u64) {
+        v.fetch_add(n, Ordering::Relaxed);
+    }
+}
