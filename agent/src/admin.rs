@@ -9,7 +9,7 @@ use slotd_proto::v1::admin_server::Admin;
 use slotd_raft_store::{ClusterState, Command, NodeSpec, ServiceIp, SlotRef, StoreSpec, Topology};
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{AgentError, Cluster, LeaderCall, LeaderReply};
+use crate::cluster::{AgentError, Cluster, LeaderCall, LeaderReply, NamedStore};
 
 /// The Admin service of one agent.
 pub struct AdminService {
@@ -22,10 +22,10 @@ pub struct AdminService {
 pub fn to_status(e: AgentError) -> Status {
     let msg = e.to_string();
     match e {
-        AgentError::Refused(_) => Status::failed_precondition(msg),
+        AgentError::Refused(_) | AgentError::Precondition(_) => Status::failed_precondition(msg),
         AgentError::Invalid(_) => Status::invalid_argument(msg),
         AgentError::NotLeader { .. } | AgentError::NoLeader | AgentError::ShuttingDown => Status::unavailable(msg),
-        AgentError::Raft(_) => Status::unavailable(msg),
+        AgentError::Raft(_) | AgentError::Unreachable(_) => Status::unavailable(msg),
     }
 }
 
@@ -95,10 +95,6 @@ impl AdminService {
             LeaderReply::Status(_) => Err(Status::internal("leader answered a write with a status")),
         }
     }
-
-    fn node_id(&self, name: &str) -> Option<u64> {
-        self.cluster.reader.with(|d| d.state.node_by_name(name).map(|n| n.id))
-    }
 }
 
 #[tonic::async_trait]
@@ -128,14 +124,13 @@ impl Admin for AdminService {
         ClusterState::default()
             .check(&Command::Init(topology.clone()))
             .map_err(|r| to_status(AgentError::Refused(r)))?;
-        // Init runs where it was received (or the first voter): there is no
-        // leader to pass it to yet.
-        match self
-            .cluster
-            .execute(LeaderCall::Init(topology))
-            .await
-            .map_err(to_status)?
-        {
+        // Init is carried out by the topology's first voter (there is no
+        // leader to pass it to yet).
+        let init = LeaderCall::Init {
+            topology,
+            forwarded: false,
+        };
+        match self.cluster.execute(init).await.map_err(to_status)? {
             LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
             LeaderReply::Status(_) => Err(Status::internal("init answered with a status")),
         }
@@ -151,11 +146,8 @@ impl Admin for AdminService {
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
         self.open()?;
-        let name = req.into_inner().node;
-        let Some(id) = self.node_id(&name) else {
-            return Err(invalid("node", format!("unknown node {name:?}")));
-        };
-        self.written(LeaderCall::RemoveNode(id)).await
+        // Resolved on the leader: this node's view may be behind.
+        self.written(LeaderCall::RemoveNode(req.into_inner().node)).await
     }
 
     async fn add_store(&self, req: Request<pb::AddStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
@@ -163,8 +155,11 @@ impl Admin for AdminService {
         let Some(store) = req.into_inner().store else {
             return Err(invalid("store", "missing"));
         };
-        let spec = store_spec(store, &|name| self.node_id(name))?;
-        self.written(LeaderCall::Write(Command::AddStore(spec))).await
+        // Checked here for form (errors name the field); node names are
+        // resolved on the leader, whose view is current.
+        let placeholder = |_: &str| Some(0);
+        store_spec(store.clone(), &placeholder)?;
+        self.written(LeaderCall::AddStore(store.into())).await
     }
 
     async fn remove_store(&self, req: Request<pb::RemoveStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
@@ -175,5 +170,27 @@ impl Admin for AdminService {
             epoch: req.epoch,
         })
         .await
+    }
+}
+
+impl From<pb::StoreSpec> for NamedStore {
+    fn from(s: pb::StoreSpec) -> Self {
+        NamedStore {
+            name: s.name,
+            master_ip: s.master_ip,
+            replica_ip: s.replica_ip,
+            slots: s.slots,
+        }
+    }
+}
+
+impl From<NamedStore> for pb::StoreSpec {
+    fn from(s: NamedStore) -> Self {
+        pb::StoreSpec {
+            name: s.name,
+            master_ip: s.master_ip,
+            replica_ip: s.replica_ip,
+            slots: s.slots,
+        }
     }
 }

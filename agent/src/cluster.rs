@@ -20,7 +20,13 @@ use crate::network::PeerNetwork;
 use crate::status::{Liveness, StatusView};
 
 /// How long an admin call waits for a leader to be known.
-pub const LEADER_WAIT: Duration = Duration::from_secs(10);
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest an admin call is carried on before it is given up.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(25);
+
+/// The longest one hop to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A call that must run on the leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,17 +37,28 @@ pub enum LeaderCall {
     Write(Command),
     /// Add a node as a Raft learner, then to the cluster state.
     AddNode(NodeSpec),
-    /// Take a node out of the state and the membership, promoting a learner
-    /// first if it was a voter.
-    RemoveNode(NodeId),
+    /// Take a node (by name, or by id for one only Raft knows) out of the
+    /// state and the membership, promoting a learner first if it was a voter.
+    RemoveNode(String),
+    /// Add a store whose slots name nodes by name.
+    AddStore(NamedStore),
     /// Remove a store; without an epoch, at whatever epoch the leader sees
     /// (a follower's view may be behind).
     RemoveStore { store: String, epoch: Option<u64> },
     /// After bootstrap: add these nodes as learners.
     AddLearners(Vec<(NodeId, String)>),
-    /// Bootstrap; sent to a voter of the topology (not to a leader: there is
-    /// none yet).
-    Init(Topology),
+    /// Bootstrap; carried out by the topology's first voter (not by a
+    /// leader: there is none yet). `forwarded` is set on the one hop there.
+    Init { topology: Topology, forwarded: bool },
+}
+
+/// A store as an operator writes it: slots as `NODE:SLOT` with node names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamedStore {
+    pub name: String,
+    pub master_ip: String,
+    pub replica_ip: String,
+    pub slots: Vec<String>,
 }
 
 /// What a leader call answers.
@@ -60,6 +77,10 @@ pub enum AgentError {
     /// The state machine refuses the command: nothing changed.
     #[error("{0}")]
     Refused(Rejection),
+    /// The cluster is not in a state where the call can be done safely;
+    /// nothing changed.
+    #[error("{0}")]
+    Precondition(String),
     /// An argument is malformed: the message names it.
     #[error("{0}")]
     Invalid(String),
@@ -75,6 +96,9 @@ pub enum AgentError {
     /// The agent is shutting down.
     #[error("the agent is shutting down")]
     ShuttingDown,
+    /// The leader could not be reached (it may just have died).
+    #[error("cannot reach the leader: {0}")]
+    Unreachable(String),
     /// Raft or the network failed; the message says how.
     #[error("{0}")]
     Raft(String),
@@ -111,6 +135,16 @@ impl Cluster {
     /// Runs `call` on the leader, wherever it is, following a change of
     /// leader a few times.
     pub async fn call(self: &Arc<Self>, call: LeaderCall) -> Result<LeaderReply, AgentError> {
+        // Below slotctl's own 30 s timeout, so the operator hears why.
+        match tokio::time::timeout(CALL_DEADLINE, self.call_inner(call)).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Raft(format!(
+                "no answer from the leader within {CALL_DEADLINE:?}; the call may still complete"
+            ))),
+        }
+    }
+
+    async fn call_inner(self: &Arc<Self>, call: LeaderCall) -> Result<LeaderReply, AgentError> {
         let mut last = AgentError::NoLeader;
         for _ in 0..4 {
             let Some(leader) = self.wait_leader(LEADER_WAIT).await else {
@@ -125,8 +159,9 @@ impl Cluster {
                 }
             };
             match result {
-                Err(e @ AgentError::NotLeader { .. }) => {
-                    // Leadership moved under us: wait for the next leader.
+                // Leadership moved, or the leader went away mid-call: wait
+                // for the next leader and try again.
+                Err(e @ (AgentError::NotLeader { .. } | AgentError::ShuttingDown | AgentError::Unreachable(_))) => {
                     last = e;
                     let _ = self
                         .raft
@@ -168,10 +203,14 @@ impl Cluster {
             .peer(addr)
             .map_err(|e| AgentError::Raft(format!("{addr}: {e}")))?;
         let payload = codec::encode(call).map_err(|e| AgentError::Raft(e.to_string()))?;
-        let reply = client
-            .leader(RaftPayload { payload })
-            .await
-            .map_err(|s| AgentError::Raft(format!("{addr}: {}", s.message())))?;
+        let mut request = tonic::Request::new(RaftPayload { payload });
+        request.set_timeout(FORWARD_TIMEOUT);
+        let reply = client.leader(request).await.map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                AgentError::Unreachable(format!("{addr}: {}", s.message()))
+            }
+            _ => AgentError::Raft(format!("{addr}: {}", s.message())),
+        })?;
         codec::decode::<Result<LeaderReply, AgentError>>(&reply.into_inner().payload)
             .map_err(|e| AgentError::Raft(format!("{addr}: {e}")))?
     }
@@ -184,9 +223,16 @@ impl Cluster {
                 self.raft.ensure_linearizable().await.map_err(|e| self.raft_err(e))?;
                 Ok(LeaderReply::Status(self.status()))
             }
-            LeaderCall::Write(command) => self.write(command).await.map(|index| LeaderReply::Written { index }),
-            LeaderCall::AddNode(spec) => self.add_node(spec).await,
+            LeaderCall::Write(command) => {
+                self.confirm_leader().await?;
+                self.write(command).await.map(|index| LeaderReply::Written { index })
+            }
+            LeaderCall::AddNode(spec) => {
+                self.confirm_leader().await?;
+                self.add_node(spec).await
+            }
             LeaderCall::RemoveStore { store, epoch } => {
+                self.confirm_leader().await?;
                 let epoch = match epoch {
                     Some(e) => e,
                     None => self
@@ -197,7 +243,29 @@ impl Cluster {
                 let index = self.write(Command::RemoveStore { store, epoch }).await?;
                 Ok(LeaderReply::Written { index })
             }
-            LeaderCall::RemoveNode(id) => self.remove_node(id).await,
+            LeaderCall::RemoveNode(name) => {
+                self.confirm_leader().await?;
+                let by_name = self.reader.with(|d| d.state.node_by_name(&name).map(|n| n.id));
+                let member = || {
+                    let id: NodeId = name.parse().ok()?;
+                    let m = self.raft.metrics().borrow().clone();
+                    m.membership_config.membership().get_node(&id).map(|_| id)
+                };
+                match by_name.or_else(member) {
+                    Some(id) => self.remove_node(id).await,
+                    None => Err(AgentError::Refused(Rejection::UnknownNode(format!("{name:?}")))),
+                }
+            }
+            LeaderCall::AddStore(store) => {
+                self.confirm_leader().await?;
+                let spec = self.reader.with(|d| {
+                    let lookup = |n: &str| d.state.node_by_name(n).map(|x| x.id);
+                    crate::admin::store_spec(store.into(), &lookup)
+                });
+                let spec = spec.map_err(|s| AgentError::Invalid(s.message().to_owned()))?;
+                let index = self.write(Command::AddStore(spec)).await?;
+                Ok(LeaderReply::Written { index })
+            }
             LeaderCall::AddLearners(nodes) => {
                 let mut index = 0;
                 for (id, addr) in nodes {
@@ -211,8 +279,15 @@ impl Cluster {
                 Ok(LeaderReply::Written { index })
             }
             // Boxed: bootstrapping calls back into `call` for its first writes.
-            LeaderCall::Init(topology) => Box::pin(self.init(topology)).await,
+            LeaderCall::Init { topology, forwarded } => Box::pin(self.init(topology, forwarded)).await,
         }
+    }
+
+    /// Confirms with a quorum that this node leads and has applied all that
+    /// was committed, so that checks against the local state are not stale.
+    async fn confirm_leader(&self) -> Result<(), AgentError> {
+        self.raft.ensure_linearizable().await.map_err(|e| self.raft_err(e))?;
+        Ok(())
     }
 
     /// This node's own view, without asking anyone (liveness is known only
@@ -224,7 +299,14 @@ impl Cluster {
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let leading = m.state == ServerState::Leader;
         let alive = |n: NodeId| {
-            n == self.id || (leading && self.network.last_seen.since(n).is_some_and(|d| d <= self.alive_within))
+            // Alive = granted a lease recently (renewals carry the health
+            // report); only the leader grants, so only it knows.
+            n == self.id
+                || (leading
+                    && self
+                        .seen
+                        .granted_at(n)
+                        .is_some_and(|t| t.elapsed() <= self.alive_within))
         };
         self.reader.with(|data| {
             StatusView::build(
@@ -262,13 +344,15 @@ impl Cluster {
         }
     }
 
-    async fn init(self: &Arc<Self>, topology: Topology) -> Result<LeaderReply, AgentError> {
-        if self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| AgentError::Raft(e.to_string()))?
-        {
+    /// Bootstraps the cluster. Always carried out by the topology's first
+    /// voter (others pass it there once): concurrent inits then meet on one
+    /// node, where only the first can initialise Raft.
+    ///
+    /// Re-running it finishes a bootstrap that stopped half-way (Raft
+    /// initialised, but no leader yet to write the topology, or learners
+    /// not yet added); it is refused only once the state holds a topology.
+    async fn init(self: &Arc<Self>, topology: Topology, forwarded: bool) -> Result<LeaderReply, AgentError> {
+        if self.reader.with(|d| d.state.initialised) {
             return Err(AgentError::Refused(Rejection::AlreadyInitialised));
         }
         ClusterState::default()
@@ -280,42 +364,81 @@ impl Cluster {
             .filter(|n| n.voter)
             .map(|n| (n.id, BasicNode::new(n.addr.clone())))
             .collect();
-        if !voters.contains_key(&self.id) {
-            // Only a member can bootstrap: hand it to the first voter.
-            let (first, node) = voters
-                .iter()
-                .next()
-                .ok_or(AgentError::Refused(Rejection::NotInitialised))?;
+        let Some((&first, first_node)) = voters.iter().next() else {
+            return Err(AgentError::Invalid(
+                "topology: at least one node must be a voter".into(),
+            ));
+        };
+        if first != self.id {
+            if forwarded {
+                // Passed here as the first voter, but we are not it: the
+                // topology's address for that node reaches another agent.
+                return Err(AgentError::Invalid(format!(
+                    "topology: node {first} addr {} reaches node {} ({}), not node {first}",
+                    first_node.addr, self.id, self.name
+                )));
+            }
             info!(to = first, "init: passing the bootstrap to the first voter");
-            return self.forward(&node.addr, &LeaderCall::Init(topology)).await;
+            return self
+                .forward(
+                    &first_node.addr,
+                    &LeaderCall::Init {
+                        topology,
+                        forwarded: true,
+                    },
+                )
+                .await;
         }
-        match topology.nodes.iter().find(|n| n.id == self.id) {
-            Some(me) if me.name != self.name => {
+        if let Some(me) = topology.nodes.iter().find(|n| n.id == self.id) {
+            if me.name != self.name {
                 return Err(AgentError::Invalid(format!(
                     "topology names node {} {:?}, but this node's config calls it {:?}",
                     self.id, me.name, self.name
-                )))
+                )));
             }
-            _ => {}
         }
-        info!(voters = ?voters.keys().collect::<Vec<_>>(), "init: bootstrapping the Raft group");
-        self.raft.initialize(voters).await.map_err(|e| match e {
-            RaftError::APIError(openraft::error::InitializeError::NotAllowed(_)) => {
-                AgentError::Refused(Rejection::AlreadyInitialised)
+        let raft_ready = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| AgentError::Raft(e.to_string()))?;
+        if !raft_ready {
+            info!(voters = ?voters.keys().collect::<Vec<_>>(), "init: bootstrapping the Raft group");
+            match self.raft.initialize(voters.clone()).await {
+                Ok(()) => {}
+                // Another init got here first; carry on and let the state
+                // machine decide which topology stands.
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(other) => return Err(AgentError::Raft(other.to_string())),
             }
-            other => AgentError::Raft(other.to_string()),
-        })?;
+        } else {
+            let members: BTreeMap<NodeId, BasicNode> = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect();
+            if voters.iter().any(|(id, n)| members.get(id) != Some(n)) {
+                return Err(AgentError::Invalid(
+                    "this node's Raft group was bootstrapped with other voters; init with the same topology".into(),
+                ));
+            }
+            info!("init: Raft already bootstrapped, finishing the topology");
+        }
+        let mut reply = self.call(LeaderCall::Write(Command::Init(topology.clone()))).await?;
         let learners: Vec<(NodeId, String)> = topology
             .nodes
             .iter()
             .filter(|n| !n.voter)
             .map(|n| (n.id, n.addr.clone()))
             .collect();
-        let reply = self.call(LeaderCall::Write(Command::Init(topology))).await?;
-        if learners.is_empty() {
-            return Ok(reply);
+        if !learners.is_empty() {
+            reply = self.call(LeaderCall::AddLearners(learners)).await?;
         }
-        self.call(LeaderCall::AddLearners(learners)).await
+        Ok(reply)
     }
 
     async fn add_node(&self, mut spec: NodeSpec) -> Result<LeaderReply, AgentError> {
@@ -331,11 +454,31 @@ impl Cluster {
             .add_learner(spec.id, BasicNode::new(spec.addr.clone()), false)
             .await
             .map_err(|e| self.raft_err(e))?;
-        let index = self.write(command).await?;
+        let index = match self.write(command).await {
+            Ok(index) => index,
+            Err(AgentError::Refused(r)) => {
+                // Refused after all (a concurrent add won): take the learner
+                // back out, so that "refused" still means "nothing changed".
+                if !self.reader.with(|d| d.state.nodes.contains_key(&spec.id)) {
+                    if let Err(e) = self
+                        .raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([spec.id])), false)
+                        .await
+                    {
+                        warn!(node = spec.id, error = %e, "could not take back the learner of a refused add");
+                    }
+                }
+                return Err(AgentError::Refused(r));
+            }
+            Err(e) => return Err(e),
+        };
         info!(node = spec.id, name = %spec.name, "node added as learner");
         Ok(LeaderReply::Written { index })
     }
 
+    /// Removes a node from the state and the Raft membership. Each step
+    /// looks at what is already done, so a retry (after a change of leader
+    /// half-way) finishes the job instead of promoting a second learner.
     async fn remove_node(&self, id: NodeId) -> Result<LeaderReply, AgentError> {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
@@ -345,43 +488,75 @@ impl Cluster {
         if !in_state && !is_member {
             return Err(AgentError::Refused(Rejection::UnknownNode(id.to_string())));
         }
-        let mut index = 0;
         if in_state {
             self.reader
                 .with(|d| d.state.check(&Command::RemoveNode { node: id }))
                 .map_err(AgentError::Refused)?;
         }
+        let mut index = 0;
         if is_voter {
-            // Keep the number of voters: promote the learner most caught up.
-            let replication = m.replication.clone().unwrap_or_default();
-            let replacement = membership
-                .learner_ids()
-                .filter(|l| *l != id)
-                .filter(|l| self.reader.with(|d| d.state.nodes.contains_key(l)))
-                .max_by_key(|l| {
-                    (
-                        replication.get(l).copied().flatten().map(|x| x.index),
-                        std::cmp::Reverse(*l),
-                    )
-                });
-            match replacement {
-                Some(new_voter) => {
-                    info!(node = new_voter, replaces = id, "promoting a learner to voter");
-                    self.raft
-                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([new_voter])), true)
-                        .await
-                        .map_err(|e| self.raft_err(e))?;
-                    index = self
-                        .write(Command::SetVoter {
-                            node: new_voter,
-                            voter: true,
-                        })
-                        .await?;
+            let others: BTreeSet<NodeId> = membership.voter_ids().filter(|v| *v != id).collect();
+            // How many voters the state asks for; the node going away counts.
+            let wanted = self
+                .reader
+                .with(|d| d.state.nodes.values().filter(|n| n.voter).count())
+                .max(1);
+            if others.len() < wanted {
+                let replication = m.replication.clone().unwrap_or_default();
+                let last = m.last_log_index.unwrap_or(0);
+                // Only a live, caught-up learner: promoting a dead one would
+                // leave the joint configuration without a quorum.
+                let replacement = membership
+                    .learner_ids()
+                    .filter(|l| *l != id)
+                    .filter(|l| self.reader.with(|d| d.state.nodes.contains_key(l)))
+                    .filter(|l| {
+                        self.seen
+                            .granted_at(*l)
+                            .is_some_and(|t| t.elapsed() <= self.alive_within)
+                    })
+                    .filter(|l| {
+                        replication
+                            .get(l)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|x| x.index + 100 >= last)
+                    })
+                    .min();
+                match replacement {
+                    Some(new_voter) => {
+                        info!(node = new_voter, replaces = id, "promoting a learner to voter");
+                        self.raft
+                            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([new_voter])), true)
+                            .await
+                            .map_err(|e| self.raft_err(e))?;
+                    }
+                    // Removing a voter without a replacement would weaken the
+                    // quorum behind the operator's back: refuse, change nothing.
+                    None => {
+                        return Err(AgentError::Precondition(format!(
+                            "node {} is a Raft voter and no live, caught-up learner can replace it \
+                             (add a node, or wait until the learners are alive and caught up)",
+                            self.reader.with(|d| d.state.node_name(id))
+                        )));
+                    }
                 }
-                None => warn!(
-                    node = id,
-                    "removing a voter with no learner to promote: fewer voters remain"
-                ),
+            }
+        }
+        // The state follows the membership: every Raft voter is a voter in
+        // the state (covers a promotion done by an earlier attempt).
+        let voters_now: Vec<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != id)
+            .collect();
+        for v in voters_now {
+            if self.reader.with(|d| d.state.nodes.get(&v).is_some_and(|n| !n.voter)) {
+                index = self.write(Command::SetVoter { node: v, voter: true }).await?;
             }
         }
         if in_state {
@@ -424,6 +599,9 @@ impl Cluster {
             }
             RaftError::Fatal(_) => None,
         };
+        if let RaftError::Fatal(openraft::error::Fatal::Stopped) = &e {
+            return AgentError::ShuttingDown;
+        }
         match forward {
             Some(f) => AgentError::NotLeader {
                 me: self.id,

@@ -41,16 +41,16 @@ impl FailoverEngine {
             }
             let m = self.cluster.raft.metrics().borrow().clone();
             if m.state != ServerState::Leader {
-                if leading_since.take().is_some() {
-                    self.cluster.seen.clear();
-                }
+                leading_since = None;
                 continue;
             }
             // A new term is a new leadership, even on the same node.
             let since = match leading_since {
                 Some((term, at)) if term == m.current_term => at,
+                // Grants recorded before (in an earlier term, or by the
+                // granter a moment ago) stay: they are real grants, and a
+                // fresh leader waits a full lease + margin anyway.
                 _ => {
-                    self.cluster.seen.clear();
                     let now = Instant::now();
                     leading_since = Some((m.current_term, now));
                     info!(term = m.current_term, wait = ?self.dead_after, "leading: no failover before a full lease + margin");

@@ -101,11 +101,6 @@ impl Seen {
             .map(|(n, (_, r))| (*n, r.clone()))
             .collect()
     }
-
-    /// Forget everything (on losing leadership: a later term starts afresh).
-    pub fn clear(&self) {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clear();
-    }
 }
 
 type Pending = (Renewal, oneshot::Sender<Result<Granted, AgentError>>);

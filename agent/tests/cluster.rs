@@ -13,10 +13,14 @@ fn three_nodes_init_and_agree() {
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
     assert_eq!(status["stores"].as_array().unwrap().len(), 6);
     assert!(status["leader"].as_u64().is_some());
+    // Alive = renewing its lease with the leader, which starts right away.
+    let status = wait_for("every node alive", WAIT, || {
+        let s = c.status(1, false)?;
+        s["nodes"].as_array()?.iter().all(|n| n["alive"] == true).then_some(s)
+    });
     for n in status["nodes"].as_array().unwrap() {
         assert_eq!(n["raft"], "voter");
         assert_eq!(n["mode"], "active");
-        assert_eq!(n["alive"], true, "{n}");
         assert_eq!(n["masters"].as_array().unwrap().len(), 2);
     }
     for s in status["stores"].as_array().unwrap() {
@@ -63,6 +67,9 @@ fn kill_9_leader_then_restart_catches_up() {
     assert_ne!(new, old);
     // A write during the outage, through whichever survivor is not leader.
     let via = (1..=3).find(|i| *i != old && *i != new).unwrap();
+    wait_for("the follower to know the new leader", WAIT, || {
+        (c.status(via, true)?["leader"].as_u64()? == new).then_some(())
+    });
     let out = c.slotctl(via, &["store", "remove", "st0001"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     c.restart(old);
@@ -285,6 +292,10 @@ fn removing_a_voter_promotes_a_learner() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let before = c.converged();
     assert_eq!(before["nodes"][3]["raft"], "learner");
+    // The replacement must be alive (renewing its lease) to be promoted.
+    wait_for("the learner alive", WAIT, || {
+        (c.status(1, false)?["nodes"][3]["alive"] == true).then_some(())
+    });
     let out = c.slotctl(2, &["node", "remove", "imap3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status = wait_for("imap3 gone and imap4 voting", WAIT, || {
@@ -299,6 +310,13 @@ fn removing_a_voter_promotes_a_learner() {
         .filter(|n| n["raft"] == "voter")
         .count();
     assert_eq!(voters, 3);
+    assert!(status["nodes"].as_array().unwrap().iter().all(|n| n["raft"] != "none"));
+    // A voter with no learner left to replace it is refused; nothing changes.
+    let out = c.slotctl(1, &["node", "remove", "imap4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no live, caught-up learner"), "{err}");
+    assert_eq!(comparable(&c.status(1, false).unwrap()), comparable(&status));
 }
 
 #[test]
@@ -312,4 +330,31 @@ fn sigterm_stops_cleanly_and_state_survives() {
     c.restart(2);
     let s = c.converged();
     assert_eq!(s["stores"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn init_sent_to_a_learner_or_half_done_is_finished() {
+    let mut c = TestCluster::start(4);
+    // Only the first voter runs: the bootstrap cannot find a quorum yet.
+    for id in [2, 3] {
+        c.kill9(id);
+    }
+    let topology = c.topology(2);
+    let out = c.slotctl(4, &["init", topology.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "init without a quorum cannot succeed");
+    // The voters come back; init again (through the learner) finishes it.
+    c.restart(2);
+    c.restart(3);
+    let out = c.slotctl(4, &["init", topology.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = c.converged();
+    let roles: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["raft"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["voter", "voter", "voter", "learner"]);
+    let out = c.slotctl(4, &["init", topology.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
 }
