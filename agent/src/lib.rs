@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod failover;
+pub mod fence;
 pub mod lease;
 pub mod metrics;
 pub mod network;

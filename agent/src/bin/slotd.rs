@@ -1,5 +1,6 @@
 //! `slotd`: the agent. `slotd --config FILE` runs it; `slotd --check-config
-//! FILE` only checks the file. Exit codes: 0 clean stop, 1 failure while
+//! FILE` only checks the file; `slotd fence --config FILE` gives up every
+//! store address on this machine (systemd's ExecStopPost). Exit codes: 0 clean stop, 1 failure while
 //! running, 2 bad arguments or configuration (one line on stderr).
 
 use std::path::PathBuf;
@@ -13,6 +14,10 @@ use tracing::error;
 #[derive(Parser)]
 #[command(name = "slotd", version, about = "The slotd agent")]
 struct Args {
+    /// `fence`: release every store address and stop every instance here,
+    /// then exit (run after the agent stops, whatever the reason).
+    #[arg(value_parser = ["fence"])]
+    action: Option<String>,
     /// Node config (slotd.toml) to run with.
     #[arg(
         long,
@@ -61,6 +66,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.action.as_deref() == Some("fence") {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("slotd: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runtime.block_on(slotd_agent::fence::fence(&config)) {
+            Ok(released) => {
+                println!("fenced: released {} address(es)", released.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slotd: fence: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
