@@ -48,6 +48,11 @@ pub struct Renewal {
 pub struct Granted {
     pub leader: NodeId,
     pub term: u64,
+    /// The leader's read index for this grant (its committed log at the
+    /// quorum round). The lease counts only once this node has applied that
+    /// far: a node must not act as master on a log that is behind what the
+    /// leader has already decided (say, a failover away from it).
+    pub read_index: u64,
 }
 
 /// This node's lease as the reconciler sees it.
@@ -127,9 +132,10 @@ impl Granter {
                 let now = Instant::now();
                 let term = cluster.raft.metrics().borrow().current_term;
                 let outcome = match round {
-                    Ok(Ok(_)) => Ok(Granted {
+                    Ok(Ok((read_log_id, _applied))) => Ok(Granted {
                         leader: cluster.id,
                         term,
+                        read_index: read_log_id.map_or(0, |l| l.index),
                     }),
                     Ok(Err(e)) => Err(cluster.raft_err(e)),
                     Err(_) => Err(AgentError::Raft(format!("no quorum answered within {lease:?}"))),
@@ -218,8 +224,26 @@ pub fn spawn_keeper(
             let (cluster, granter, tx) = (cluster.clone(), granter.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(lease, renew(&cluster, &granter, renewal)).await {
-                    Ok(Ok(_granted)) => {
+                    Ok(Ok(granted)) => {
                         let until = sent + lease;
+                        // Catch up with the leader's decisions first (bounded
+                        // by the lease itself: a grant that arrives too late
+                        // to matter is simply not used).
+                        let mut applied = cluster.reader.subscribe();
+                        let caught_up = tokio::time::timeout_at(
+                            until.into(),
+                            applied.wait_for(|a| {
+                                a.is_some_and(|l| l.index >= granted.read_index) || granted.read_index == 0
+                            }),
+                        )
+                        .await;
+                        if !matches!(caught_up, Ok(Ok(_))) {
+                            debug!(
+                                read_index = granted.read_index,
+                                "lease granted but the log did not catch up in time"
+                            );
+                            return;
+                        }
                         tx.send_if_modified(|s| {
                             if s.valid_until.is_none_or(|t| t < until) {
                                 if !s.valid_at(Instant::now()) {

@@ -3,6 +3,8 @@
 //! one data directory each, every process killed when the cluster is dropped.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -183,7 +183,10 @@ fn proc_stat(pid: u32) -> Option<(u64, u64)> {
 fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let bin = PathBuf::from(std::env::var("SLOTD_BIN").unwrap_or_else(|_| "target/release".into()));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
 
     // --- election after kill -9 of the leader
     let mut cluster = Cluster::start(&bin, 3);
@@ -209,8 +212,12 @@ fn main() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let survivors: Vec<String> =
-            cluster.agents.iter().filter(|a| a.id != leader).map(|a| a.listen.clone()).collect();
+        let survivors: Vec<String> = cluster
+            .agents
+            .iter()
+            .filter(|a| a.id != leader)
+            .map(|a| a.listen.clone())
+            .collect();
         rt.block_on(wait_async("a new leader", || {
             let survivors = survivors.clone();
             let all: Vec<String> = cluster.agents.iter().map(|a| a.listen.clone()).collect();
@@ -234,7 +241,10 @@ fn main() {
         times.push(t0.elapsed());
         spawn(&bin, &mut cluster.agents[idx]);
     }
-    println!("election after kill -9 of the leader (3 nodes, default timings): {}", stats(times));
+    println!(
+        "election after kill -9 of the leader (3 nodes, default timings): {}",
+        stats(times)
+    );
     drop(cluster);
 
     // --- idle footprint, 5 nodes, 1,000 stores
@@ -252,7 +262,11 @@ fn main() {
         }
     }));
     std::thread::sleep(Duration::from_secs(3));
-    let pids: Vec<u32> = cluster.agents.iter().filter_map(|a| a.child.as_ref().map(Child::id)).collect();
+    let pids: Vec<u32> = cluster
+        .agents
+        .iter()
+        .filter_map(|a| a.child.as_ref().map(Child::id))
+        .collect();
     let before: Vec<(u64, u64)> = pids.iter().filter_map(|p| proc_stat(*p)).collect();
     let window = Duration::from_secs(10);
     std::thread::sleep(window);
@@ -261,6 +275,11 @@ fn main() {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     for (i, ((_, t0), (rss, t1))) in before.iter().zip(&after).enumerate() {
         let cpu = (t1 - t0) as f64 / hz / window.as_secs_f64() * 100.0;
-        println!("idle, 5 nodes, 1000 stores: imap{}: RSS {} MiB, CPU {:.2} %", i + 1, rss / 1024, cpu);
+        println!(
+            "idle, 5 nodes, 1000 stores: imap{}: RSS {} MiB, CPU {:.2} %",
+            i + 1,
+            rss / 1024,
+            cpu
+        );
     }
 }
