@@ -161,16 +161,41 @@ impl Site {
     /// Waits until every store's master IP is answered, from the client, by
     /// the node the log names master; returns that status.
     pub fn served_by_masters(&self, via: usize) -> Value {
-        wait_for("every master IP served by its master", WAIT, || {
-            let s = self.status(via)?;
-            for st in s["stores"].as_array()? {
-                let ip: IpAddr = st["master_ip"].as_str()?.split('/').next()?.parse().ok()?;
-                if self.who_serves(ip)? != st["master"].as_str()? {
-                    return None;
-                }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let last = match self.check_served(via) {
+                Ok(s) => return s,
+                Err(why) => why,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for every master IP served by its master: {last}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn check_served(&self, via: usize) -> Result<Value, String> {
+        let s = self.status(via).ok_or("no status")?;
+        for st in s["stores"].as_array().ok_or("no stores")? {
+            let ip: IpAddr = st["master_ip"]
+                .as_str()
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .ok_or("bad ip")?;
+            let who = self.who_serves(ip);
+            if who.as_deref() != st["master"].as_str() {
+                let holders: Vec<String> = (0..HOSTS.len())
+                    .filter(|i| self.held(*i).contains(&format!("{ip}/32")))
+                    .map(|i| format!("imap{}", i + 1))
+                    .collect();
+                return Err(format!(
+                    "{} (master {} epoch {}) answered by {who:?}, held by {holders:?}",
+                    st["name"], st["master"], st["epoch"]
+                ));
             }
-            Some(s)
-        })
+        }
+        Ok(s)
     }
 
     /// Who answers on `ip`, seen from the client namespace.

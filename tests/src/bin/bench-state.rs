@@ -113,6 +113,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rates[rates.len() - 1]
     );
 
+    // Failover entries alone: how many stores one entry moves per second.
+    let mut state = initial.clone();
+    let mut failover_time = Duration::ZERO;
+    let mut moved = 0usize;
+    for r in &work {
+        if let Command::Failover { moves, .. } = &r.command {
+            let t = Instant::now();
+            let applied = state.apply(r).is_applied();
+            failover_time += t.elapsed();
+            assert!(applied, "benchmark failover must be valid");
+            moved += moves.len();
+        } else {
+            state.apply(r);
+        }
+    }
+    println!(
+        "failover entries: {moved} stores moved in {failover_time:?}: {:.0} stores/s applied",
+        moved as f64 / failover_time.as_secs_f64()
+    );
+
     // Snapshot: encoding alone, then the real builder (encode + redb write + fsync).
     let mut enc = Vec::new();
     let mut size = 0;
