@@ -216,26 +216,3 @@ fn broken_detector_is_caught() {
         "a failure detector without margin or wait went unnoticed on 10 seeds"
     );
 }
-
-/// Survey (not run by default): how many of the 500 seeds break for the
-/// protocol as implemented, and with agent hangs added.
-#[test]
-#[ignore = "survey; prints counts"]
-fn survey() {
-    let real = Variant::REAL;
-    let before_fix = Variant {
-        lease_waits_for_log: false,
-        ..real
-    };
-    for (name, v) in [
-        ("real", real),
-        ("real+hangs", Variant { freezes: true, ..real }),
-        ("no-read-index", before_fix),
-    ] {
-        let fails: Vec<Failure> = (0..SEEDS).filter_map(|s| run_seed(s, v).err()).collect();
-        println!("{name}: {} of {SEEDS} seeds fail", fails.len());
-        for f in fails.iter().take(6) {
-            println!("  seed {} t={}: {}", f.seed, f.at, f.what);
-        }
-    }
-}
