@@ -43,6 +43,13 @@ impl AddressOps for AnyOps {
         }
     }
 
+    async fn mac(&self, interface: &str) -> Result<MacAddr, NetError> {
+        match self {
+            AnyOps::Kernel(k) => k.mac(interface).await,
+            AnyOps::Memory(m) => AddressOps::mac(m, interface).await,
+        }
+    }
+
     async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
         match self {
             AnyOps::Kernel(k) => k.probe(interface, addr, timeout).await,

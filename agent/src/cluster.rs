@@ -298,6 +298,11 @@ impl Cluster {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let leading = m.state == ServerState::Leader;
+        let reports = if leading {
+            self.seen.reports()
+        } else {
+            Default::default()
+        };
         let alive = |n: NodeId| {
             // Alive = granted a lease recently (renewals carry the health
             // report); only the leader grants, so only it knows.
@@ -318,6 +323,13 @@ impl Cluster {
                     voters,
                     learners,
                     alive: &alive,
+                    l2: &|s| {
+                        if leading {
+                            crate::l2::verdict(s, &reports).to_string()
+                        } else {
+                            "unknown".to_owned()
+                        }
+                    },
                 },
             )
         })

@@ -34,6 +34,7 @@ impl FailoverEngine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading_since: Option<(u64, Instant)> = None;
         let mut reported_stranded: BTreeSet<String> = BTreeSet::new();
+        let mut l2_alarms: BTreeSet<String> = BTreeSet::new();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -57,6 +58,7 @@ impl FailoverEngine {
                     now
                 }
             };
+            self.watch_l2(&mut l2_alarms);
             if since.elapsed() < self.dead_after {
                 continue;
             }
@@ -104,6 +106,27 @@ impl FailoverEngine {
                 // Refused (a store moved meanwhile) or lost leadership: the
                 // next tick decides again from the state it then sees.
                 Err(e) => warn!(error = %e, "failover not committed; deciding again"),
+            }
+        }
+    }
+
+    /// Logs stores entering and leaving a layer-2 alarm.
+    fn watch_l2(&self, alarms: &mut BTreeSet<String>) {
+        let reports = self.cluster.seen.reports();
+        let verdicts: Vec<(String, u64, crate::l2::Verdict)> = self.cluster.reader.with(|d| {
+            d.state
+                .stores
+                .values()
+                .map(|s| (s.name.clone(), s.epoch, crate::l2::verdict(s, &reports)))
+                .collect()
+        });
+        for (store, epoch, v) in verdicts {
+            if v.is_alarm() {
+                if alarms.insert(store.clone()) {
+                    error!(store = %store, epoch, verdict = %v, "layer-2 alarm: clients may not reach the master");
+                }
+            } else if alarms.remove(&store) {
+                info!(store = %store, epoch, verdict = %v, "layer-2 alarm cleared");
             }
         }
     }

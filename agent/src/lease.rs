@@ -34,6 +34,11 @@ pub struct HealthReport {
     pub backlog: BTreeMap<String, u64>,
     /// Whether the node is fenced (holds no master role for lack of a lease).
     pub fenced: bool,
+    /// The MAC of the node's service interface.
+    pub mac: Option<String>,
+    /// What this node, as replica, saw answering for each store's master IP
+    /// after the store's last move.
+    pub l2: BTreeMap<String, crate::l2::L2Seen>,
 }
 
 /// A lease renewal request.

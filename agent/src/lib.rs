@@ -20,6 +20,7 @@ pub mod config;
 pub mod driver;
 pub mod failover;
 pub mod fence;
+pub mod l2;
 pub mod lease;
 pub mod metrics;
 pub mod network;

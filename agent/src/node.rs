@@ -362,6 +362,22 @@ pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseSta
         &[],
         Stats::get(&stats.split_brain_alarms) as f64,
     );
+    if m.state == ServerState::Leader {
+        let reports = cluster.seen.reports();
+        let alarms = cluster.reader.with(|d| {
+            d.state
+                .stores
+                .values()
+                .filter(|s| crate::l2::verdict(s, &reports).is_alarm())
+                .count()
+        });
+        x.gauge(
+            "slotd_l2_alarms",
+            "Stores whose master IP a replica saw answered by the wrong MAC, or by none (leader only).",
+            &[],
+            alarms as f64,
+        );
+    }
     x.counter(
         "slotd_reconcile_errors_total",
         "Reconciler actions that failed.",

@@ -53,6 +53,8 @@ pub struct StoreView {
     pub dirty: Vec<String>,
     pub master_ip: String,
     pub replica_ip: String,
+    /// The layer-2 check (leader only): ok | unchecked | no answer | wrong: …
+    pub l2: String,
 }
 
 /// What the builder needs besides the state machine.
@@ -64,6 +66,8 @@ pub struct Liveness<'a> {
     pub learners: BTreeSet<NodeId>,
     /// Whether a node counts as alive (only the leader knows; elsewhere all false).
     pub alive: &'a dyn Fn(NodeId) -> bool,
+    /// The layer-2 verdict of a store (only the leader knows).
+    pub l2: &'a dyn Fn(&slotd_raft_store::Store) -> String,
 }
 
 impl StatusView {
@@ -103,6 +107,7 @@ impl StatusView {
                 dirty: s.dirty.iter().map(|n| name(*n)).collect(),
                 master_ip: s.master_ip.to_string(),
                 replica_ip: s.replica_ip.to_string(),
+                l2: (live.l2)(s),
             })
             .collect();
         StatusView {
@@ -171,6 +176,7 @@ impl StatusView {
                     },
                     s.master_ip.clone(),
                     s.replica_ip.clone(),
+                    s.l2.clone(),
                 ]
             })
             .collect();
@@ -248,6 +254,7 @@ impl From<StatusView> for pb::StatusReply {
                     dirty: s.dirty,
                     master_ip: s.master_ip,
                     replica_ip: s.replica_ip,
+                    l2: s.l2,
                 })
                 .collect(),
         }
@@ -289,6 +296,7 @@ impl From<pb::StatusReply> for StatusView {
                     dirty: s.dirty,
                     master_ip: s.master_ip,
                     replica_ip: s.replica_ip,
+                    l2: s.l2,
                 })
                 .collect(),
         }

@@ -57,6 +57,19 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
     }
     // The stores that did not move are still served where they were.
     site.served_by_masters(survivor);
+    // And a replica of each moved store saw the new master's MAC answer.
+    wait_for("the layer-2 check ok for the moved stores", WAIT, || {
+        let s = site.status(survivor)?;
+        moved
+            .iter()
+            .all(|(store, _)| {
+                s["stores"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["name"] == store.as_str()))
+                    .is_some_and(|x| x["l2"] == "ok")
+            })
+            .then_some(())
+    });
 }
 
 #[test]

@@ -72,6 +72,13 @@ impl AddressOps for KernelOps {
         Ok(())
     }
 
+    async fn mac(&self, interface: &str) -> Result<MacAddr, NetError> {
+        let link = netlink::link(&self.handle, interface).await?;
+        link.mac.ok_or_else(|| NetError::NoMacAddress {
+            interface: interface.to_owned(),
+        })
+    }
+
     async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
         let link = netlink::link(&self.handle, interface).await?;
         let found = packet::probe(&link, addr, timeout).await?;

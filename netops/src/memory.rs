@@ -331,6 +331,10 @@ impl AddressOps for MemoryOps {
         Ok(())
     }
 
+    async fn mac(&self, _interface: &str) -> Result<MacAddr, NetError> {
+        Ok(self.mac())
+    }
+
     async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
         {
             let mut h = self.enter(Call::Probe {

@@ -99,6 +99,10 @@ pub trait AddressOps: Send + Sync {
         options: AnnounceOptions,
     ) -> impl Future<Output = Result<(), NetError>> + Send;
 
+    /// The interface's own hardware address (what neighbours should see
+    /// answering for the addresses bound on it).
+    fn mac(&self, interface: &str) -> impl Future<Output = Result<MacAddr, NetError>> + Send;
+
     /// Ask whether another machine answers for `addr` (RFC 5227 ARP probe,
     /// or an IPv6 DAD neighbour solicitation). Returns the first foreign MAC
     /// that answers within `timeout`, or `None`.

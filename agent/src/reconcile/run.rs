@@ -3,7 +3,7 @@
 //! and every second to repair drift. Masters re-announce their IPs every
 //! `announce_refresh`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,17 +11,31 @@ use std::time::{Duration, Instant};
 
 use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix};
 use slotd_raft_store::storage::StateReader;
-use slotd_raft_store::{ClusterState, NodeId, ServiceIp};
+use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp};
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use super::{reconcile, store_addresses, Action, Instance, Observed};
 use crate::driver::SlotDriver;
+use crate::l2::L2Seen;
 use crate::lease::{HealthReport, LeaseState};
 use crate::stats::Stats;
 
 /// How often the machine is compared with the log even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(1);
+
+/// Layer-2 probes per reconciler pass.
+const L2_PER_PASS: usize = 8;
+
+/// Probes without an answer before "no answer" is reported.
+const L2_MISSES: u32 = 3;
+
+/// Where this replica stands in checking one store after its last move.
+struct L2Progress {
+    epoch: u64,
+    answered: bool,
+    misses: u32,
+}
 
 pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub me: NodeId,
@@ -47,10 +61,16 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut applied = self.reader.subscribe();
         let mut last_announce = Instant::now();
+        let mut checked: BTreeMap<String, L2Progress> = BTreeMap::new();
+        match self.ops.mac(&self.interface).await {
+            Ok(mac) => self.report.lock().unwrap_or_else(PoisonError::into_inner).mac = Some(mac.to_string()),
+            Err(e) => warn!(interface = %self.interface, error = %e, "no MAC for the layer-2 check"),
+        }
         loop {
             let lease = *self.lease.borrow();
             let valid = lease.valid_at(Instant::now());
             self.pass(valid).await;
+            self.check_l2(&mut checked).await;
             if last_announce.elapsed() >= self.announce_refresh {
                 self.refresh_announcements(valid).await;
                 last_announce = Instant::now();
@@ -195,6 +215,63 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             }
         }
         Ok(())
+    }
+
+    /// As replica, probe the master IP of every store that moved since the
+    /// last look and report which MAC answers (see `l2`). A store is looked
+    /// at again until something answers; a few per pass, so that a burst of
+    /// moves does not stall the reconciler.
+    async fn check_l2(&self, checked: &mut BTreeMap<String, L2Progress>) {
+        let state = self.reader.with(|d| d.state.clone());
+        checked.retain(|name, _| state.stores.contains_key(name));
+        let due: Vec<&slotd_raft_store::Store> = state
+            .stores
+            .values()
+            .filter(|s| s.phase == Phase::Stable && crate::l2::checks(s, state.nodes.keys().copied(), self.me))
+            .filter(|s| !checked.get(&s.name).is_some_and(|p| p.epoch == s.epoch && p.answered))
+            .take(L2_PER_PASS)
+            .collect();
+        for s in due {
+            let answered_by = match self
+                .ops
+                .probe(&self.interface, s.master_ip.addr, self.probe_timeout)
+                .await
+            {
+                Ok(found) => found.map(|m| m.to_string()),
+                Err(e) => {
+                    warn!(store = %s.name, error = %e, "layer-2 probe failed");
+                    continue;
+                }
+            };
+            let progress = checked.entry(s.name.clone()).or_insert(L2Progress {
+                epoch: s.epoch,
+                answered: false,
+                misses: 0,
+            });
+            if progress.epoch != s.epoch {
+                *progress = L2Progress {
+                    epoch: s.epoch,
+                    answered: false,
+                    misses: 0,
+                };
+            }
+            progress.answered = answered_by.is_some();
+            if answered_by.is_none() {
+                progress.misses += 1;
+                // Right after a move the new master may not have bound the
+                // IP yet: silence is news only after a few looks.
+                if progress.misses < L2_MISSES {
+                    continue;
+                }
+            }
+            self.report.lock().unwrap_or_else(PoisonError::into_inner).l2.insert(
+                s.name.clone(),
+                L2Seen {
+                    epoch: s.epoch,
+                    answered_by,
+                },
+            );
+        }
     }
 
     /// Re-announce every master IP this node holds as master (switches
