@@ -1,0 +1,100 @@
+//! What systemd and generic gRPC tools see of a running agent: gRPC health
+//! and reflection on `listen`, and sd_notify READY / WATCHDOG / STOPPING.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+
+use common::{wait_for, TestCluster, WAIT};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_answer() {
+    let c = TestCluster::start(1);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.agent(1).endpoint()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut health = HealthClient::new(channel.clone());
+    let r = health
+        .check(HealthCheckRequest {
+            service: "slotd.v1.Admin".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["slotd.v1.Admin", "slotd.v1.Peer"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+}
+
+#[test]
+fn sd_notify_ready_watchdog_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = slotd_agent::config::Config::builder(1, "imap1", "127.0.0.1:0".parse().unwrap(), data.clone());
+    let path = dir.path().join("slotd.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .arg("--config")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let recv = |got: &mut Vec<String>| {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification before the timeout");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    };
+    while !got.iter().any(|m| m == "READY=1") {
+        recv(&mut got);
+    }
+    // Watchdog pings at half of WATCHDOG_USEC while Raft runs.
+    while !got.iter().any(|m| m == "WATCHDOG=1") {
+        recv(&mut got);
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    while !got.iter().any(|m| m == "STOPPING=1") {
+        recv(&mut got);
+    }
+    let status = wait_for("slotd to exit", WAIT, || child.try_wait().ok().flatten());
+    assert!(status.success(), "{status:?}");
+    let ready = got.iter().position(|m| m == "READY=1").unwrap();
+    let stopping = got.iter().position(|m| m == "STOPPING=1").unwrap();
+    assert!(ready < stopping, "{got:?}");
+}
