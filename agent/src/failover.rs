@@ -62,7 +62,7 @@ impl FailoverEngine {
             if since.elapsed() < self.dead_after {
                 continue;
             }
-            let dead = self.dead_nodes();
+            let dead = self.condemn_dead();
             if dead.is_empty() {
                 reported_stranded.clear();
                 continue;
@@ -80,6 +80,7 @@ impl FailoverEngine {
                 }
             }
             if plan.moves.is_empty() {
+                self.cluster.seen.pardon(&dead);
                 continue;
             }
             let n = plan.moves.len();
@@ -93,6 +94,7 @@ impl FailoverEngine {
                 .await
             {
                 Ok(index) => {
+                    self.cluster.seen.failed_over(&dead, index);
                     Stats::add(&self.stats.failovers_failure, 1);
                     Stats::add(&self.stats.stores_failed_over, n as u64);
                     self.stats
@@ -105,7 +107,10 @@ impl FailoverEngine {
                 }
                 // Refused (a store moved meanwhile) or lost leadership: the
                 // next tick decides again from the state it then sees.
-                Err(e) => warn!(error = %e, "failover not committed; deciding again"),
+                Err(e) => {
+                    self.cluster.seen.pardon(&dead);
+                    warn!(error = %e, "failover not committed; deciding again");
+                }
             }
         }
     }
@@ -131,24 +136,15 @@ impl FailoverEngine {
         }
     }
 
-    fn dead_nodes(&self) -> BTreeSet<NodeId> {
+    /// Nodes unseen for `lease + margin`, condemned (no grants) until their
+    /// failover is settled.
+    fn condemn_dead(&self) -> BTreeSet<NodeId> {
         let me = self.cluster.id;
-        self.cluster.reader.with(|d| {
-            d.state
-                .nodes
-                .keys()
-                .copied()
-                .filter(|n| *n != me)
-                .filter(|n| {
-                    // Only nodes that master something matter, but a node is
-                    // dead or not regardless of what it holds.
-                    self.cluster
-                        .seen
-                        .granted_at(*n)
-                        .is_none_or(|t| t.elapsed() > self.dead_after)
-                })
-                .collect()
-        })
+        let nodes: Vec<NodeId> = self
+            .cluster
+            .reader
+            .with(|d| d.state.nodes.keys().copied().filter(|n| *n != me).collect());
+        self.cluster.seen.condemn(nodes.into_iter(), self.dead_after)
     }
 
     fn reports(&self) -> Reports {

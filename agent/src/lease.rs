@@ -11,7 +11,7 @@
 //! elected later could act. The leader remembers when it last granted each
 //! node a lease, in memory only: the failure detector reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -80,36 +80,86 @@ impl LeaseState {
 
 /// What the leader last heard from each node: when it granted it a lease,
 /// and its report. In memory only, never in the log.
+///
+/// It is also where granting and failing over meet: both look at a node
+/// under one lock, so a node is never granted a lease (with a read index
+/// from before its failover) while the failover of its stores is being
+/// written. See `condemn` and `Granter`.
 #[derive(Clone, Default)]
 pub struct Seen {
-    inner: Arc<Mutex<BTreeMap<NodeId, (Instant, HealthReport)>>>,
+    inner: Arc<Mutex<SeenInner>>,
+}
+
+#[derive(Default)]
+struct SeenInner {
+    granted: BTreeMap<NodeId, (Instant, HealthReport)>,
+    /// Nodes whose failover is being written: no grants until it is settled.
+    condemned: BTreeSet<NodeId>,
+    /// The log index of the last failover away from each node: its grants
+    /// carry at least this read index, so it learns it lost its stores
+    /// before its lease counts.
+    failed_over_at: BTreeMap<NodeId, u64>,
 }
 
 impl Seen {
-    fn record(&self, node: NodeId, at: Instant, report: HealthReport) {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(node, (at, report));
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeenInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// When `node` was last granted a lease by this leader.
     pub fn granted_at(&self, node: NodeId) -> Option<Instant> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node)
-            .map(|(t, _)| *t)
+        self.lock().granted.get(&node).map(|(t, _)| *t)
     }
 
     /// The latest report of every node.
     pub fn reports(&self) -> BTreeMap<NodeId, HealthReport> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(n, (_, r))| (*n, r.clone()))
-            .collect()
+        self.lock().granted.iter().map(|(n, (_, r))| (*n, r.clone())).collect()
+    }
+
+    /// Of `candidates`, the nodes not granted a lease within `dead_after`;
+    /// atomically marks them condemned, so that no grant slips in between
+    /// this decision and the failover entry. Settle with `failed_over` or
+    /// `pardon`.
+    pub fn condemn(
+        &self,
+        candidates: impl Iterator<Item = NodeId>,
+        dead_after: std::time::Duration,
+    ) -> BTreeSet<NodeId> {
+        let mut inner = self.lock();
+        let dead: BTreeSet<NodeId> = candidates
+            .filter(|n| inner.granted.get(n).is_none_or(|(t, _)| t.elapsed() > dead_after))
+            .collect();
+        inner.condemned.extend(dead.iter().copied());
+        dead
+    }
+
+    /// The failover of `nodes` is in the log at `index`.
+    pub fn failed_over(&self, nodes: &BTreeSet<NodeId>, index: u64) {
+        let mut inner = self.lock();
+        for n in nodes {
+            inner.condemned.remove(n);
+            let at = inner.failed_over_at.entry(*n).or_default();
+            *at = (*at).max(index);
+        }
+    }
+
+    /// No failover was written for `nodes` after all.
+    pub fn pardon(&self, nodes: &BTreeSet<NodeId>) {
+        let mut inner = self.lock();
+        for n in nodes {
+            inner.condemned.remove(n);
+        }
+    }
+
+    /// Records a grant for `node` after a quorum round with `read_index`;
+    /// `None` if the node is condemned, else the read index to send it.
+    fn grant(&self, node: NodeId, at: Instant, report: HealthReport, read_index: u64) -> Option<u64> {
+        let mut inner = self.lock();
+        if inner.condemned.contains(&node) {
+            return None;
+        }
+        inner.granted.insert(node, (at, report));
+        Some(read_index.max(inner.failed_over_at.get(&node).copied().unwrap_or(0)))
     }
 }
 
@@ -136,20 +186,27 @@ impl Granter {
                 let round = tokio::time::timeout(lease, cluster.raft.get_read_log_id()).await;
                 let now = Instant::now();
                 let term = cluster.raft.metrics().borrow().current_term;
-                let outcome = match round {
-                    Ok(Ok((read_log_id, _applied))) => Ok(Granted {
-                        leader: cluster.id,
-                        term,
-                        read_index: read_log_id.map_or(0, |l| l.index),
-                    }),
+                let round = match round {
+                    Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map_or(0, |l| l.index)),
                     Ok(Err(e)) => Err(cluster.raft_err(e)),
                     Err(_) => Err(AgentError::Raft(format!("no quorum answered within {lease:?}"))),
                 };
                 for (renewal, reply) in batch {
-                    if outcome.is_ok() {
-                        seen.record(renewal.node, now, renewal.report);
-                    }
-                    let _ = reply.send(outcome.clone());
+                    let outcome = match &round {
+                        Ok(read_index) => match seen.grant(renewal.node, now, renewal.report, *read_index) {
+                            Some(read_index) => Ok(Granted {
+                                leader: cluster.id,
+                                term,
+                                read_index,
+                            }),
+                            None => Err(AgentError::Precondition(format!(
+                                "node {} is being failed over; no lease until that is settled",
+                                renewal.node
+                            ))),
+                        },
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = reply.send(outcome);
                 }
             }
         });
@@ -268,4 +325,37 @@ pub fn spawn_keeper(
         }
     });
     (rx, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn grants_and_failovers_do_not_cross() {
+        let seen = Seen::default();
+        let now = Instant::now();
+        let long = Duration::from_secs(3600);
+        // Granted just now: not dead.
+        assert_eq!(seen.grant(1, now, HealthReport::default(), 5), Some(5));
+        assert!(seen.condemn([1].into_iter(), long).is_empty());
+        // Never granted: dead, and condemned until settled.
+        let dead = seen.condemn([2, 3].into_iter(), long);
+        assert_eq!(dead, BTreeSet::from([2, 3]));
+        assert_eq!(
+            seen.grant(2, now, HealthReport::default(), 7),
+            None,
+            "no lease while being failed over"
+        );
+        // Node 2's stores moved at index 42: its next lease carries 42.
+        seen.failed_over(&BTreeSet::from([2]), 42);
+        assert_eq!(seen.grant(2, now, HealthReport::default(), 7), Some(42));
+        assert_eq!(seen.grant(2, now, HealthReport::default(), 50), Some(50));
+        // Node 3 had nothing to move: pardoned, granted as usual.
+        seen.pardon(&BTreeSet::from([3]));
+        assert_eq!(seen.grant(3, now, HealthReport::default(), 9), Some(9));
+        assert!(seen.granted_at(3).is_some());
+    }
 }

@@ -197,7 +197,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     if let Err(e) = notifier.ready() {
         warn!(error = %e, "sd_notify READY failed");
     }
-    let watchdog = tokio::spawn(watchdog(notifier.clone(), raft.clone(), stopped(stop_rx.clone())));
+    let watchdog = tokio::spawn(watchdog(
+        notifier.clone(),
+        raft.clone(),
+        stats.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     shutdown.await;
     info!("shutting down");
@@ -244,7 +249,12 @@ fn write_endpoints(dir: &std::path::Path, listen: SocketAddr, metrics: SocketAdd
 
 /// Pets the systemd watchdog while the Raft core runs; stops petting (so
 /// systemd kills and fences us) if Raft has died.
-async fn watchdog(notifier: Arc<Notifier>, raft: Raft, stopped: impl Future<Output = ()>) {
+/// A reconciler that has not finished a round for this long is wedged: stop
+/// petting systemd so that it kills the agent and `slotd fence` runs.
+/// Generous, because one round may legitimately probe and bind many IPs.
+const RECONCILER_STALL: Duration = Duration::from_secs(10);
+
+async fn watchdog(notifier: Arc<Notifier>, raft: Raft, stats: Arc<Stats>, stopped: impl Future<Output = ()>) {
     let Some(interval) = Notifier::watchdog_interval() else {
         stopped.await;
         return;
@@ -258,6 +268,12 @@ async fn watchdog(notifier: Arc<Notifier>, raft: Raft, stopped: impl Future<Outp
                 if raft.metrics().borrow().running_state.is_err() {
                     warn!("Raft core stopped: no more watchdog pings");
                     return;
+                }
+                let last = stats.last_pass.load(Ordering::Relaxed);
+                let stalled = crate::stats::now_mono_ms().saturating_sub(last) > RECONCILER_STALL.as_millis() as u64;
+                if last > 0 && stalled {
+                    warn!("the reconciler made no progress for {RECONCILER_STALL:?}: no more watchdog pings");
+                    continue;
                 }
                 let _ = notifier.watchdog();
             }

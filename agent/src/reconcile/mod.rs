@@ -130,15 +130,7 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
                     });
                 }
                 if !held(&store.master_ip) {
-                    take.push(Action::Bind {
-                        store: name.clone(),
-                        ip: store.master_ip,
-                        epoch: store.epoch,
-                    });
-                    take.push(Action::Announce {
-                        store: name.clone(),
-                        ip: store.master_ip,
-                    });
+                    take.extend(bind_and_announce(store, store.master_ip));
                 }
                 if !matches!(instance, Instance::Master { .. }) {
                     take.push(Action::StartMaster {
@@ -160,15 +152,7 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
                 if holds_ip {
                     wanted_ips.insert(store.replica_ip.addr);
                     if !held(&store.replica_ip) {
-                        take.push(Action::Bind {
-                            store: name.clone(),
-                            ip: store.replica_ip,
-                            epoch: store.epoch,
-                        });
-                        take.push(Action::Announce {
-                            store: name.clone(),
-                            ip: store.replica_ip,
-                        });
+                        take.extend(bind_and_announce(store, store.replica_ip));
                     }
                 }
                 if !matches!(instance, Instance::Replica { .. }) {
@@ -207,6 +191,21 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
     give_up.sort_by_key(|a| !matches!(a, Action::Release { .. }));
     give_up.extend(take);
     give_up
+}
+
+/// Taking an address: bind it, then tell the LAN at once.
+fn bind_and_announce(store: &Store, ip: ServiceIp) -> [Action; 2] {
+    [
+        Action::Bind {
+            store: store.name.clone(),
+            ip,
+            epoch: store.epoch,
+        },
+        Action::Announce {
+            store: store.name.clone(),
+            ip,
+        },
+    ]
 }
 
 /// The store addresses of `state` (to pick them out of an interface's list).

@@ -13,7 +13,7 @@ use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix};
 use slotd_raft_store::storage::StateReader;
 use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp};
 use tokio::sync::watch;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::{reconcile, store_addresses, Action, Instance, Observed};
 use crate::driver::SlotDriver;
@@ -23,6 +23,13 @@ use crate::stats::Stats;
 
 /// How often the machine is compared with the log even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(1);
+
+/// The longest one action (a bind, a driver start or stop) may take.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A master IP is bound, or Cyrus started as master, only with at least this
+/// much lease left: an action must not straddle the lease's end.
+const TAKE_GUARD: Duration = Duration::from_millis(300);
 
 /// Layer-2 probes per reconciler pass.
 const L2_PER_PASS: usize = 8;
@@ -69,16 +76,32 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         loop {
             let lease = *self.lease.borrow();
             let valid = lease.valid_at(Instant::now());
-            self.pass(valid).await;
-            self.check_l2(&mut checked).await;
-            if last_announce.elapsed() >= self.announce_refresh {
-                self.refresh_announcements(valid).await;
-                last_announce = Instant::now();
-            }
             let expiry = lease
                 .valid_until
                 .filter(|_| valid)
                 .unwrap_or_else(|| Instant::now() + RESYNC);
+            // All the work of one round gives way to the lease's end: when
+            // it comes, whatever was in flight is dropped and the node
+            // fences at once (a fence does not wait behind probes).
+            let expired = tokio::select! {
+                _ = async {
+                    self.pass(valid).await;
+                    self.check_l2(&mut checked).await;
+                    if last_announce.elapsed() >= self.announce_refresh {
+                        self.refresh_announcements().await;
+                        last_announce = Instant::now();
+                    }
+                } => false,
+                _ = tokio::time::sleep_until(expiry.into()), if valid => true,
+            };
+            if expired {
+                warn!("lease ran out during a pass: fencing now");
+                self.pass(false).await;
+                continue;
+            }
+            self.stats
+                .last_pass
+                .store(crate::stats::now_mono_ms(), Ordering::Relaxed);
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 r = applied.changed() => if r.is_err() { break },
@@ -111,8 +134,11 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
     }
 
     async fn pass(&self, lease_valid: bool) {
-        let state = self.reader.with(|d| d.state.clone());
+        let (state, applied_at) = self.reader.with(|d| (d.state.clone(), d.last_applied));
         let Some(observed) = self.observe(&state).await else {
+            if !lease_valid {
+                self.blind_fence(&state).await;
+            }
             return;
         };
         let named_master = state.stores.values().any(|s| s.master == self.me);
@@ -121,14 +147,28 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         let mut failed: BTreeSet<String> = BTreeSet::new();
         for action in actions {
             let store = store_of(&action).to_owned();
-            // A store whose earlier step failed takes no later step this
-            // pass: never start Cyrus as master without its IP bound.
-            if failed.contains(&store) && !is_give_up(&action) {
-                continue;
+            if !is_give_up(&action) {
+                // A store whose earlier step failed takes no later step this
+                // pass: never start Cyrus as master without its IP bound.
+                if failed.contains(&store) {
+                    continue;
+                }
+                // Taking is decided on the state this pass started from: if
+                // the log moved on meanwhile, plan again rather than act on
+                // a decision the log may have revoked.
+                if self.reader.with(|d| d.last_applied) != applied_at {
+                    debug!("the log moved on during the pass; planning again");
+                    break;
+                }
             }
             let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
             let span = info_span!("act", store = %store, epoch);
-            if let Err(e) = self.execute(&action, &state).instrument(span).await {
+            let result =
+                match tokio::time::timeout(ACTION_TIMEOUT, self.execute(&action, &state).instrument(span)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no result within {ACTION_TIMEOUT:?}")),
+                };
+            if let Err(e) = result {
                 Stats::add(&self.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
                 failed.insert(store);
@@ -136,6 +176,25 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         }
         if let Some(observed) = self.observe(&state).await {
             self.publish(&observed, named_master && !lease_valid);
+        }
+    }
+
+    /// Fences without being able to see the interface: release every master
+    /// IP of the log's stores (releasing an address not held is a no-op) and
+    /// stop every instance running as master.
+    async fn blind_fence(&self, state: &ClusterState) {
+        warn!("cannot observe the interface and the lease is not valid: fencing blind");
+        for s in state.stores.values() {
+            if let Ok(p) = prefix(s.master_ip) {
+                let _ = self.ops.release(&self.interface, p).await;
+            }
+        }
+        for (slot, instance) in self.driver.observe().await {
+            if matches!(instance, Instance::Master { .. }) {
+                if let Err(e) = self.driver.stop(&slot).await {
+                    error!(slot, error = %e, "cannot stop a master instance while fencing");
+                }
+            }
         }
     }
 
@@ -182,9 +241,10 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                         error!(%ip, %mac, "split-brain alarm: another machine answers for the master IP; not binding it");
                         return Err(format!("{mac} answers for {ip}"));
                     }
-                    // The probe took time: the lease must still hold now.
-                    if !self.lease.borrow().valid_at(Instant::now()) {
-                        return Err("lease expired while probing".into());
+                    // The probe took time: the lease must still hold now, with
+                    // room to spare for the bind itself.
+                    if self.lease.borrow().remaining(Instant::now()) < TAKE_GUARD {
+                        return Err("lease (nearly) expired while probing".into());
                     }
                 }
                 self.ops.bind(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
@@ -197,8 +257,8 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                     .map_err(|e| e.to_string())?;
             }
             Action::StartMaster { slot, epoch, .. } => {
-                if !self.lease.borrow().valid_at(Instant::now()) {
-                    return Err("lease expired before starting as master".into());
+                if self.lease.borrow().remaining(Instant::now()) < TAKE_GUARD {
+                    return Err("lease (nearly) expired before starting as master".into());
                 }
                 self.driver
                     .start_master(slot, *epoch)
@@ -276,15 +336,25 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
 
     /// Re-announce every master IP this node holds as master (switches
     /// forget MACs; a lost gratuitous ARP must not strand clients).
-    async fn refresh_announcements(&self, lease_valid: bool) {
-        if !lease_valid {
-            return;
-        }
+    async fn refresh_announcements(&self) {
         let state = self.reader.with(|d| d.state.clone());
         let Some(observed) = self.observe(&state).await else {
             return;
         };
         for s in state.stores.values().filter(|s| s.master == self.me) {
+            // Checked right before each announcement: announcing an IP this
+            // node may no longer serve would pull clients back to it.
+            let serving =
+                matches!(s.phase, Phase::Stable) || matches!(s.phase, Phase::Promoting { to, .. } if to == self.me);
+            let still_master = self.reader.with(|d| {
+                d.state
+                    .stores
+                    .get(&s.name)
+                    .is_some_and(|c| c.master == self.me && c.epoch == s.epoch)
+            });
+            if !serving || !still_master || !self.lease.borrow().valid_at(Instant::now()) {
+                continue;
+            }
             if observed.addresses.contains(&s.master_ip.addr) {
                 if let Err(e) = self
                     .ops
