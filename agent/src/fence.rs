@@ -57,18 +57,32 @@ pub async fn fence(config: &Config) -> anyhow::Result<Vec<ServiceIp>> {
         .into_iter()
         .map(|b| b.prefix.addr())
         .collect();
+    // Keep going past a failed release: every other address must still go.
+    let mut failures = Vec::new();
     for store in state.stores.values() {
         // Master IPs first: they are the ones that must not linger.
         for ip in [store.master_ip, store.replica_ip] {
             if held.contains(&ip.addr) {
-                let prefix = IpPrefix::new(ip.addr, ip.len)?;
-                ops.release(&config.interface, prefix)
-                    .await
-                    .with_context(|| format!("releasing {ip} (store {})", store.name))?;
-                info!(store = %store.name, %ip, "fenced: released");
-                released.push(ip);
+                let result = match IpPrefix::new(ip.addr, ip.len) {
+                    Ok(prefix) => ops
+                        .release(&config.interface, prefix)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(()) => {
+                        info!(store = %store.name, %ip, "fenced: released");
+                        released.push(ip);
+                    }
+                    Err(e) => failures.push(format!("{ip} (store {}): {e}", store.name)),
+                }
             }
         }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("could not release {}", failures.join("; "));
     }
     // Instances: the `none` driver runs nothing; the Cyrus drivers will stop
     // every slot's process group here.
