@@ -24,6 +24,9 @@ use crate::stats::Stats;
 /// How often the machine is compared with the log even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(1);
 
+/// Probe results by address, taken at the start of a pass.
+type Probes = BTreeMap<IpAddr, Result<Option<slotd_netops::MacAddr>, String>>;
+
 /// The longest one action (a bind, a driver start or stop) may take.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -144,6 +147,29 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         let named_master = state.stores.values().any(|s| s.master == self.me);
         self.stats.fenced.store(named_master && !lease_valid, Ordering::Relaxed);
         let actions = reconcile(&state, self.me, lease_valid, &observed);
+        // Probe every master IP this pass will bind, together: one probe
+        // waits its full timeout when nobody answers (the normal case), and
+        // a node taking over many stores must not wait that many times.
+        let to_probe: Vec<IpAddr> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Bind { store, ip, .. } if state.stores.get(store).is_some_and(|s| s.master_ip == *ip) => {
+                    Some(ip.addr)
+                }
+                _ => None,
+            })
+            .collect();
+        let answers = futures::future::join_all(
+            to_probe
+                .iter()
+                .map(|addr| self.ops.probe(&self.interface, *addr, self.probe_timeout)),
+        )
+        .await;
+        let probes: Probes = to_probe
+            .into_iter()
+            .zip(answers)
+            .map(|(addr, r)| (addr, r.map_err(|e| e.to_string())))
+            .collect();
         let mut failed: BTreeSet<String> = BTreeSet::new();
         for action in actions {
             let store = store_of(&action).to_owned();
@@ -164,7 +190,9 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
             let span = info_span!("act", store = %store, epoch);
             let result =
-                match tokio::time::timeout(ACTION_TIMEOUT, self.execute(&action, &state).instrument(span)).await {
+                match tokio::time::timeout(ACTION_TIMEOUT, self.execute(&action, &state, &probes).instrument(span))
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(format!("no result within {ACTION_TIMEOUT:?}")),
                 };
@@ -216,7 +244,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         r.fenced = fenced;
     }
 
-    async fn execute(&self, action: &Action, state: &ClusterState) -> Result<(), String> {
+    async fn execute(&self, action: &Action, state: &ClusterState, probes: &Probes) -> Result<(), String> {
         let iface = &self.interface;
         match action {
             Action::Release { ip, .. } => {
@@ -230,12 +258,16 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             Action::Bind { store, ip, .. } => {
                 let is_master_ip = state.stores.get(store).is_some_and(|s| s.master_ip == *ip);
                 if is_master_ip {
-                    // RFC 5227: is anyone else answering for it?
-                    let found = self
-                        .ops
-                        .probe(iface, ip.addr, self.probe_timeout)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    // RFC 5227: is anyone else answering for it? (Probed for
+                    // all of this pass's master IPs at once, see `pass`.)
+                    let found = match probes.get(&ip.addr) {
+                        Some(r) => r.clone()?,
+                        None => self
+                            .ops
+                            .probe(iface, ip.addr, self.probe_timeout)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    };
                     if let Some(mac) = found {
                         Stats::add(&self.stats.split_brain_alarms, 1);
                         error!(%ip, %mac, "split-brain alarm: another machine answers for the master IP; not binding it");
