@@ -283,6 +283,17 @@ impl Cluster {
         }
     }
 
+    /// `slotd fence` reports `notice.node` empty. On the leader, accepted if
+    /// no newer lease was granted to it (see `Seen::accept_fenced`); the
+    /// failover engine then moves its stores without waiting out the lease.
+    pub async fn fenced(&self, notice: crate::lease::FencedNotice) -> Result<bool, AgentError> {
+        self.confirm_leader().await?;
+        let term = self.raft.metrics().borrow().current_term;
+        let accepted = self.seen.accept_fenced(notice.node, notice.generation, self.id, term);
+        info!(node = notice.node, accepted, "fence notice");
+        Ok(accepted)
+    }
+
     /// Confirms with a quorum that this node leads and has applied all that
     /// was committed, so that checks against the local state are not stale.
     async fn confirm_leader(&self) -> Result<(), AgentError> {

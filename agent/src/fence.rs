@@ -41,13 +41,26 @@ pub async fn local_state(config: &Config) -> anyhow::Result<ClusterState> {
     Ok(data.state)
 }
 
-/// Releases every store address on the configured interface. Returns what
-/// was released.
-pub async fn fence(config: &Config) -> anyhow::Result<Vec<ServiceIp>> {
+/// What `slotd fence` did.
+pub struct Fenced {
+    /// The addresses it released.
+    pub released: Vec<ServiceIp>,
+    /// Whether the leader took the notice (`None`: no leader answered).
+    pub leader_accepted: Option<bool>,
+}
+
+/// Releases every store address on the configured interface, then tells
+/// the leader.
+pub async fn fence(config: &Config) -> anyhow::Result<Fenced> {
     let state = local_state(config).await?;
     let mut released = Vec::new();
     if !config.manage_addresses {
-        return Ok(released);
+        // The addresses lived in the agent's memory: gone with it.
+        let leader_accepted = tell_leader(config, &state).await;
+        return Ok(Fenced {
+            released,
+            leader_accepted,
+        });
     }
     let ops = KernelOps::new().context("netlink")?;
     let held: BTreeSet<IpAddr> = ops
@@ -86,5 +99,63 @@ pub async fn fence(config: &Config) -> anyhow::Result<Vec<ServiceIp>> {
     }
     // Instances: the `none` driver runs nothing; the Cyrus drivers will stop
     // every slot's process group here.
-    Ok(released)
+    let leader_accepted = tell_leader(config, &state).await;
+    Ok(Fenced {
+        released,
+        leader_accepted,
+    })
+}
+
+/// Best effort (DESIGN rule 6): tell the leader this node holds nothing
+/// since its last grant, so its stores move now rather than after the
+/// lease. Tries the other nodes, following a "not the leader" hint once.
+async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
+    use crate::cluster::AgentError;
+    use crate::lease::{read_generation, FencedNotice};
+    use slotd_proto::v1::RaftPayload;
+    use slotd_raft_store::codec;
+
+    let notice = FencedNotice {
+        node: config.node_id,
+        generation: read_generation(&config.data_dir),
+    };
+    let Ok(payload) = codec::encode(&notice) else {
+        return None;
+    };
+    let channels = crate::network::Channels::default();
+    let mut targets: Vec<String> = state
+        .nodes
+        .values()
+        .filter(|n| n.id != config.node_id)
+        .map(|n| n.addr.clone())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut i = 0;
+    while i < targets.len() && std::time::Instant::now() < deadline {
+        let addr = targets[i].clone();
+        i += 1;
+        let Ok(mut client) = channels.peer(&addr) else { continue };
+        let mut request = tonic::Request::new(RaftPayload {
+            payload: payload.clone(),
+        });
+        request.set_timeout(std::time::Duration::from_millis(500));
+        let Ok(reply) = client.fenced(request).await else {
+            continue;
+        };
+        match codec::decode::<Result<bool, AgentError>>(&reply.into_inner().payload) {
+            Ok(Ok(accepted)) => {
+                info!(leader = %addr, accepted, "told the leader this node holds nothing");
+                return Some(accepted);
+            }
+            Ok(Err(AgentError::NotLeader {
+                leader: Some((_, hint)),
+                ..
+            })) if !targets[..i].contains(&hint) => {
+                targets.insert(i, hint);
+            }
+            _ => {}
+        }
+    }
+    info!("no leader heard the fence notice; the stores move after the lease");
+    None
 }

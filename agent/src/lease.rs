@@ -48,11 +48,46 @@ pub struct Renewal {
     pub report: HealthReport,
 }
 
+/// Which grant a lease came from: a fenced node reports its last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub leader: NodeId,
+    pub term: u64,
+    pub seq: u64,
+}
+
+/// `slotd fence` tells the leader this node now holds nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FencedNotice {
+    pub node: NodeId,
+    /// The last grant the agent recorded before it stopped, if any.
+    pub generation: Option<Generation>,
+}
+
+/// File in the data directory holding the generation of the last grant the
+/// agent used (written before the lease counts).
+pub const GENERATION_FILE: &str = "lease-generation";
+
+/// Reads the generation `slotd fence` reports.
+pub fn read_generation(dir: &std::path::Path) -> Option<Generation> {
+    let bytes = std::fs::read(dir.join(GENERATION_FILE)).ok()?;
+    codec::decode(&bytes).ok()
+}
+
+fn write_generation(dir: &std::path::Path, g: Generation) -> std::io::Result<()> {
+    let bytes = codec::encode(&g).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{GENERATION_FILE}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, dir.join(GENERATION_FILE))
+}
+
 /// A granted renewal.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Granted {
     pub leader: NodeId,
     pub term: u64,
+    /// This grant's number at the leader.
+    pub seq: u64,
     /// The leader's read index for this grant (its committed log at the
     /// quorum round). The lease counts only once this node has applied that
     /// far: a node must not act as master on a log that is behind what the
@@ -99,6 +134,13 @@ struct SeenInner {
     /// carry at least this read index, so it learns it lost its stores
     /// before its lease counts.
     failed_over_at: BTreeMap<NodeId, u64>,
+    /// Numbers grants, so that a fenced node can say which was its last.
+    next_seq: u64,
+    /// The sequence number of the last grant to each node.
+    last_seq: BTreeMap<NodeId, u64>,
+    /// Nodes whose `slotd fence` reported them empty after this leader's
+    /// last grant to them: dead now, no need to wait out their lease.
+    fenced: BTreeSet<NodeId>,
 }
 
 impl Seen {
@@ -127,10 +169,32 @@ impl Seen {
     ) -> BTreeSet<NodeId> {
         let mut inner = self.lock();
         let dead: BTreeSet<NodeId> = candidates
-            .filter(|n| inner.granted.get(n).is_none_or(|(t, _)| t.elapsed() > dead_after))
+            .filter(|n| inner.fenced.contains(n) || inner.granted.get(n).is_none_or(|(t, _)| t.elapsed() > dead_after))
             .collect();
         inner.condemned.extend(dead.iter().copied());
         dead
+    }
+
+    /// `slotd fence` on `node` released everything after the grant
+    /// `generation` (or before any grant, if `None`). Accepted only if this
+    /// leader has granted the node nothing newer: then no process on it can
+    /// hold a lease, and its stores may move at once (DESIGN rule 6). The
+    /// node is condemned from now on, so no renewal slips in before the
+    /// failover.
+    pub fn accept_fenced(&self, node: NodeId, generation: Option<Generation>, me: NodeId, term: u64) -> bool {
+        let mut inner = self.lock();
+        let ok = match (inner.last_seq.get(&node).copied(), generation) {
+            // Never granted by this leader: only older leaders' leases,
+            // which the engine's own wait after its election outlasts.
+            (None, _) => true,
+            (Some(seq), Some(g)) => g.leader == me && g.term == term && g.seq == seq,
+            (Some(_), None) => false,
+        };
+        if ok {
+            inner.fenced.insert(node);
+            inner.condemned.insert(node);
+        }
+        ok
     }
 
     /// The failover of `nodes` is in the log at `index`.
@@ -138,6 +202,7 @@ impl Seen {
         let mut inner = self.lock();
         for n in nodes {
             inner.condemned.remove(n);
+            inner.fenced.remove(n);
             let at = inner.failed_over_at.entry(*n).or_default();
             *at = (*at).max(index);
         }
@@ -148,18 +213,25 @@ impl Seen {
         let mut inner = self.lock();
         for n in nodes {
             inner.condemned.remove(n);
+            inner.fenced.remove(n);
         }
     }
 
     /// Records a grant for `node` after a quorum round with `read_index`;
     /// `None` if the node is condemned, else the read index to send it.
-    fn grant(&self, node: NodeId, at: Instant, report: HealthReport, read_index: u64) -> Option<u64> {
+    fn grant(&self, node: NodeId, at: Instant, report: HealthReport, read_index: u64) -> Option<(u64, u64)> {
         let mut inner = self.lock();
         if inner.condemned.contains(&node) {
             return None;
         }
         inner.granted.insert(node, (at, report));
-        Some(read_index.max(inner.failed_over_at.get(&node).copied().unwrap_or(0)))
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        inner.last_seq.insert(node, seq);
+        Some((
+            read_index.max(inner.failed_over_at.get(&node).copied().unwrap_or(0)),
+            seq,
+        ))
     }
 }
 
@@ -194,9 +266,10 @@ impl Granter {
                 for (renewal, reply) in batch {
                     let outcome = match &round {
                         Ok(read_index) => match seen.grant(renewal.node, now, renewal.report, *read_index) {
-                            Some(read_index) => Ok(Granted {
+                            Some((read_index, seq)) => Ok(Granted {
                                 leader: cluster.id,
                                 term,
+                                seq,
                                 read_index,
                             }),
                             None => Err(AgentError::Precondition(format!(
@@ -259,6 +332,7 @@ pub fn spawn_keeper(
     heartbeat: Duration,
     lease: Duration,
     report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
+    data_dir: std::path::PathBuf,
     mut stop: watch::Receiver<bool>,
 ) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(LeaseState::default());
@@ -283,7 +357,7 @@ pub fn spawn_keeper(
                 node: cluster.id,
                 report: report(),
             };
-            let (cluster, granter, tx) = (cluster.clone(), granter.clone(), tx.clone());
+            let (cluster, granter, tx, data_dir) = (cluster.clone(), granter.clone(), tx.clone(), data_dir.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(lease, renew(&cluster, &granter, renewal)).await {
                     Ok(Ok(granted)) => {
@@ -304,6 +378,17 @@ pub fn spawn_keeper(
                                 read_index = granted.read_index,
                                 "lease granted but the log did not catch up in time"
                             );
+                            return;
+                        }
+                        // Recorded before the lease counts, so that `slotd
+                        // fence` can tell the leader which grant was the last.
+                        let g = Generation {
+                            leader: granted.leader,
+                            term: granted.term,
+                            seq: granted.seq,
+                        };
+                        if let Err(e) = write_generation(&data_dir, g) {
+                            warn!(error = %e, "cannot record the lease generation; not using this grant");
                             return;
                         }
                         tx.send_if_modified(|s| {
@@ -333,13 +418,17 @@ mod tests {
 
     use super::*;
 
+    fn read_index(g: Option<(u64, u64)>) -> Option<u64> {
+        g.map(|(r, _)| r)
+    }
+
     #[test]
     fn grants_and_failovers_do_not_cross() {
         let seen = Seen::default();
         let now = Instant::now();
         let long = Duration::from_secs(3600);
         // Granted just now: not dead.
-        assert_eq!(seen.grant(1, now, HealthReport::default(), 5), Some(5));
+        assert_eq!(read_index(seen.grant(1, now, HealthReport::default(), 5)), Some(5));
         assert!(seen.condemn([1].into_iter(), long).is_empty());
         // Never granted: dead, and condemned until settled.
         let dead = seen.condemn([2, 3].into_iter(), long);
@@ -351,11 +440,42 @@ mod tests {
         );
         // Node 2's stores moved at index 42: its next lease carries 42.
         seen.failed_over(&BTreeSet::from([2]), 42);
-        assert_eq!(seen.grant(2, now, HealthReport::default(), 7), Some(42));
-        assert_eq!(seen.grant(2, now, HealthReport::default(), 50), Some(50));
+        assert_eq!(read_index(seen.grant(2, now, HealthReport::default(), 7)), Some(42));
+        assert_eq!(read_index(seen.grant(2, now, HealthReport::default(), 50)), Some(50));
         // Node 3 had nothing to move: pardoned, granted as usual.
         seen.pardon(&BTreeSet::from([3]));
-        assert_eq!(seen.grant(3, now, HealthReport::default(), 9), Some(9));
+        assert_eq!(read_index(seen.grant(3, now, HealthReport::default(), 9)), Some(9));
         assert!(seen.granted_at(3).is_some());
+    }
+
+    #[test]
+    fn a_fence_notice_counts_only_for_the_last_grant() {
+        let seen = Seen::default();
+        let now = Instant::now();
+        let long = Duration::from_secs(3600);
+        let (_, seq) = seen.grant(4, now, HealthReport::default(), 1).unwrap();
+        let g = |seq| {
+            Some(Generation {
+                leader: 1,
+                term: 7,
+                seq,
+            })
+        };
+        // A notice about an older grant (the node was granted again since):
+        // refused, and the node is not dead.
+        let (_, newer) = seen.grant(4, now, HealthReport::default(), 1).unwrap();
+        assert!(!seen.accept_fenced(4, g(seq), 1, 7));
+        assert!(!seen.accept_fenced(4, None, 1, 7));
+        assert!(!seen.accept_fenced(4, g(newer), 2, 7), "another leader's grant");
+        assert!(!seen.accept_fenced(4, g(newer), 1, 8), "another term");
+        assert!(seen.condemn([4].into_iter(), long).is_empty());
+        // About the last grant: dead at once, and no renewal gets through.
+        assert!(seen.accept_fenced(4, g(newer), 1, 7));
+        assert_eq!(seen.condemn([4].into_iter(), long), BTreeSet::from([4]));
+        assert_eq!(seen.grant(4, now, HealthReport::default(), 1), None);
+        seen.failed_over(&BTreeSet::from([4]), 12);
+        assert!(seen.condemn([4].into_iter(), long).is_empty(), "settled");
+        // A node this leader never granted: accepted (older leases have run out).
+        assert!(seen.accept_fenced(5, None, 1, 7));
     }
 }

@@ -159,6 +159,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         config.timing.heartbeat(),
         config.timing.lease(),
         Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+        config.data_dir.clone(),
         loops_rx.clone(),
     );
     let lease_for_metrics = lease.clone();

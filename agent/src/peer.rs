@@ -11,7 +11,7 @@ use slotd_raft_store::codec;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, LeaderCall};
-use crate::lease::{Granter, Renewal};
+use crate::lease::{FencedNotice, Granter, Renewal};
 
 /// The Peer service of one agent.
 pub struct PeerService {
@@ -49,6 +49,11 @@ impl Peer for PeerService {
     async fn heartbeat(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let renewal: Renewal = decode(req)?;
         encode(&self.granter.grant(renewal).await)
+    }
+
+    async fn fenced(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let notice: FencedNotice = decode(req)?;
+        encode(&self.cluster.fenced(notice).await)
     }
 
     async fn leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

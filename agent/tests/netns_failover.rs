@@ -24,6 +24,7 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
     let moved = masters(&before, &victim_name);
     assert_eq!(moved.len(), 2);
 
+    let killed = Instant::now();
     site.kill9(victim);
     // What systemd's ExecStopPost does after any exit of the agent.
     let out = site.lan.host(HOSTS[victim]).exec(
@@ -31,6 +32,8 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
         &["fence", "--config", site.config(victim).to_str().unwrap()],
     );
     assert!(out.status.success(), "fence: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("the leader accepted"), "fence: {said}");
     assert!(site.held(victim).is_empty(), "fence left {:?}", site.held(victim));
 
     let survivor = (0..3).find(|i| *i != victim).unwrap();
@@ -45,6 +48,10 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
         }
         Some(s)
     });
+    // The fence told the leader, so the stores did not wait out the dead
+    // agent's lease + margin (2.5 s), which is what the silent path takes.
+    let took = killed.elapsed();
+    assert!(took < Duration::from_millis(2500), "moved only after {took:?}");
     for (store, _) in &moved {
         let st = after["stores"]
             .as_array()

@@ -75,8 +75,13 @@ fn main() -> ExitCode {
             }
         };
         return match runtime.block_on(slotd_agent::fence::fence(&config)) {
-            Ok(released) => {
-                println!("fenced: released {} address(es)", released.len());
+            Ok(done) => {
+                let leader = match done.leader_accepted {
+                    Some(true) => "the leader accepted: stores move now",
+                    Some(false) => "the leader declined (a newer lease exists): stores move after the lease",
+                    None => "no leader answered: stores move after the lease",
+                };
+                println!("fenced: released {} address(es); {leader}", done.released.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {
