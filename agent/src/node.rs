@@ -167,7 +167,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         Reconciler {
             me: config.node_id,
             reader: cluster.reader.clone(),
-            ops,
+            ops: Arc::new(ops),
             driver,
             interface: config.interface.clone(),
             lease,

@@ -50,7 +50,7 @@ struct L2Progress {
 pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub me: NodeId,
     pub reader: StateReader,
-    pub ops: A,
+    pub ops: Arc<A>,
     pub driver: D,
     pub interface: String,
     pub lease: watch::Receiver<LeaseState>,
@@ -68,14 +68,29 @@ fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
 impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
     /// Runs until `stop`; then gives up every master role (as a lost lease
     /// would) before returning.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>)
+    where
+        A: 'static,
+    {
         let mut applied = self.reader.subscribe();
         let mut last_announce = Instant::now();
-        let mut checked: BTreeMap<String, L2Progress> = BTreeMap::new();
         match self.ops.mac(&self.interface).await {
             Ok(mac) => self.report.lock().unwrap_or_else(PoisonError::into_inner).mac = Some(mac.to_string()),
             Err(e) => warn!(interface = %self.interface, error = %e, "no MAC for the layer-2 check"),
         }
+        // Layer-2 probes of other nodes' IPs wait out their timeout when
+        // nobody answers: they run on their own, never delaying a pass.
+        let l2 = tokio::spawn(
+            L2Checker {
+                me: self.me,
+                reader: self.reader.clone(),
+                ops: self.ops.clone(),
+                interface: self.interface.clone(),
+                probe_timeout: self.probe_timeout,
+                report: self.report.clone(),
+            }
+            .run(stop.clone()),
+        );
         loop {
             let lease = *self.lease.borrow();
             let valid = lease.valid_at(Instant::now());
@@ -89,7 +104,6 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             let expired = tokio::select! {
                 _ = async {
                     self.pass(valid).await;
-                    self.check_l2(&mut checked).await;
                     if last_announce.elapsed() >= self.announce_refresh {
                         self.refresh_announcements().await;
                         last_announce = Instant::now();
@@ -113,6 +127,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         }
+        l2.abort();
         info!("reconciler stopping: giving up master roles");
         self.pass(false).await;
     }
@@ -309,11 +324,85 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         Ok(())
     }
 
+    /// Re-announce every master IP this node holds as master (switches
+    /// forget MACs; a lost gratuitous ARP must not strand clients).
+    async fn refresh_announcements(&self) {
+        let state = self.reader.with(|d| d.state.clone());
+        let Some(observed) = self.observe(&state).await else {
+            return;
+        };
+        for s in state.stores.values().filter(|s| s.master == self.me) {
+            // Checked right before each announcement: announcing an IP this
+            // node may no longer serve would pull clients back to it.
+            let serving =
+                matches!(s.phase, Phase::Stable) || matches!(s.phase, Phase::Promoting { to, .. } if to == self.me);
+            let still_master = self.reader.with(|d| {
+                d.state
+                    .stores
+                    .get(&s.name)
+                    .is_some_and(|c| c.master == self.me && c.epoch == s.epoch)
+            });
+            if !serving || !still_master || !self.lease.borrow().valid_at(Instant::now()) {
+                continue;
+            }
+            if observed.addresses.contains(&s.master_ip.addr) {
+                if let Err(e) = self
+                    .ops
+                    .announce(&self.interface, s.master_ip.addr, AnnounceOptions::default())
+                    .await
+                {
+                    warn!(store = %s.name, error = %e, "re-announce failed");
+                }
+            }
+        }
+    }
+}
+
+fn store_of(a: &Action) -> &str {
+    match a {
+        Action::Stop { store, .. }
+        | Action::Release { store, .. }
+        | Action::Bind { store, .. }
+        | Action::Announce { store, .. }
+        | Action::StartMaster { store, .. }
+        | Action::StartReplica { store, .. } => store,
+    }
+}
+
+fn is_give_up(a: &Action) -> bool {
+    matches!(a, Action::Stop { .. } | Action::Release { .. })
+}
+
+/// The layer-2 check loop (see `l2`): on every applied entry and every
+/// second, probe the master IPs this node should check.
+struct L2Checker<A: AddressOps> {
+    me: NodeId,
+    reader: StateReader,
+    ops: Arc<A>,
+    interface: String,
+    probe_timeout: Duration,
+    report: Arc<Mutex<HealthReport>>,
+}
+
+impl<A: AddressOps> L2Checker<A> {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut applied = self.reader.subscribe();
+        let mut checked: BTreeMap<String, L2Progress> = BTreeMap::new();
+        loop {
+            self.check(&mut checked).await;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                r = applied.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    }
+
     /// As replica, probe the master IP of every store that moved since the
     /// last look and report which MAC answers (see `l2`). A store is looked
     /// at again until something answers; a few per pass, so that a burst of
     /// moves does not stall the reconciler.
-    async fn check_l2(&self, checked: &mut BTreeMap<String, L2Progress>) {
+    async fn check(&self, checked: &mut BTreeMap<String, L2Progress>) {
         let state = self.reader.with(|d| d.state.clone());
         checked.retain(|name, _| state.stores.contains_key(name));
         let due: Vec<&slotd_raft_store::Store> = state
@@ -365,52 +454,4 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             );
         }
     }
-
-    /// Re-announce every master IP this node holds as master (switches
-    /// forget MACs; a lost gratuitous ARP must not strand clients).
-    async fn refresh_announcements(&self) {
-        let state = self.reader.with(|d| d.state.clone());
-        let Some(observed) = self.observe(&state).await else {
-            return;
-        };
-        for s in state.stores.values().filter(|s| s.master == self.me) {
-            // Checked right before each announcement: announcing an IP this
-            // node may no longer serve would pull clients back to it.
-            let serving =
-                matches!(s.phase, Phase::Stable) || matches!(s.phase, Phase::Promoting { to, .. } if to == self.me);
-            let still_master = self.reader.with(|d| {
-                d.state
-                    .stores
-                    .get(&s.name)
-                    .is_some_and(|c| c.master == self.me && c.epoch == s.epoch)
-            });
-            if !serving || !still_master || !self.lease.borrow().valid_at(Instant::now()) {
-                continue;
-            }
-            if observed.addresses.contains(&s.master_ip.addr) {
-                if let Err(e) = self
-                    .ops
-                    .announce(&self.interface, s.master_ip.addr, AnnounceOptions::default())
-                    .await
-                {
-                    warn!(store = %s.name, error = %e, "re-announce failed");
-                }
-            }
-        }
-    }
-}
-
-fn store_of(a: &Action) -> &str {
-    match a {
-        Action::Stop { store, .. }
-        | Action::Release { store, .. }
-        | Action::Bind { store, .. }
-        | Action::Announce { store, .. }
-        | Action::StartMaster { store, .. }
-        | Action::StartReplica { store, .. } => store,
-    }
-}
-
-fn is_give_up(a: &Action) -> bool {
-    matches!(a, Action::Stop { .. } | Action::Release { .. })
 }
