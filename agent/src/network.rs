@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -62,36 +62,10 @@ impl Channels {
     }
 }
 
-/// When each peer last answered a Raft RPC of ours. On the leader this is a
-/// liveness signal every heartbeat refreshes; kept in memory only.
-#[derive(Clone, Default)]
-pub struct LastSeen {
-    inner: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
-}
-
-impl LastSeen {
-    fn mark(&self, node: NodeId) {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(node, Instant::now());
-    }
-
-    /// Time since `node` last answered, if it ever did.
-    pub fn since(&self, node: NodeId) -> Option<Duration> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node)
-            .map(Instant::elapsed)
-    }
-}
-
 /// Creates one `PeerConnection` per target for openraft.
 #[derive(Clone, Default)]
 pub struct PeerNetwork {
     pub channels: Channels,
-    pub last_seen: LastSeen,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -101,7 +75,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerConnection {
             target,
             client: self.channels.peer(&node.addr).map_err(|e| e.to_string()),
-            last_seen: self.last_seen.clone(),
         }
     }
 }
@@ -112,7 +85,6 @@ pub struct PeerConnection {
     /// `Err` when the address cannot even form a URI; every call then fails
     /// as unreachable (openraft backs off) with that reason.
     client: Result<PeerClient<Channel>, String>,
-    last_seen: LastSeen,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +135,6 @@ impl PeerConnection {
             }
             _ => CallError::Network(format!("node {}: {status}", self.target)),
         })?;
-        self.last_seen.mark(self.target);
         codec::decode(&reply.into_inner().payload).map_err(|e| CallError::Network(format!("decode: {e}")))
     }
 
