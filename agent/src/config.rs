@@ -491,16 +491,10 @@ fn socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error>
         .map_err(|_| serde::de::Error::custom(format!("{text:?} is not IP:port")))
 }
 
-/// The node-name rule shared by `slotd.toml` and the topology: 1 to 64
-/// characters of `[A-Za-z0-9._-]`, starting with a letter or digit (so a name
-/// can never look like an option or a hidden file).
+/// The node-name rule shared by `slotd.toml` and the topology (it lives with
+/// the state machine, which enforces it on every command).
 pub fn is_valid_node_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {}
-        _ => return false,
-    }
-    name.len() <= 64 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    slotd_raft_store::apply::name_problem(name).is_none()
 }
 
 /// Linux's rules for interface names (`dev_valid_name` in the kernel): 1 to

@@ -524,8 +524,10 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Names end up in systemd unit names, paths and tables: keep them plain.
-pub fn check_name(what: &str, field: &'static str, name: &str) -> Result<(), Rejection> {
-    let problem = if name.is_empty() {
+/// `None` when `name` is a valid node, slot or store name, else why not. The
+/// one rule for topology files, commands and `slotd.toml`.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
         Some("must not be empty".to_owned())
     } else if name.len() > MAX_NAME_LEN {
         Some(format!("{name:?} is longer than {MAX_NAME_LEN} characters"))
@@ -535,8 +537,12 @@ pub fn check_name(what: &str, field: &'static str, name: &str) -> Result<(), Rej
         Some(format!("{name:?} must start with a letter or digit"))
     } else {
         None
-    };
-    match problem {
+    }
+}
+
+/// `name_problem` as a rejection naming the object and field.
+pub fn check_name(what: &str, field: &'static str, name: &str) -> Result<(), Rejection> {
+    match name_problem(name) {
         Some(p) => Err(invalid(what, field, &p)),
         None => Ok(()),
     }
