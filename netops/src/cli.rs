@@ -162,12 +162,9 @@ pub async fn run(
 /// found another owner (the one-line reason goes to stderr, after `prog: `).
 pub fn main_on_kernel(prog: &str, command: &NetCommand) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match runtime_or_exit(prog) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{prog}: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let ops = crate::KernelOps::new()?;
@@ -183,14 +180,38 @@ pub fn main_on_kernel(prog: &str, command: &NetCommand) -> std::process::ExitCod
     }
 }
 
-/// clap's error as one line: its first paragraph, without the usage text
-/// (some kinds put the argument names on indented lines of their own).
-pub fn one_line(e: &clap::Error) -> String {
-    let text = e.to_string();
-    let first: Vec<&str> = text
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    first.join(" ").trim_start_matches("error: ").to_owned()
+/// Parses the command line the way every slotd binary does: `--help` and
+/// `--version` print and exit 0; bad arguments print one line naming the
+/// argument (clap's first paragraph, usage left out) after `prog: ` and
+/// exit 2.
+pub fn parse_or_exit<T: clap::Parser>(prog: &str) -> Result<T, std::process::ExitCode> {
+    match T::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{prog}: {}", first.join(" ").trim_start_matches("error: "));
+            Err(std::process::ExitCode::from(2))
+        }
+        Err(e) => {
+            let _ = e.print();
+            Err(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A current-thread runtime for a command-line tool; on failure, says so
+/// after `prog: ` and gives the exit code to return.
+pub fn runtime_or_exit(prog: &str) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{prog}: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
 }

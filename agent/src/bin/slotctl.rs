@@ -128,26 +128,16 @@ enum StoreCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            eprintln!("slotctl: {}", slotd_netops::cli::one_line(&e));
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
+    let cli = match slotd_netops::cli::parse_or_exit::<Cli>("slotctl") {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     if let Cmd::Net { command } = &cli.command {
         return slotd_netops::cli::main_on_kernel("slotctl", command);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match slotd_netops::cli::runtime_or_exit("slotctl") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("slotctl: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

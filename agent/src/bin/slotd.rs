@@ -32,16 +32,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match slotd_netops::cli::parse_or_exit::<Args>("slotd") {
         Ok(a) => a,
-        Err(e) if e.use_stderr() => {
-            eprintln!("slotd: {}", slotd_netops::cli::one_line(&e));
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
+        Err(code) => return code,
     };
     if let Some(path) = args.check_config {
         return match Config::load(&path) {
@@ -67,12 +60,9 @@ fn main() -> ExitCode {
         }
     };
     if args.action.as_deref() == Some("fence") {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let runtime = match slotd_netops::cli::runtime_or_exit("slotd") {
             Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("slotd: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         return match runtime.block_on(slotd_agent::fence::fence(&config)) {
             Ok(done) => {

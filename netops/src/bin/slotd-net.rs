@@ -3,21 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use slotd_netops::cli::{self, NetCli};
 
 fn main() -> ExitCode {
-    match NetCli::try_parse() {
+    match cli::parse_or_exit::<NetCli>("slotd-net") {
         Ok(args) => cli::main_on_kernel("slotd-net", &args.command),
-        // Bad arguments: one line naming the argument, status 2.
-        Err(e) if e.use_stderr() => {
-            eprintln!("slotd-net: {}", cli::one_line(&e));
-            ExitCode::from(2)
-        }
-        // --help, --version
-        Err(e) => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
+        Err(code) => code,
     }
 }
