@@ -4,7 +4,13 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    // The status messages double as `slotctl status --json` and travel
+    // between agents inside leader calls: give them serde, not a mirror type.
+    let serde = "#[derive(serde::Serialize, serde::Deserialize)]";
     tonic_prost_build::configure()
+        .type_attribute(".slotd.v1.StatusReply", serde)
+        .type_attribute(".slotd.v1.NodeStatus", serde)
+        .type_attribute(".slotd.v1.StoreStatus", serde)
         .file_descriptor_set_path(out.join("slotd_descriptor.bin"))
         .compile_protos(&["proto/slotd/v1/slotd.proto"], &["proto"])?;
     Ok(())

@@ -102,10 +102,10 @@ impl Admin for AdminService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         self.open()?;
         if req.into_inner().stale {
-            return Ok(Response::new(self.cluster.status().into()));
+            return Ok(Response::new(self.cluster.status()));
         }
         match self.cluster.call(LeaderCall::Status).await.map_err(to_status)? {
-            LeaderReply::Status(view) => Ok(Response::new(view.into())),
+            LeaderReply::Status(view) => Ok(Response::new(view)),
             LeaderReply::Written { .. } => Err(Status::internal("leader answered a status with a write")),
         }
     }

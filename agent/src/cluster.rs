@@ -325,7 +325,7 @@ impl Cluster {
                         .is_some_and(|t| t.elapsed() <= self.alive_within))
         };
         self.reader.with(|data| {
-            StatusView::build(
+            crate::status::build(
                 data,
                 &Liveness {
                     leader: m.current_leader,

@@ -37,6 +37,11 @@ fn three_nodes_init_and_agree() {
     let out = c.slotctl(1, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("leader: imap") && text.contains("st0006"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("STORE") && l.trim_end().ends_with("L2")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -205,11 +205,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status { stale } => {
             let mut c = client::connect(&cli.endpoint).await?;
             let reply = c.status(pb::StatusRequest { stale }).await?.into_inner();
-            let view = StatusView::from(reply);
+            let view: StatusView = reply;
             if json {
                 print_json(&view)
             } else {
-                print!("{}", view.table());
+                print!("{}", slotd_agent::status::table(&view));
                 Ok(())
             }
         }
