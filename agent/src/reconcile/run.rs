@@ -162,6 +162,13 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         let named_master = state.stores.values().any(|s| s.master == self.me);
         self.stats.fenced.store(named_master && !lease_valid, Ordering::Relaxed);
         let actions = reconcile(&state, self.me, lease_valid, &observed);
+        let fenced = named_master && !lease_valid;
+        if actions.is_empty() {
+            // Nothing changed on the machine: report what was just seen
+            // rather than asking the kernel again.
+            self.publish(&observed, fenced);
+            return;
+        }
         // Probe every master IP this pass will bind, together: one probe
         // waits its full timeout when nobody answers (the normal case), and
         // a node taking over many stores must not wait that many times.
@@ -218,7 +225,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             }
         }
         if let Some(observed) = self.observe(&state).await {
-            self.publish(&observed, named_master && !lease_valid);
+            self.publish(&observed, fenced);
         }
     }
 
