@@ -9,7 +9,9 @@ use slotd_proto::v1::admin_server::Admin;
 use slotd_raft_store::{ClusterState, Command, NodeSpec, ServiceIp, SlotRef, StoreSpec, Topology};
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{AgentError, Cluster, LeaderCall, LeaderReply, NamedStore};
+use crate::cluster::Cluster;
+use crate::error::AgentError;
+use crate::wire::{LeaderCall, LeaderReply, NamedStore};
 
 /// The Admin service of one agent.
 pub struct AdminService {

@@ -3,34 +3,56 @@
 //! reason (`ExecStopPost`, DESIGN "Safety" rules 4 and 6), so that a crashed
 //! or killed agent cannot leave a master behind it.
 //!
-//! It reads the store addresses from the node's own Raft data (snapshot plus
-//! committed log), releases every one of them found on the interface, and
-//! stops every slot instance.
+//! It takes the agent lock (refusing to run beside a live agent), reads the
+//! store addresses from the node's own Raft data (snapshot plus committed
+//! log), releases every one of them found on the interface, stops every slot
+//! instance, and then tells the leader (see [`tell_leader`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Duration;
 
-use anyhow::Context;
 use openraft::storage::RaftLogStorage;
-use openraft::{EntryPayload, RaftLogReader};
-use slotd_netops::{AddressOps, IpPrefix, KernelOps};
-use slotd_raft_store::{storage, ClusterState, ServiceIp};
-use tracing::info;
+use openraft::{EntryPayload, RaftLogReader, StorageError};
+use slotd_netops::{AddressOps, IpPrefix, KernelOps, NetError};
+use slotd_raft_store::storage::OpenError;
+use slotd_raft_store::{storage, ClusterState, NodeId, ServiceIp};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::error::AgentError;
+use crate::leader::core::TICKET_FRESH;
+use crate::lock::{self, LockError};
+use crate::peer_call::{Channels, Method};
+use crate::wire::{FenceReply, FenceRequest};
+
+/// Why `slotd fence` could not do all it should.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("the agent lock: {0}")]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    #[error("reading the Raft log: {0}")]
+    Log(#[from] StorageError<NodeId>),
+    #[error("netlink: {0}")]
+    Netlink(NetError),
+    #[error("listing addresses on {interface}: {source}")]
+    List { interface: String, source: NetError },
+    #[error("could not release {0}")]
+    Release(String),
+}
 
 /// The cluster state as far as this node had committed it.
-pub async fn local_state(config: &Config) -> anyhow::Result<ClusterState> {
+pub async fn local_state(config: &Config) -> Result<ClusterState, FenceError> {
     let (mut log, sm) = storage::open(&config.data_dir)?;
     let mut data = sm.reader().snapshot();
-    let committed = log.read_committed().await.context("reading the committed log id")?;
+    let committed = log.read_committed().await?;
     let from = data.last_applied.map_or(0, |l| l.index + 1);
     if let Some(committed) = committed {
         if committed.index >= from {
-            let entries = log
-                .try_get_log_entries(from..=committed.index)
-                .await
-                .context("reading the log")?;
+            let entries = log.try_get_log_entries(from..=committed.index).await?;
             for entry in entries {
                 if let EntryPayload::Normal(req) = &entry.payload {
                     data.state.apply(req);
@@ -51,7 +73,9 @@ pub struct Fenced {
 
 /// Releases every store address on the configured interface, then tells
 /// the leader.
-pub async fn fence(config: &Config) -> anyhow::Result<Fenced> {
+pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
+    // Held until we return: no agent starts meanwhile.
+    let _lock = lock::acquire(&config.data_dir)?;
     let state = local_state(config).await?;
     let mut released = Vec::new();
     if !config.manage_addresses {
@@ -62,11 +86,14 @@ pub async fn fence(config: &Config) -> anyhow::Result<Fenced> {
             leader_accepted,
         });
     }
-    let ops = KernelOps::new().context("netlink")?;
+    let ops = KernelOps::new().map_err(FenceError::Netlink)?;
     let held: BTreeSet<IpAddr> = ops
         .list(&config.interface)
         .await
-        .with_context(|| format!("listing addresses on {}", config.interface))?
+        .map_err(|source| FenceError::List {
+            interface: config.interface.clone(),
+            source,
+        })?
         .into_iter()
         .map(|b| b.prefix.addr())
         .collect();
@@ -95,7 +122,7 @@ pub async fn fence(config: &Config) -> anyhow::Result<Fenced> {
         }
     }
     if !failures.is_empty() {
-        anyhow::bail!("could not release {}", failures.join("; "));
+        return Err(FenceError::Release(failures.join("; ")));
     }
     // Instances: the `none` driver runs nothing; the Cyrus drivers will stop
     // every slot's process group here.
@@ -106,56 +133,101 @@ pub async fn fence(config: &Config) -> anyhow::Result<Fenced> {
     })
 }
 
-/// Best effort (DESIGN rule 6): tell the leader this node holds nothing
-/// since its last grant, so its stores move now rather than after the
-/// lease. Tries the other nodes, following a "not the leader" hint once.
-async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
-    use crate::cluster::AgentError;
-    use crate::lease::{read_generation, FencedNotice};
-    use slotd_proto::v1::RaftPayload;
-    use slotd_raft_store::codec;
+/// How long one call to a peer may take.
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
-    let notice = FencedNotice {
-        node: config.node_id,
-        generation: read_generation(&config.data_dir),
-    };
-    let Ok(payload) = codec::encode(&notice) else {
-        return None;
-    };
-    let channels = crate::network::Channels::default();
-    let mut targets: Vec<String> = state
+/// Pause between rounds over the nodes while no leader answers (an
+/// election may be under way).
+const RETRY: Duration = Duration::from_millis(50);
+
+/// Best effort (DESIGN rule 6): tell the leader this node holds nothing, so
+/// its stores move now rather than after the lease. Asks the nodes (the
+/// leader's hint first) for a fence ticket, then presents it with the
+/// notice; keeps trying for `lease + margin` (long enough to outlast an
+/// election when the leader itself died), after which the silent path
+/// would have moved the stores anyway.
+///
+/// A notice whose fate is unknown (sent, no answer) could still be
+/// accepted while its ticket is fresh: then we wait that out before
+/// returning, so that the next agent (which systemd starts only after we
+/// exit) never runs while the leader may still act on the notice.
+async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
+    let me = config.node_id;
+    let channels = Channels::default();
+    let nodes: Vec<String> = state
         .nodes
         .values()
-        .filter(|n| n.id != config.node_id)
+        .filter(|n| n.id != me)
         .map(|n| n.addr.clone())
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let mut i = 0;
-    while i < targets.len() && std::time::Instant::now() < deadline {
-        let addr = targets[i].clone();
-        i += 1;
-        let Ok(mut client) = channels.peer(&addr) else { continue };
-        let mut request = tonic::Request::new(RaftPayload {
-            payload: payload.clone(),
-        });
-        request.set_timeout(std::time::Duration::from_millis(500));
-        let Ok(reply) = client.fenced(request).await else {
-            continue;
-        };
-        match codec::decode::<Result<bool, AgentError>>(&reply.into_inner().payload) {
-            Ok(Ok(accepted)) => {
-                info!(leader = %addr, accepted, "told the leader this node holds nothing");
-                return Some(accepted);
+    let deadline = Instant::now() + config.timing.lease() + config.timing.clock_skew_margin();
+    // Until when an unanswered notice might still be accepted.
+    let mut in_doubt_until: Option<Instant> = None;
+    let mut outcome = None;
+    'rounds: while Instant::now() < deadline {
+        let mut targets = nodes.clone();
+        let mut i = 0;
+        while i < targets.len() && Instant::now() < deadline {
+            let addr = targets[i].clone();
+            i += 1;
+            let ticket = channels
+                .call::<_, Result<FenceReply, AgentError>>(
+                    &addr,
+                    Method::Fenced,
+                    &FenceRequest::Ticket { node: me },
+                    CALL_TIMEOUT,
+                )
+                .await;
+            let id = match ticket {
+                Ok(Ok(FenceReply::Ticket(id))) => id,
+                Ok(Err(AgentError::NotLeader {
+                    leader: Some((_, hint)),
+                    ..
+                })) => {
+                    // Ask the node named next, unless it is already next
+                    // (a bounded number of times: leaders come and go).
+                    if targets.get(i) != Some(&hint) && targets.len() < 4 * nodes.len() + 4 {
+                        targets.insert(i, hint);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let got_at = Instant::now();
+            let notice = channels
+                .call::<_, Result<FenceReply, AgentError>>(
+                    &addr,
+                    Method::Fenced,
+                    &FenceRequest::Notice { node: me, ticket: id },
+                    CALL_TIMEOUT,
+                )
+                .await;
+            match notice {
+                Ok(Ok(FenceReply::Accepted(true))) => {
+                    info!(leader = %addr, "told the leader this node holds nothing: its stores move now");
+                    outcome = Some(true);
+                    break 'rounds;
+                }
+                // Refused (the leadership changed since the ticket): the
+                // ticket is void; try again with a new one.
+                Ok(_) => outcome = Some(false),
+                Err(_) => {
+                    let until = got_at + TICKET_FRESH + config.timing.clock_skew_margin();
+                    in_doubt_until = Some(in_doubt_until.map_or(until, |t| t.max(until)));
+                }
             }
-            Ok(Err(AgentError::NotLeader {
-                leader: Some((_, hint)),
-                ..
-            })) if !targets[..i].contains(&hint) => {
-                targets.insert(i, hint);
-            }
-            _ => {}
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+    if outcome != Some(true) {
+        match outcome {
+            Some(_) => warn!("the leader declined the fence notice; the stores move after the lease"),
+            None => info!("no leader heard the fence notice; the stores move after the lease"),
+        }
+        if let Some(until) = in_doubt_until {
+            info!("waiting until an unanswered notice can no longer be accepted");
+            tokio::time::sleep_until(until).await;
         }
     }
-    info!("no leader heard the fence notice; the stores move after the lease");
-    None
+    outcome
 }

@@ -9,20 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use slotd_raft_store::{NodeId, Phase, Store};
 
-use crate::lease::HealthReport;
-
-/// What a replica saw when it probed a store's master IP.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct L2Seen {
-    /// The store's epoch when probed: an observation of an older move
-    /// says nothing about the current one.
-    pub epoch: u64,
-    /// The MAC that answered, if any.
-    pub answered_by: Option<String>,
-}
+use crate::wire::HealthReport;
+pub use crate::wire::L2Seen;
 
 /// The leader's verdict for one store.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,13 +1,19 @@
 //! `slotd-agent`: the daemon `slotd` and the operator CLI `slotctl`.
 //!
-//! Layout:
-//! - `config`: the node's `slotd.toml`, loaded and validated.
-//! - `node`: start-up and shutdown of one agent (Raft, servers, tasks).
-//! - `network`: openraft's network over gRPC (`slotd.v1.Peer`).
-//! - `peer`, `admin`: the gRPC services.
-//! - `client`: what `slotctl` uses to talk to a cluster.
-//! - `metrics`: Prometheus text exposition and its HTTP endpoint.
-//! - `notify`: systemd `sd_notify` (READY, STOPPING, WATCHDOG).
+//! Layout, bottom to top:
+//! - ground floor: `wire` (every message agents exchange), `error`
+//!   (`AgentError`), `peer_call` (the one typed way to call another agent),
+//!   `clock` (time as a value, for the pure cores), `random`;
+//! - `config`: the node's `slotd.toml`, loaded and validated;
+//! - pure decisions: `leader::core` (lease ledger, who is dead), `lease`
+//!   (`LeaseBook`: grants in, lease out), `reconcile` (what to do on this
+//!   machine), `l2` (layer-2 verdicts);
+//! - their shells: `leader::{granter, engine}`, `lease::keeper`,
+//!   `reconcile::run`, with `driver` and `addresses` as what they act on;
+//! - `cluster` (routing calls to the leader), `membership`, `status`;
+//! - `network` (openraft over gRPC), `peer`, `admin` (the gRPC services);
+//! - `node`: start-up and shutdown of one agent; `fence`: `slotd fence`;
+//! - `client`: what `slotctl` uses; `metrics`, `notify`, `stats`.
 //!
 //! The agent acts on what the Raft log decided; it never decides again by
 //! itself.
@@ -15,18 +21,25 @@
 pub mod addresses;
 pub mod admin;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod driver;
-pub mod failover;
+pub mod error;
 pub mod fence;
 pub mod l2;
+pub mod leader;
 pub mod lease;
+pub mod lock;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod notify;
 pub mod peer;
+pub mod peer_call;
+pub mod random;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod wire;

@@ -14,39 +14,66 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context;
 use openraft::{ServerState, SnapshotPolicy};
+use slotd_netops::{KernelOps, MacAddr, MemoryOps, NetError};
 use slotd_proto::v1::admin_server::AdminServer;
 use slotd_proto::v1::peer_server::PeerServer;
-use slotd_raft_store::storage;
+use slotd_raft_store::storage::{self, OpenError};
 use slotd_raft_store::typ::Raft;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
-
-use std::sync::{Mutex, PoisonError};
-
-use slotd_netops::{KernelOps, MacAddr, MemoryOps};
 
 use crate::addresses::AnyOps;
 use crate::admin::AdminService;
+use crate::clock::Mono;
 use crate::cluster::Cluster;
-use crate::config::Config;
-use crate::config::Driver;
+use crate::config::{Config, Driver};
 use crate::driver::NoneDriver;
-use crate::failover::FailoverEngine;
-use crate::lease::{self, Granter, HealthReport, LeaseState, Seen};
+use crate::leader::core::TICKET_FRESH;
+use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
+use crate::lease::{self, LeaseState};
+use crate::lock::{self, LockError};
 use crate::metrics::{self, Exposition};
-use crate::network::{PeerNetwork, MAX_MESSAGE};
+use crate::network::PeerNetwork;
 use crate::notify::Notifier;
 use crate::peer::PeerService;
+use crate::peer_call::MAX_MESSAGE;
 use crate::reconcile::run::Reconciler;
 use crate::stats::Stats;
+use crate::wire::HealthReport;
+
+/// Why the agent could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data_dir: {0}")]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Storage(#[from] OpenError),
+    #[error("Raft settings from [timing]: {0}")]
+    RaftConfig(String),
+    #[error("starting Raft: {0}")]
+    Raft(String),
+    #[error("netlink: {0}")]
+    Netlink(#[from] NetError),
+    #[error("cyrus.driver = {0:?} is not implemented yet (only \"none\"); see the Cyrus driver issue")]
+    Driver(&'static str),
+    #[error("{what}: cannot bind {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+}
 
 /// File in the data directory where a running agent writes the addresses it
 /// bound (`listen=…`, `metrics=…`), so that tools and tests using port 0
@@ -55,7 +82,7 @@ pub const ENDPOINTS_FILE: &str = "endpoints";
 
 /// openraft's settings from the node config. Election timeouts are sized for
 /// lossy LANs (several heartbeats may be lost before anyone campaigns).
-pub fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
     let t = &config.timing;
     let c = openraft::Config {
         cluster_name: "slotd".into(),
@@ -67,49 +94,62 @@ pub fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
         max_in_snapshot_log_to_keep: 1_000,
         ..Default::default()
     };
-    Ok(Arc::new(c.validate().context("Raft settings from [timing]")?))
+    c.validate()
+        .map(Arc::new)
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))
 }
 
 /// Runs an agent until `shutdown` completes, then stops it in order.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    // First of all: no other agent, and no `slotd fence`, on this data.
+    let _lock = lock::acquire(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
     let network = PeerNetwork::default();
     let raft = Raft::new(config.node_id, raft_config(&config)?, network.clone(), log, sm)
         .await
-        .context("starting Raft")?;
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let engine_wake = Arc::new(Notify::new());
     let cluster = Arc::new(Cluster {
         id: config.node_id,
         name: config.name.clone(),
         raft: raft.clone(),
         reader,
         network,
-        seen: Seen::default(),
-        alive_within: config.timing.lease() + config.timing.clock_skew_margin(),
+        leader: Mutex::new(LeaderCore::new(
+            config.node_id,
+            LeaderTiming {
+                lease: config.timing.lease(),
+                margin: config.timing.clock_skew_margin(),
+                ticket_fresh: TICKET_FRESH,
+            },
+        )),
+        engine_wake: engine_wake.clone(),
     });
     let stats = Arc::new(Stats::default());
     let granter = Granter::spawn(cluster.clone(), config.timing.lease());
     let ops = if config.manage_addresses {
-        AnyOps::Kernel(KernelOps::new().context("netlink")?)
+        AnyOps::Kernel(KernelOps::new()?)
     } else {
         AnyOps::Memory(MemoryOps::new(MacAddr([0x02, 0, 0, 0, 0, 0x01])).with_interface(&config.interface))
     };
     let driver = match config.cyrus.driver {
         Driver::None => NoneDriver::default(),
-        other => anyhow::bail!(
-            "cyrus.driver = {:?} is not implemented yet (only \"none\"); see the Cyrus driver issue",
-            other.as_str()
-        ),
+        other => return Err(NodeError::Driver(other.as_str())),
     };
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
-    let metrics_listener = TcpListener::bind(config.metrics_listen)
-        .await
-        .with_context(|| format!("metrics_listen: cannot bind {}", config.metrics_listen))?;
-    let listen = listener.local_addr()?;
-    let metrics_at = metrics_listener.local_addr()?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Bind { what, addr, source })
+    };
+    let listener = bind("listen", config.listen).await?;
+    let metrics_listener = bind("metrics_listen", config.metrics_listen).await?;
+    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| {
+        l.local_addr().map_err(|source| NodeError::Bind { what, addr, source })
+    };
+    let listen = local(&listener, "listen", config.listen)?;
+    let metrics_at = local(&metrics_listener, "metrics_listen", config.metrics_listen)?;
     write_endpoints(&config.data_dir, listen, metrics_at)?;
     info!(node = config.node_id, name = %config.name, %listen, metrics = %metrics_at, "slotd serving");
 
@@ -124,7 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(slotd_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .context("gRPC reflection")?;
+        .map_err(|e| NodeError::Reflection(e.to_string()))?;
     let peer = PeerServer::new(PeerService {
         cluster: cluster.clone(),
         granter: granter.clone(),
@@ -159,7 +199,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         config.timing.heartbeat(),
         config.timing.lease(),
         Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
-        config.data_dir.clone(),
         loops_rx.clone(),
     );
     let lease_for_metrics = lease.clone();
@@ -182,8 +221,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         FailoverEngine {
             cluster: cluster.clone(),
             heartbeat: config.timing.heartbeat(),
-            dead_after: config.timing.lease() + config.timing.clock_skew_margin(),
             stats: stats.clone(),
+            wake: engine_wake,
         }
         .run(loops_rx),
     );
@@ -238,14 +277,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     Ok(())
 }
 
-fn write_endpoints(dir: &std::path::Path, listen: SocketAddr, metrics: SocketAddr) -> anyhow::Result<()> {
+fn write_endpoints(dir: &Path, listen: SocketAddr, metrics: SocketAddr) -> Result<(), NodeError> {
     let path: PathBuf = dir.join(ENDPOINTS_FILE);
     let tmp = dir.join(format!("{ENDPOINTS_FILE}.tmp"));
-    std::fs::write(&tmp, format!("listen={listen}\nmetrics={metrics}\n"))
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    let write = |path: &Path, r: std::io::Result<()>| {
+        r.map_err(|source| NodeError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    write(
+        &tmp,
+        std::fs::write(&tmp, format!("listen={listen}\nmetrics={metrics}\n")),
+    )?;
     // Atomic: a reader never sees half a file.
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    write(&path, std::fs::rename(&tmp, &path))
 }
 
 /// Pets the systemd watchdog while the Raft core runs; stops petting (so
@@ -341,7 +387,7 @@ pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseSta
         "slotd_lease_remaining_seconds",
         "Time left on this node's master lease.",
         &[],
-        l.remaining(std::time::Instant::now()).as_secs_f64(),
+        l.remaining(Mono::now()).as_secs_f64(),
     );
     x.gauge(
         "slotd_fenced",
@@ -380,7 +426,7 @@ pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseSta
         Stats::get(&stats.split_brain_alarms) as f64,
     );
     if m.state == ServerState::Leader {
-        let reports = cluster.seen.reports();
+        let reports = cluster.core().reports();
         let alarms = cluster.reader.with(|d| {
             d.state
                 .stores

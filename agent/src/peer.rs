@@ -10,8 +10,9 @@ use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::codec;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{Cluster, LeaderCall};
-use crate::lease::{FencedNotice, Granter, Renewal};
+use crate::cluster::Cluster;
+use crate::leader::Granter;
+use crate::wire::{FenceRequest, LeaderCall, Renewal};
 
 /// The Peer service of one agent.
 pub struct PeerService {
@@ -52,8 +53,8 @@ impl Peer for PeerService {
     }
 
     async fn fenced(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let notice: FencedNotice = decode(req)?;
-        encode(&self.cluster.fenced(notice).await)
+        let request: FenceRequest = decode(req)?;
+        encode(&self.cluster.fence_request(request).await)
     }
 
     async fn leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -5,9 +5,13 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use openraft::ServerState;
 use slotd_proto::v1 as pb;
 use slotd_raft_store::storage::SmData;
 use slotd_raft_store::NodeId;
+
+use crate::clock::Mono;
+use crate::cluster::Cluster;
 
 /// `slotctl status --json` prints exactly this: the protobuf reply itself
 /// (field names and order as in `slotd.proto`).
@@ -79,6 +83,44 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
         answered_by: live.answered_by,
         nodes,
         stores,
+    }
+}
+
+impl Cluster {
+    /// This node's own view, without asking anyone (liveness is known only
+    /// on the leader).
+    pub fn status(&self) -> StatusView {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let leading = m.state == ServerState::Leader;
+        let now = Mono::now();
+        self.reader.with(|data| {
+            // Alive = granted a lease recently (renewals carry the health
+            // report); only the leader grants, so only it knows.
+            let core = self.core();
+            let reports = if leading { core.reports() } else { Default::default() };
+            let alive = |n: NodeId| n == self.id || (leading && core.alive(n, now));
+            crate::status::build(
+                data,
+                &Liveness {
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    answered_by: self.id,
+                    voters,
+                    learners,
+                    alive: &alive,
+                    l2: &|s| {
+                        if leading {
+                            crate::l2::verdict(s, &reports).to_string()
+                        } else {
+                            "unknown".to_owned()
+                        }
+                    },
+                },
+            )
+        })
     }
 }
 

@@ -573,7 +573,7 @@ fn concrete(state: &ClusterState, op: &Op) -> Command {
             .filter(|s| want(&s.phase))
             .map(|s| &s.name)
             .collect();
-        if fit.is_empty() || i % 7 == 0 {
+        if fit.is_empty() || i.is_multiple_of(7) {
             store_at(i)
         } else {
             fit[i % fit.len()].clone()

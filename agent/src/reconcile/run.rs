@@ -16,10 +16,12 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::{reconcile, store_addresses, Action, Instance, Observed};
+use crate::clock::Mono;
 use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
-use crate::lease::{HealthReport, LeaseState};
+use crate::lease::LeaseState;
 use crate::stats::Stats;
+use crate::wire::HealthReport;
 
 /// How often the machine is compared with the log even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(1);
@@ -93,11 +95,12 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
         );
         loop {
             let lease = *self.lease.borrow();
-            let valid = lease.valid_at(Instant::now());
+            let valid = lease.valid_at(Mono::now());
             let expiry = lease
                 .valid_until
                 .filter(|_| valid)
-                .unwrap_or_else(|| Instant::now() + RESYNC);
+                .unwrap_or_else(|| Mono::now() + RESYNC)
+                .to_instant();
             // All the work of one round gives way to the lease's end: when
             // it comes, whatever was in flight is dropped and the node
             // fences at once (a fence does not wait behind probes).
@@ -109,7 +112,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                         last_announce = Instant::now();
                     }
                 } => false,
-                _ = tokio::time::sleep_until(expiry.into()), if valid => true,
+                _ = tokio::time::sleep_until(expiry), if valid => true,
             };
             if expired {
                 warn!("lease ran out during a pass: fencing now");
@@ -123,7 +126,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                 _ = stop.wait_for(|s| *s) => break,
                 r = applied.changed() => if r.is_err() { break },
                 r = self.lease.changed() => if r.is_err() { break },
-                _ = tokio::time::sleep_until(expiry.into()) => {}
+                _ = tokio::time::sleep_until(expiry) => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         }
@@ -297,7 +300,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                     }
                     // The probe took time: the lease must still hold now, with
                     // room to spare for the bind itself.
-                    if self.lease.borrow().remaining(Instant::now()) < TAKE_GUARD {
+                    if self.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
                         return Err("lease (nearly) expired while probing".into());
                     }
                 }
@@ -311,7 +314,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                     .map_err(|e| e.to_string())?;
             }
             Action::StartMaster { slot, epoch, .. } => {
-                if self.lease.borrow().remaining(Instant::now()) < TAKE_GUARD {
+                if self.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
                     return Err("lease (nearly) expired before starting as master".into());
                 }
                 self.driver
@@ -349,7 +352,7 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                     .get(&s.name)
                     .is_some_and(|c| c.master == self.me && c.epoch == s.epoch)
             });
-            if !serving || !still_master || !self.lease.borrow().valid_at(Instant::now()) {
+            if !serving || !still_master || !self.lease.borrow().valid_at(Mono::now()) {
                 continue;
             }
             if observed.addresses.contains(&s.master_ip.addr) {

@@ -1,0 +1,316 @@
+//! The leader's pure core: the lease ledger (who was granted what, when),
+//! the fresh-leader wait, declaring nodes dead, liveness, and the rule for
+//! fence notices (DESIGN "Safety", rules 1–3 and 6). No I/O and no clock:
+//! time comes in as [`Mono`] values, so the agent (`granter`, `engine`) and
+//! the simulation drive the very same code.
+//!
+//! Grants and failovers meet here, under the one lock the agent holds the
+//! core with: a node being failed over is *condemned* and gets no grant until
+//! that failover is settled, so no lease (with a read index from before the
+//! failover) slips in between the decision and the log entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use slotd_raft_store::decide::{failover_targets, FailoverPlan, Reports};
+use slotd_raft_store::{ClusterState, NodeId};
+
+use crate::clock::Mono;
+use crate::wire::HealthReport;
+
+/// How long a fence ticket stays good: a notice presented later is refused.
+/// `slotd fence` waits this (plus the clock margin) before it exits with a
+/// notice unanswered.
+pub const TICKET_FRESH: Duration = Duration::from_secs(1);
+
+/// The timings the leader decides with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderTiming {
+    /// How long a grant lets a node act as master (`lease_ms`).
+    pub lease: Duration,
+    /// Added before a silent node counts as dead (`clock_skew_margin_ms`).
+    pub margin: Duration,
+    /// How long a fence ticket stays good (see [`LeaderCore::fenced_notice`]).
+    pub ticket_fresh: Duration,
+}
+
+impl LeaderTiming {
+    /// A node not granted for this long has fenced itself at least `margin` ago.
+    pub fn dead_after(&self) -> Duration {
+        self.lease + self.margin
+    }
+}
+
+/// What the leader knows of one node.
+#[derive(Clone, Debug, Default)]
+struct Book {
+    /// When this node (as leader, in any term) last granted it a lease.
+    granted_at: Option<Mono>,
+    /// Its latest health report.
+    report: HealthReport,
+    /// The log index of the last failover away from it: its grants carry
+    /// at least this read index, so it learns it lost its stores before its
+    /// lease counts.
+    failed_over_at: u64,
+    /// Its failover is being written: no grants until it is settled.
+    condemned: bool,
+    /// `slotd fence` reported it empty, and the notice was accepted: dead
+    /// now, no need to wait out its lease.
+    fenced: bool,
+}
+
+/// A fence ticket handed out and not yet used.
+#[derive(Clone, Copy, Debug)]
+struct TicketOut {
+    node: NodeId,
+    term: u64,
+    issued: Mono,
+}
+
+/// A grant's numbers, for the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The read index to send: at least the last failover away from the node.
+    pub read_index: u64,
+    /// This grant's number.
+    pub seq: u64,
+}
+
+/// What the failure detector decided at one tick.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Nodes declared dead (condemned until `failed_over` or `pardon`).
+    pub dead: BTreeSet<NodeId>,
+    /// Where their stores go, and which cannot go anywhere.
+    pub plan: FailoverPlan,
+}
+
+/// The leader side of leases and failure detection.
+#[derive(Clone, Debug)]
+pub struct LeaderCore {
+    me: NodeId,
+    timing: LeaderTiming,
+    /// The term this node leads and when it first saw itself leading it.
+    leading: Option<(u64, Mono)>,
+    books: BTreeMap<NodeId, Book>,
+    /// Fence tickets handed out, by id.
+    tickets: BTreeMap<u64, TicketOut>,
+    /// Numbers grants (unique within this process).
+    next_seq: u64,
+}
+
+impl LeaderCore {
+    pub fn new(me: NodeId, timing: LeaderTiming) -> LeaderCore {
+        LeaderCore {
+            me,
+            timing,
+            leading: None,
+            books: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn timing(&self) -> LeaderTiming {
+        self.timing
+    }
+
+    /// What Raft says now: `Some(term)` while this node leads that term.
+    /// A new term is a new leadership, even on the same node: it starts its
+    /// fresh-leader wait, and forgets fence notices and pending verdicts of
+    /// the old one (they were judged against that term's grants). Returns
+    /// true when a leadership begins.
+    pub fn observe(&mut self, leading: Option<u64>, now: Mono) -> bool {
+        if self.leading.map(|(t, _)| t) == leading {
+            return false;
+        }
+        for book in self.books.values_mut() {
+            book.fenced = false;
+            book.condemned = false;
+        }
+        self.tickets.clear();
+        self.leading = leading.map(|t| (t, now));
+        leading.is_some()
+    }
+
+    /// The term led now, if any.
+    pub fn term(&self) -> Option<u64> {
+        self.leading.map(|(t, _)| t)
+    }
+
+    /// Whether failovers of silent nodes may be decided at `now`: not within
+    /// `lease + margin` of this leadership's start, since an older leader may
+    /// have granted leases this one does not know of (rule 3).
+    pub fn settled(&self, now: Mono) -> bool {
+        self.leading
+            .is_some_and(|(_, since)| now.since(since) >= self.timing.dead_after())
+    }
+
+    /// Records a lease granted to `node` after a quorum round that
+    /// started when its renewal (sent before) had arrived; `at` is when the
+    /// round ended. `None` while the node is condemned.
+    pub fn grant(&mut self, node: NodeId, at: Mono, report: HealthReport, read_index: u64) -> Option<Grant> {
+        let book = self.books.entry(node).or_default();
+        if book.condemned {
+            return None;
+        }
+        self.next_seq += 1;
+        book.granted_at = Some(at);
+        book.report = report;
+        Some(Grant {
+            read_index: read_index.max(book.failed_over_at),
+            seq: self.next_seq,
+        })
+    }
+
+    /// `slotd fence` on `node` asks for a ticket (DESIGN rule 6): it will
+    /// present it with its notice, which counts only while the ticket is
+    /// fresh. `id` is random, from the caller (the core draws nothing).
+    pub fn issue_ticket(&mut self, node: NodeId, id: u64, now: Mono) -> bool {
+        let Some((term, _)) = self.leading else {
+            return false;
+        };
+        let fresh = self.timing.ticket_fresh;
+        self.tickets.retain(|_, t| now.since(t.issued) <= fresh);
+        self.tickets.insert(
+            id,
+            TicketOut {
+                node,
+                term,
+                issued: now,
+            },
+        );
+        true
+    }
+
+    /// `slotd fence` on `node`, holding the agent's lock (no agent process
+    /// runs there), released every address and instance, and says so with
+    /// ticket `id`. Accepted — the node is dead at once, whatever the
+    /// fresh-leader wait — only with a ticket this leadership issued to that
+    /// node less than `ticket_fresh` ago: `slotd fence` waits that long
+    /// (and more) before it exits without an answer, and the next agent
+    /// starts only after it exits, so no process of the node can hold a
+    /// lease when the notice is accepted. From then on the node is
+    /// condemned (no grant here), and later leaders' grants carry a read
+    /// index past the failover.
+    pub fn fenced_notice(&mut self, node: NodeId, id: u64, now: Mono) -> bool {
+        let Some((term, _)) = self.leading else {
+            return false;
+        };
+        let fresh = self.timing.ticket_fresh;
+        let ok = self
+            .tickets
+            .remove(&id)
+            .is_some_and(|t| t.node == node && t.term == term && now.since(t.issued) <= fresh);
+        if ok {
+            let book = self.books.entry(node).or_default();
+            book.fenced = true;
+            book.condemned = true;
+        }
+        ok
+    }
+
+    /// The failure detector at `now`: the nodes of `state` that are dead —
+    /// fenced, or (once this leadership is settled) not granted a lease for
+    /// `lease + margin` — condemned, and where their stores go. Settle with
+    /// [`LeaderCore::failed_over`] or [`LeaderCore::pardon`].
+    pub fn decide(&mut self, state: &ClusterState, now: Mono) -> Decision {
+        if self.leading.is_none() {
+            return Decision::default();
+        }
+        let settled = self.settled(now);
+        let dead_after = self.timing.dead_after();
+        let dead: BTreeSet<NodeId> = state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| *n != self.me)
+            .filter(|n| {
+                let book = self.books.get(n);
+                book.is_some_and(|b| b.fenced)
+                    || (settled
+                        && book
+                            .and_then(|b| b.granted_at)
+                            .is_none_or(|t| now.since(t) > dead_after))
+            })
+            .collect();
+        if dead.is_empty() {
+            return Decision::default();
+        }
+        for n in &dead {
+            self.books.entry(*n).or_default().condemned = true;
+        }
+        let plan = failover_targets(state, &dead, &self.backlog(state));
+        if plan.moves.is_empty() {
+            self.pardon(&dead);
+        }
+        Decision { dead, plan }
+    }
+
+    /// The failover of `nodes` is in the log at `index`.
+    pub fn failed_over(&mut self, nodes: &BTreeSet<NodeId>, index: u64) {
+        for n in nodes {
+            let book = self.books.entry(*n).or_default();
+            book.condemned = false;
+            book.fenced = false;
+            book.failed_over_at = book.failed_over_at.max(index);
+        }
+    }
+
+    /// No failover was written for `nodes` after all.
+    pub fn pardon(&mut self, nodes: &BTreeSet<NodeId>) {
+        for n in nodes {
+            if let Some(book) = self.books.get_mut(n) {
+                book.condemned = false;
+                book.fenced = false;
+            }
+        }
+    }
+
+    /// Whether `node` counts as alive: this node itself, or (while leading)
+    /// a node granted a lease within `lease + margin`. Only a leader grants,
+    /// so only a leader knows.
+    pub fn alive(&self, node: NodeId, now: Mono) -> bool {
+        node == self.me
+            || (self.leading.is_some()
+                && self
+                    .books
+                    .get(&node)
+                    .and_then(|b| b.granted_at)
+                    .is_some_and(|t| now.since(t) <= self.timing.dead_after()))
+    }
+
+    /// When `node` was last granted a lease by this node.
+    pub fn granted_at(&self, node: NodeId) -> Option<Mono> {
+        self.books.get(&node).and_then(|b| b.granted_at)
+    }
+
+    /// The latest report of every node granted a lease.
+    pub fn reports(&self) -> BTreeMap<NodeId, HealthReport> {
+        self.books
+            .iter()
+            .filter(|(_, b)| b.granted_at.is_some())
+            .map(|(n, b)| (*n, b.report.clone()))
+            .collect()
+    }
+
+    /// Replication backlogs as the decision code wants them: a master's
+    /// backlog concerns its replicas (with one replica per store, whoever is
+    /// not master).
+    fn backlog(&self, state: &ClusterState) -> Reports {
+        let mut r = Reports::default();
+        for book in self.books.values() {
+            for (store, bytes) in &book.report.backlog {
+                if let Some(s) = state.stores.get(store) {
+                    for n in s.replicas() {
+                        r.backlog.insert((store.clone(), n), *bytes);
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use slotd_raft_store::plan::{plan, Naming};
+use slotd_raft_store::{ClusterState, Command, Request};
+
+use super::*;
+
+fn at(ms: u64) -> Mono {
+    Mono::from_origin(Duration::from_millis(ms))
+}
+
+fn timing() -> LeaderTiming {
+    LeaderTiming {
+        lease: Duration::from_millis(2000),
+        margin: Duration::from_millis(500),
+        ticket_fresh: Duration::from_millis(1000),
+    }
+}
+
+/// Three nodes, four slots each: six stores, two masters per node.
+fn state() -> ClusterState {
+    let t = plan(3, 4).unwrap().to_topology(&Naming::default());
+    let mut s = ClusterState::default();
+    s.apply(&Request {
+        at_ms: 0,
+        command: Command::Init(t),
+    })
+    .into_result()
+    .unwrap();
+    s
+}
+
+fn read_index(g: Option<Grant>) -> Option<u64> {
+    g.map(|g| g.read_index)
+}
+
+#[test]
+fn grants_and_failovers_do_not_cross() {
+    let s = state();
+    let mut core = LeaderCore::new(1, timing());
+    core.observe(Some(3), at(0));
+    let r = HealthReport::default;
+    assert_eq!(read_index(core.grant(2, at(2600), r(), 5)), Some(5));
+    // Settled and node 3 never granted: dead, condemned until settled.
+    let d = core.decide(&s, at(2600));
+    assert_eq!(d.dead, BTreeSet::from([3]));
+    assert!(!d.plan.moves.is_empty());
+    assert_eq!(
+        core.grant(3, at(2600), r(), 7),
+        None,
+        "no lease while being failed over"
+    );
+    // Node 3's stores moved at index 42: its next lease carries 42.
+    core.failed_over(&BTreeSet::from([3]), 42);
+    assert_eq!(read_index(core.grant(3, at(2700), r(), 7)), Some(42));
+    assert_eq!(read_index(core.grant(3, at(2800), r(), 50)), Some(50));
+    assert!(core.alive(3, at(2800)));
+    assert!(core.decide(&s, at(2800)).dead.is_empty());
+    // A failover that did not commit: pardoned, granted as usual.
+    let d = core.decide(&s, at(5400));
+    assert_eq!(d.dead, BTreeSet::from([2, 3]));
+    core.pardon(&d.dead);
+    assert!(core.grant(2, at(5400), r(), 60).is_some());
+}
+
+#[test]
+fn a_fresh_leader_waits_a_lease_and_margin_and_a_new_term_is_a_new_leader() {
+    let s = state();
+    let mut core = LeaderCore::new(1, timing());
+    assert!(core.decide(&s, at(0)).dead.is_empty(), "not leading");
+    assert!(core.observe(Some(1), at(1000)));
+    assert!(!core.observe(Some(1), at(1100)), "the same leadership");
+    assert!(
+        core.decide(&s, at(3499)).dead.is_empty(),
+        "within lease + margin of the election"
+    );
+    assert_eq!(core.decide(&s, at(3500)).dead, BTreeSet::from([2, 3]));
+    // Re-elected in a later term: waits again, whatever it granted before.
+    core.pardon(&BTreeSet::from([2, 3]));
+    assert!(core.observe(Some(4), at(4000)));
+    assert!(core.decide(&s, at(6499)).dead.is_empty());
+    assert!(!core.settled(at(6499)) && core.settled(at(6500)));
+    // Only the leader knows liveness.
+    core.grant(2, at(6000), HealthReport::default(), 1);
+    assert!(core.alive(2, at(6100)) && core.alive(1, at(6100)));
+    core.observe(None, at(6200));
+    assert!(!core.alive(2, at(6300)) && core.alive(1, at(6300)));
+}
+
+#[test]
+fn a_fence_notice_counts_with_a_fresh_ticket_of_this_leadership() {
+    let s = state();
+    let mut core = LeaderCore::new(1, timing());
+    assert!(!core.issue_ticket(3, 7, at(0)), "no tickets while not leading");
+    core.observe(Some(2), at(0));
+    // A stale ticket (older than ticket_fresh) is refused, and is void after.
+    assert!(core.issue_ticket(3, 7, at(100)));
+    assert!(!core.fenced_notice(3, 7, at(1101)));
+    // Another node's ticket, or an unknown one: refused.
+    assert!(core.issue_ticket(3, 8, at(1200)));
+    assert!(!core.fenced_notice(2, 8, at(1210)));
+    assert!(!core.fenced_notice(3, 99, at(1210)));
+    // A ticket from an earlier leadership: refused.
+    assert!(core.issue_ticket(3, 9, at(1300)));
+    core.observe(Some(3), at(1300));
+    assert!(!core.fenced_notice(3, 9, at(1310)));
+    // Fresh, this leadership: dead at once, even within the fresh wait.
+    assert!(core.issue_ticket(3, 10, at(1400)));
+    assert!(core.fenced_notice(3, 10, at(1450)));
+    assert!(!core.fenced_notice(3, 10, at(1460)), "a ticket is used once");
+    let d = core.decide(&s, at(1500));
+    assert_eq!(d.dead, BTreeSet::from([3]));
+    assert_eq!(core.grant(3, at(1500), HealthReport::default(), 1), None, "condemned");
+    core.failed_over(&d.dead, 12);
+    assert!(core.decide(&s, at(1600)).dead.is_empty(), "settled");
+}
+
+#[test]
+fn a_dead_node_with_nothing_to_move_is_pardoned() {
+    let mut s = state();
+    // Node 3 masters nothing: move its stores away by hand first.
+    let moves: Vec<_> = s
+        .masters_of(3)
+        .map(|st| slotd_raft_store::Move {
+            store: st.name.clone(),
+            epoch: st.epoch,
+            to: st.replicas().next().unwrap(),
+        })
+        .collect();
+    s.apply(&Request {
+        at_ms: 0,
+        command: Command::Failover {
+            reason: slotd_raft_store::Reason::Operator,
+            moves,
+        },
+    })
+    .into_result()
+    .unwrap();
+    let mut core = LeaderCore::new(1, timing());
+    core.observe(Some(1), at(0));
+    core.grant(2, at(2400), HealthReport::default(), 0);
+    let d = core.decide(&s, at(2600));
+    assert_eq!(d.dead, BTreeSet::from([3]));
+    assert!(d.plan.moves.is_empty());
+    assert!(
+        core.grant(3, at(2700), HealthReport::default(), 0).is_some(),
+        "not condemned"
+    );
+}

@@ -1,0 +1,125 @@
+//! The failover engine: on the leader, every heartbeat (and at once when a
+//! fence notice is accepted) it asks the core who is dead and writes one log
+//! entry moving every store those nodes mastered, each to the best live
+//! replica (`decide::failover_targets`). What counts as dead, and when a
+//! fresh leader may decide at all, is the core's (`leader::core`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use slotd_raft_store::{Command, Reason};
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::clock::{unix_ms, Mono};
+use crate::cluster::Cluster;
+use crate::stats::Stats;
+
+pub struct FailoverEngine {
+    pub cluster: Arc<Cluster>,
+    pub heartbeat: Duration,
+    pub stats: Arc<Stats>,
+    /// Woken when a fence notice is accepted, so the move does not wait for
+    /// the next tick.
+    pub wake: Arc<Notify>,
+}
+
+impl FailoverEngine {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported_stranded: BTreeSet<String> = BTreeSet::new();
+        let mut l2_alarms: BTreeSet<String> = BTreeSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            let m = self.cluster.raft.metrics().borrow().clone();
+            let leading = (m.state == ServerState::Leader).then_some(m.current_term);
+            let now = Mono::now();
+            let began = self.cluster.core().observe(leading, now);
+            if began {
+                let wait = self.cluster.core().timing().dead_after();
+                info!(
+                    term = m.current_term,
+                    ?wait,
+                    "leading: no failover of a silent node before lease + margin"
+                );
+            }
+            if leading.is_none() {
+                continue;
+            }
+            self.watch_l2(&mut l2_alarms);
+            let decision = self.cluster.reader.with(|d| self.cluster.core().decide(&d.state, now));
+            if decision.dead.is_empty() {
+                reported_stranded.clear();
+                continue;
+            }
+            let plan = decision.plan;
+            self.stats.stranded.store(plan.stranded.len() as u64, Ordering::Relaxed);
+            for s in &plan.stranded {
+                if reported_stranded.insert(s.store.clone()) {
+                    error!(store = %s.store, why = %s.why, "store has no live replica to fail over to; it stays where it is");
+                }
+            }
+            if plan.moves.is_empty() {
+                continue;
+            }
+            let n = plan.moves.len();
+            let dead = decision.dead;
+            let span = info_span!("failover", dead = ?dead, term = m.current_term);
+            let written = self
+                .cluster
+                .write(Command::Failover {
+                    reason: Reason::Failure,
+                    moves: plan.moves.clone(),
+                })
+                .instrument(span)
+                .await;
+            match written {
+                Ok(index) => {
+                    self.cluster.core().failed_over(&dead, index);
+                    Stats::add(&self.stats.failovers_failure, 1);
+                    Stats::add(&self.stats.stores_failed_over, n as u64);
+                    self.stats.last_failover_ms.store(unix_ms(), Ordering::Relaxed);
+                    for mv in &plan.moves {
+                        info!(store = %mv.store, epoch = mv.epoch + 1, to = mv.to, index, "failed over");
+                    }
+                    info!(dead = ?dead, stores = n, index, "failover committed");
+                }
+                // Refused (a store moved meanwhile) or lost leadership: the
+                // next tick decides again from the state it then sees.
+                Err(e) => {
+                    self.cluster.core().pardon(&dead);
+                    warn!(error = %e, "failover not committed; deciding again");
+                }
+            }
+        }
+    }
+
+    /// Logs stores entering and leaving a layer-2 alarm.
+    fn watch_l2(&self, alarms: &mut BTreeSet<String>) {
+        let reports = self.cluster.core().reports();
+        let verdicts: Vec<(String, u64, crate::l2::Verdict)> = self.cluster.reader.with(|d| {
+            d.state
+                .stores
+                .values()
+                .map(|s| (s.name.clone(), s.epoch, crate::l2::verdict(s, &reports)))
+                .collect()
+        });
+        for (store, epoch, v) in verdicts {
+            if v.is_alarm() {
+                if alarms.insert(store.clone()) {
+                    error!(store = %store, epoch, verdict = %v, "layer-2 alarm: clients may not reach the master");
+                }
+            } else if alarms.remove(&store) {
+                info!(store = %store, epoch, verdict = %v, "layer-2 alarm cleared");
+            }
+        }
+    }
+}

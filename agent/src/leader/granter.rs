@@ -1,0 +1,101 @@
+//! The granter: parks lease renewals and answers them together after a
+//! quorum round (openraft's `get_read_log_id`) that started after every one
+//! of them was received, so a granted lease ends before any leader elected
+//! later could act (DESIGN "Safety", rule 1). At scale this is one round for
+//! a whole batch of renewals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Mono;
+use crate::cluster::Cluster;
+use crate::error::AgentError;
+use crate::wire::{Granted, Renewal};
+
+type Pending = (Renewal, oneshot::Sender<Result<Granted, AgentError>>);
+
+#[derive(Clone)]
+pub struct Granter {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Granter {
+    /// Starts the granting loop; it ends when every `Granter` is dropped.
+    pub fn spawn(cluster: Arc<Cluster>, lease: Duration) -> Granter {
+        let (tx, mut rx) = mpsc::channel::<Pending>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let outcome = round(&cluster, lease).await;
+                let now = Mono::now();
+                let mut core = cluster.core();
+                if let Ok((term, _)) = &outcome {
+                    core.observe(Some(*term), now);
+                }
+                for (renewal, reply) in batch {
+                    let answer = match &outcome {
+                        Ok((term, read_index)) => match core.grant(renewal.node, now, renewal.report, *read_index) {
+                            Some(g) => Ok(Granted {
+                                leader: cluster.id,
+                                term: *term,
+                                seq: g.seq,
+                                read_index: g.read_index,
+                            }),
+                            None => Err(AgentError::Precondition(format!(
+                                "node {} is being failed over; no lease until that is settled",
+                                renewal.node
+                            ))),
+                        },
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        });
+        Granter { tx }
+    }
+
+    /// Asks for a renewal; answers once a quorum round confirmed leadership.
+    pub async fn grant(&self, renewal: Renewal) -> Result<Granted, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((renewal, tx))
+            .await
+            .map_err(|_| AgentError::ShuttingDown)?;
+        rx.await.map_err(|_| AgentError::ShuttingDown)?
+    }
+}
+
+/// One quorum round, started now: the term it confirmed and the read index.
+/// Refused if leadership changed during the round (the grant must name the
+/// term whose quorum answered).
+async fn round(cluster: &Cluster, lease: Duration) -> Result<(u64, u64), AgentError> {
+    let before = cluster.raft.metrics().borrow().clone();
+    if before.state != ServerState::Leader {
+        return Err(AgentError::NotLeader {
+            me: cluster.id,
+            leader: before
+                .current_leader
+                .zip(before.current_leader.and_then(|l| cluster.leader_addr(l))),
+        });
+    }
+    let read = match tokio::time::timeout(lease, cluster.raft.get_read_log_id()).await {
+        Ok(Ok((read_log_id, _applied))) => read_log_id.map_or(0, |l| l.index),
+        Ok(Err(e)) => return Err(cluster.raft_err(e)),
+        Err(_) => return Err(AgentError::Raft(format!("no quorum answered within {lease:?}"))),
+    };
+    let after = cluster.raft.metrics().borrow().current_term;
+    if after != before.current_term {
+        return Err(AgentError::Raft(format!(
+            "the term changed during the quorum round ({} → {after})",
+            before.current_term
+        )));
+    }
+    Ok((before.current_term, read))
+}

@@ -1,0 +1,145 @@
+//! The lease keeper: renews this node's lease with whoever leads, every
+//! `heartbeat` and at once when a new leader becomes known (so a change of
+//! leader costs no heartbeat of lease), and publishes the lease the
+//! [`LeaseBook`] makes of the grants.
+//!
+//! Each renewal runs on its own task (bounded by the lease), so a slow or
+//! dead leader never delays the next one; results come back to the one loop
+//! that owns the book.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::RaftMetrics;
+use slotd_raft_store::NodeId;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{LeaseBook, LeaseState};
+use crate::clock::Mono;
+use crate::cluster::Cluster;
+use crate::error::AgentError;
+use crate::leader::Granter;
+use crate::peer_call::Method;
+use crate::wire::{Granted, HealthReport, Renewal};
+
+/// Sends one renewal to whoever leads now (this node included).
+async fn renew(
+    cluster: &Cluster,
+    granter: &Granter,
+    renewal: Renewal,
+    timeout: Duration,
+) -> Result<Granted, AgentError> {
+    let leader = cluster
+        .raft
+        .metrics()
+        .borrow()
+        .current_leader
+        .ok_or(AgentError::NoLeader)?;
+    if leader == cluster.id {
+        return granter.grant(renewal).await;
+    }
+    let addr = cluster.leader_addr(leader).ok_or(AgentError::NoLeader)?;
+    cluster
+        .network
+        .channels
+        .call::<_, Result<Granted, AgentError>>(&addr, Method::Heartbeat, &renewal, timeout)
+        .await
+        .map_err(|e| AgentError::Raft(e.to_string()))?
+}
+
+fn leader_of(m: &RaftMetrics<NodeId, openraft::BasicNode>) -> Option<NodeId> {
+    m.current_leader
+}
+
+/// Renews this node's lease every `heartbeat` until `stop` is set;
+/// publishes it on the returned receiver.
+pub fn spawn_keeper(
+    cluster: Arc<Cluster>,
+    granter: Granter,
+    heartbeat: Duration,
+    lease: Duration,
+    report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
+    mut stop: watch::Receiver<bool>,
+) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(LeaseState::default());
+    let handle = tokio::spawn(async move {
+        let mut book = LeaseBook::new(lease);
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = cluster.raft.metrics();
+        let mut leader = leader_of(&metrics.borrow());
+        let mut applied = cluster.reader.subscribe();
+        let (done_tx, mut done) = mpsc::channel::<(Mono, Result<Granted, AgentError>)>(64);
+        let applied_index = |rx: &watch::Receiver<Option<openraft::LogId<NodeId>>>| rx.borrow().map_or(0, |l| l.index);
+        loop {
+            let was_valid = book.state().valid_at(Mono::now());
+            let expiry = book.state().valid_until.filter(|_| was_valid);
+            let renew_now = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => true,
+                changed = metrics.changed() => {
+                    if changed.is_err() { return }
+                    let now_leader = leader_of(&metrics.borrow_and_update());
+                    let new = now_leader.is_some() && now_leader != leader;
+                    leader = now_leader;
+                    if new {
+                        debug!(leader = ?leader, "new leader: renewing the lease at once");
+                        tick.reset();
+                    }
+                    new
+                }
+                Some((sent, result)) = done.recv() => {
+                    match result {
+                        Ok(g) => {
+                            book.granted(sent, g.read_index, applied_index(&applied), Mono::now());
+                        }
+                        Err(e) => debug!(error = %e, "lease renewal refused"),
+                    }
+                    false
+                }
+                changed = applied.changed(), if book.waiting() => {
+                    if changed.is_err() { return }
+                    book.applied(applied_index(&applied), Mono::now());
+                    false
+                }
+                _ = sleep_until(expiry) => false,
+            };
+            let state = book.state();
+            let valid = state.valid_at(Mono::now());
+            if !was_valid && valid {
+                info!("lease granted");
+            } else if was_valid && !valid {
+                warn!("lease expired: fencing (no master role until a renewal is granted)");
+            }
+            tx.send_if_modified(|s| {
+                let changed = *s != state;
+                *s = state;
+                changed
+            });
+            if renew_now {
+                let sent = Mono::now();
+                let renewal = Renewal {
+                    node: cluster.id,
+                    report: report(),
+                };
+                let (cluster, granter, done_tx) = (cluster.clone(), granter.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(lease, renew(&cluster, &granter, renewal, lease)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(AgentError::Raft(format!("no answer within {lease:?}"))),
+                    };
+                    let _ = done_tx.send((sent, result)).await;
+                });
+            }
+        }
+    });
+    (rx, handle)
+}
+
+async fn sleep_until(at: Option<Mono>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
+        None => std::future::pending().await,
+    }
+}

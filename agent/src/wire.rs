@@ -1,0 +1,121 @@
+//! What agents say to each other over `slotd.v1.Peer`, in one place. Each
+//! travels as a versioned binary payload (`slotd_raft_store::codec`); the
+//! behaviour modules use these types and never define wire messages of
+//! their own.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use slotd_raft_store::{Command, NodeId, NodeSpec, Topology};
+
+use crate::status::StatusView;
+
+/// What a node reports with each lease renewal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Store addresses bound on the node.
+    pub addresses: Vec<String>,
+    /// Instance state by slot (`stopped`, `master`, `replica`).
+    pub instances: BTreeMap<String, String>,
+    /// Replication backlog in bytes by store, for stores it masters.
+    pub backlog: BTreeMap<String, u64>,
+    /// Whether the node is fenced (holds no master role for lack of a lease).
+    pub fenced: bool,
+    /// The MAC of the node's service interface.
+    pub mac: Option<String>,
+    /// What this node, as replica, saw answering for each store's master IP
+    /// after the store's last move.
+    pub l2: BTreeMap<String, L2Seen>,
+}
+
+/// What a replica saw when it probed a store's master IP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Seen {
+    /// The store's epoch when probed: an observation of an older move
+    /// says nothing about the current one.
+    pub epoch: u64,
+    /// The MAC that answered, if any.
+    pub answered_by: Option<String>,
+}
+
+/// A lease renewal request (`Peer.Heartbeat`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Renewal {
+    pub node: NodeId,
+    pub report: HealthReport,
+}
+
+/// A granted renewal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Granted {
+    pub leader: NodeId,
+    pub term: u64,
+    /// This grant's number at the leader.
+    pub seq: u64,
+    /// The leader's read index for this grant (its committed log at the
+    /// quorum round). The lease counts only once this node has applied that
+    /// far: a node must not act as master on a log that is behind what the
+    /// leader has already decided (say, a failover away from it).
+    pub read_index: u64,
+}
+
+/// `slotd fence` tells the leader this node now holds nothing
+/// (`Peer.Fenced`, DESIGN rule 6), in two steps: it asks for a ticket, then
+/// presents it with the notice, which the leader accepts only while the
+/// ticket is fresh on its own clock (see `leader::core`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FenceRequest {
+    /// Answered with `FenceReply::Ticket`.
+    Ticket { node: NodeId },
+    /// Answered with `FenceReply::Accepted` (true: its stores move now).
+    Notice { node: NodeId, ticket: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FenceReply {
+    Ticket(u64),
+    Accepted(bool),
+}
+
+/// A call that must run on the leader (`Peer.Leader`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LeaderCall {
+    /// A linearizable status read.
+    Status,
+    /// Append one command to the log.
+    Write(Command),
+    /// Add a node as a Raft learner, then to the cluster state.
+    AddNode(NodeSpec),
+    /// Take a node (by name, or by id for one only Raft knows) out of the
+    /// state and the membership, promoting a learner first if it was a voter.
+    RemoveNode(String),
+    /// Add a store whose slots name nodes by name.
+    AddStore(NamedStore),
+    /// Remove a store; without an epoch, at whatever epoch the leader sees
+    /// (a follower's view may be behind).
+    RemoveStore { store: String, epoch: Option<u64> },
+    /// After bootstrap: add these nodes as learners.
+    AddLearners(Vec<(NodeId, String)>),
+    /// Bootstrap; carried out by the topology's first voter (not by a
+    /// leader: there is none yet). `forwarded` is set on the one hop there.
+    Init { topology: Topology, forwarded: bool },
+}
+
+/// A store as an operator writes it: slots as `NODE:SLOT` with node names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamedStore {
+    pub name: String,
+    pub master_ip: String,
+    pub replica_ip: String,
+    pub slots: Vec<String>,
+}
+
+/// What a leader call answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LeaderReply {
+    Status(StatusView),
+    /// The log index of the last entry the call wrote.
+    Written {
+        index: u64,
+    },
+}
