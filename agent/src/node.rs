@@ -210,6 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             driver,
             interface: config.interface.clone(),
             lease,
+            announce: slotd_netops::AnnounceOptions::default(),
             announce_refresh: config.timing.announce_refresh(),
             probe_timeout: config.timing.probe_timeout(),
             stats: stats.clone(),

@@ -36,5 +36,5 @@ pub mod testkit;
 pub use addr::IpPrefix;
 pub use error::NetError;
 pub use kernel::KernelOps;
-pub use memory::{Call, MemoryNet, MemoryOps, Op};
+pub use memory::{Call, MemoryNet, MemoryOps, MemoryTiming, Op};
 pub use ops::{AddressOps, AnnounceOptions, BoundAddress, MacAddr, Outcome};

@@ -4,7 +4,11 @@
 //! It keeps addresses per interface, records every call, can be told to
 //! fail, and hosts joined to the same [`MemoryNet`] see each other in
 //! `probe` (so a simulated split brain is detectable the same way as a real
-//! one). It never sleeps: `announce` and `probe` return at once.
+//! one). By default nothing takes time; with [`MemoryTiming`] operations
+//! take as long as they do on a real machine (an announcement's rounds are
+//! spaced out, a probe that finds nobody waits its whole timeout), so that
+//! code that must not wait behind them can be tested (under tokio's paused
+//! time, without real waiting).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -95,6 +99,38 @@ impl Call {
     }
 }
 
+/// How long operations take. The default: nothing takes time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryTiming {
+    /// A bind or a release (the kernel's acknowledgement).
+    pub change: Duration,
+    /// Sending one announcement round.
+    pub announce_round: Duration,
+    /// Rounds of one announcement are `options.interval` apart, as on the wire.
+    pub announce_spaced: bool,
+    /// A probe that finds nobody waits its whole timeout, as a real one does.
+    pub probe_waits: bool,
+}
+
+impl MemoryTiming {
+    /// Roughly what a Linux machine does: changes and rounds take a
+    /// millisecond, rounds are spaced, probes wait.
+    pub fn realistic() -> MemoryTiming {
+        MemoryTiming {
+            change: Duration::from_millis(1),
+            announce_round: Duration::from_millis(1),
+            announce_spaced: true,
+            probe_waits: true,
+        }
+    }
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// One simulated interface.
 #[derive(Debug, Default)]
 struct Interface {
@@ -162,6 +198,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MemoryOps {
     host: Arc<Mutex<Host>>,
     net: Option<MemoryNet>,
+    timing: MemoryTiming,
 }
 
 impl MemoryOps {
@@ -180,7 +217,15 @@ impl MemoryOps {
                 fail_always: Vec::new(),
             })),
             net,
+            timing: MemoryTiming::default(),
         }
+    }
+
+    /// Operations take this long from now on (for this handle and clones
+    /// made after). Returns `self` for chaining.
+    pub fn with_timing(mut self, timing: MemoryTiming) -> Self {
+        self.timing = timing;
+        self
     }
 
     /// Add an interface (no-op if it exists). Returns `self` for chaining.
@@ -270,6 +315,7 @@ fn mismatch(interface: &str, bound: &IpPrefix, requested: IpPrefix) -> NetError 
 
 impl AddressOps for MemoryOps {
     async fn bind(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        pause(self.timing.change).await;
         let mut h = self.enter(Call::Bind {
             interface: interface.to_string(),
             prefix,
@@ -291,6 +337,7 @@ impl AddressOps for MemoryOps {
     }
 
     async fn release(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        pause(self.timing.change).await;
         let mut h = self.enter(Call::Release {
             interface: interface.to_string(),
             prefix,
@@ -322,12 +369,20 @@ impl AddressOps for MemoryOps {
     }
 
     async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
-        let mut h = self.enter(Call::Announce {
-            interface: interface.to_string(),
-            addr,
-            options,
-        })?;
-        iface(&mut h, interface)?;
+        {
+            let mut h = self.enter(Call::Announce {
+                interface: interface.to_string(),
+                addr,
+                options,
+            })?;
+            iface(&mut h, interface)?;
+        }
+        for round in 0..options.count {
+            if round > 0 && self.timing.announce_spaced {
+                pause(options.interval).await;
+            }
+            pause(self.timing.announce_round).await;
+        }
         Ok(())
     }
 
@@ -344,10 +399,14 @@ impl AddressOps for MemoryOps {
             })?;
             iface(&mut h, interface)?;
         }
-        Ok(self
+        let found = self
             .net
             .as_ref()
-            .and_then(|n| n.holders(&self.host, addr).into_iter().next()))
+            .and_then(|n| n.holders(&self.host, addr).into_iter().next());
+        if found.is_none() && self.timing.probe_waits {
+            pause(timeout).await;
+        }
+        Ok(found)
     }
 }
 
@@ -407,6 +466,32 @@ mod tests {
             let q: IpPrefix = "fd00::2".parse().unwrap();
             assert!(matches!(ops.bind("eth0", q).await, Err(NetError::Ipv6Disabled { .. })));
         });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_timing_operations_take_their_time() {
+        let ops = MemoryOps::new(MacAddr([2, 0, 0, 0, 0, 1]))
+            .with_interface("eth0")
+            .with_timing(MemoryTiming::realistic());
+        let p: IpPrefix = "10.0.1.1/32".parse().unwrap();
+        let t0 = tokio::time::Instant::now();
+        ops.bind("eth0", p).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(1));
+        let t0 = tokio::time::Instant::now();
+        ops.announce("eth0", p.addr(), AnnounceOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(203), "3 rounds 100 ms apart");
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            ops.probe("eth0", p.addr(), Duration::from_millis(200)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_millis(200),
+            "nobody answers: the whole timeout"
+        );
     }
 
     #[test]

@@ -208,6 +208,94 @@ fn bind_and_announce(store: &Store, ip: ServiceIp) -> [Action; 2] {
     ]
 }
 
+/// How one pass carries out its actions (`run.rs` does it; the simulation
+/// times it the same way):
+/// 1. giving up, the stores side by side, each store's steps in order
+///    (release, then stop);
+/// 2. the RFC 5227 probes of every master IP the pass will bind, all at once
+///    (one waits its full timeout when nobody answers: the normal case);
+/// 3. taking, the stores side by side, each store's steps in order (bind,
+///    announce, start).
+///
+/// So a pass that takes N master IPs costs about one probe and one store's
+/// steps, never N announcements one after another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassPlan {
+    /// Per store (in name order), its giving-up steps.
+    pub give_up: Vec<Vec<Action>>,
+    /// The master IPs to probe before binding.
+    pub probe: Vec<IpAddr>,
+    /// Per store (in name order), its taking steps.
+    pub take: Vec<Vec<Action>>,
+}
+
+impl PassPlan {
+    pub fn is_empty(&self) -> bool {
+        self.give_up.is_empty() && self.take.is_empty()
+    }
+}
+
+/// Arranges `reconcile`'s actions into a [`PassPlan`], keeping each store's
+/// order.
+pub fn plan_pass(state: &ClusterState, actions: Vec<Action>) -> PassPlan {
+    let mut give_up: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    let mut take: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    let mut probe = Vec::new();
+    for a in actions {
+        let store = a.store().to_owned();
+        if let Action::Bind { ip, .. } = &a {
+            if state.stores.get(&store).is_some_and(|s| s.master_ip == *ip) {
+                probe.push(ip.addr);
+            }
+        }
+        if a.is_give_up() {
+            give_up.entry(store).or_default().push(a);
+        } else {
+            take.entry(store).or_default().push(a);
+        }
+    }
+    PassPlan {
+        give_up: give_up.into_values().collect(),
+        probe,
+        take: take.into_values().collect(),
+    }
+}
+
+impl Action {
+    /// The store the action is for.
+    pub fn store(&self) -> &str {
+        match self {
+            Action::Stop { store, .. }
+            | Action::Release { store, .. }
+            | Action::Bind { store, .. }
+            | Action::Announce { store, .. }
+            | Action::StartMaster { store, .. }
+            | Action::StartReplica { store, .. } => store,
+        }
+    }
+
+    /// Releasing or stopping (as opposed to taking).
+    pub fn is_give_up(&self) -> bool {
+        matches!(self, Action::Stop { .. } | Action::Release { .. })
+    }
+}
+
+/// Whether this node should hold `ip` of `store` now, by the same rule as
+/// `reconcile` (announcements in flight stop when it says no).
+pub fn wants_ip(state: &ClusterState, me: NodeId, lease_valid: bool, store: &str, ip: IpAddr) -> bool {
+    let Some(s) = state.stores.get(store) else {
+        return false;
+    };
+    if !s.has_node(me) {
+        return false;
+    }
+    match role(s, me, lease_valid) {
+        Role::Master => s.master_ip.addr == ip,
+        Role::Fenced => false,
+        Role::Replica { holds_ip } => holds_ip && s.replica_ip.addr == ip,
+    }
+}
+
 /// The store addresses of `state` (to pick them out of an interface's list).
 pub fn store_addresses(state: &ClusterState) -> BTreeSet<IpAddr> {
     state
@@ -219,3 +307,6 @@ pub fn store_addresses(state: &ClusterState) -> BTreeSet<IpAddr> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shell_tests;

@@ -1,21 +1,28 @@
-//! The reconciler loop: observe, decide (`reconcile`), act — on every
-//! applied entry, every lease change, at lease expiry (to fence at once),
-//! and every second to repair drift. Masters re-announce their IPs every
-//! `announce_refresh`.
+//! The reconciler loop: observe, decide (`reconcile`), act (`plan_pass`) —
+//! on every applied entry, when the lease starts or stops being valid, and
+//! every second to repair drift.
+//!
+//! Fencing is decided on the lease *as it stands now*: a pass is cut, and
+//! the node gives up its master roles, only when the current lease (with
+//! every renewal that arrived meanwhile) has run out — never on a deadline
+//! read when the pass began. Nothing slow sits on that path: announcements
+//! (after the first round) and their periodic refresh run on their own task
+//! (`Announcer`), and layer-2 checks on another (`L2Checker`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix};
 use slotd_raft_store::storage::StateReader;
 use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::{reconcile, store_addresses, Action, Instance, Observed};
+use super::{plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed};
 use crate::clock::Mono;
 use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
@@ -26,7 +33,7 @@ use crate::wire::HealthReport;
 /// How often the machine is compared with the log even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(1);
 
-/// Probe results by address, taken at the start of a pass.
+/// Probe results by address, taken before a pass binds.
 type Probes = BTreeMap<IpAddr, Result<Option<slotd_netops::MacAddr>, String>>;
 
 /// The longest one action (a bind, a driver start or stop) may take.
@@ -36,7 +43,7 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// much lease left: an action must not straddle the lease's end.
 const TAKE_GUARD: Duration = Duration::from_millis(300);
 
-/// Layer-2 probes per reconciler pass.
+/// Layer-2 probes per round of the checker.
 const L2_PER_PASS: usize = 8;
 
 /// Probes without an answer before "no answer" is reported.
@@ -56,6 +63,8 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub driver: D,
     pub interface: String,
     pub lease: watch::Receiver<LeaseState>,
+    /// Rounds of one announcement (the first is sent before Cyrus starts).
+    pub announce: AnnounceOptions,
     pub announce_refresh: Duration,
     pub probe_timeout: Duration,
     pub stats: Arc<Stats>,
@@ -67,15 +76,49 @@ fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
     IpPrefix::new(ip.addr, ip.len).map_err(|e| e.to_string())
 }
 
-impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
+/// Returns when the lease, as it stands now and with every renewal that
+/// arrives meanwhile, stops being `valid`: it ran out (if valid), or a
+/// grant made it valid (if not).
+pub async fn lease_flips(mut lease: watch::Receiver<LeaseState>, valid: bool) {
+    loop {
+        let state = *lease.borrow_and_update();
+        if state.valid_at(Mono::now()) != valid {
+            return;
+        }
+        let until = state.valid_until.filter(|_| valid);
+        tokio::select! {
+            changed = lease.changed() => {
+                if changed.is_err() {
+                    // No more renewals: only time can change it now.
+                    match until {
+                        Some(t) => tokio::time::sleep_until(t.to_instant()).await,
+                        None => std::future::pending().await,
+                    }
+                    return;
+                }
+            }
+            _ = sleep_until(until) => {}
+        }
+    }
+}
+
+/// `stop` was set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn sleep_until(at: Option<Mono>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
     /// Runs until `stop`; then gives up every master role (as a lost lease
     /// would) before returning.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>)
-    where
-        A: 'static,
-    {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut applied = self.reader.subscribe();
-        let mut last_announce = Instant::now();
         match self.ops.mac(&self.interface).await {
             Ok(mac) => self.report.lock().unwrap_or_else(PoisonError::into_inner).mac = Some(mac.to_string()),
             Err(e) => warn!(interface = %self.interface, error = %e, "no MAC for the layer-2 check"),
@@ -93,30 +136,34 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             }
             .run(stop.clone()),
         );
+        let (announce_tx, announce_rx) = mpsc::unbounded_channel();
+        let announcer = tokio::spawn(
+            Announcer {
+                me: self.me,
+                reader: self.reader.clone(),
+                ops: self.ops.clone(),
+                interface: self.interface.clone(),
+                lease: self.lease.clone(),
+                options: self.announce,
+                refresh: self.announce_refresh,
+            }
+            .run(announce_rx, stop.clone()),
+        );
+        let this = Pass {
+            r: &self,
+            announce: announce_tx,
+        };
         loop {
-            let lease = *self.lease.borrow();
-            let valid = lease.valid_at(Mono::now());
-            let expiry = lease
-                .valid_until
-                .filter(|_| valid)
-                .unwrap_or_else(|| Mono::now() + RESYNC)
-                .to_instant();
-            // All the work of one round gives way to the lease's end: when
-            // it comes, whatever was in flight is dropped and the node
-            // fences at once (a fence does not wait behind probes).
+            let valid = self.lease.borrow().valid_at(Mono::now());
+            // The pass gives way to the lease's end, as it stands now: what
+            // was in flight is dropped and the node fences at once.
             let expired = tokio::select! {
-                _ = async {
-                    self.pass(valid).await;
-                    if last_announce.elapsed() >= self.announce_refresh {
-                        self.refresh_announcements().await;
-                        last_announce = Instant::now();
-                    }
-                } => false,
-                _ = tokio::time::sleep_until(expiry), if valid => true,
+                _ = this.run(valid) => false,
+                _ = lease_flips(self.lease.clone(), true), if valid => true,
             };
             if expired {
-                warn!("lease ran out during a pass: fencing now");
-                self.pass(false).await;
+                warn!("lease ran out: fencing now");
+                this.run(false).await;
                 continue;
             }
             self.stats
@@ -125,110 +172,119 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 r = applied.changed() => if r.is_err() { break },
-                r = self.lease.changed() => if r.is_err() { break },
-                _ = tokio::time::sleep_until(expiry) => {}
+                _ = lease_flips(self.lease.clone(), valid) => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         }
         l2.abort();
+        announcer.abort();
         info!("reconciler stopping: giving up master roles");
-        self.pass(false).await;
+        this.run(false).await;
     }
+}
 
+/// One pass's work, with the reconciler it belongs to.
+struct Pass<'a, A: AddressOps, D: SlotDriver> {
+    r: &'a Reconciler<A, D>,
+    announce: mpsc::UnboundedSender<FollowUp>,
+}
+
+impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
     async fn observe(&self, state: &ClusterState) -> Option<Observed> {
+        let r = self.r;
         let managed = store_addresses(state);
-        let addresses: BTreeSet<IpAddr> = match self.ops.list(&self.interface).await {
+        let addresses: BTreeSet<IpAddr> = match r.ops.list(&r.interface).await {
             Ok(list) => list
                 .into_iter()
                 .map(|b| b.prefix.addr())
                 .filter(|a| managed.contains(a))
                 .collect(),
             Err(e) => {
-                error!(interface = %self.interface, error = %e, "cannot list addresses");
+                error!(interface = %r.interface, error = %e, "cannot list addresses");
                 return None;
             }
         };
         Some(Observed {
             addresses,
-            instances: self.driver.observe().await,
+            instances: r.driver.observe().await,
         })
     }
 
-    async fn pass(&self, lease_valid: bool) {
-        let (state, applied_at) = self.reader.with(|d| (d.state.clone(), d.last_applied));
+    async fn run(&self, lease_valid: bool) {
+        let r = self.r;
+        let (state, applied_at) = r.reader.with(|d| (d.state.clone(), d.last_applied));
         let Some(observed) = self.observe(&state).await else {
             if !lease_valid {
                 self.blind_fence(&state).await;
             }
             return;
         };
-        let named_master = state.stores.values().any(|s| s.master == self.me);
-        self.stats.fenced.store(named_master && !lease_valid, Ordering::Relaxed);
-        let actions = reconcile(&state, self.me, lease_valid, &observed);
+        let named_master = state.stores.values().any(|s| s.master == r.me);
         let fenced = named_master && !lease_valid;
-        if actions.is_empty() {
+        r.stats.fenced.store(fenced, Ordering::Relaxed);
+        let plan = plan_pass(&state, reconcile(&state, r.me, lease_valid, &observed));
+        if plan.is_empty() {
             // Nothing changed on the machine: report what was just seen
             // rather than asking the kernel again.
             self.publish(&observed, fenced);
             return;
         }
-        // Probe every master IP this pass will bind, together: one probe
-        // waits its full timeout when nobody answers (the normal case), and
-        // a node taking over many stores must not wait that many times.
-        let to_probe: Vec<IpAddr> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Bind { store, ip, .. } if state.stores.get(store).is_some_and(|s| s.master_ip == *ip) => {
-                    Some(ip.addr)
-                }
-                _ => None,
-            })
-            .collect();
+        let none = Probes::new();
+        futures::future::join_all(plan.give_up.iter().map(|c| self.chain(c, &state, applied_at, &none))).await;
         let answers = futures::future::join_all(
-            to_probe
+            plan.probe
                 .iter()
-                .map(|addr| self.ops.probe(&self.interface, *addr, self.probe_timeout)),
+                .map(|addr| r.ops.probe(&r.interface, *addr, r.probe_timeout)),
         )
         .await;
-        let probes: Probes = to_probe
-            .into_iter()
+        let probes: Probes = plan
+            .probe
+            .iter()
+            .copied()
             .zip(answers)
-            .map(|(addr, r)| (addr, r.map_err(|e| e.to_string())))
+            .map(|(addr, a)| (addr, a.map_err(|e| e.to_string())))
             .collect();
-        let mut failed: BTreeSet<String> = BTreeSet::new();
-        for action in actions {
-            let store = store_of(&action).to_owned();
-            if !is_give_up(&action) {
-                // A store whose earlier step failed takes no later step this
-                // pass: never start Cyrus as master without its IP bound.
-                if failed.contains(&store) {
-                    continue;
-                }
-                // Taking is decided on the state this pass started from: if
-                // the log moved on meanwhile, plan again rather than act on
-                // a decision the log may have revoked.
-                if self.reader.with(|d| d.last_applied) != applied_at {
-                    debug!("the log moved on during the pass; planning again");
-                    break;
-                }
+        futures::future::join_all(plan.take.iter().map(|c| self.chain(c, &state, applied_at, &probes))).await;
+        if let Some(observed) = self.observe(&state).await {
+            self.publish(&observed, fenced);
+        }
+    }
+
+    /// One store's steps, in order; a failed step ends the chain (never
+    /// start Cyrus as master without its IP bound).
+    async fn chain(
+        &self,
+        steps: &[Action],
+        state: &ClusterState,
+        applied_at: Option<slotd_raft_store::typ::LogId>,
+        probes: &Probes,
+    ) {
+        let r = self.r;
+        for action in steps {
+            let store = action.store().to_owned();
+            // Taking is decided on the state this pass started from: if the
+            // log moved on meanwhile, plan again rather than act on a
+            // decision the log may have revoked.
+            if !action.is_give_up() && r.reader.with(|d| d.last_applied) != applied_at {
+                debug!("the log moved on during the pass; planning again");
+                return;
             }
             let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
             let span = info_span!("act", store = %store, epoch);
-            let result =
-                match tokio::time::timeout(ACTION_TIMEOUT, self.execute(&action, &state, &probes).instrument(span))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("no result within {ACTION_TIMEOUT:?}")),
-                };
+            let result = match tokio::time::timeout(
+                ACTION_TIMEOUT,
+                self.execute(action, state, probes).instrument(span),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!("no result within {ACTION_TIMEOUT:?}")),
+            };
             if let Err(e) = result {
-                Stats::add(&self.stats.action_errors, 1);
+                Stats::add(&r.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
-                failed.insert(store);
+                return;
             }
-        }
-        if let Some(observed) = self.observe(&state).await {
-            self.publish(&observed, fenced);
         }
     }
 
@@ -236,15 +292,16 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
     /// IP of the log's stores (releasing an address not held is a no-op) and
     /// stop every instance running as master.
     async fn blind_fence(&self, state: &ClusterState) {
+        let r = self.r;
         warn!("cannot observe the interface and the lease is not valid: fencing blind");
         for s in state.stores.values() {
             if let Ok(p) = prefix(s.master_ip) {
-                let _ = self.ops.release(&self.interface, p).await;
+                let _ = r.ops.release(&r.interface, p).await;
             }
         }
-        for (slot, instance) in self.driver.observe().await {
+        for (slot, instance) in r.driver.observe().await {
             if matches!(instance, Instance::Master { .. }) {
-                if let Err(e) = self.driver.stop(&slot).await {
+                if let Err(e) = r.driver.stop(&slot).await {
                     error!(slot, error = %e, "cannot stop a master instance while fencing");
                 }
             }
@@ -252,9 +309,9 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
     }
 
     fn publish(&self, observed: &Observed, fenced: bool) {
-        let mut r = self.report.lock().unwrap_or_else(PoisonError::into_inner);
-        r.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
-        r.instances = observed
+        let mut rep = self.r.report.lock().unwrap_or_else(PoisonError::into_inner);
+        rep.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
+        rep.instances = observed
             .instances
             .iter()
             .map(|(slot, i)| {
@@ -266,121 +323,195 @@ impl<A: AddressOps, D: SlotDriver> Reconciler<A, D> {
                 (slot.clone(), role.to_owned())
             })
             .collect();
-        r.fenced = fenced;
+        rep.fenced = fenced;
     }
 
     async fn execute(&self, action: &Action, state: &ClusterState, probes: &Probes) -> Result<(), String> {
-        let iface = &self.interface;
+        let r = self.r;
+        let iface = &r.interface;
         match action {
             Action::Release { ip, .. } => {
-                self.ops.release(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
+                r.ops.release(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
                 info!(%ip, "released");
             }
             Action::Stop { slot, .. } => {
-                self.driver.stop(slot).await.map_err(|e| e.to_string())?;
+                r.driver.stop(slot).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance stopped");
             }
             Action::Bind { store, ip, .. } => {
                 let is_master_ip = state.stores.get(store).is_some_and(|s| s.master_ip == *ip);
                 if is_master_ip {
                     // RFC 5227: is anyone else answering for it? (Probed for
-                    // all of this pass's master IPs at once, see `pass`.)
+                    // all of this pass's master IPs at once, see `run`.)
                     let found = match probes.get(&ip.addr) {
-                        Some(r) => r.clone()?,
-                        None => self
+                        Some(p) => p.clone()?,
+                        None => r
                             .ops
-                            .probe(iface, ip.addr, self.probe_timeout)
+                            .probe(iface, ip.addr, r.probe_timeout)
                             .await
                             .map_err(|e| e.to_string())?,
                     };
                     if let Some(mac) = found {
-                        Stats::add(&self.stats.split_brain_alarms, 1);
+                        Stats::add(&r.stats.split_brain_alarms, 1);
                         error!(%ip, %mac, "split-brain alarm: another machine answers for the master IP; not binding it");
                         return Err(format!("{mac} answers for {ip}"));
                     }
                     // The probe took time: the lease must still hold now, with
                     // room to spare for the bind itself.
-                    if self.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
+                    if r.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
                         return Err("lease (nearly) expired while probing".into());
                     }
                 }
-                self.ops.bind(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
+                r.ops.bind(iface, prefix(*ip)?).await.map_err(|e| e.to_string())?;
                 info!(%ip, "bound");
             }
-            Action::Announce { ip, .. } => {
-                self.ops
-                    .announce(iface, ip.addr, AnnounceOptions::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
+            Action::Announce { store, ip } => {
+                // The first round now (it comes before Cyrus starts); the
+                // rest from the announcer, off this pass.
+                let first = AnnounceOptions {
+                    count: r.announce.count.min(1),
+                    ..r.announce
+                };
+                r.ops.announce(iface, ip.addr, first).await.map_err(|e| e.to_string())?;
+                let epoch = state.stores.get(store).map_or(0, |s| s.epoch);
+                let _ = self.announce.send(FollowUp {
+                    store: store.clone(),
+                    addr: ip.addr,
+                    epoch,
+                });
             }
             Action::StartMaster { slot, epoch, .. } => {
-                if self.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
+                if r.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
                     return Err("lease (nearly) expired before starting as master".into());
                 }
-                self.driver
-                    .start_master(slot, *epoch)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                r.driver.start_master(slot, *epoch).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance started as master");
             }
             Action::StartReplica { slot, epoch, .. } => {
-                self.driver
-                    .start_replica(slot, *epoch)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                r.driver.start_replica(slot, *epoch).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance started as replica");
             }
         }
         Ok(())
     }
+}
 
-    /// Re-announce every master IP this node holds as master (switches
-    /// forget MACs; a lost gratuitous ARP must not strand clients).
-    async fn refresh_announcements(&self) {
-        let state = self.reader.with(|d| d.state.clone());
-        let Some(observed) = self.observe(&state).await else {
+/// The rest of an announcement whose first round a pass sent.
+#[derive(Debug)]
+struct FollowUp {
+    store: String,
+    addr: IpAddr,
+    epoch: u64,
+}
+
+/// Sends announcements off the reconciler's path: the follow-up rounds of
+/// each new address, and every `refresh` a full announcement of each master
+/// IP held (switches forget MACs; a lost gratuitous ARP must not strand
+/// clients). Before every round it checks that this node should still hold
+/// the address — announcing an IP it gave up would pull clients back to it.
+struct Announcer<A: AddressOps> {
+    me: NodeId,
+    reader: StateReader,
+    ops: Arc<A>,
+    interface: String,
+    lease: watch::Receiver<LeaseState>,
+    options: AnnounceOptions,
+    refresh: Duration,
+}
+
+impl<A: AddressOps + 'static> Announcer<A> {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<FollowUp>, mut stop: watch::Receiver<bool>) {
+        let mut bursts: JoinSet<()> = JoinSet::new();
+        // The burst in flight for each address: a newer one replaces it.
+        let mut by_addr: BTreeMap<IpAddr, tokio::task::AbortHandle> = BTreeMap::new();
+        let mut refresh = tokio::time::interval(self.refresh);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
+        loop {
+            let (store, addr, epoch, rounds, first_now) = tokio::select! {
+                _ = stopped(&mut stop) => break,
+                job = jobs.recv() => match job {
+                    Some(j) => (j.store, j.addr, Some(j.epoch), self.options.count.saturating_sub(1), false),
+                    None => break,
+                },
+                _ = refresh.tick() => {
+                    for (store, addr) in self.held_masters().await {
+                        self.spawn(&mut bursts, &mut by_addr, store, addr, None, self.options.count, true);
+                    }
+                    continue;
+                }
+                Some(_) = bursts.join_next() => continue,
+            };
+            self.spawn(&mut bursts, &mut by_addr, store, addr, epoch, rounds, first_now);
+        }
+        bursts.abort_all();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        bursts: &mut JoinSet<()>,
+        by_addr: &mut BTreeMap<IpAddr, tokio::task::AbortHandle>,
+        store: String,
+        addr: IpAddr,
+        epoch: Option<u64>,
+        rounds: u32,
+        first_now: bool,
+    ) {
+        by_addr.retain(|_, h| !h.is_finished());
+        if let Some(old) = by_addr.remove(&addr) {
+            old.abort();
+        }
+        if rounds == 0 {
             return;
+        }
+        let (ops, iface, interval) = (self.ops.clone(), self.interface.clone(), self.options.interval);
+        let (reader, lease, me) = (self.reader.clone(), self.lease.clone(), self.me);
+        let still = move || {
+            let valid = lease.borrow().valid_at(Mono::now());
+            reader.with(|d| {
+                wants_ip(&d.state, me, valid, &store, addr)
+                    && epoch.is_none_or(|e| d.state.stores.get(&store).is_some_and(|s| s.epoch == e))
+            })
         };
-        for s in state.stores.values().filter(|s| s.master == self.me) {
-            // Checked right before each announcement: announcing an IP this
-            // node may no longer serve would pull clients back to it.
-            let serving =
-                matches!(s.phase, Phase::Stable) || matches!(s.phase, Phase::Promoting { to, .. } if to == self.me);
-            let still_master = self.reader.with(|d| {
-                d.state
-                    .stores
-                    .get(&s.name)
-                    .is_some_and(|c| c.master == self.me && c.epoch == s.epoch)
-            });
-            if !serving || !still_master || !self.lease.borrow().valid_at(Mono::now()) {
-                continue;
-            }
-            if observed.addresses.contains(&s.master_ip.addr) {
-                if let Err(e) = self
-                    .ops
-                    .announce(&self.interface, s.master_ip.addr, AnnounceOptions::default())
-                    .await
-                {
-                    warn!(store = %s.name, error = %e, "re-announce failed");
+        let handle = bursts.spawn(async move {
+            for round in 0..rounds {
+                if round > 0 || !first_now {
+                    tokio::time::sleep(interval).await;
+                }
+                if !still() {
+                    return;
+                }
+                let one = AnnounceOptions { count: 1, interval };
+                if let Err(e) = ops.announce(&iface, addr, one).await {
+                    warn!(%addr, error = %e, "announce failed");
+                    return;
                 }
             }
-        }
+        });
+        by_addr.insert(addr, handle);
     }
-}
 
-fn store_of(a: &Action) -> &str {
-    match a {
-        Action::Stop { store, .. }
-        | Action::Release { store, .. }
-        | Action::Bind { store, .. }
-        | Action::Announce { store, .. }
-        | Action::StartMaster { store, .. }
-        | Action::StartReplica { store, .. } => store,
+    /// The master IPs this node holds and serves now.
+    async fn held_masters(&self) -> Vec<(String, IpAddr)> {
+        let held: BTreeSet<IpAddr> = match self.ops.list(&self.interface).await {
+            Ok(list) => list.into_iter().map(|b| b.prefix.addr()).collect(),
+            Err(e) => {
+                warn!(interface = %self.interface, error = %e, "cannot list addresses to re-announce");
+                return Vec::new();
+            }
+        };
+        let valid = self.lease.borrow().valid_at(Mono::now());
+        self.reader.with(|d| {
+            d.state
+                .stores
+                .values()
+                .filter(|s| s.master == self.me && held.contains(&s.master_ip.addr))
+                .filter(|s| wants_ip(&d.state, self.me, valid, &s.name, s.master_ip.addr))
+                .map(|s| (s.name.clone(), s.master_ip.addr))
+                .collect()
+        })
     }
-}
-
-fn is_give_up(a: &Action) -> bool {
-    matches!(a, Action::Stop { .. } | Action::Release { .. })
 }
 
 /// The layer-2 check loop (see `l2`): on every applied entry and every
@@ -410,8 +541,8 @@ impl<A: AddressOps> L2Checker<A> {
 
     /// As replica, probe the master IP of every store that moved since the
     /// last look and report which MAC answers (see `l2`). A store is looked
-    /// at again until something answers; a few per pass, so that a burst of
-    /// moves does not stall the reconciler.
+    /// at again until something answers; a few per round, so that a burst
+    /// of moves does not keep the checker busy for long.
     async fn check(&self, checked: &mut BTreeMap<String, L2Progress>) {
         let state = self.reader.with(|d| d.state.clone());
         checked.retain(|name, _| state.stores.contains_key(name));

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use redb::{Database, TableDefinition};
 
 pub use log_store::LogStore;
-pub use state_machine::{SmData, StateMachineStore, StateReader};
+pub use state_machine::{in_memory, MemoryState, SmData, StateMachineStore, StateReader};
 
 use crate::codec::CodecError;
 

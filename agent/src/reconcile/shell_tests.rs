@@ -1,0 +1,259 @@
+//! The reconciler shell (`run.rs`) at the size users run, in tokio's paused
+//! time: a node with 40 master stores, whose addresses take as long as on a
+//! real machine (an announcement is three rounds 100 ms apart, a probe that
+//! finds nobody waits its 200 ms), with its lease renewed every heartbeat.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slotd_netops::{AnnounceOptions, Call, MacAddr, MemoryOps, MemoryTiming};
+use slotd_raft_store::plan::{plan, Naming};
+use slotd_raft_store::storage::{in_memory, SmData};
+use slotd_raft_store::{ClusterState, Command, NodeId, Request};
+use tokio::sync::watch;
+
+use super::run::Reconciler;
+use super::Instance;
+use crate::clock::Mono;
+use crate::driver::{DriverError, NoneDriver, SlotDriver};
+use crate::lease::LeaseState;
+use crate::stats::Stats;
+
+const ME: NodeId = 1;
+const LEASE: Duration = Duration::from_millis(2000);
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Three nodes with 80 slots each: 120 stores, 40 mastered by each node.
+fn state() -> ClusterState {
+    let t = plan(3, 80).unwrap().to_topology(&Naming::default());
+    let mut s = ClusterState::default();
+    s.apply(&Request {
+        at_ms: 0,
+        command: Command::Init(t),
+    })
+    .into_result()
+    .unwrap();
+    assert_eq!(s.masters_of(ME).count(), 40);
+    s
+}
+
+/// The none driver, but starting an instance takes `start`.
+#[derive(Clone, Default)]
+struct SlowDriver {
+    inner: NoneDriver,
+    start: Duration,
+}
+
+impl SlotDriver for SlowDriver {
+    async fn start_master(&self, slot: &str, epoch: u64) -> Result<(), DriverError> {
+        tokio::time::sleep(self.start).await;
+        self.inner.start_master(slot, epoch).await
+    }
+
+    async fn start_replica(&self, slot: &str, epoch: u64) -> Result<(), DriverError> {
+        tokio::time::sleep(self.start).await;
+        self.inner.start_replica(slot, epoch).await
+    }
+
+    async fn stop(&self, slot: &str) -> Result<(), DriverError> {
+        self.inner.stop(slot).await
+    }
+
+    async fn observe(&self) -> std::collections::BTreeMap<String, Instance> {
+        self.inner.observe().await
+    }
+}
+
+struct Shell {
+    /// Keeps the state's sender alive (the reconciler stops without it).
+    _state: slotd_raft_store::storage::MemoryState,
+    ops: MemoryOps,
+    driver: SlowDriver,
+    masters: BTreeSet<IpAddr>,
+    stop: watch::Sender<bool>,
+    renewing: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Shell {
+    /// Starts the reconciler of node 1 and a stand-in lease keeper that,
+    /// while `renewing`, is granted a lease every heartbeat (from send time,
+    /// a few ms of round trip).
+    fn start(start: Duration) -> Shell {
+        let s = state();
+        let masters = s.masters_of(ME).map(|st| st.master_ip.addr).collect();
+        let (reader, writer) = in_memory(SmData {
+            state: s,
+            ..SmData::default()
+        });
+        let ops = MemoryOps::new(MacAddr([2, 0, 0, 0, 0, 1]))
+            .with_interface("eth0")
+            .with_timing(MemoryTiming::realistic());
+        let driver = SlowDriver {
+            inner: NoneDriver::default(),
+            start,
+        };
+        let (lease_tx, lease_rx) = watch::channel(LeaseState::default());
+        let (renewing, mut renew_rx) = watch::channel(true);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                if !*renew_rx.borrow_and_update() {
+                    let _ = renew_rx.changed().await;
+                    continue;
+                }
+                let sent = Mono::now();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                lease_tx.send_modify(|l| l.valid_until = Some(sent + LEASE));
+            }
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(
+            Reconciler {
+                me: ME,
+                reader,
+                ops: Arc::new(ops.clone()),
+                driver: driver.clone(),
+                interface: "eth0".into(),
+                lease: lease_rx,
+                announce: AnnounceOptions::default(),
+                announce_refresh: Duration::from_secs(60),
+                probe_timeout: Duration::from_millis(200),
+                stats: Arc::new(Stats::default()),
+                report: Default::default(),
+            }
+            .run(stop_rx),
+        );
+        Shell {
+            _state: writer,
+            ops,
+            driver,
+            masters,
+            stop,
+            renewing,
+            task,
+        }
+    }
+
+    fn bound(&self) -> BTreeSet<IpAddr> {
+        self.ops.addresses("eth0").iter().map(|p| p.addr()).collect()
+    }
+
+    fn masters_released(&self) -> usize {
+        self.ops
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Release { prefix, .. } if self.masters.contains(&prefix.addr())))
+            .count()
+    }
+
+    fn announces_of_masters(&self) -> usize {
+        self.ops
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Announce { addr, .. } if self.masters.contains(addr)))
+            .count()
+    }
+
+    async fn masters_running(&self) -> usize {
+        self.driver
+            .observe()
+            .await
+            .values()
+            .filter(|i| matches!(i, Instance::Master { .. }))
+            .count()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn sleep(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn forty_masters_with_slow_announcements_never_fence_in_ten_minutes() {
+    let shell = Shell::start(Duration::ZERO);
+    // One probe (200 ms, all at once) and the binds: well under a second,
+    // where one announcement after another would take 40 × 200 ms.
+    sleep(1000).await;
+    assert!(
+        shell.masters.is_subset(&shell.bound()),
+        "not all 40 master IPs bound after 1 s"
+    );
+    assert_eq!(shell.masters_running().await, 40);
+    sleep(1000).await;
+    // Every new master IP announced in full: the first round in the pass,
+    // two more from the announcer.
+    assert_eq!(shell.announces_of_masters(), 3 * 40);
+    sleep(600_000).await;
+    assert_eq!(
+        shell.masters_released(),
+        0,
+        "a master IP was released while the lease held"
+    );
+    assert!(shell.masters.is_subset(&shell.bound()));
+    assert_eq!(shell.masters_running().await, 40);
+    // The refresh: every minute, a full announcement of each held master IP.
+    assert!(
+        shell.announces_of_masters() >= 3 * 40 + 9 * 3 * 40,
+        "{} announcements",
+        shell.announces_of_masters()
+    );
+    shell.stop().await;
+}
+
+/// A pass that takes longer than the lease (40 Cyrus starts of 3 s each, side
+/// by side, after the probe) is never cut while renewals keep the lease valid:
+/// the fence looks at the lease as it stands, not as it stood when the pass
+/// began.
+#[tokio::test(start_paused = true)]
+async fn a_pass_longer_than_the_lease_goes_on_while_renewed() {
+    let shell = Shell::start(Duration::from_secs(3));
+    // The replicas start first (the lease is not valid yet), then the
+    // masters: probe, binds, starts — each wave 3 s.
+    sleep(8000).await;
+    assert_eq!(shell.masters_running().await, 40);
+    sleep(60_000).await;
+    assert_eq!(
+        shell.masters_released(),
+        0,
+        "a master IP was released while the lease held"
+    );
+    assert!(shell.masters.is_subset(&shell.bound()));
+    shell.stop().await;
+}
+
+/// When renewals stop, the node gives up every master role when the last
+/// lease ends, not before; announcements in flight stop with it.
+#[tokio::test(start_paused = true)]
+async fn when_renewals_stop_the_fence_fires_at_the_lease_end() {
+    let shell = Shell::start(Duration::ZERO);
+    sleep(2000).await;
+    assert!(shell.masters.is_subset(&shell.bound()));
+    let _ = shell.renewing.send(false);
+    let last_renewal = Mono::now();
+    // The last grant (sent at most a heartbeat ago) still holds…
+    sleep(LEASE.as_millis() as u64 - HEARTBEAT.as_millis() as u64 - 10).await;
+    assert!(shell.masters.is_subset(&shell.bound()), "fenced too early");
+    assert_eq!(shell.masters_released(), 0);
+    // …and is over a lease after it was sent.
+    sleep(HEARTBEAT.as_millis() as u64 + 50).await;
+    assert!(Mono::now().since(last_renewal) > LEASE);
+    assert!(
+        shell.bound().is_disjoint(&shell.masters),
+        "master IPs kept past the lease"
+    );
+    assert_eq!(shell.masters_running().await, 0);
+    let announced = shell.announces_of_masters();
+    sleep(70_000).await;
+    assert_eq!(shell.announces_of_masters(), announced, "announced an IP it gave up");
+    assert!(shell.bound().is_disjoint(&shell.masters));
+    shell.stop().await;
+}
