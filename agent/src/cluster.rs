@@ -16,6 +16,7 @@ use tracing::info;
 
 use crate::clock::{unix_ms, Mono};
 use crate::error::AgentError;
+use crate::identity::Identity;
 use crate::leader::LeaderCore;
 use crate::network::PeerNetwork;
 use crate::peer_call::{CallError, Method};
@@ -42,6 +43,8 @@ pub struct Cluster {
     pub leader: Mutex<LeaderCore>,
     /// Wakes the failover engine (an accepted fence notice).
     pub engine_wake: Arc<Notify>,
+    /// The cluster id this agent answers to (none before it joined).
+    pub identity: Identity,
 }
 
 impl Cluster {

@@ -142,9 +142,9 @@ impl Default for Timing {
             heartbeat_ms: 200,
             lease_ms: 2000,
             clock_skew_margin_ms: 500,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1200,
-            raft_heartbeat_ms: 150,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            raft_heartbeat_ms: 100,
             announce_refresh_ms: 60_000,
             probe_timeout_ms: 200,
         }
@@ -191,7 +191,25 @@ impl Timing {
     pub fn raft_heartbeat(&self) -> Duration {
         Duration::from_millis(self.raft_heartbeat_ms)
     }
+
+    /// The longest a change of Raft leader keeps a node from renewing its
+    /// lease, from the old leader's last heartbeat to the first grant of the
+    /// new one. openraft 0.9 lets a follower vote for a candidate only once
+    /// its *leader lease* (`election_timeout_max`) has passed since it last
+    /// heard the leader, and campaign only after that lease plus its own
+    /// election timeout (up to `election_timeout_max`), looked at on a tick
+    /// of 1.5 Raft heartbeats; then come the vote, the node hearing of the
+    /// new leader and renewing at once, and the new leader's first entry
+    /// ([`LEADER_CHANGE_SLACK`]). A split vote (two candidates within a
+    /// round trip) adds up to another election timeout and is not covered.
+    pub fn leader_change(&self) -> Duration {
+        Duration::from_millis(2 * self.election_timeout_max_ms + self.raft_heartbeat_ms * 3 / 2) + LEADER_CHANGE_SLACK
+    }
 }
+
+/// Round trips and disk writes of a change of leader (vote, first entry,
+/// renewal, quorum round), with room for a loaded machine.
+pub const LEADER_CHANGE_SLACK: Duration = Duration::from_millis(100);
 
 /// Why a config could not be used. `Display` is always one line that starts
 /// with the origin (the file name) and, where there is one, names the field by
@@ -421,6 +439,25 @@ impl Config {
                 ),
             ));
         }
+        // A change of Raft leader must not end any lease: the last grant of
+        // the old leader (sent up to a heartbeat before it died) must last
+        // until the new leader's first grant.
+        let needed = t.heartbeat() + t.leader_change();
+        if t.lease() < needed {
+            return Err(invalid(
+                "timing.lease_ms",
+                format!(
+                    "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 2 × \
+                     election_timeout_max_ms ({}) + 1.5 × raft_heartbeat_ms ({}) + {} ms; with less, every \
+                     master fences itself when the leader dies (raise lease_ms, or lower the election timeouts)",
+                    needed.as_millis(),
+                    t.heartbeat_ms,
+                    t.election_timeout_max_ms,
+                    t.raft_heartbeat_ms,
+                    LEADER_CHANGE_SLACK.as_millis()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -640,8 +677,8 @@ driver = "exec"
 heartbeat_ms = 100
 lease_ms = 1000
 clock_skew_margin_ms = 250
-election_timeout_min_ms = 300
-election_timeout_max_ms = 900
+election_timeout_min_ms = 200
+election_timeout_max_ms = 350
 raft_heartbeat_ms = 50
 "#;
 
@@ -669,8 +706,8 @@ interface = "eth0"
                 heartbeat_ms: 100,
                 lease_ms: 1000,
                 clock_skew_margin_ms: 250,
-                election_timeout_min_ms: 300,
-                election_timeout_max_ms: 900,
+                election_timeout_min_ms: 200,
+                election_timeout_max_ms: 350,
                 raft_heartbeat_ms: 50,
                 ..Timing::default()
             },

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::AgentError;
+use crate::identity::Identity;
 use crate::leader::core::TICKET_FRESH;
 use crate::lock::{self, LockError};
 use crate::peer_call::{Channels, Method};
@@ -153,7 +154,19 @@ const RETRY: Duration = Duration::from_millis(50);
 /// exit) never runs while the leader may still act on the notice.
 async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
     let me = config.node_id;
-    let channels = Channels::default();
+    // Without the cluster id no leader would hear us.
+    let identity = match Identity::load(&config.data_dir) {
+        Ok(i) if i.get().is_some() => i,
+        Ok(_) => {
+            info!("this node has not joined a cluster: nobody to tell");
+            return None;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the cluster id: not telling the leader");
+            return None;
+        }
+    };
+    let channels = Channels::new(identity);
     let nodes: Vec<String> = state
         .nodes
         .values()

@@ -3,7 +3,8 @@
 //! Layout, bottom to top:
 //! - ground floor: `wire` (every message agents exchange), `error`
 //!   (`AgentError`), `peer_call` (the one typed way to call another agent),
-//!   `clock` (time as a value, for the pure cores), `random`;
+//!   `clock` (time as a value, for the pure cores), `identity` (the cluster
+//!   id every Peer call carries), `lock` (the agent lock), `random`;
 //! - `config`: the node's `slotd.toml`, loaded and validated;
 //! - pure decisions: `leader::core` (lease ledger, who is dead), `lease`
 //!   (`LeaseBook`: grants in, lease out), `reconcile` (what to do on this
@@ -27,6 +28,7 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod fence;
+pub mod identity;
 pub mod l2;
 pub mod leader;
 pub mod lease;

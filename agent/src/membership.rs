@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers};
@@ -14,9 +15,36 @@ use tracing::{info, warn};
 use crate::clock::Mono;
 use crate::cluster::Cluster;
 use crate::error::AgentError;
-use crate::wire::{LeaderCall, LeaderReply};
+use crate::identity::ClusterId;
+use crate::peer_call::Method;
+use crate::wire::{JoinRequest, LeaderCall, LeaderReply};
+
+/// How long a node may take to answer a join.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
+    /// Gives node `n` (at its topology address) the cluster id.
+    async fn join_node(&self, id: ClusterId, n: &NodeSpec) -> Result<(), AgentError> {
+        let request = JoinRequest {
+            cluster: id,
+            node: n.id,
+            name: n.name.clone(),
+        };
+        let answer = self
+            .network
+            .channels
+            .call::<_, Result<(), AgentError>>(&n.addr, Method::Join, &request, JOIN_TIMEOUT)
+            .await;
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AgentError::Precondition(format!("node {} at {}: {e}", n.name, n.addr))),
+            Err(e) => Err(AgentError::Precondition(format!(
+                "node {} cannot be reached to join it to the cluster ({e}); it must run first",
+                n.name
+            ))),
+        }
+    }
+
     /// Bootstraps the cluster. Always carried out by the topology's first
     /// voter (others pass it there once): concurrent inits then meet on one
     /// node, where only the first can initialise Raft.
@@ -70,6 +98,16 @@ impl Cluster {
                 )));
             }
         }
+        // Every node joins the cluster (takes its id) before Raft starts, so
+        // that none of them ever answers a stranger. This node first: a
+        // bootstrap re-run after a failure keeps the id it drew.
+        let id = self.identity.get().unwrap_or_else(ClusterId::random);
+        self.identity
+            .join(id)
+            .map_err(|e| AgentError::Precondition(e.to_string()))?;
+        for n in topology.nodes.iter().filter(|n| n.id != self.id) {
+            self.join_node(id, n).await?;
+        }
         let raft_ready = self
             .raft
             .is_initialized()
@@ -121,6 +159,12 @@ impl Cluster {
         self.reader
             .with(|d| d.state.check(&command))
             .map_err(AgentError::Refused)?;
+        // The node takes the cluster id first: until then it answers no
+        // Raft call.
+        let id = self.identity.get().ok_or_else(|| {
+            AgentError::Precondition("this node has no cluster id; is the cluster initialised?".into())
+        })?;
+        self.join_node(id, &spec).await?;
         // Membership first: if it fails, the state says nothing of the node
         // and the operator can simply try again.
         self.raft

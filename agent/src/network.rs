@@ -17,7 +17,7 @@ use slotd_raft_store::{NodeId, TypeConfig};
 use crate::peer_call::{CallError, Channels, Method};
 
 /// Creates one `PeerConnection` per target for openraft.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetwork {
     pub channels: Channels,
 }

@@ -35,6 +35,7 @@ use crate::clock::Mono;
 use crate::cluster::Cluster;
 use crate::config::{Config, Driver};
 use crate::driver::NoneDriver;
+use crate::identity::{Identity, IdentityError};
 use crate::leader::core::TICKET_FRESH;
 use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
 use crate::lease::{self, LeaseState};
@@ -43,7 +44,7 @@ use crate::metrics::{self, Exposition};
 use crate::network::PeerNetwork;
 use crate::notify::Notifier;
 use crate::peer::PeerService;
-use crate::peer_call::MAX_MESSAGE;
+use crate::peer_call::{Channels, MAX_MESSAGE};
 use crate::reconcile::run::Reconciler;
 use crate::stats::Stats;
 use crate::wire::HealthReport;
@@ -55,6 +56,8 @@ pub enum NodeError {
     Lock(#[from] LockError),
     #[error("{0}")]
     Storage(#[from] OpenError),
+    #[error("data_dir: {0}")]
+    Identity(#[from] IdentityError),
     #[error("Raft settings from [timing]: {0}")]
     RaftConfig(String),
     #[error("starting Raft: {0}")]
@@ -103,9 +106,12 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
     // First of all: no other agent, and no `slotd fence`, on this data.
     let _lock = lock::acquire(&config.data_dir)?;
+    let identity = Identity::load(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
-    let network = PeerNetwork::default();
+    let network = PeerNetwork {
+        channels: Channels::new(identity.clone()),
+    };
     let raft = Raft::new(config.node_id, raft_config(&config)?, network.clone(), log, sm)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -125,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             },
         )),
         engine_wake: engine_wake.clone(),
+        identity,
     });
     let stats = Arc::new(Stats::default());
     let granter = Granter::spawn(cluster.clone(), config.timing.lease());
@@ -168,6 +175,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let peer = PeerServer::new(PeerService {
         cluster: cluster.clone(),
         granter: granter.clone(),
+        name: config.name.clone(),
+        stats: stats.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);
@@ -426,6 +435,20 @@ pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseSta
         &[],
         Stats::get(&stats.split_brain_alarms) as f64,
     );
+    let refused = stats
+        .peer_refused
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for ((method, reason), n) in refused {
+        x.counter(
+            "slotd_peer_refused_total",
+            "Peer calls refused: this agent has joined no cluster yet (not_joined), or the call is from another cluster (other_cluster).",
+            &[("method", method), ("reason", reason)],
+            n as f64,
+        );
+    }
+
     if m.state == ServerState::Leader {
         let reports = cluster.core().reports();
         let alarms = cluster.reader.with(|d| {

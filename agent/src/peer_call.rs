@@ -19,6 +19,8 @@ use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::codec;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::identity::{Identity, HEADER};
+
 /// Largest gRPC message between agents: a snapshot chunk or a batch of
 /// entries, with room to spare (snapshots of 4,000 stores are ~300 KB).
 pub const MAX_MESSAGE: usize = 64 << 20;
@@ -35,6 +37,7 @@ pub enum Method {
     Heartbeat,
     Fenced,
     Leader,
+    Join,
 }
 
 /// Why a peer call got no usable answer.
@@ -55,13 +58,27 @@ pub enum CallError {
     Codec { addr: String, message: String },
 }
 
-/// Channels by address, shared by every caller.
-#[derive(Clone, Default)]
+/// Channels by address, shared by every caller, and the cluster id every
+/// call carries (see `identity`).
+#[derive(Clone)]
 pub struct Channels {
     inner: Arc<Mutex<BTreeMap<String, Channel>>>,
+    identity: Identity,
 }
 
 impl Channels {
+    pub fn new(identity: Identity) -> Channels {
+        Channels {
+            inner: Arc::default(),
+            identity,
+        }
+    }
+
+    /// The cluster id calls carry.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// The channel to `addr` (`host:port`), created on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -105,6 +122,11 @@ impl Channels {
         let payload = codec::encode(request).map_err(|e| codec_err(format!("encode: {e}")))?;
         let mut req = tonic::Request::new(RaftPayload { payload });
         req.set_timeout(timeout);
+        if let Some(id) = self.identity.get() {
+            if let Ok(value) = id.to_string().parse() {
+                req.metadata_mut().insert(HEADER, value);
+            }
+        }
         let reply = match method {
             Method::AppendEntries => client.append_entries(req).await,
             Method::Vote => client.vote(req).await,
@@ -112,6 +134,7 @@ impl Channels {
             Method::Heartbeat => client.heartbeat(req).await,
             Method::Fenced => client.fenced(req).await,
             Method::Leader => client.leader(req).await,
+            Method::Join => client.join(req).await,
         };
         let reply = reply.map_err(|status| status_error(addr, &status))?;
         codec::decode(&reply.into_inner().payload).map_err(|e| codec_err(format!("decode: {e}")))

@@ -17,6 +17,10 @@ pub struct Stats {
     pub last_failover_ms: AtomicU64,
     /// Stores whose master is dead and that have no live replica to go to.
     pub stranded: AtomicU64,
+    /// Peer calls refused, by method and reason (`not_joined`: this agent
+    /// has joined no cluster yet; `other_cluster`: the call carries another
+    /// cluster's id, or none).
+    pub peer_refused: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// Reconciler actions that failed.
     pub action_errors: AtomicU64,
     /// When the reconciler last finished a round (`now_mono_ms`): the
@@ -38,5 +42,14 @@ impl Stats {
 
     pub fn add(v: &AtomicU64, n: u64) {
         v.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one refused Peer call.
+    pub fn peer_refused(&self, method: &'static str, reason: &'static str) {
+        let mut m = self
+            .peer_refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *m.entry((method, reason)).or_default() += 1;
     }
 }

@@ -26,6 +26,8 @@ pub struct Liveness<'a> {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub answered_by: NodeId,
+    /// The cluster id (empty before init).
+    pub cluster_id: String,
     pub voters: BTreeSet<NodeId>,
     pub learners: BTreeSet<NodeId>,
     /// Whether a node counts as alive (only the leader knows; elsewhere all false).
@@ -83,6 +85,7 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
         answered_by: live.answered_by,
         nodes,
         stores,
+        cluster_id: live.cluster_id.clone(),
     }
 }
 
@@ -108,6 +111,7 @@ impl Cluster {
                     leader: m.current_leader,
                     term: m.current_term,
                     answered_by: self.id,
+                    cluster_id: self.identity.get().map(|i| i.to_string()).unwrap_or_default(),
                     voters,
                     learners,
                     alive: &alive,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use slotd_raft_store::{Command, NodeId, NodeSpec, Topology};
 
+use crate::identity::ClusterId;
 use crate::status::StatusView;
 
 /// What a node reports with each lease renewal.
@@ -75,6 +76,15 @@ pub enum FenceRequest {
 pub enum FenceReply {
     Ticket(u64),
     Accepted(bool),
+}
+
+/// `Peer.Join`: join cluster `cluster` as node `node` called `name` (the
+/// receiver checks it is that node).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub cluster: ClusterId,
+    pub node: NodeId,
+    pub name: String,
 }
 
 /// A call that must run on the leader (`Peer.Leader`).

@@ -92,42 +92,58 @@ fn kill_9_leader_then_restart_catches_up() {
 
 #[test]
 fn follower_writes_succeed_bad_writes_change_nothing() {
-    let c = TestCluster::start(3);
+    // Five agents run; the cluster starts with three, the others are added.
+    let mut c = TestCluster::start(5);
+    c.members = vec![1, 2, 3];
     c.init(1, 2);
     let leader = c.leader();
     let follower = (1..=3).find(|i| *i != leader).unwrap();
+    // A node that does not run cannot join: refused, nothing changes.
+    let before = comparable(&c.status(1, false).unwrap());
+    let unused = "127.0.0.1:9";
+    let out = c.slotctl(
+        follower,
+        &[
+            "node", "add", "--id", "6", "--name", "imap6", "--addr", unused, "--slots", "s01",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imap6 cannot be reached to join it"));
+    // An address that reaches another agent than the one named: refused.
     let out = c.slotctl(
         follower,
         &[
             "node",
             "add",
             "--id",
-            "4",
+            "6",
             "--name",
-            "imap4",
+            "imap6",
             "--addr",
-            "127.0.0.1:9",
+            &c.agent(4).endpoint(),
             "--slots",
-            "s01,s02",
+            "s01",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = c.slotctl(
-        follower,
-        &[
-            "node",
-            "add",
-            "--id",
-            "5",
-            "--name",
-            "imap5",
-            "--addr",
-            "127.0.0.1:10",
-            "--slots",
-            "s01,s02",
-        ],
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("this agent is node 4 (imap4), not node 6 (imap6)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(comparable(&c.status(1, false).unwrap()), before);
+    for id in [4, 5] {
+        let (name, addr) = (format!("imap{id}"), c.agent(id).endpoint());
+        let id_text = id.to_string();
+        let out = c.slotctl(
+            follower,
+            &[
+                "node", "add", "--id", &id_text, "--name", &name, "--addr", &addr, "--slots", "s01,s02",
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        c.members.push(id);
+    }
     let out = c.slotctl(
         follower,
         &[
@@ -268,6 +284,7 @@ fn follower_writes_succeed_bad_writes_change_nothing() {
         let out = c.slotctl(follower, &["node", "remove", name]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    c.members.retain(|m| *m <= 3);
     let after = c.converged();
     assert_eq!(after["nodes"].as_array().unwrap().len(), 3);
 }
@@ -338,15 +355,22 @@ fn sigterm_stops_cleanly_and_state_survives() {
 }
 
 #[test]
-fn init_sent_to_a_learner_or_half_done_is_finished() {
+fn init_sent_to_a_learner_needs_every_node_then_finishes() {
     let mut c = TestCluster::start(4);
-    // Only the first voter runs: the bootstrap cannot find a quorum yet.
+    // Only the first voter and the learner run: the others cannot join.
     for id in [2, 3] {
         c.kill9(id);
     }
     let topology = c.topology(2);
     let out = c.slotctl(4, &["init", topology.to_str().unwrap()]);
-    assert_ne!(out.status.code(), Some(0), "init without a quorum cannot succeed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("imap2 cannot be reached to join it"), "{err}");
+    // Refused before Raft started: nothing initialised anywhere.
+    for id in [1, 4] {
+        let s = c.status(id, true).unwrap();
+        assert_eq!((s["initialised"].as_bool(), s["leader"].as_u64()), (Some(false), None));
+    }
     // The voters come back; init again (through the learner) finishes it.
     c.restart(2);
     c.restart(3);
@@ -362,4 +386,87 @@ fn init_sent_to_a_learner_or_half_done_is_finished() {
     assert_eq!(roles, ["voter", "voter", "voter", "learner"]);
     let out = c.slotctl(4, &["init", topology.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// An agent that never joined this cluster (here: a fresh one at a dead
+/// member's address, as another test's agent on a recycled port would be)
+/// never votes: the lone survivor cannot win an election with its help.
+#[test]
+fn an_agent_that_never_joined_never_votes() {
+    let mut c = TestCluster::start(3);
+    c.init(1, 2);
+    let leader = c.leader();
+    let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    let (lonely, gone) = (others[0], others[1]);
+    c.kill9(gone);
+    c.replace_with_stranger(leader);
+    // The survivor campaigns (after openraft's leader lease and its election
+    // timeout) and asks the stranger, which refuses: wait for a few of those.
+    let refused = "slotd_peer_refused_total{method=\"vote\",reason=\"not_joined\"}";
+    wait_for("the stranger to refuse three votes", WAIT, || {
+        (c.agent(leader).metric(refused)? >= 3.0).then_some(())
+    });
+    // A leader in openraft 0.9 stays leader once elected: looking now is
+    // enough to know it never was.
+    let s = c.status(lonely, true).unwrap();
+    assert_ne!(
+        s["leader"].as_u64(),
+        Some(lonely),
+        "won an election with a stranger's vote"
+    );
+    let stranger = c.status(leader, true).unwrap();
+    assert_eq!(stranger["initialised"], false);
+    assert_eq!(stranger["cluster_id"], "");
+    // The real members come back: one cluster again, with its own id.
+    c.restore(leader);
+    c.restart(gone);
+    let s = c.converged();
+    assert_eq!(s["cluster_id"].as_str().map(str::len), Some(16));
+}
+
+/// Peer calls from another cluster (or with no cluster id) are refused;
+/// with this cluster's id they are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_calls_from_another_cluster_are_refused() {
+    use slotd_agent::wire::{HealthReport, Renewal};
+    use slotd_proto::v1::peer_client::PeerClient;
+    use slotd_proto::v1::RaftPayload;
+
+    let c = tokio::task::spawn_blocking(|| {
+        let c = TestCluster::start(3);
+        c.init(1, 2);
+        c
+    })
+    .await
+    .unwrap();
+    let leader = c.leader();
+    let id = c.status(leader, true).unwrap()["cluster_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.agent(leader).endpoint()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let renewal = Renewal {
+        node: 2,
+        report: HealthReport::default(),
+    };
+    let payload = slotd_raft_store::codec::encode(&renewal).unwrap();
+    let call = |cluster: Option<&str>| {
+        let mut req = tonic::Request::new(RaftPayload {
+            payload: payload.clone(),
+        });
+        if let Some(cl) = cluster {
+            req.metadata_mut().insert("slotd-cluster-id", cl.parse().unwrap());
+        }
+        let mut client = PeerClient::new(channel.clone());
+        async move { client.heartbeat(req).await }
+    };
+    for other in [None, Some("0123456789abcdef"), Some("garbage")] {
+        let err = call(other).await.expect_err("a stranger's renewal was answered");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{other:?}: {err}");
+    }
+    assert!(call(Some(&id)).await.is_ok(), "this cluster's renewal was refused");
 }

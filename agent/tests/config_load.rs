@@ -18,9 +18,9 @@ driver = "systemd"
 heartbeat_ms = 200
 lease_ms = 2000
 clock_skew_margin_ms = 500
-election_timeout_min_ms = 600
-election_timeout_max_ms = 1200
-raft_heartbeat_ms = 150
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+raft_heartbeat_ms = 100
 "#;
 
 /// `GOOD` with the line starting with `key =` replaced by `line`
@@ -157,13 +157,25 @@ fn cases() -> Vec<Case> {
             "election timeout range reversed",
             with("election_timeout_min_ms", "election_timeout_min_ms = 1500"),
             Some("timing.election_timeout_min_ms"),
-            "must be less than timing.election_timeout_max_ms (1200)",
+            "must be less than timing.election_timeout_max_ms (600)",
         ),
         case(
             "raft heartbeat not below election timeout",
-            with("raft_heartbeat_ms", "raft_heartbeat_ms = 600"),
+            with("raft_heartbeat_ms", "raft_heartbeat_ms = 300"),
             Some("timing.raft_heartbeat_ms"),
-            "must be less than timing.election_timeout_min_ms (600)",
+            "must be less than timing.election_timeout_min_ms (300)",
+        ),
+        case(
+            "lease shorter than a change of leader (openraft's leader lease + election timeout)",
+            with("election_timeout_max_ms", "election_timeout_max_ms = 1200"),
+            Some("timing.lease_ms"),
+            "must be at least 2850 to outlast a change of Raft leader",
+        ),
+        case(
+            "lease shorter than a change of leader (default election timeouts)",
+            with("lease_ms", "lease_ms = 1500"),
+            Some("timing.lease_ms"),
+            "every master fences itself when the leader dies",
         ),
         case(
             "node name with a space",

@@ -1,6 +1,12 @@
-//! Real `slotd` processes on 127.0.0.1 for tests: ports chosen by the OS
-//! (each agent binds port 0 and writes what it got to `<data_dir>/endpoints`),
-//! one data directory each, every process killed when the cluster is dropped.
+//! Real `slotd` processes on loopback for tests, one data directory each,
+//! every process killed when the cluster is dropped.
+//!
+//! Each cluster listens on a loopback address of its own (127.a.b.c, from
+//! the test process's pid and a counter; Linux answers on all of
+//! 127.0.0.0/8), with fixed ports: an agent keeps its address across
+//! restarts, and no other test — running in parallel, or started after
+//! this one let a port go — can ever be reached at it. No luck with free
+//! ports involved.
 #![allow(dead_code)]
 
 pub mod netns;
@@ -29,6 +35,17 @@ pub struct Agent {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub agents: Vec<Agent>,
+    /// Ids of the agents that are in the cluster (all, unless a test
+    /// initialises fewer and adds the others later).
+    pub members: Vec<u64>,
+}
+
+/// A loopback address no other test process uses: 127 + the 24 low bits
+/// of the pid; `nth` picks the ports, for several clusters in one process.
+fn own_loopback(nth: u16, agent: u16) -> SocketAddr {
+    let pid = std::process::id();
+    let ip = std::net::Ipv4Addr::new(127, (pid >> 16) as u8, (pid >> 8) as u8, pid as u8);
+    SocketAddr::new(ip.into(), 17420 + nth * 32 + agent)
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `within`.
@@ -91,17 +108,35 @@ impl Agent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("slotd.log")).unwrap_or_default()
     }
+
+    /// The value of one series of its `/metrics` (`name{labels}` exactly as
+    /// exposed), if it answers.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
 }
 
 impl TestCluster {
     /// Starts `n` agents (not yet initialised).
     pub fn start(n: usize) -> TestCluster {
+        static STARTED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(nth < 64 && n < 32, "too many test clusters in one process");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut agents = Vec::new();
         for i in 1..=n as u64 {
             let data_dir = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&data_dir).expect("data dir");
-            let mut config = Config::builder(i, &format!("imap{i}"), "127.0.0.1:0".parse().unwrap(), data_dir.clone());
+            let listen = own_loopback(nth, i as u16);
+            let mut config = Config::builder(i, &format!("imap{i}"), listen, data_dir.clone());
+            config.metrics_listen = SocketAddr::new(listen.ip(), 0);
             config.cyrus.driver = Driver::None;
             let path = dir.path().join(format!("n{i}.toml"));
             std::fs::write(&path, config.to_toml()).expect("write config");
@@ -110,31 +145,32 @@ impl TestCluster {
                 name: format!("imap{i}"),
                 config: path.clone(),
                 data_dir,
-                listen: "127.0.0.1:0".parse().unwrap(),
+                listen,
                 metrics: "127.0.0.1:0".parse().unwrap(),
                 child: None,
             };
             agent.spawn();
-            // From now on the agent keeps its port: peers know it by it.
-            config.listen = agent.listen;
-            std::fs::write(&path, config.to_toml()).expect("rewrite config");
             agents.push(agent);
         }
-        TestCluster { dir, agents }
+        let members = (1..=n as u64).collect();
+        TestCluster { dir, agents, members }
     }
 
     pub fn agent(&self, id: u64) -> &Agent {
         &self.agents[(id - 1) as usize]
     }
 
-    /// A planned topology (`slotctl plan`) with these agents' real addresses.
+    /// A planned topology (`slotctl plan`) of the members, with their
+    /// real addresses.
     pub fn topology(&self, slots: usize) -> PathBuf {
-        let mut t = slotd_raft_store::plan::plan(self.agents.len(), slots)
-            .expect("plan")
-            .to_topology(&slotd_raft_store::plan::Naming {
-                voters: slotd_raft_store::topology::default_voters(self.agents.len()),
-                ..Default::default()
-            });
+        let n = self.members.len();
+        let mut t =
+            slotd_raft_store::plan::plan(n, slots)
+                .expect("plan")
+                .to_topology(&slotd_raft_store::plan::Naming {
+                    voters: slotd_raft_store::topology::default_voters(n),
+                    ..Default::default()
+                });
         for (node, agent) in t.nodes.iter_mut().zip(&self.agents) {
             node.addr = agent.endpoint();
         }
@@ -179,11 +215,11 @@ impl TestCluster {
         self.converged()
     }
 
-    /// Waits until all running agents show the same state, a leader and the
-    /// same applied index; returns the leader's linearizable status.
+    /// Waits until all running members show the same state, a leader and
+    /// the same applied index; returns the leader's linearizable status.
     pub fn converged(&self) -> Value {
         wait_for("all agents to agree", WAIT, || {
-            let running: Vec<&Agent> = self.agents.iter().filter(|a| a.child.is_some()).collect();
+            let running: Vec<&Agent> = self.running_members().collect();
             let views: Vec<Value> = running.iter().map(|a| self.status(a.id, true)).collect::<Option<_>>()?;
             let first = comparable(&views[0]);
             let leader = views[0]["leader"].as_u64()?;
@@ -197,8 +233,14 @@ impl TestCluster {
         })
     }
 
+    fn running_members(&self) -> impl Iterator<Item = &Agent> + '_ {
+        self.agents
+            .iter()
+            .filter(|a| a.child.is_some() && self.members.contains(&a.id))
+    }
+
     pub fn leader(&self) -> u64 {
-        let running = self.agents.iter().find(|a| a.child.is_some()).expect("an agent runs");
+        let running = self.running_members().next().expect("a member runs");
         wait_for("a leader", WAIT, || self.status(running.id, true)?["leader"].as_u64())
     }
 
@@ -208,6 +250,30 @@ impl TestCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills agent `id` and starts, at its address and with its config, a
+    /// fresh agent with an empty data directory (one that never joined the
+    /// cluster: as another test's agent on a recycled port would be). Its
+    /// own data is kept aside for `restore`.
+    pub fn replace_with_stranger(&mut self, id: u64) {
+        self.kill9(id);
+        let agent = &mut self.agents[(id - 1) as usize];
+        let aside = agent.data_dir.with_extension("aside");
+        std::fs::rename(&agent.data_dir, &aside).expect("move the data aside");
+        std::fs::create_dir_all(&agent.data_dir).expect("fresh data dir");
+        agent.spawn();
+    }
+
+    /// Stops the stranger started by `replace_with_stranger` and brings
+    /// agent `id` back with its own data.
+    pub fn restore(&mut self, id: u64) {
+        self.kill9(id);
+        let agent = &mut self.agents[(id - 1) as usize];
+        let aside = agent.data_dir.with_extension("aside");
+        std::fs::remove_dir_all(&agent.data_dir).expect("remove the stranger's data");
+        std::fs::rename(&aside, &agent.data_dir).expect("restore the data");
+        agent.spawn();
     }
 
     pub fn restart(&mut self, id: u64) {
