@@ -142,8 +142,8 @@ impl Default for Timing {
             heartbeat_ms: 200,
             lease_ms: 2000,
             clock_skew_margin_ms: 500,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 350,
             raft_heartbeat_ms: 100,
             announce_refresh_ms: 60_000,
             probe_timeout_ms: 200,
@@ -198,12 +198,15 @@ impl Timing {
     /// its *leader lease* (`election_timeout_max`) has passed since it last
     /// heard the leader, and campaign only after that lease plus its own
     /// election timeout (up to `election_timeout_max`), looked at on a tick
-    /// of 1.5 Raft heartbeats; then come the vote, the node hearing of the
-    /// new leader and renewing at once, and the new leader's first entry
-    /// ([`LEADER_CHANGE_SLACK`]). A split vote (two candidates within a
-    /// round trip) adds up to another election timeout and is not covered.
+    /// of 1.5 Raft heartbeats; a node that once campaigned and was told of a
+    /// longer log waits `2 × election_timeout_max` more before it campaigns
+    /// next (openraft's `smaller_log_timeout`, kept until that campaign).
+    /// Votes of one term are ordered by node id, so two candidates do not
+    /// split the vote. Then come the node hearing of the new leader,
+    /// renewing at once, and the new leader's first entry
+    /// ([`LEADER_CHANGE_SLACK`]).
     pub fn leader_change(&self) -> Duration {
-        Duration::from_millis(2 * self.election_timeout_max_ms + self.raft_heartbeat_ms * 3 / 2) + LEADER_CHANGE_SLACK
+        Duration::from_millis(4 * self.election_timeout_max_ms + self.raft_heartbeat_ms * 3 / 2) + LEADER_CHANGE_SLACK
     }
 }
 
@@ -447,7 +450,7 @@ impl Config {
             return Err(invalid(
                 "timing.lease_ms",
                 format!(
-                    "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 2 × \
+                    "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 4 × \
                      election_timeout_max_ms ({}) + 1.5 × raft_heartbeat_ms ({}) + {} ms; with less, every \
                      master fences itself when the leader dies (raise lease_ms, or lower the election timeouts)",
                     needed.as_millis(),
@@ -677,8 +680,8 @@ driver = "exec"
 heartbeat_ms = 100
 lease_ms = 1000
 clock_skew_margin_ms = 250
-election_timeout_min_ms = 200
-election_timeout_max_ms = 350
+election_timeout_min_ms = 100
+election_timeout_max_ms = 180
 raft_heartbeat_ms = 50
 "#;
 
@@ -706,8 +709,8 @@ interface = "eth0"
                 heartbeat_ms: 100,
                 lease_ms: 1000,
                 clock_skew_margin_ms: 250,
-                election_timeout_min_ms: 200,
-                election_timeout_max_ms: 350,
+                election_timeout_min_ms: 100,
+                election_timeout_max_ms: 180,
                 raft_heartbeat_ms: 50,
                 ..Timing::default()
             },

@@ -44,4 +44,5 @@ pub mod random;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod watchdog;
 pub mod wire;

@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ use crate::peer::PeerService;
 use crate::peer_call::{Channels, MAX_MESSAGE};
 use crate::reconcile::run::Reconciler;
 use crate::stats::Stats;
+use crate::watchdog::{self, Part, Progress};
 use crate::wire::HealthReport;
 
 /// Why the agent could not start (or stopped with an error).
@@ -76,6 +77,8 @@ pub enum NodeError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error("{0}")]
+    Watchdog(String),
 }
 
 /// File in the data directory where a running agent writes the addresses it
@@ -202,14 +205,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let (loops_tx, loops_rx) = watch::channel(false);
     let report = Arc::new(Mutex::new(HealthReport::default()));
     let report_now = report.clone();
+    let progress = Progress::default();
     let (lease, keeper) = lease::spawn_keeper(
         cluster.clone(),
         granter.clone(),
         config.timing.heartbeat(),
         config.timing.lease(),
         Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+        progress.clone(),
         loops_rx.clone(),
     );
+    let raft_marks = tokio::spawn(mark_raft(raft.clone(), progress.clone(), loops_rx.clone()));
+    let stall_requests = Arc::new(AtomicU64::new(0));
+    if std::env::var_os(INJECT_FAULTS).is_some_and(|v| v == "1") {
+        warn!("{INJECT_FAULTS}=1: SIGUSR1 stalls the reconciler for 10 s (for tests only)");
+        tokio::spawn(stall_on_sigusr1(stall_requests.clone()));
+    }
     let lease_for_metrics = lease.clone();
     let reconciler = tokio::spawn(
         Reconciler {
@@ -224,6 +235,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             probe_timeout: config.timing.probe_timeout(),
             stats: stats.clone(),
             report,
+            progress: progress.clone(),
+            stall_requests,
         }
         .run(loops_rx.clone()),
     );
@@ -234,7 +247,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             stats: stats.clone(),
             wake: engine_wake,
         }
-        .run(loops_rx),
+        .run(loops_rx.clone()),
     );
 
     let metrics_task = tokio::spawn(metrics::serve(
@@ -244,14 +257,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     ));
 
     let notifier = Arc::new(Notifier::from_env());
+    check_watchdog(&config, &notifier)?;
     if let Err(e) = notifier.ready() {
         warn!(error = %e, "sd_notify READY failed");
     }
-    let watchdog = tokio::spawn(watchdog(
+    let watchdog = tokio::spawn(watchdog::run_pinger(
         notifier.clone(),
-        raft.clone(),
-        stats.clone(),
-        stopped(stop_rx.clone()),
+        progress,
+        config.timing.clock_skew_margin(),
+        loops_rx.clone(),
     ));
 
     shutdown.await;
@@ -283,6 +297,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     }
     let _ = tokio::time::timeout(grace, metrics_task).await;
     let _ = tokio::time::timeout(grace, watchdog).await;
+    raft_marks.abort();
     info!("stopped");
     Ok(())
 }
@@ -304,36 +319,51 @@ fn write_endpoints(dir: &Path, listen: SocketAddr, metrics: SocketAddr) -> Resul
     write(&path, std::fs::rename(&tmp, &path))
 }
 
-/// Pets the systemd watchdog while the Raft core runs; stops petting (so
-/// systemd kills and fences us) if Raft has died.
-/// A reconciler that has not finished a round for this long is wedged: stop
-/// petting systemd so that it kills the agent and `slotd fence` runs.
-/// Generous, because one round may legitimately probe and bind many IPs.
-const RECONCILER_STALL: Duration = Duration::from_secs(10);
+/// Environment variable that turns on fault injection (tests only).
+pub const INJECT_FAULTS: &str = "SLOTD_INJECT_FAULTS";
 
-async fn watchdog(notifier: Arc<Notifier>, raft: Raft, stats: Arc<Stats>, stopped: impl Future<Output = ()>) {
-    let Some(interval) = Notifier::watchdog_interval() else {
-        stopped.await;
-        return;
-    };
-    let mut tick = tokio::time::interval(interval);
-    tokio::pin!(stopped);
+/// Marks the Raft core's progress: a round trip through it every
+/// `MARK_EVERY`, answered within the stall bound.
+async fn mark_raft(raft: Raft, progress: Progress, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(watchdog::MARK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = &mut stopped => return,
-            _ = tick.tick() => {
-                if raft.metrics().borrow().running_state.is_err() {
-                    warn!("Raft core stopped: no more watchdog pings");
-                    return;
-                }
-                let last = stats.last_pass.load(Ordering::Relaxed);
-                let stalled = crate::stats::now_mono_ms().saturating_sub(last) > RECONCILER_STALL.as_millis() as u64;
-                if last > 0 && stalled {
-                    warn!("the reconciler made no progress for {RECONCILER_STALL:?}: no more watchdog pings");
-                    continue;
-                }
-                let _ = notifier.watchdog();
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(Ok(())) = tokio::time::timeout(watchdog::STALL_BOUND, raft.with_raft_state(|_| ())).await {
+            progress.mark(Part::Raft);
+        }
+    }
+}
+
+/// Testing only: each SIGUSR1 stalls the reconciler for 10 s.
+async fn stall_on_sigusr1(requests: Arc<AtomicU64>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        warn!("cannot listen for SIGUSR1: no fault injection");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        requests.store(10_000, Ordering::Relaxed);
+    }
+}
+
+/// Refuses a systemd watchdog too long for the margin (see `watchdog`);
+/// under systemd without one, says what that means.
+fn check_watchdog(config: &Config, notifier: &Notifier) -> Result<(), NodeError> {
+    match Notifier::watchdog_timeout() {
+        Some(w) => watchdog::check(w, config.timing.clock_skew_margin()).map_err(NodeError::Watchdog),
+        None => {
+            if notifier.is_active() {
+                warn!(
+                    "no systemd watchdog (WatchdogSec) for this unit: a frozen agent would keep its master IPs \
+                     until it is killed by hand; the shipped unit sets WatchdogSec={}ms",
+                    watchdog::UNIT_WATCHDOG.as_millis()
+                );
             }
+            Ok(())
         }
     }
 }

@@ -105,6 +105,12 @@ impl Notifier {
         watchdog_interval_from(usec.as_deref(), pid.as_deref(), std::process::id())
     }
 
+    /// The watchdog timeout systemd set for this process (`WATCHDOG_USEC`),
+    /// if any.
+    pub fn watchdog_timeout() -> Option<Duration> {
+        Notifier::watchdog_interval().map(|half| half * 2)
+    }
+
     /// Whether messages go anywhere (false for the no-op notifier).
     pub fn is_active(&self) -> bool {
         !matches!(self.target, Target::Disabled)

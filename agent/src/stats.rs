@@ -23,16 +23,6 @@ pub struct Stats {
     pub peer_refused: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// Reconciler actions that failed.
     pub action_errors: AtomicU64,
-    /// When the reconciler last finished a round (`now_mono_ms`): the
-    /// watchdog stops petting systemd if it stalls.
-    pub last_pass: AtomicU64,
-}
-
-/// Milliseconds on a monotonic clock since the first call in this process.
-pub fn now_mono_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(std::time::Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Stats {

@@ -69,7 +69,7 @@ fn sd_notify_ready_watchdog_stopping() {
         .arg("--config")
         .arg(&path)
         .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_USEC", "200000")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -83,7 +83,7 @@ fn sd_notify_ready_watchdog_stopping() {
     while !got.iter().any(|m| m == "READY=1") {
         recv(&mut got);
     }
-    // Watchdog pings at half of WATCHDOG_USEC while Raft runs.
+    // Watchdog pings while the lease keeper, the reconciler and Raft run.
     while !got.iter().any(|m| m == "WATCHDOG=1") {
         recv(&mut got);
     }
@@ -97,4 +97,33 @@ fn sd_notify_ready_watchdog_stopping() {
     let ready = got.iter().position(|m| m == "READY=1").unwrap();
     let stopping = got.iter().position(|m| m == "STOPPING=1").unwrap();
     assert!(ready < stopping, "{got:?}");
+}
+
+/// A watchdog too long for the clock margin would let a frozen agent keep
+/// its master IPs past lease + margin: the agent refuses to start, saying
+/// what to set.
+#[test]
+fn a_watchdog_too_long_for_the_margin_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let _socket = UnixDatagram::bind(&socket_path).unwrap();
+    let data = dir.path().join("data");
+    let config = slotd_agent::config::Config::builder(1, "imap1", "127.0.0.1:0".parse().unwrap(), data);
+    let path = dir.path().join("slotd.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .arg("--config")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WatchdogSec=1000ms is too long for clock_skew_margin_ms=500")
+            && err.contains("use WatchdogSec=289ms or less"),
+        "{err}"
+    );
 }

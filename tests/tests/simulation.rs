@@ -1,80 +1,88 @@
-//! Seeded, reproducible fault simulation of slotd's failover safety.
+//! Seeded, reproducible fault simulation of slotd's failover: safety (S1)
+//! and the liveness rule beside it.
 //!
 //! # Model
 //!
 //! Virtual time only (no sleeps, no tokio), in steps of 10 ms; each seed
-//! runs 56 s of it. Every random choice comes from one SplitMix64 seeded
+//! runs 58 s of it. Every random choice comes from one SplitMix64 seeded
 //! by the seed, so a seed replays exactly.
 //!
-//! **Real code.** The state machine (`ClusterState::apply`), the topology
-//! (`plan::plan(..).to_topology(..)`, `Command::Init`), the leader's choice
-//! of new masters (`decide::failover_targets`), and each node's reconciler
-//! (`reconcile::reconcile`) are the project's own; the simulation only
-//! supplies time, network, Raft and the machine.
+//! **The agent's own code** decides everything it models: the state
+//! machine (`ClusterState::apply`), the topology (`plan`), the leader's core
+//! (`LeaderCore`: lease ledger, fresh-leader wait, who is dead, fence
+//! tickets and notices, failover targets), the node's lease rules
+//! (`LeaseBook`), the reconciler's decision and the shape of its passes
+//! (`reconcile`, `plan_pass`), the watchdog rule (`watchdog::stalled`), and
+//! the default timings (`config::Timing`: heartbeat 200 ms, lease 2 s,
+//! margin 500 ms, elections 150–350 ms, Raft heartbeat 100 ms).
 //!
-//! **Cluster.** 3–7 nodes, 4–12 slots each (6–42 stores), voters: 3, 5 or
-//! all nodes.
+//! **Cluster.** 3–7 nodes, 4–40 slots each (up to 20 masters a node, 6–140
+//! stores), voters: 3, 5 or all nodes.
 //!
-//! **Raft (abstracted).** One authoritative committed log. A leader exists
-//! while it is up, not hung, and connected to a majority of voters; when it
-//! is not, an election completes 600–2400 ms later (cancelled if the leader
-//! regains its majority first) and picks a voter connected to a majority.
-//! The new leader applies every committed entry at once. The leader sends
-//! AppendEntries (term, commit index) every 50 ms; each follower applies
-//! with its own lag (delay, loss; a partitioned node applies nothing).
-//! Entries commit the instant the leader appends them.
+//! **Raft, timed as openraft 0.9** (`sim::raft`). Votes ordered by (term,
+//! node id); a voter that heard the leader refuses candidates for its
+//! leader lease (`election_timeout_max`) and campaigns after that plus its
+//! own election timeout (drawn per process), on a tick of 1.5 Raft
+//! heartbeats; a shorter log is refused, and a candidate told of a longer
+//! one waits `2 × election_timeout_max` more; a restarted leader comes back
+//! leading its old term. The log is one committed sequence: a leader with a
+//! quorum (a majority of voters that run, reach it and are not in a later
+//! term) commits at once; a new leader first commits a blank entry;
+//! followers apply what `Append` (every Raft heartbeat) brings.
 //!
-//! **Leases (DESIGN Safety 1–3, agent/src/lease.rs).** Every 200 ms on its
-//! own clock, each running node sends a renewal to the leader it believes in
-//! (last AppendEntries heard). The leader starts a quorum round on receipt;
-//! the round ends 2–40 ms later and grants only if the leader is then still
-//! the leader of that term and connected to a majority. The leader records
-//! the grant on its own clock; the reply may be delayed or lost. On the
-//! reply, the node's lease runs to (its local clock at send time) + 2000 ms.
+//! **Leases (DESIGN Safety 1–3).** Every heartbeat on its own clock, and at
+//! once when it hears of a new leader, each running node sends a renewal to
+//! the leader it follows. The leader answers after a quorum round (2–40 ms,
+//! each voter's exchange subject to loss); the grant carries the log length
+//! as read index. The node's `LeaseBook` makes the lease of it.
 //!
 //! **Clocks.** Each node's clock runs at rate 1 ± ε (ε ≤ 0.1, a third of
-//! them at the extremes), from an arbitrary offset: over a 2 s lease two
-//! nodes drift apart by at most 400 ms < `clock_skew_margin` (500 ms).
+//! them at the extremes), from an arbitrary offset.
 //!
-//! **Failure detector (agent/src/failover.rs).** Every 200 ms on its clock,
-//! a leader that has led for at least lease + margin declares dead every
-//! other node it has not granted (this term) for more than lease + margin,
-//! and appends one `Failover { reason: Failure }` with `failover_targets`'
-//! moves (none if there are no moves).
+//! **Failure detector.** Every heartbeat on the leader's clock, and at once
+//! when a fence notice is accepted, the leader's core decides; a failover
+//! that can commit is appended.
 //!
-//! **Nodes.** Each running agent runs the real reconciler on its own applied
-//! state and its own lease validity (local now < lease end) whenever its
-//! state or lease validity changed, and every 1 s; actions execute at once
-//! on the simulated machine (held IPs, instance roles). The master IP bind
-//! probe (DESIGN rule 5) is NOT modelled: the checker sees the raw protocol.
+//! **Nodes.** Each running agent runs reconciler passes with the agent's
+//! decision code when its state or lease validity changed, and every 1 s.
+//! A pass takes time as on a machine: releases and binds 1 ms, a stop 5 ms,
+//! the probe of the master IPs it binds 200 ms (all at once; another
+//! machine holding the IP stops the bind), an announcement's first round
+//! 1 ms, a Cyrus start 0–1.5 s (per seed); the stores side by side. A pass
+//! is cut — and the node fences — when the lease as it stands then has run
+//! out.
 //!
-//! **Faults (3–8 per seed, in 1–36 s, all healed by 42 s).** Agent crash
-//! (ExecStopPost clears IPs and instances 0–100 ms later) or power loss
-//! (cleared at once), restart after 0.3–6 s with a clean machine and the
-//! persisted applied log; partitions: the leader alone, a random minority,
-//! a random three-way split; message-loss bursts (30–80 %); per-seed base
-//! loss 0–10 % and delay up to 40/100/300 ms. Optionally (`Variant::freezes`)
-//! agent hangs: the hung agent does nothing — not even fence itself — until
-//! it resumes or systemd's watchdog (1 s) kills it.
+//! **Watchdog.** The agent pings every 50 ms while every part made progress
+//! within 100 ms (`watchdog::stalled`); systemd kills it after 200 ms
+//! without a ping (the shipped unit), then `slotd fence` clears the machine
+//! and, with a ticket from the leader, tells it (its stores move at once);
+//! the agent restarts only after the fence has exited.
 //!
-//! **Variants.** `Variant::REAL` is the lease protocol as `agent/` has it:
-//! a grant only says "granted". It breaks S1 (test `real_protocol_500_seeds`,
-//! ignored): a node whose renewal is granted before AppendEntries brings it
-//! the failover of its store serves that store again. `Variant::REAL`
-//! (what `simulation_500_seeds` runs) adds the fix: the grant carries the
-//! leader's commit index at grant time and the lease counts only once the
-//! node has applied that far. Broken variants (lease ignored; detector with
-//! no margin and no fresh-leader wait) prove the checker catches them.
+//! **Faults (3–8 per seed, in 1–36 s, all healed by 42 s).** Agent crashes
+//! and power losses (of any node, or of the leader), restarts after
+//! 0.3–6 s; agent hangs (0.1–3 s) and reconciler stalls (up to 10 s);
+//! partitions: the leader alone, a random minority, a three-way split;
+//! message-loss bursts (30–80 %); per-seed base loss 0–10 % and delay up to
+//! 40/100/300 ms.
 //!
-//! **Checker (every step, true time).** S1: per store, at most one machine
+//! **Checkers (every step, true time).** S1: per store, at most one machine
 //! holds the master IP and at most one runs the instance as master, except
-//! while the earliest holder's lease ended less than `clock_skew_margin` ago
-//! (counted: "allowances"). Lease rule: nothing is held as master more than
-//! `clock_skew_margin` after the holder's lease ended (largest overshoot
-//! reported). Failover entries are rejected at most twice per seed.
-//! Liveness: at the end (≥ 14 s after the last heal) every node runs, a
-//! leader exists, and every store's log master alone holds its IP and runs
-//! master.
+//! while the earliest holder's lease ended less than `clock_skew_margin`
+//! ago (counted: "allowances", expected 0). Lease rule: nothing is held as
+//! master more than `clock_skew_margin` after the holder's lease ended.
+//! Liveness: a node named master whose lease runs out although for a whole
+//! lease before it ran and was connected, without loss, to a majority of
+//! running voters, is a failure. Failover entries are rejected at most
+//! twice per seed. At the end (≥ 16 s after the last heal): every node
+//! runs, a leader exists, and every store's log master alone holds its IP
+//! and runs master.
+//!
+//! **Variants** (`sim::Variant`) put back what this protocol fixed, to show
+//! the checkers catch it: the reconciler that cut passes on a stale lease
+//! deadline and announced one IP after another (flaps at scale), the former
+//! election timing (600–1200 ms: a leader change ends every lease), the
+//! former 1 s watchdog, leases that ignore the read index, nodes that
+//! ignore their lease, a detector without margin or fresh-leader wait.
 
 use std::time::Instant;
 
@@ -126,10 +134,12 @@ fn summary(reports: &[SeedReport]) -> String {
     }
     let sum = |f: fn(&SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
     let overshoot = reports.iter().map(|r| r.max_overshoot_ms).fold(0.0, f64::max);
+    let leaderless = reports.iter().map(|r| r.max_leaderless_ms).max().unwrap_or(0);
     format!(
-        "{} seeds, {} stores in all; faults {faults:?} (+{} watchdog kills); {} elections; \
-         {} failover entries moving {} stores, {} rejected; {} S1 allowances used; \
-         largest lease overshoot {overshoot:.0} ms; {} messages, {} lost",
+        "{} seeds, {} stores in all; faults {faults:?} (+{} watchdog kills); {} elections, longest \
+         without a leader {leaderless} ms; {} failover entries moving {} stores, {} rejected; {} fence \
+         notices accepted; {} leases ran out on masters (none on a connected one); {} S1 allowances \
+         used; largest lease overshoot {overshoot:.0} ms; {} messages, {} lost",
         reports.len(),
         sum(|r| r.stores as u64),
         sum(|r| r.watchdog_kills),
@@ -137,14 +147,15 @@ fn summary(reports: &[SeedReport]) -> String {
         sum(|r| r.failovers),
         sum(|r| r.stores_moved),
         sum(|r| r.rejected_failovers),
+        sum(|r| r.notices_accepted),
+        sum(|r| r.master_fences),
         sum(|r| r.allowances),
         sum(|r| r.messages),
         sum(|r| r.lost),
     )
 }
 
-/// All seeds, the real decision code, the lease protocol as the agent
-/// implements it (`Variant::REAL`).
+/// All seeds, the agent's code, hangs and stalls included.
 #[test]
 fn simulation_500_seeds() {
     let started = Instant::now();
@@ -156,14 +167,21 @@ fn simulation_500_seeds() {
                 allowances, 0,
                 "the S1 allowance was needed; the model says it never should be"
             );
+            let stalls: u64 = reports
+                .iter()
+                .map(|r| {
+                    r.faults.get("reconciler stall").copied().unwrap_or(0)
+                        + r.faults.get("agent hang").copied().unwrap_or(0)
+                })
+                .sum();
+            assert!(stalls > 100, "only {stalls} hangs and stalls injected");
         }
         Err(f) => panic!("{f}"),
     }
 }
 
 /// Replays one seed: `SLOTD_SIM_SEED=N` (seed 0 when unset), with
-/// `SLOTD_SIM_VARIANT=real|real+hangs|no-read-index` (default `real`, the
-/// variant `simulation_500_seeds` runs).
+/// `SLOTD_SIM_VARIANT` (see `Variant::from_env`; default `real`).
 #[test]
 fn replay() {
     let seed = std::env::var("SLOTD_SIM_SEED")
@@ -177,42 +195,92 @@ fn replay() {
     }
 }
 
-/// The checker has teeth: the protocol as it was before leases waited for
-/// the leader's read index (13 of 500 seeds broke S1, first seed 4) is
-/// caught again.
+/// Teeth: the reconciler of before (a pass cut at the lease end read when
+/// it began, announcements one after another) flaps at scale and never
+/// converges.
+#[test]
+fn the_old_reconciler_is_caught_flapping() {
+    let broken = Variant {
+        old_reconciler: true,
+        ..Variant::REAL
+    };
+    let caught = (0..10).filter(|&seed| run_seed(seed, broken).is_err()).count();
+    assert!(
+        caught >= 5,
+        "the old reconciler went unnoticed on {} of 10 seeds",
+        10 - caught
+    );
+}
+
+/// Teeth: the former election timing (600–1200 ms: openraft's leader lease
+/// and election timeout together longer than a lease) fences masters of
+/// connected machines when the leader dies.
+#[test]
+fn the_old_election_timing_is_caught_fencing_connected_masters() {
+    let broken = Variant {
+        old_elections: true,
+        ..Variant::REAL
+    };
+    let failures: Vec<Failure> = (0..20).filter_map(|seed| run_seed(seed, broken).err()).collect();
+    assert!(
+        failures.iter().any(|f| f.what.starts_with("liveness")),
+        "a leader change that ends every lease went unnoticed on 20 seeds"
+    );
+}
+
+/// Teeth: the former 1 s watchdog lets a hung master keep its IP past its
+/// lease plus the margin.
+#[test]
+fn the_old_watchdog_is_caught() {
+    let broken = Variant {
+        old_watchdog: true,
+        ..Variant::REAL
+    };
+    // Seeds where a hang lands at the worst moment (found by sim-survey).
+    let caught = [67u64, 196, 287, 350, 407]
+        .into_iter()
+        .filter(|&seed| run_seed(seed, broken).is_err_and(|f| f.what.contains("after its lease ended")))
+        .count();
+    assert!(caught >= 3, "a watchdog longer than the margin went unnoticed");
+}
+
+/// Teeth: leases that count before the log reached the grant's read index
+/// (without the probe that would also stop it) break S1.
 #[test]
 fn lease_without_read_index_is_caught() {
     let broken = Variant {
         lease_waits_for_log: false,
+        probes: false,
         ..Variant::REAL
     };
-    let caught = (0..30).filter_map(|seed| run_seed(seed, broken).err()).count();
-    assert!(caught > 0, "a lease that ignores the log went unnoticed on 30 seeds");
+    let caught = (0..60).filter(|&seed| run_seed(seed, broken).is_err()).count();
+    assert!(caught > 0, "a lease that ignores the log went unnoticed on 60 seeds");
 }
 
-/// The checker has teeth: nodes that ignore their lease are caught.
+/// Teeth: nodes that ignore their lease are caught.
 #[test]
 fn broken_lease_is_caught() {
     let broken = Variant {
         ignore_lease: true,
+        probes: false,
         ..Variant::REAL
     };
-    let caught = (0..10).filter_map(|seed| run_seed(seed, broken).err()).count();
+    let caught = (0..10).filter(|&seed| run_seed(seed, broken).is_err()).count();
     assert!(caught > 0, "nodes ignoring their lease went unnoticed on 10 seeds");
 }
 
-/// The checker has teeth: a failure detector without margin or fresh-leader
-/// wait is caught.
+/// Teeth: a failure detector without margin or fresh-leader wait is caught.
 #[test]
 fn broken_detector_is_caught() {
     let broken = Variant {
-        detector_margin_ms: 0.0,
+        detector_margin: std::time::Duration::ZERO,
         fresh_leader_wait: false,
+        probes: false,
         ..Variant::REAL
     };
-    let caught = (0..10).filter_map(|seed| run_seed(seed, broken).err()).count();
+    let caught = (0..20).filter(|&seed| run_seed(seed, broken).is_err()).count();
     assert!(
         caught > 0,
-        "a failure detector without margin or wait went unnoticed on 10 seeds"
+        "a failure detector without margin or wait went unnoticed on 20 seeds"
     );
 }

@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::Granter;
 use crate::peer_call::Method;
+use crate::watchdog::{Part, Progress, MARK_EVERY};
 use crate::wire::{Granted, HealthReport, Renewal};
 
 /// Sends one renewal to whoever leads now (this node included).
@@ -60,6 +61,7 @@ pub fn spawn_keeper(
     heartbeat: Duration,
     lease: Duration,
     report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
+    progress: Progress,
     mut stop: watch::Receiver<bool>,
 ) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(LeaseState::default());
@@ -72,7 +74,10 @@ pub fn spawn_keeper(
         let mut applied = cluster.reader.subscribe();
         let (done_tx, mut done) = mpsc::channel::<(Mono, Result<Granted, AgentError>)>(64);
         let applied_index = |rx: &watch::Receiver<Option<openraft::LogId<NodeId>>>| rx.borrow().map_or(0, |l| l.index);
+        let mut mark = tokio::time::interval(MARK_EVERY);
+        mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            progress.mark(Part::LeaseKeeper);
             let was_valid = book.state().valid_at(Mono::now());
             let expiry = book.state().valid_until.filter(|_| was_valid);
             let renew_now = tokio::select! {
@@ -104,6 +109,7 @@ pub fn spawn_keeper(
                     false
                 }
                 _ = sleep_until(expiry) => false,
+                _ = mark.tick() => false,
             };
             let state = book.state();
             let valid = state.valid_at(Mono::now());

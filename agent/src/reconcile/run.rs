@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
 use crate::lease::LeaseState;
 use crate::stats::Stats;
+use crate::watchdog::{Part, Progress, MARK_EVERY};
 use crate::wire::HealthReport;
 
 /// How often the machine is compared with the log even when nothing changed.
@@ -70,6 +71,10 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub stats: Arc<Stats>,
     /// The last observation, for the health report the lease keeper sends.
     pub report: Arc<Mutex<HealthReport>>,
+    /// Progress marks for the watchdog (and failing releases).
+    pub progress: Progress,
+    /// Testing only (`SLOTD_INJECT_FAULTS`): stall the loop this many ms.
+    pub stall_requests: Arc<AtomicU64>,
 }
 
 fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
@@ -115,6 +120,17 @@ async fn sleep_until(at: Option<Mono>) {
 }
 
 impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
+    /// Marks progress, and (testing only) stalls when asked to.
+    fn tick(&self) {
+        self.progress.mark(Part::Reconciler);
+        let ms = self.stall_requests.swap(0, Ordering::Relaxed);
+        if ms > 0 {
+            warn!("fault injection: the reconciler stalls for {ms} ms");
+            // Blocking on purpose: a stuck reconciler, as a bug would make it.
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+
     /// Runs until `stop`; then gives up every master role (as a lost lease
     /// would) before returning.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -153,27 +169,43 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
             r: &self,
             announce: announce_tx,
         };
-        loop {
+        // Marks progress for the watchdog while the loop runs — including
+        // while a pass waits on its actions; a loop stuck in one place
+        // stops marking, and systemd kills and fences the agent.
+        let mut mark = tokio::time::interval(MARK_EVERY);
+        mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'passes: loop {
+            self.tick();
             let valid = self.lease.borrow().valid_at(Mono::now());
             // The pass gives way to the lease's end, as it stands now: what
             // was in flight is dropped and the node fences at once.
-            let expired = tokio::select! {
-                _ = this.run(valid) => false,
-                _ = lease_flips(self.lease.clone(), true), if valid => true,
+            let expired = {
+                let pass = this.run(valid);
+                tokio::pin!(pass);
+                let end = lease_flips(self.lease.clone(), true);
+                tokio::pin!(end);
+                loop {
+                    tokio::select! {
+                        _ = &mut pass => break false,
+                        _ = &mut end, if valid => break true,
+                        _ = mark.tick() => self.tick(),
+                    }
+                }
             };
             if expired {
                 warn!("lease ran out: fencing now");
                 this.run(false).await;
                 continue;
             }
-            self.stats
-                .last_pass
-                .store(crate::stats::now_mono_ms(), Ordering::Relaxed);
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                r = applied.changed() => if r.is_err() { break },
-                _ = lease_flips(self.lease.clone(), valid) => {}
-                _ = tokio::time::sleep(RESYNC) => {}
+            let resync = tokio::time::Instant::now() + RESYNC;
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break 'passes,
+                    r = applied.changed() => if r.is_err() { break 'passes } else { break },
+                    _ = lease_flips(self.lease.clone(), valid) => break,
+                    _ = tokio::time::sleep_until(resync) => break,
+                    _ = mark.tick() => self.tick(),
+                }
             }
         }
         l2.abort();
@@ -230,7 +262,10 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             return;
         }
         let none = Probes::new();
-        futures::future::join_all(plan.give_up.iter().map(|c| self.chain(c, &state, applied_at, &none))).await;
+        let mut release_failed =
+            futures::future::join_all(plan.give_up.iter().map(|c| self.chain(c, &state, applied_at, &none)))
+                .await
+                .contains(&true);
         let answers = futures::future::join_all(
             plan.probe
                 .iter()
@@ -244,21 +279,27 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             .zip(answers)
             .map(|(addr, a)| (addr, a.map_err(|e| e.to_string())))
             .collect();
-        futures::future::join_all(plan.take.iter().map(|c| self.chain(c, &state, applied_at, &probes))).await;
+        release_failed |=
+            futures::future::join_all(plan.take.iter().map(|c| self.chain(c, &state, applied_at, &probes)))
+                .await
+                .contains(&true);
+        if !release_failed {
+            r.progress.release_ok();
+        }
         if let Some(observed) = self.observe(&state).await {
             self.publish(&observed, fenced);
         }
     }
 
     /// One store's steps, in order; a failed step ends the chain (never
-    /// start Cyrus as master without its IP bound).
+    /// start Cyrus as master without its IP bound). True if a release failed.
     async fn chain(
         &self,
         steps: &[Action],
         state: &ClusterState,
         applied_at: Option<slotd_raft_store::typ::LogId>,
         probes: &Probes,
-    ) {
+    ) -> bool {
         let r = self.r;
         for action in steps {
             let store = action.store().to_owned();
@@ -267,7 +308,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // decision the log may have revoked.
             if !action.is_give_up() && r.reader.with(|d| d.last_applied) != applied_at {
                 debug!("the log moved on during the pass; planning again");
-                return;
+                return false;
             }
             let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
             let span = info_span!("act", store = %store, epoch);
@@ -283,9 +324,14 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             if let Err(e) = result {
                 Stats::add(&r.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
-                return;
+                let release = matches!(action, Action::Release { .. });
+                if release {
+                    r.progress.release_failed();
+                }
+                return release;
             }
         }
+        false
     }
 
     /// Fences without being able to see the interface: release every master
@@ -294,6 +340,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
     async fn blind_fence(&self, state: &ClusterState) {
         let r = self.r;
         warn!("cannot observe the interface and the lease is not valid: fencing blind");
+        // Whether the master IPs are gone cannot be seen: count it as a
+        // failing release, so that it escalates if it lasts.
+        r.progress.release_failed();
         for s in state.stores.values() {
             if let Ok(p) = prefix(s.master_ip) {
                 let _ = r.ops.release(&r.interface, p).await;

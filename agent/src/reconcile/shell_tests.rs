@@ -124,6 +124,8 @@ impl Shell {
                 probe_timeout: Duration::from_millis(200),
                 stats: Arc::new(Stats::default()),
                 report: Default::default(),
+                progress: Default::default(),
+                stall_requests: Default::default(),
             }
             .run(stop_rx),
         );

@@ -7,7 +7,12 @@
 //! Lease: a machine holds a master IP or a master instance only while its
 //! lease is valid, up to `clock_skew_margin` later (e.g. while ExecStopPost
 //! runs); the largest overshoot is recorded.
-//! Liveness (at the end, after quiet time): every store has exactly one
+//! Liveness, at every step: a master whose machine stays connected to a
+//! majority never loses its role — a running node named master in the log
+//! whose lease runs out, although for a whole lease before it was running
+//! and connected (no partition, no message loss) to a majority of running
+//! voters, is a failure (say, a change of leader that outlasts the lease).
+//! Convergence (at the end, after quiet time): every store has exactly one
 //! master, holding its IP and running master, and it is the log's master.
 
 use std::collections::HashMap;
@@ -27,9 +32,19 @@ pub struct Checker {
     margin: f64,
     ip_holders: Vec<Vec<usize>>,
     runners: Vec<Vec<usize>>,
+    /// The machines' versions the holders above were collected from.
+    seen: Vec<u64>,
     /// Counters for the report.
     pub allowances: u64,
     pub max_overshoot_ms: f64,
+    /// Per node: since when (true ms) it has been connected to a majority,
+    /// and whether its lease was valid at the last step (with the
+    /// incarnation it was seen in).
+    connected_since: Vec<Option<u64>>,
+    was_valid: Vec<(u64, bool)>,
+    /// Leases that ran out on a master, in all and on connected nodes
+    /// (the latter are failures).
+    pub master_fences: u64,
 }
 
 impl Checker {
@@ -56,12 +71,21 @@ impl Checker {
             margin,
             ip_holders: vec![Vec::new(); n],
             runners: vec![Vec::new(); n],
+            seen: Vec::new(),
             allowances: 0,
             max_overshoot_ms: 0.0,
+            connected_since: Vec::new(),
+            was_valid: Vec::new(),
+            master_fences: 0,
         }
     }
 
     fn collect(&mut self, nodes: &[Node]) {
+        let versions: Vec<u64> = nodes.iter().map(|n| n.machine.version).collect();
+        if versions == self.seen {
+            return;
+        }
+        self.seen = versions;
         self.ip_holders.iter_mut().for_each(Vec::clear);
         self.runners.iter_mut().for_each(Vec::clear);
         for n in nodes {
@@ -116,6 +140,58 @@ impl Checker {
                         let ids: Vec<u64> = holders.iter().map(|&h| nodes[h].id).collect();
                         return Err(format!("S1 broken: store {}: nodes {ids:?} all {what}", self.names[k]));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Liveness at true time `now`: `connected[i]` says whether node `i`
+    /// runs and is connected to a majority of running voters without loss;
+    /// `log` is the committed state. `lease` in ms.
+    pub fn check_liveness(
+        &mut self,
+        now: u64,
+        nodes: &[Node],
+        connected: &[bool],
+        log: &ClusterState,
+        lease: f64,
+    ) -> Result<(), String> {
+        if self.connected_since.len() < nodes.len() {
+            self.connected_since.resize(nodes.len(), None);
+            self.was_valid.resize(nodes.len(), (0, false));
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let since = &mut self.connected_since[i];
+            if connected[i] {
+                since.get_or_insert(now);
+            } else {
+                *since = None;
+            }
+            let valid = n.running() && n.lease_valid(now);
+            let (inc, was) = self.was_valid[i];
+            self.was_valid[i] = (n.incarnation, valid);
+            if !(was && !valid && inc == n.incarnation && n.running()) {
+                continue;
+            }
+            let masters: Vec<&str> = log
+                .stores
+                .values()
+                .filter(|s| s.master == n.id)
+                .map(|s| s.name.as_str())
+                .collect();
+            if masters.is_empty() {
+                continue;
+            }
+            self.master_fences += 1;
+            if let Some(since) = self.connected_since[i] {
+                if (now - since) as f64 >= lease {
+                    return Err(format!(
+                        "liveness: node {} lost its lease (and its master role of {}) although connected to a \
+                         majority since t={since}",
+                        n.id,
+                        masters.join(", ")
+                    ));
                 }
             }
         }

@@ -5,14 +5,23 @@
 
 use std::collections::BTreeMap;
 
+use super::raft::Vote;
 use super::rng::Rng;
 
-/// What travels between agents (Raft traffic is abstracted into `Append`).
+/// What travels between agents (and a few local timers).
 #[derive(Clone, Debug)]
 pub enum Msg {
-    /// Leader → follower: "I lead `term`; the log is committed up to
-    /// `commit`". Stands for openraft's AppendEntries and heartbeats.
+    /// Leader → node: openraft's AppendEntries / heartbeat: "I lead
+    /// `term`; the log is committed up to `commit`".
     Append { term: u64, commit: usize },
+    /// Node → a leader whose append it refused: "my vote is `vote`" (a
+    /// greater vote makes the leader step down).
+    Stale { vote: Vote },
+    /// Candidate → voter: `RequestVote` for `term`, with its log length.
+    Vote { term: u64, log: usize },
+    /// Voter → candidate, with the voter's vote after the request and its
+    /// log length.
+    VoteReply { vote: Vote, granted: bool, log: usize },
     /// Node → the leader it believes in: a lease renewal, sent when the
     /// node's local clock read `sent_local`.
     Renew { sent_local: f64, incarnation: u64 },
@@ -24,13 +33,21 @@ pub enum Msg {
         sent_local: f64,
         incarnation: u64,
     },
-    /// Leader → node: the renewal sent at `sent_local` is granted; the
-    /// leader's commit index at grant time is `read_index`.
+    /// Leader → node: the renewal sent at `sent_local` is granted with this
+    /// read index.
     Grant {
         sent_local: f64,
         incarnation: u64,
         read_index: usize,
     },
+    /// `slotd fence` → any node: give me a ticket (answered by a leader).
+    TicketAsk { run: u64 },
+    /// Leader → `slotd fence`.
+    Ticket { run: u64, id: u64 },
+    /// `slotd fence` → the leader that gave the ticket.
+    Notice { run: u64, id: u64 },
+    /// Leader → `slotd fence`.
+    NoticeReply { run: u64, accepted: bool },
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +97,15 @@ impl Network {
         self.component.iter_mut().for_each(|c| *c = 0);
     }
 
+    /// The loss probability at `now`.
+    pub fn loss_at(&self, now: u64) -> f64 {
+        if now < self.burst_until {
+            self.burst_loss
+        } else {
+            self.loss
+        }
+    }
+
     /// A one-way delay: mostly 1–20 ms, one in twenty up to `max_delay`.
     pub fn delay(&self, rng: &mut Rng) -> u64 {
         if rng.chance(0.05) {
@@ -89,20 +115,15 @@ impl Network {
         }
     }
 
-    /// Sends `msg` at true time `now` (`up_from` tells whether the sender is
-    /// up; the caller checks it). A message to oneself is instant and sure.
+    /// Sends `msg` at true time `now` (the caller checks the sender is up).
+    /// A message to oneself is instant and sure.
     pub fn send(&mut self, now: u64, from: usize, to: usize, msg: Msg, rng: &mut Rng) {
         self.sent += 1;
         if from == to {
             self.push(now, from, to, msg);
             return;
         }
-        let loss = if now < self.burst_until {
-            self.burst_loss
-        } else {
-            self.loss
-        };
-        if !self.connected(from, to) || rng.chance(loss) {
+        if !self.connected(from, to) || rng.chance(self.loss_at(now)) {
             self.lost += 1;
             return;
         }

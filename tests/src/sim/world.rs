@@ -1,30 +1,38 @@
-//! The step loop: faults, message delivery, Raft/leader work, each agent's
-//! heartbeat and reconciler, then the checker — every `STEP` ms of true
-//! time, all in a deterministic order so a seed replays exactly.
+//! The step loop: faults, the machines' lifecycle (watchdog kills, `slotd
+//! fence`, restarts), message delivery, each node's Raft, leader work and
+//! agent, then the checkers — every `STEP` ms of true time, all in a
+//! deterministic order so a seed replays exactly.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+use slotd_agent::watchdog;
+use slotd_agent::wire::HealthReport;
 use slotd_raft_store::plan::{plan, Naming};
-use slotd_raft_store::{ClusterState, Command, NodeId, Request};
+use slotd_raft_store::{ClusterState, Command, NodeId, Reason, Request};
 
 use super::checker::Checker;
-use super::clock::Clock;
+use super::clock::{to_mono, Clock};
 use super::network::{Msg, Network};
-use super::node::Node;
-use super::raft::{detect, Detector, Leader, Raft};
+use super::node::{FenceRun, Node};
+use super::raft::{Role, Vote};
 use super::rng::Rng;
 use super::timing::*;
-use super::Variant;
+use super::{SimTiming, Variant};
 
 /// A fault of the schedule.
 #[derive(Clone, Debug)]
 enum Fault {
     /// The agent dies; `power`: the whole machine (IPs and instances gone at
-    /// once), else ExecStopPost fences within 0–100 ms. Restarts after `down`.
+    /// once), else `slotd fence` clears it shortly after and tells the
+    /// leader. Restarts after `down`.
     Crash { node: usize, power: bool, down: u64 },
-    /// The agent hangs for `dur` (the watchdog may kill it first).
+    /// The same, on whoever leads now.
+    LeaderCrash { power: bool, down: u64 },
+    /// The whole agent hangs for `dur` (SIGSTOP; the watchdog kills it).
     Freeze { node: usize, dur: u64 },
+    /// The reconciler alone is stuck for `dur` (the watchdog kills it).
+    Stall { node: usize, dur: u64 },
     /// The current leader alone on one side.
     LeaderAlone { dur: u64 },
     /// A random minority cut off.
@@ -40,7 +48,10 @@ impl Fault {
         match self {
             Fault::Crash { power: true, .. } => "power loss",
             Fault::Crash { power: false, .. } => "agent crash",
+            Fault::LeaderCrash { power: true, .. } => "leader power loss",
+            Fault::LeaderCrash { power: false, .. } => "leader agent crash",
             Fault::Freeze { .. } => "agent hang",
+            Fault::Stall { .. } => "reconciler stall",
             Fault::LeaderAlone { .. } => "leader partitioned alone",
             Fault::Minority { .. } => "minority partition",
             Fault::Split { .. } => "three-way split",
@@ -66,11 +77,15 @@ pub struct SeedReport {
     pub faults: BTreeMap<&'static str, u64>,
     pub watchdog_kills: u64,
     pub elections: u64,
+    /// The longest time without a leader (true ms).
+    pub max_leaderless_ms: u64,
     pub failovers: u64,
     pub stores_moved: u64,
     pub rejected_failovers: u64,
+    pub notices_accepted: u64,
     pub allowances: u64,
     pub max_overshoot_ms: f64,
+    pub master_fences: u64,
     pub messages: u64,
     pub lost: u64,
 }
@@ -102,18 +117,25 @@ impl fmt::Display for Failure {
 struct World {
     now: u64,
     variant: Variant,
+    t: SimTiming,
     rng: Rng,
     nodes: Vec<Node>,
-    raft: Raft,
+    voters: Vec<usize>,
+    /// The committed log (`None`: a new leader's blank entry) and the state
+    /// it makes.
+    log: Vec<Option<Request>>,
+    log_state: ClusterState,
     net: Network,
     events: BTreeMap<(u64, u64), Event>,
     partition_gen: u64,
     checker: Checker,
     report: SeedReport,
     trace: VecDeque<String>,
+    fence_runs: u64,
+    leaderless_since: Option<u64>,
 }
 
-const TRACE_LEN: usize = 120;
+const TRACE_LEN: usize = 150;
 
 /// Runs one seed to the end; `Err` on the first broken invariant.
 pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
@@ -135,21 +157,24 @@ pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
         if let Err(what) = w.checker.check(w.now, &w.nodes, ignore) {
             return Err(fail(&w, what));
         }
+        let connected = w.connected();
+        let lease = w.t.lease;
+        if let Err(what) = w
+            .checker
+            .check_liveness(w.now, &w.nodes, &connected, &w.log_state, lease)
+        {
+            return Err(fail(&w, what));
+        }
         w.now += STEP;
-    }
-    // Liveness, after quiet time.
-    let mut log_state = ClusterState::default();
-    for r in &w.raft.log {
-        let _ = log_state.apply(r);
     }
     if let Some(n) = w.nodes.iter().find(|n| !n.running()) {
         let what = format!("node {} is still down at the end", n.id);
         return Err(fail(&w, what));
     }
-    if w.raft.leader.is_none() {
+    if w.leader().is_none() {
         return Err(fail(&w, "no leader at the end".into()));
     }
-    if let Err(what) = w.checker.check_converged(&w.nodes, &log_state) {
+    if let Err(what) = w.checker.check_converged(&w.nodes, &w.log_state) {
         return Err(fail(&w, what));
     }
     if w.report.rejected_failovers > 2 {
@@ -158,6 +183,7 @@ pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
     }
     w.report.allowances = w.checker.allowances;
     w.report.max_overshoot_ms = w.checker.max_overshoot_ms;
+    w.report.master_fences = w.checker.master_fences;
     w.report.messages = w.net.sent;
     w.report.lost = w.net.lost;
     Ok(w.report)
@@ -166,8 +192,10 @@ pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
 impl World {
     fn new(seed: u64, variant: Variant) -> Result<World, String> {
         let mut rng = Rng::new(seed);
+        let t = variant.timing();
         let n = rng.range(3, 7) as usize;
-        let mut slots = rng.range(4, 12) as usize;
+        // Up to 40 slots a machine: 20 masters per node.
+        let mut slots = rng.range(4, 40) as usize;
         if n * slots % 2 == 1 {
             slots += 1;
         }
@@ -188,36 +216,35 @@ impl World {
         state.apply(&init).into_result().map_err(|e| e.to_string())?;
 
         let eps = variant.clock_epsilon;
-        let nodes: Vec<Node> = (0..n)
-            .map(|i| {
-                // A third of the clocks sit at the extremes of the bound.
-                let rate = match rng.index(6) {
-                    0 => 1.0 - eps,
-                    1 => 1.0 + eps,
-                    _ => 1.0 - eps + 2.0 * eps * rng.unit(),
-                };
-                let offset = rng.range(0, 1_000_000) as f64;
-                Node::new(i, Clock { offset, rate })
-            })
-            .collect();
+        let cyrus_start = [0.0, 50.0, 500.0, 1500.0][rng.index(4)];
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            // A third of the clocks sit at the extremes of the bound.
+            let rate = match rng.index(6) {
+                0 => 1.0 - eps,
+                1 => 1.0 + eps,
+                _ => 1.0 - eps + 2.0 * eps * rng.unit(),
+            };
+            let offset = rng.range(0, 1_000_000) as f64;
+            let (timeout, phase) = election_draw(&mut rng, &t);
+            let mut node = Node::new(i, Clock { offset, rate }, &t, &variant, timeout, phase);
+            node.cyrus_start = cyrus_start;
+            nodes.push(node);
+        }
         let loss = [0.0, 0.01, 0.05, 0.1][rng.index(4)];
         let max_delay = [40, 100, 300][rng.index(3)];
         let net = Network::new(n, loss, max_delay);
         let idx_of = |id: NodeId| (id - 1) as usize;
-        let checker = Checker::new(&state, idx_of, MARGIN);
-        let raft = Raft {
-            log: vec![init],
-            leader: None,
-            term: 0,
-            election_at: Some(0),
-            voters: (0..voters).collect(),
-        };
+        let checker = Checker::new(&state, idx_of, t.margin);
         let mut w = World {
             now: 0,
             variant,
+            t,
             rng,
             nodes,
-            raft,
+            voters: (0..voters).collect(),
+            log: vec![Some(init)],
+            log_state: state.clone(),
             net,
             events: BTreeMap::new(),
             partition_gen: 0,
@@ -228,10 +255,13 @@ impl World {
                 ..SeedReport::default()
             },
             trace: VecDeque::new(),
+            fence_runs: 0,
+            leaderless_since: Some(0),
         };
         w.schedule_faults();
         w.log(format!(
-            "{n} nodes ({voters} voters), {} stores, loss {loss}, max delay {max_delay} ms, clock rates {:?}",
+            "{n} nodes ({voters} voters), {slots} slots each, {} stores, loss {loss}, max delay {max_delay} ms, \
+             Cyrus start {cyrus_start} ms, clock rates {:?}",
             state.stores.len(),
             w.nodes
                 .iter()
@@ -248,6 +278,10 @@ impl World {
         self.trace.push_back(format!("t={:>6} {line}", self.now));
     }
 
+    fn majority(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
     fn schedule_faults(&mut self) {
         let n = self.nodes.len();
         let count = self.rng.range(3, 8);
@@ -255,23 +289,32 @@ impl World {
             let at = self.rng.range(FAULTS_FROM, FAULTS_UNTIL);
             let room = HEALED_BY - at;
             let dur = self.rng.range(300, 6000).min(room);
-            let kinds = if self.variant.freezes { 7 } else { 6 };
+            let kinds = if self.variant.stalls { 10 } else { 8 };
             let fault = match self.rng.index(kinds) {
                 0 | 1 => Fault::Crash {
                     node: self.rng.index(n),
                     power: self.rng.chance(0.3),
                     down: dur,
                 },
-                2 => Fault::LeaderAlone { dur },
-                3 => Fault::Minority { dur },
-                4 => Fault::Split { dur },
-                5 => Fault::LossBurst {
+                2 => Fault::LeaderCrash {
+                    power: self.rng.chance(0.4),
+                    down: dur,
+                },
+                3 => Fault::LeaderAlone { dur },
+                4 => Fault::Minority { dur },
+                5 => Fault::Split { dur },
+                6 => Fault::LossBurst {
                     dur,
                     p: 0.3 + 0.5 * self.rng.unit(),
                 },
-                _ => Fault::Freeze {
+                7 => Fault::LeaderAlone { dur: dur.min(3000) },
+                8 => Fault::Freeze {
                     node: self.rng.index(n),
-                    dur: self.rng.range(200, 3000),
+                    dur: self.rng.range(100, 3000),
+                },
+                _ => Fault::Stall {
+                    node: self.rng.index(n),
+                    dur: self.rng.range(100, 10_000).min(room),
                 },
             };
             self.events.insert((at, k), Event::Fault(fault));
@@ -282,23 +325,62 @@ impl World {
         self.run_events();
         self.lifecycle();
         self.deliver();
-        self.raft_step();
+        for i in 0..self.nodes.len() {
+            self.raft_step(i);
+        }
         for i in 0..self.nodes.len() {
             self.agent_step(i);
         }
+        match (self.leader(), self.leaderless_since) {
+            (Some(_), Some(since)) => {
+                self.report.max_leaderless_ms = self.report.max_leaderless_ms.max(self.now - since);
+                self.leaderless_since = None;
+            }
+            (None, None) => self.leaderless_since = Some(self.now),
+            _ => {}
+        }
     }
 
-    fn quorum_ok(&self, leader: usize) -> bool {
-        if !self.nodes[leader].running() {
+    /// The leader that can commit now, if any.
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| self.nodes[i].raft.is_leader() && self.quorum_ok(i))
+    }
+
+    /// Whether node `i` leads and a majority of voters run, reach it, and
+    /// have not moved past its term (so its entries commit).
+    fn quorum_ok(&self, i: usize) -> bool {
+        let l = &self.nodes[i];
+        if !l.running() || !l.raft.is_leader() {
             return false;
         }
+        let term = l.raft.term();
         let acks = self
-            .raft
             .voters
             .iter()
-            .filter(|&&v| self.nodes[v].running() && self.net.connected(leader, v))
+            .filter(|&&v| {
+                let n = &self.nodes[v];
+                n.running() && self.net.connected(i, v) && n.raft.term() <= term
+            })
             .count();
-        acks >= self.raft.majority()
+        acks >= self.majority()
+    }
+
+    /// For the liveness checker: which nodes run and are connected, without
+    /// message loss, to a majority of running voters.
+    fn connected(&self) -> Vec<bool> {
+        let lossless = self.net.loss_at(self.now) == 0.0;
+        (0..self.nodes.len())
+            .map(|i| {
+                lossless
+                    && self.nodes[i].running()
+                    && self
+                        .voters
+                        .iter()
+                        .filter(|&&v| self.nodes[v].running() && self.net.connected(i, v))
+                        .count()
+                        >= self.majority()
+            })
+            .collect()
     }
 
     fn run_events(&mut self) {
@@ -335,25 +417,39 @@ impl World {
         let n = self.nodes.len();
         match &f {
             Fault::Crash { node, power, down } => {
-                let (node, power, down) = (*node, *power, *down);
-                if !self.nodes[node].up {
+                if !self.nodes[*node].up {
                     return;
                 }
-                self.crash(node, power, down.max(100));
-                let id = self.nodes[node].id;
+                self.crash(*node, *power, (*down).max(100));
+                let id = self.nodes[*node].id;
                 self.log(format!("node {id}: {}, down {down} ms", f.kind()));
             }
+            Fault::LeaderCrash { power, down } => {
+                let Some(l) = self.leader() else { return };
+                self.crash(l, *power, (*down).max(100));
+                let id = self.nodes[l].id;
+                self.log(format!("node {id} (the leader): {}, down {down} ms", f.kind()));
+            }
             Fault::Freeze { node, dur } => {
-                let (node, dur) = (*node, *dur);
-                if !self.nodes[node].running() {
+                if !self.nodes[*node].running() {
                     return;
                 }
-                self.nodes[node].frozen_until = Some(self.now + dur);
-                let id = self.nodes[node].id;
+                self.nodes[*node].frozen_until = Some(self.now + dur);
+                let id = self.nodes[*node].id;
                 self.log(format!("node {id}: agent hangs for {dur} ms"));
             }
+            Fault::Stall { node, dur } => {
+                let node_ref = &mut self.nodes[*node];
+                if !node_ref.reconciling() {
+                    return;
+                }
+                let local = node_ref.clock.local(self.now);
+                node_ref.stalled = Some((self.now + dur, local));
+                let id = node_ref.id;
+                self.log(format!("node {id}: reconciler stuck for {dur} ms"));
+            }
             Fault::LeaderAlone { dur } => {
-                let l = self.raft.leader.as_ref().map_or(0, |l| l.node);
+                let l = self.leader().unwrap_or(0);
                 let comp = (0..n).map(|i| u32::from(i == l)).collect();
                 self.partition(comp, *dur, format!("leader node {} alone", l + 1));
             }
@@ -384,22 +480,36 @@ impl World {
         *self.report.faults.entry(f.kind()).or_default() += 1;
     }
 
-    /// The agent process is gone: a power loss clears the machine at once,
-    /// an agent exit has ExecStopPost clear it shortly after.
+    /// The agent process is gone: a power loss clears the machine at once;
+    /// an agent exit has `slotd fence` clear it shortly after (systemd's
+    /// ExecStopPost) and tell the leader; the agent starts again after
+    /// `down`, and never before the fence has exited.
     fn crash(&mut self, i: usize, power: bool, down: u64) {
-        let fence = self.rng.range(0, 100);
+        let fence_after = self.rng.range(5, 50);
         let node = &mut self.nodes[i];
         node.up = false;
         node.frozen_until = None;
+        node.stalled = None;
+        node.pass = None;
+        node.raft.role = Role::Follower;
+        node.restart_at = Some(self.now + down);
         if power {
             node.machine.clear();
+            node.fence = None;
         } else {
-            node.fence_at = Some(self.now + fence);
-        }
-        node.restart_at = Some(self.now + down);
-        // Leadership is in memory: a restarted agent comes back a follower.
-        if self.raft.leader.as_ref().is_some_and(|l| l.node == i) {
-            self.raft.leader = None;
+            // The fence starts once the process is gone: modelled as a run
+            // that clears the machine when it begins.
+            self.fence_runs += 1;
+            let local = node.clock.local(self.now + fence_after);
+            node.fence = Some(FenceRun {
+                run: self.fence_runs,
+                begins: local,
+                deadline: local + self.t.lease + self.t.margin,
+                next_round: local,
+                in_doubt_until: None,
+                presenting: None,
+                accepted: false,
+            });
         }
     }
 
@@ -407,39 +517,91 @@ impl World {
         for i in 0..self.nodes.len() {
             let now = self.now;
             let id = self.nodes[i].id;
-            if self.nodes[i].fence_at.is_some_and(|t| t <= now) {
-                self.nodes[i].fence_at = None;
-                self.nodes[i].machine.clear();
+            let local = self.nodes[i].clock.local(now);
+            // systemd's watchdog: no ping for WatchdogSec → SIGKILL, fence.
+            if self.nodes[i].up && local - self.nodes[i].last_ping > self.t.watchdog {
+                let down = self.rng.range(200, 2000);
+                self.crash(i, false, down);
+                self.report.watchdog_kills += 1;
+                self.log(format!("node {id}: the watchdog kills the agent"));
+                continue;
             }
-            if let Some(until) = self.nodes[i].frozen_until {
-                let local = self.nodes[i].clock.local(now);
-                if local - self.nodes[i].last_ping > WATCHDOG {
-                    let down = self.rng.range(500, 3000);
-                    self.crash(i, false, down);
-                    self.report.watchdog_kills += 1;
-                    self.log(format!("node {id}: watchdog kills the hung agent"));
-                } else if until <= now {
-                    self.nodes[i].frozen_until = None;
-                    self.log(format!("node {id}: agent resumes"));
-                }
+            if self.nodes[i].frozen_until.is_some_and(|u| u <= now) {
+                self.nodes[i].frozen_until = None;
+                self.log(format!("node {id}: agent resumes"));
             }
-            if self.nodes[i].restart_at.is_some_and(|t| t <= now) {
+            if self.nodes[i].stalled.is_some_and(|(u, _)| u <= now) {
+                self.nodes[i].stalled = None;
+                self.nodes[i].needs_pass = true;
+                self.log(format!("node {id}: reconciler moves again"));
+            }
+            self.fence_step(i);
+            let fence_done = self.nodes[i].fence.is_none();
+            if !self.nodes[i].up && fence_done && self.nodes[i].restart_at.is_some_and(|t| t <= now) {
+                let (timeout, phase) = election_draw(&mut self.rng, &self.t);
+                let (t, v) = (self.t, self.variant);
                 let node = &mut self.nodes[i];
                 node.restart_at = None;
-                node.fence_at = None;
-                node.machine.clear();
-                node.up = true;
-                node.incarnation += 1;
-                node.lease_until = None;
-                node.pending_grant = None;
-                node.leader = None;
-                let local = node.clock.local(now);
-                node.last_ping = local;
-                node.next_heartbeat = local;
-                node.next_resync = local;
-                node.needs_pass = true;
-                let applied = node.applied;
-                self.log(format!("node {id}: agent restarts (applied {applied} entries)"));
+                node.restart(now, &t, &v, timeout, phase);
+                if node.raft.is_leader() {
+                    let term = node.raft.term();
+                    self.log(format!("node {id}: agent restarts, leader of term {term} again"));
+                    self.on_elected(i);
+                } else {
+                    let applied = self.nodes[i].applied;
+                    self.log(format!("node {id}: agent restarts (applied {applied} entries)"));
+                }
+            }
+        }
+    }
+
+    /// `slotd fence` on node `i`: rounds of ticket requests to every other
+    /// node until a leader accepts its notice or it gives up; then, if a
+    /// notice is still in doubt, it waits until its ticket went stale.
+    fn fence_step(&mut self, i: usize) {
+        let local = self.nodes[i].clock.local(self.now);
+        let margin = self.t.margin;
+        let Some(f) = self.nodes[i].fence.as_ref() else { return };
+        if local < f.begins {
+            return;
+        }
+        if f.next_round <= f.begins {
+            // First of all it releases and stops everything.
+            self.nodes[i].machine.clear();
+        }
+        let Some(f) = self.nodes[i].fence.as_mut() else { return };
+        if let Some((_, _, got_at)) = f.presenting {
+            if local - got_at > 500.0 {
+                // No answer to the notice: it may still be accepted.
+                let fresh = slotd_agent::leader::core::TICKET_FRESH.as_secs_f64() * 1000.0;
+                let until = got_at + fresh + margin;
+                f.in_doubt_until = Some(f.in_doubt_until.map_or(until, |u: f64| u.max(until)));
+                f.presenting = None;
+            }
+        }
+        if f.accepted || local >= f.deadline {
+            if f.accepted || f.in_doubt_until.is_none_or(|u| local >= u) {
+                let accepted = f.accepted;
+                self.nodes[i].fence = None;
+                let id = self.nodes[i].id;
+                self.log(format!(
+                    "node {id}: fence exits ({})",
+                    if accepted {
+                        "notice accepted"
+                    } else {
+                        "no leader took the notice"
+                    }
+                ));
+            }
+            return;
+        }
+        if f.presenting.is_none() && local >= f.next_round {
+            f.next_round = local + FENCE_RETRY;
+            let run = f.run;
+            for j in 0..self.nodes.len() {
+                if j != i {
+                    self.net.send(self.now, i, j, Msg::TicketAsk { run }, &mut self.rng);
+                }
             }
         }
     }
@@ -447,150 +609,278 @@ impl World {
     fn deliver(&mut self) {
         while let Some(env) = self.net.due(self.now) {
             let (from, to) = (env.from, env.to);
-            if !self.nodes[to].running() || !self.net.connected(from, to) {
+            if !self.net.connected(from, to) {
                 continue;
             }
+            // Answers to `slotd fence` reach the fence process, not the agent.
             match env.msg {
-                Msg::Append { term, commit } => {
-                    let node = &mut self.nodes[to];
-                    if term >= node.term {
-                        node.term = term;
-                        node.leader = Some(from);
-                        node.catch_up(&self.raft.log, commit);
-                    }
-                }
-                Msg::Renew {
-                    sent_local,
-                    incarnation,
-                } => {
-                    if let Some(l) = &self.raft.leader {
-                        if l.node == to {
-                            // A quorum round started now, after receipt.
-                            let at = self.now + self.rng.range(2, 2 * 20);
-                            let msg = Msg::RoundDone {
-                                term: l.term,
-                                node: from,
-                                sent_local,
-                                incarnation,
-                            };
-                            self.net.push(at, to, to, msg);
+                Msg::Ticket { run, id } => {
+                    let local = self.nodes[to].clock.local(self.now);
+                    if let Some(f) = self.nodes[to].fence.as_mut() {
+                        if f.run == run && f.presenting.is_none() && !f.accepted {
+                            f.presenting = Some((from, id, local));
+                            self.net
+                                .send(self.now, to, from, Msg::Notice { run, id }, &mut self.rng);
                         }
                     }
+                    continue;
                 }
-                Msg::RoundDone {
-                    term,
-                    node,
-                    sent_local,
-                    incarnation,
-                } => {
-                    let still = self
-                        .raft
-                        .leader
-                        .as_ref()
-                        .is_some_and(|l| l.node == to && l.term == term);
-                    if still && self.quorum_ok(to) {
-                        let local = self.nodes[to].clock.local(self.now);
-                        if let Some(l) = self.raft.leader.as_mut() {
-                            l.granted.insert(node, local);
+                Msg::NoticeReply { run, accepted } => {
+                    if let Some(f) = self.nodes[to].fence.as_mut() {
+                        if f.run == run {
+                            f.presenting = None;
+                            f.accepted |= accepted;
                         }
-                        let msg = Msg::Grant {
-                            sent_local,
-                            incarnation,
-                            read_index: self.raft.log.len(),
-                        };
-                        self.net.send(self.now, to, node, msg, &mut self.rng);
                     }
+                    continue;
                 }
-                Msg::Grant {
-                    sent_local,
-                    incarnation,
-                    read_index,
-                } => {
-                    let node = &mut self.nodes[to];
-                    if incarnation != node.incarnation {
-                        continue;
-                    }
-                    let until = sent_local + LEASE;
-                    if self.variant.lease_waits_for_log && node.applied < read_index {
-                        let keep = node.pending_grant.is_none_or(|(u, _)| u < until);
-                        if keep {
-                            node.pending_grant = Some((until, read_index));
-                        }
-                    } else {
-                        node.extend_lease(until);
-                    }
-                }
+                _ => {}
             }
+            if !self.nodes[to].running() {
+                continue;
+            }
+            self.handle(from, to, env.msg);
         }
     }
 
-    fn raft_step(&mut self) {
+    fn handle(&mut self, from: usize, to: usize, msg: Msg) {
         let now = self.now;
-        let healthy = self.raft.leader.as_ref().is_some_and(|l| self.quorum_ok(l.node));
-        if healthy {
-            self.raft.election_at = None;
-        } else if self.raft.election_at.is_none() {
-            self.raft.election_at = Some(now + self.rng.range(ELECTION_MIN, ELECTION_MAX));
-        }
-        if self.raft.election_at.is_some_and(|t| t <= now) {
-            self.elect();
-        }
-        let Some((li, next_append)) = self.raft.leader.as_ref().map(|l| (l.node, l.next_append)) else {
-            return;
-        };
-        if !healthy {
-            return;
-        }
-        // AppendEntries / heartbeats.
-        if now >= next_append {
-            self.broadcast_append(li);
-        }
-        // The failure detector, every heartbeat on the leader's clock.
-        let local = self.nodes[li].clock.local(now);
-        let Some(l) = self.raft.leader.as_ref() else { return };
-        if local < l.next_detect_local {
-            return;
-        }
-        let d = Detector {
-            lease: LEASE,
-            margin: self.variant.detector_margin_ms,
-            fresh_wait: self.variant.fresh_leader_wait,
-        };
-        let decided = detect(l, &self.nodes[li].state, |id| (id - 1) as usize, local, d);
-        if let Some(l) = self.raft.leader.as_mut() {
-            l.next_detect_local = local + HEARTBEAT;
-        }
-        let Some((dead, command)) = decided else { return };
-        let moves = match &command {
-            Command::Failover { moves, .. } => moves.len() as u64,
-            _ => 0,
-        };
-        let rejected = self.nodes[li].state.check(&command).err();
-        self.raft.log.push(Request { at_ms: now, command });
-        let len = self.raft.log.len();
-        self.nodes[li].catch_up(&self.raft.log, len);
-        match rejected {
-            Some(r) => {
-                self.report.rejected_failovers += 1;
-                self.log(format!("leader node {}: failover of {dead:?} REJECTED: {r}", li + 1));
+        let local = self.nodes[to].clock.local(now);
+        let mono = self.nodes[to].clock.mono(now);
+        let leader_lease = self.t.election_max;
+        match msg {
+            Msg::Append { term, commit } => {
+                let node = &mut self.nodes[to];
+                let before = node.raft.leader;
+                let leader_vote = Vote {
+                    term,
+                    node: Some(from),
+                    committed: true,
+                };
+                if !node.raft.update_vote(to, leader_vote, local) {
+                    let vote = node.raft.vote;
+                    self.net.send(now, to, from, Msg::Stale { vote }, &mut self.rng);
+                    return;
+                }
+                node.catch_up(&self.log, commit, now);
+                // The keeper renews at once with a new leader.
+                if before != Some(from) {
+                    node.next_heartbeat = local;
+                }
             }
-            None => {
-                self.report.failovers += 1;
-                self.report.stores_moved += moves;
-                self.log(format!(
-                    "leader node {}: failover of dead {dead:?}, {moves} stores (entry {len})",
-                    li + 1
-                ));
+            Msg::Stale { vote } => {
+                let node = &mut self.nodes[to];
+                let was = node.raft.is_leader();
+                if vote != node.raft.vote && vote.at_least(&node.raft.vote) {
+                    let seen = Vote {
+                        committed: false,
+                        ..vote
+                    };
+                    node.raft.update_vote(to, seen, local);
+                    if was && !node.raft.is_leader() {
+                        let id = node.id;
+                        self.log(format!("node {id}: steps down ({vote:?} seen)"));
+                    }
+                }
+            }
+            Msg::Vote { term, log } => {
+                if !self.voters.contains(&to) {
+                    return;
+                }
+                let node = &mut self.nodes[to];
+                let was = node.raft.is_leader();
+                let granted = node
+                    .raft
+                    .vote_request(to, from, term, log, node.applied, local, leader_lease);
+                let vote = node.raft.vote;
+                let log = node.applied;
+                if was && !node.raft.is_leader() {
+                    let id = node.id;
+                    self.log(format!("node {id}: steps down (votes in term {term})"));
+                }
+                self.net
+                    .send(now, to, from, Msg::VoteReply { vote, granted, log }, &mut self.rng);
+            }
+            Msg::VoteReply { vote, granted, log } => {
+                let majority = self.majority();
+                let node = &mut self.nodes[to];
+                let my_term = node.raft.term();
+                if !granted {
+                    if log > node.applied && matches!(node.raft.role, Role::Candidate { .. }) {
+                        node.raft.seen_greater_log = true;
+                    }
+                    // openraft takes a greater vote from the reply, as not
+                    // committed (`Engine::handle_vote_resp`).
+                    if vote.at_least(&node.raft.vote) && vote != node.raft.vote {
+                        let seen = Vote {
+                            committed: false,
+                            ..vote
+                        };
+                        node.raft.update_vote(to, seen, local);
+                    }
+                    return;
+                }
+                let won = match &mut node.raft.role {
+                    Role::Candidate { granted: g } if vote.term == my_term => {
+                        g.insert(from);
+                        g.len() >= majority
+                    }
+                    _ => false,
+                };
+                if won {
+                    node.raft.update_vote(
+                        to,
+                        Vote {
+                            term: my_term,
+                            node: Some(to),
+                            committed: true,
+                        },
+                        local,
+                    );
+                    self.report.elections += 1;
+                    let id = self.nodes[to].id;
+                    self.log(format!("node {id} elected leader, term {my_term}"));
+                    self.on_elected(to);
+                }
+            }
+            Msg::Renew {
+                sent_local,
+                incarnation,
+            } => {
+                let node = &self.nodes[to];
+                if node.raft.is_leader() {
+                    // A quorum round started now, after receipt.
+                    let at = now + self.rng.range(2, 40);
+                    let msg = Msg::RoundDone {
+                        term: node.raft.term(),
+                        node: from,
+                        sent_local,
+                        incarnation,
+                    };
+                    self.net.push(at, to, to, msg);
+                }
+            }
+            Msg::RoundDone {
+                term,
+                node,
+                sent_local,
+                incarnation,
+            } => {
+                if self.nodes[to].raft.term() != term || !self.round_ok(to) {
+                    return;
+                }
+                let read_index = self.log.len();
+                let asker = self.nodes[node].id;
+                let l = &mut self.nodes[to];
+                l.core.observe(Some(term), mono);
+                if let Some(g) = l.core.grant(asker, mono, HealthReport::default(), read_index as u64) {
+                    let msg = Msg::Grant {
+                        sent_local,
+                        incarnation,
+                        read_index: g.read_index as usize,
+                    };
+                    self.net.send(now, to, node, msg, &mut self.rng);
+                }
+            }
+            Msg::Grant {
+                sent_local,
+                incarnation,
+                read_index,
+            } => {
+                let waits = self.variant.lease_waits_for_log;
+                let node = &mut self.nodes[to];
+                if incarnation != node.incarnation {
+                    return;
+                }
+                let applied = if waits { node.applied as u64 } else { u64::MAX };
+                node.book.granted(to_mono(sent_local), read_index as u64, applied, mono);
+            }
+            Msg::TicketAsk { run } => {
+                if !self.quorum_ok(to) {
+                    return;
+                }
+                let id = self.rng.next_u64();
+                let asker = self.nodes[from].id;
+                let l = &mut self.nodes[to];
+                let term = l.raft.term();
+                l.core.observe(Some(term), mono);
+                if l.core.issue_ticket(asker, id, mono) {
+                    self.net.send(now, to, from, Msg::Ticket { run, id }, &mut self.rng);
+                }
+            }
+            Msg::Notice { run, id } => {
+                if !self.quorum_ok(to) {
+                    return;
+                }
+                let asker = self.nodes[from].id;
+                let l = &mut self.nodes[to];
+                let term = l.raft.term();
+                l.core.observe(Some(term), mono);
+                let accepted = l.core.fenced_notice(asker, id, mono);
+                self.net
+                    .send(now, to, from, Msg::NoticeReply { run, accepted }, &mut self.rng);
+                if accepted {
+                    self.report.notices_accepted += 1;
+                    let lid = self.nodes[to].id;
+                    self.log(format!("leader node {lid}: fence notice of node {asker} accepted"));
+                    // The engine wakes at once.
+                    self.detect(to);
+                }
+            }
+            Msg::Ticket { .. } | Msg::NoticeReply { .. } => {}
+        }
+    }
+
+    /// A lease quorum round: the quorum, and each voter's heartbeat and
+    /// answer not lost.
+    fn round_ok(&mut self, i: usize) -> bool {
+        if !self.quorum_ok(i) {
+            return false;
+        }
+        let p = self.net.loss_at(self.now);
+        let term = self.nodes[i].raft.term();
+        let mut acks = 0;
+        for &v in &self.voters.clone() {
+            let n = &self.nodes[v];
+            let reach = n.running() && self.net.connected(i, v) && n.raft.term() <= term;
+            let lost = v != i && (self.rng.chance(p) || self.rng.chance(p));
+            if reach && !lost {
+                acks += 1;
             }
         }
-        self.broadcast_append(li);
+        acks >= self.majority()
+    }
+
+    /// Node `i` has just become leader (elected, or restored at restart).
+    fn on_elected(&mut self, i: usize) {
+        let now = self.now;
+        let dead_after = self.t.lease + self.t.margin;
+        let fresh_wait = self.variant.fresh_leader_wait;
+        let node = &mut self.nodes[i];
+        let term = node.raft.term();
+        let local = node.clock.local(now);
+        // A fresh leader waits lease + margin (the core's rule); the broken
+        // variant pretends its leadership began long ago.
+        let since = if fresh_wait { local } else { local - dead_after - 1.0 };
+        node.core.observe(Some(term), to_mono(since));
+        // A Raft leader holds every committed entry.
+        let len = self.log.len();
+        node.catch_up(&self.log, len, now);
+        node.raft.next_append = local;
+        if self.quorum_ok(i) {
+            self.log.push(None);
+            let len = self.log.len();
+            self.nodes[i].catch_up(&self.log, len, now);
+        }
+        self.broadcast_append(i);
     }
 
     fn broadcast_append(&mut self, li: usize) {
-        let Some(l) = self.raft.leader.as_mut() else { return };
-        l.next_append = self.now + APPEND_EVERY;
-        let term = l.term;
-        let commit = self.raft.log.len();
+        let l = &mut self.nodes[li];
+        let local = l.clock.local(self.now);
+        l.raft.next_append = local + self.t.raft_heartbeat;
+        let term = l.raft.term();
+        let commit = self.log.len();
         for j in 0..self.nodes.len() {
             if j != li {
                 self.net
@@ -599,39 +889,85 @@ impl World {
         }
     }
 
-    fn elect(&mut self) {
-        let candidates: Vec<usize> = self
-            .raft
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| self.quorum_ok(v))
-            .collect();
-        if candidates.is_empty() {
-            self.raft.election_at = Some(self.now + self.rng.range(ELECTION_MIN, ELECTION_MAX));
+    fn raft_step(&mut self, i: usize) {
+        if !self.nodes[i].running() {
             return;
         }
-        let c = candidates[self.rng.index(candidates.len())];
-        self.raft.term += 1;
-        self.raft.election_at = None;
-        let term = self.raft.term;
-        let local = self.nodes[c].clock.local(self.now);
-        self.raft.leader = Some(Leader {
-            node: c,
-            term,
-            since_local: local,
-            granted: BTreeMap::new(),
-            next_detect_local: local,
-            next_append: self.now,
-        });
-        // A Raft leader holds every committed entry; it applies them now.
-        let len = self.raft.log.len();
-        let node = &mut self.nodes[c];
-        node.catch_up(&self.raft.log, len);
-        node.term = term;
-        node.leader = Some(c);
-        self.report.elections += 1;
-        self.log(format!("node {} elected leader, term {term}", c + 1));
+        let local = self.nodes[i].clock.local(self.now);
+        let tick = self.t.raft_heartbeat * 1.5;
+        let leader_lease = self.t.election_max;
+        if local >= self.nodes[i].raft.next_tick {
+            self.nodes[i].raft.next_tick += tick;
+            if self.nodes[i].raft.next_tick <= local {
+                self.nodes[i].raft.next_tick = local + tick;
+            }
+            if self.voters.contains(&i) && self.nodes[i].raft.due_to_campaign(local, leader_lease) {
+                let term = self.nodes[i].raft.campaign(i, local);
+                let log = self.nodes[i].applied;
+                let id = self.nodes[i].id;
+                self.log(format!("node {id} campaigns, term {term}"));
+                for &v in &self.voters.clone() {
+                    if v != i {
+                        self.net.send(self.now, i, v, Msg::Vote { term, log }, &mut self.rng);
+                    }
+                }
+            }
+        }
+        if self.nodes[i].raft.is_leader() && local >= self.nodes[i].raft.next_append {
+            self.broadcast_append(i);
+        }
+    }
+
+    /// The failure detector on leader `li`: the core decides, and the
+    /// failover is appended if it can commit.
+    fn detect(&mut self, li: usize) {
+        if !self.nodes[li].raft.is_leader() || !self.nodes[li].running() {
+            return;
+        }
+        let mono = self.nodes[li].clock.mono(self.now);
+        let term = self.nodes[li].raft.term();
+        let node = &mut self.nodes[li];
+        node.core.observe(Some(term), mono);
+        let decision = node.core.decide(&node.state, mono);
+        if decision.plan.moves.is_empty() {
+            return;
+        }
+        let dead = decision.dead;
+        let command = Command::Failover {
+            reason: Reason::Failure,
+            moves: decision.plan.moves,
+        };
+        if !self.quorum_ok(li) {
+            self.nodes[li].core.pardon(&dead);
+            return;
+        }
+        let moves = match &command {
+            Command::Failover { moves, .. } => moves.len() as u64,
+            _ => 0,
+        };
+        if let Err(r) = self.nodes[li].state.check(&command) {
+            self.nodes[li].core.pardon(&dead);
+            self.report.rejected_failovers += 1;
+            self.log(format!("leader node {}: failover of {dead:?} REJECTED: {r}", li + 1));
+            return;
+        }
+        let request = Request {
+            at_ms: self.now,
+            command,
+        };
+        let _ = self.log_state.apply(&request);
+        self.log.push(Some(request));
+        let len = self.log.len();
+        let now = self.now;
+        self.nodes[li].catch_up(&self.log, len, now);
+        self.nodes[li].core.failed_over(&dead, len as u64);
+        self.report.failovers += 1;
+        self.report.stores_moved += moves;
+        self.log(format!(
+            "leader node {}: failover of dead {dead:?}, {moves} stores (entry {len})",
+            li + 1
+        ));
+        self.broadcast_append(li);
     }
 
     fn agent_step(&mut self, i: usize) {
@@ -640,10 +976,21 @@ impl World {
         }
         let now = self.now;
         let local = self.nodes[i].clock.local(now);
-        self.nodes[i].last_ping = local;
+        let mono = self.nodes[i].clock.mono(now);
+        // The watchdog pinger: every part must have marked progress lately
+        // (the agent's rule); a stalled reconciler stopped marking.
+        if local >= self.nodes[i].next_ping {
+            self.nodes[i].next_ping = local + self.t.ping_every;
+            let reconciler = self.nodes[i].stalled.map_or(local, |(_, since)| since);
+            let marks = [Some(mono), Some(to_mono(reconciler)), Some(mono)];
+            if watchdog::stalled(marks, mono, mono).is_empty() {
+                self.nodes[i].last_ping = local;
+            }
+        }
+        // The lease keeper.
         if local >= self.nodes[i].next_heartbeat {
-            self.nodes[i].next_heartbeat = local + HEARTBEAT;
-            if let Some(l) = self.nodes[i].leader {
+            self.nodes[i].next_heartbeat = local + self.t.heartbeat;
+            if let Some(l) = self.nodes[i].raft.leader {
                 let msg = Msg::Renew {
                     sent_local: local,
                     incarnation: self.nodes[i].incarnation,
@@ -651,25 +998,75 @@ impl World {
                 self.net.send(now, i, l, msg, &mut self.rng);
             }
         }
+        // The failure detector, every heartbeat on the leader's clock.
+        if self.nodes[i].raft.is_leader() && local >= self.nodes[i].next_detect {
+            self.nodes[i].next_detect = local + self.t.heartbeat;
+            self.detect(i);
+        }
+        // The reconciler.
+        if !self.nodes[i].reconciling() {
+            return;
+        }
         let ignore = self.variant.ignore_lease;
-        let node = &mut self.nodes[i];
-        let valid = ignore || node.lease_valid(now);
-        if valid != node.last_valid {
-            node.needs_pass = true;
-        }
-        if local >= node.next_resync {
-            node.next_resync = local + RESYNC;
-            node.needs_pass = true;
-        }
-        if node.needs_pass {
-            node.needs_pass = false;
-            let was = node.last_valid;
-            node.last_valid = valid;
-            let acted = node.reconcile_pass(valid);
-            if was && !valid && acted > 0 {
-                let id = node.id;
-                self.log(format!("node {id}: lease expired, fenced ({acted} actions)"));
+        let old = self.variant.old_reconciler;
+        let probes = self.variant.probes;
+        let probe = self.t.probe;
+        let valid = ignore || self.nodes[i].lease_valid(now);
+        // This node, and the others' machines (looked at only when a probe
+        // ends).
+        let (before, rest) = self.nodes.split_at_mut(i);
+        let Some((node, after)) = rest.split_first_mut() else {
+            return;
+        };
+        let others = |ip: std::net::IpAddr| {
+            probes
+                && before
+                    .iter()
+                    .chain(after.iter())
+                    .any(|n| n.machine.addresses.contains(&ip))
+        };
+        let mut note = None;
+        if let Some(pass) = &node.pass {
+            let cut = pass.lease_valid
+                && if old {
+                    now as f64 >= pass.lease_end_at_start
+                } else {
+                    !valid
+                };
+            if cut {
+                node.pass = None;
+                node.start_pass(now, false, probe, old);
+                node.advance_pass(now, &others, ignore);
+                note = Some(format!("node {}: lease ran out during a pass: fenced", node.id));
+            } else {
+                node.advance_pass(now, &others, ignore);
+            }
+        } else {
+            if local >= node.next_resync {
+                node.next_resync = local + RESYNC;
+                node.needs_pass = true;
+            }
+            if node.needs_pass || valid != node.last_valid {
+                node.needs_pass = false;
+                let was = node.last_valid;
+                node.start_pass(now, valid, probe, old);
+                let acted = node.pass.as_ref().map_or(0, |p| p.actions);
+                node.advance_pass(now, &others, ignore);
+                if was && !valid && acted > 0 {
+                    note = Some(format!("node {}: lease expired, fenced ({acted} actions)", node.id));
+                }
             }
         }
+        if let Some(line) = note {
+            self.log(line);
+        }
     }
+}
+
+/// A process's election timeout in [min, max) and the phase of its tick.
+fn election_draw(rng: &mut Rng, t: &SimTiming) -> (f64, f64) {
+    let span = (t.election_max - t.election_min).max(1.0);
+    let timeout = t.election_min + span * rng.unit();
+    let phase = t.raft_heartbeat * 1.5 * rng.unit();
+    (timeout, phase)
 }
