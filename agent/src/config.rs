@@ -49,6 +49,11 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Raft log, snapshots and node identity live here; must survive reboots.
     pub data_dir: PathBuf,
+    /// The ledger of addresses this node may hold lives here; a tmpfs
+    /// (`/run`) is right: a reboot empties it as it empties the interface.
+    /// Kept apart from `data_dir`, so that `slotd fence` works without it.
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: PathBuf,
     /// Network interface on which service IPs are bound and announced (ARP).
     pub interface: String,
     /// Bind, release and announce service IPs on `interface` for real. Off
@@ -369,6 +374,9 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty".to_owned()));
         }
+        if self.runtime_dir.as_os_str().is_empty() {
+            return Err(invalid("runtime_dir", "must not be empty".to_owned()));
+        }
         if let Err(why) = check_interface_name(&self.interface) {
             return Err(invalid(
                 "interface",
@@ -465,14 +473,16 @@ impl Config {
     }
 
     /// A valid config for tests: the given identity, everything else at test
-    /// defaults (metrics on `127.0.0.1:0`, interface `lo`, Cyrus driver
-    /// `none`, default timings). Change fields directly afterwards.
+    /// defaults (metrics on `127.0.0.1:0`, the runtime directory beside the
+    /// data directory (`DATA.run`), interface `lo`, Cyrus driver `none`,
+    /// default timings). Change fields directly afterwards.
     pub fn builder(node_id: u64, name: &str, listen: SocketAddr, data_dir: PathBuf) -> Config {
         Config {
             node_id,
             name: name.to_owned(),
             listen,
             metrics_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            runtime_dir: data_dir.with_extension("run"),
             data_dir,
             interface: "lo".to_owned(),
             manage_addresses: false,
@@ -493,6 +503,7 @@ impl Config {
         let _ = writeln!(out, "listen = {}", quote(&self.listen.to_string()));
         let _ = writeln!(out, "metrics_listen = {}", quote(&self.metrics_listen.to_string()));
         let _ = writeln!(out, "data_dir = {}", quote(&self.data_dir.to_string_lossy()));
+        let _ = writeln!(out, "runtime_dir = {}", quote(&self.runtime_dir.to_string_lossy()));
         let _ = writeln!(out, "interface = {}", quote(&self.interface));
         let _ = writeln!(out, "manage_addresses = {}", self.manage_addresses);
         let _ = writeln!(out, "\n[cyrus]\ndriver = {}", quote(self.cyrus.driver.as_str()));
@@ -517,6 +528,13 @@ fn quote(s: &str) -> String {
 
 fn default_true() -> bool {
     true
+}
+
+/// Where the ledger lives when `runtime_dir` is absent.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/slotd";
+
+fn default_runtime_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_RUNTIME_DIR)
 }
 
 fn default_metrics_listen() -> SocketAddr {
@@ -702,6 +720,7 @@ interface = "eth0"
             listen: "10.0.0.1:7420".parse().map_err(|_| bad("listen"))?,
             metrics_listen: "[::1]:9999".parse().map_err(|_| bad("metrics"))?,
             data_dir: PathBuf::from("/var/lib/slotd"),
+            runtime_dir: PathBuf::from("/run/slotd"),
             interface: "eth0".into(),
             manage_addresses: true,
             cyrus: CyrusConfig { driver: Driver::Exec },

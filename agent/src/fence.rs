@@ -1,20 +1,25 @@
 //! `slotd fence`: give up every store address and instance on this machine,
 //! whatever the agent's state. Run by systemd after the agent exits for any
-//! reason (`ExecStopPost`, DESIGN "Safety" rules 4 and 6), so that a crashed
-//! or killed agent cannot leave a master behind it.
+//! reason (`ExecStopPost`, DESIGN "Safety" rules 4 and 6), so that a crashed,
+//! killed or frozen agent cannot leave a master behind it.
 //!
-//! It takes the agent lock (refusing to run beside a live agent), reads the
-//! store addresses from the node's own Raft data (snapshot plus committed
-//! log), releases every one of them found on the interface, stops every slot
-//! instance, and then tells the leader (see [`tell_leader`]).
+//! It takes the agent lock (refusing to run beside a live agent) and
+//! releases every address the node may hold: those in its ledger (in the
+//! runtime directory), those the interface shows tagged as slotd's, and —
+//! if the Raft data can be read — any store address of the state found on
+//! the interface. None of these needs the others: with the data directory
+//! unreadable or corrupt, the ledger and the tags still name everything. It
+//! goes on past a failed release, and fails (exit 1) only after trying
+//! them all. Then, if it released everything and knows the other nodes, it
+//! tells the leader (see [`tell_leader`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use openraft::storage::RaftLogStorage;
 use openraft::{EntryPayload, RaftLogReader, StorageError};
-use slotd_netops::{AddressOps, IpPrefix, KernelOps, NetError};
+use slotd_netops::{AddressOps, IpPrefix, KernelOps, NetError, Outcome};
 use slotd_raft_store::storage::OpenError;
 use slotd_raft_store::{storage, ClusterState, NodeId, ServiceIp};
 use tokio::time::Instant;
@@ -24,6 +29,7 @@ use crate::config::Config;
 use crate::error::AgentError;
 use crate::identity::Identity;
 use crate::leader::core::TICKET_FRESH;
+use crate::ledger::{Entries, Ledger};
 use crate::lock::{self, LockError};
 use crate::peer_call::{Channels, Method};
 use crate::wire::{FenceReply, FenceRequest};
@@ -39,8 +45,6 @@ pub enum FenceError {
     Log(#[from] StorageError<NodeId>),
     #[error("netlink: {0}")]
     Netlink(NetError),
-    #[error("listing addresses on {interface}: {source}")]
-    List { interface: String, source: NetError },
     #[error("could not release {0}")]
     Release(String),
 }
@@ -68,70 +72,133 @@ pub async fn local_state(config: &Config) -> Result<ClusterState, FenceError> {
 pub struct Fenced {
     /// The addresses it released.
     pub released: Vec<ServiceIp>,
-    /// Whether the leader took the notice (`None`: no leader answered).
+    /// Whether the leader took the notice (`None`: nobody was told, or no
+    /// leader answered).
     pub leader_accepted: Option<bool>,
 }
 
-/// Releases every store address on the configured interface, then tells
-/// the leader.
+/// Releases every address this node may hold, then tells the leader.
 pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
-    // Held until we return: no agent starts meanwhile.
-    let _lock = lock::acquire(&config.data_dir)?;
-    let state = local_state(config).await?;
-    let mut released = Vec::new();
+    // Held until we return: no agent starts meanwhile. Without it (a data
+    // directory that cannot be read) we still release, but tell nobody: the
+    // notice is safe only while no agent can run.
+    let lock = match lock::acquire(&config.data_dir) {
+        Ok(l) => Some(l),
+        Err(e @ LockError::Held { .. }) => return Err(e.into()),
+        Err(e) => {
+            warn!(error = %e, "cannot take the agent lock: releasing, but not telling the leader");
+            None
+        }
+    };
+    let ledger = Ledger::new(&config.runtime_dir);
+    let mut targets: Entries = match ledger.read() {
+        Ok((entries, bad)) => {
+            if !bad.0.is_empty() {
+                warn!(ledger = %ledger.path().display(), lines = ?bad.0, "unreadable ledger lines");
+            }
+            entries
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the ledger: releasing what the interface and the Raft data name");
+            Entries::new()
+        }
+    };
+    let state = match local_state(config).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot read the Raft data: releasing what the ledger and the interface name");
+            None
+        }
+    };
+    let may_tell = lock.is_some();
     if !config.manage_addresses {
         // The addresses lived in the agent's memory: gone with it.
-        let leader_accepted = tell_leader(config, &state).await;
+        let leader_accepted = tell(config, may_tell, state.as_ref()).await;
         return Ok(Fenced {
-            released,
+            released: Vec::new(),
             leader_accepted,
         });
     }
     let ops = KernelOps::new().map_err(FenceError::Netlink)?;
-    let held: BTreeSet<IpAddr> = ops
-        .list(&config.interface)
-        .await
-        .map_err(|source| FenceError::List {
-            interface: config.interface.clone(),
-            source,
-        })?
-        .into_iter()
-        .map(|b| b.prefix.addr())
-        .collect();
-    // Keep going past a failed release: every other address must still go.
-    let mut failures = Vec::new();
-    for store in state.stores.values() {
-        // Master IPs first: they are the ones that must not linger.
-        for ip in [store.master_ip, store.replica_ip] {
-            if held.contains(&ip.addr) {
-                let result = match IpPrefix::new(ip.addr, ip.len) {
-                    Ok(prefix) => ops
-                        .release(&config.interface, prefix)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => {
-                        info!(store = %store.name, %ip, "fenced: released");
-                        released.push(ip);
-                    }
-                    Err(e) => failures.push(format!("{ip} (store {}): {e}", store.name)),
+    match ops.list(&config.interface).await {
+        Ok(list) => {
+            let store_ips: BTreeMap<IpAddr, (ServiceIp, String)> = state
+                .iter()
+                .flat_map(|s| s.stores.values())
+                .flat_map(|st| [(st.master_ip, st.name.clone()), (st.replica_ip, st.name.clone())])
+                .map(|(ip, name)| (ip.addr, (ip, name)))
+                .collect();
+            let on_interface: Vec<IpAddr> = list.iter().map(|b| b.prefix.addr()).collect();
+            // Ledger entries not on the interface are gone already.
+            targets.retain(|addr, _| on_interface.contains(addr));
+            for b in list {
+                let addr = b.prefix.addr();
+                if let Some(entry) = store_ips.get(&addr) {
+                    targets.entry(addr).or_insert_with(|| entry.clone());
+                } else if b.ours {
+                    let ip = ServiceIp {
+                        addr,
+                        len: b.prefix.prefix_len(),
+                    };
+                    targets.entry(addr).or_insert((ip, "(tagged)".into()));
                 }
             }
         }
+        Err(e) => warn!(
+            interface = %config.interface,
+            error = %e,
+            "cannot list the interface: releasing every address in the ledger"
+        ),
     }
-    if !failures.is_empty() {
-        return Err(FenceError::Release(failures.join("; ")));
+    // Keep going past a failed release: every other address must still go.
+    let mut released = Vec::new();
+    let mut still = Entries::new();
+    let mut failures = Vec::new();
+    for (addr, (ip, store)) in &targets {
+        let result = match IpPrefix::new(ip.addr, ip.len) {
+            Ok(prefix) => ops.release(&config.interface, prefix).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(Outcome::Changed) => {
+                info!(store = %store, %ip, "fenced: released");
+                released.push(*ip);
+            }
+            Ok(Outcome::Unchanged) => {}
+            Err(e) => {
+                failures.push(format!("{ip} (store {store}): {e}"));
+                still.insert(*addr, (*ip, store.clone()));
+            }
+        }
     }
     // Instances: the `none` driver runs nothing; the Cyrus drivers will stop
     // every slot's process group here.
-    let leader_accepted = tell_leader(config, &state).await;
+    // The ledger now names what may still be held.
+    if let Err(e) = ledger.write(&still) {
+        warn!(error = %e, "cannot rewrite the ledger");
+    }
+    if !failures.is_empty() {
+        // Still holding something: the leader must not hear "nothing here".
+        return Err(FenceError::Release(failures.join("; ")));
+    }
+    let leader_accepted = tell(config, may_tell, state.as_ref()).await;
     Ok(Fenced {
         released,
         leader_accepted,
     })
+}
+
+/// Tells the leader if allowed (the lock is held) and possible (the other
+/// nodes are known from the Raft data).
+async fn tell(config: &Config, allowed: bool, state: Option<&ClusterState>) -> Option<bool> {
+    match state {
+        Some(s) if allowed => tell_leader(config, s).await,
+        Some(_) => None,
+        None => {
+            info!("the other nodes are unknown without the Raft data: the stores move after the lease");
+            None
+        }
+    }
 }
 
 /// How long one call to a peer may take.

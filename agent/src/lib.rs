@@ -32,6 +32,7 @@ pub mod identity;
 pub mod l2;
 pub mod leader;
 pub mod lease;
+pub mod ledger;
 pub mod lock;
 pub mod membership;
 pub mod metrics;

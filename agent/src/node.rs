@@ -39,6 +39,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::leader::core::TICKET_FRESH;
 use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
 use crate::lease::{self, LeaseState};
+use crate::ledger::{Entries, Ledger};
 use crate::lock::{self, LockError};
 use crate::metrics::{self, Exposition};
 use crate::network::PeerNetwork;
@@ -206,6 +207,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let report = Arc::new(Mutex::new(HealthReport::default()));
     let report_now = report.clone();
     let progress = Progress::default();
+    let ledger = Ledger::new(&config.runtime_dir);
     let (lease, keeper) = lease::spawn_keeper(
         cluster.clone(),
         granter.clone(),
@@ -237,6 +239,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             report,
             progress: progress.clone(),
             stall_requests,
+            ledger_entries: Mutex::new(read_ledger(&ledger)),
+            ledger,
         }
         .run(loops_rx.clone()),
     );
@@ -317,6 +321,23 @@ fn write_endpoints(dir: &Path, listen: SocketAddr, metrics: SocketAddr) -> Resul
     )?;
     // Atomic: a reader never sees half a file.
     write(&path, std::fs::rename(&tmp, &path))
+}
+
+/// The ledger as the last agent (or `slotd fence`) left it; what cannot be
+/// read is said, and the interface's tags still show those addresses.
+fn read_ledger(ledger: &Ledger) -> Entries {
+    match ledger.read() {
+        Ok((entries, bad)) => {
+            if !bad.0.is_empty() {
+                warn!(ledger = %ledger.path().display(), lines = ?bad.0, "unreadable ledger lines ignored");
+            }
+            entries
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the ledger; starting from the interface's tags");
+            Entries::new()
+        }
+    }
 }
 
 /// Environment variable that turns on fault injection (tests only).

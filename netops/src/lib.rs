@@ -37,4 +37,4 @@ pub use addr::IpPrefix;
 pub use error::NetError;
 pub use kernel::KernelOps;
 pub use memory::{Call, MemoryNet, MemoryOps, MemoryTiming, Op};
-pub use ops::{AddressOps, AnnounceOptions, BoundAddress, MacAddr, Outcome};
+pub use ops::{AddressOps, AnnounceOptions, BoundAddress, MacAddr, Outcome, ADDRESS_PROTOCOL};

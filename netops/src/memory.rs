@@ -364,6 +364,7 @@ impl AddressOps for MemoryOps {
                 prefix: *p,
                 tentative: false,
                 dad_failed: false,
+                ours: true,
             })
             .collect())
     }

@@ -8,10 +8,13 @@
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+};
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
+use crate::ops::ADDRESS_PROTOCOL;
 use crate::{BoundAddress, IpPrefix, MacAddr, NetError, Outcome};
 
 /// What we need to know about an interface.
@@ -96,11 +99,13 @@ fn parse_address(msg: &AddressMessage) -> Option<BoundAddress> {
     let mut local = None;
     let mut address = None;
     let mut flags = None;
+    let mut proto = None;
     for attr in &msg.attributes {
         match attr {
             AddressAttribute::Local(a) => local = Some(*a),
             AddressAttribute::Address(a) => address = Some(*a),
             AddressAttribute::Flags(f) => flags = Some(*f),
+            AddressAttribute::Protocol(p) => proto = Some(u8::from(*p)),
             _ => {}
         }
     }
@@ -113,6 +118,7 @@ fn parse_address(msg: &AddressMessage) -> Option<BoundAddress> {
         prefix,
         tentative: flags.contains(AddressFlags::Tentative),
         dad_failed: flags.contains(AddressFlags::Dadfailed),
+        ours: proto == Some(ADDRESS_PROTOCOL),
     })
 }
 
@@ -164,6 +170,9 @@ pub(crate) async fn add(handle: &Handle, link: &Link, prefix: IpPrefix) -> Resul
         return Ok(Outcome::Unchanged);
     }
     let mut req = handle.address().add(link.index, prefix.addr(), prefix.prefix_len());
+    req.message_mut()
+        .attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::from(ADDRESS_PROTOCOL)));
     if prefix.is_ipv6() {
         // nodad: the address must be usable at once (the old holder is gone
         // or fenced; waiting a second for DAD is the outage we avoid).

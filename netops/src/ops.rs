@@ -45,7 +45,16 @@ pub struct BoundAddress {
     pub tentative: bool,
     /// IPv6 DAD found a duplicate; the kernel will not use the address.
     pub dad_failed: bool,
+    /// Bound by slotd: [`AddressOps::bind`] tags its addresses (the
+    /// kernel's address protocol, [`ADDRESS_PROTOCOL`]), so that whatever
+    /// slotd left on an interface can be found without any other record.
+    pub ours: bool,
 }
+
+/// The address protocol (`IFA_PROTO`, Linux ≥ 5.18) slotd tags its
+/// addresses with. Kernels without it drop the tag; slotd's own ledger still
+/// knows them.
+pub const ADDRESS_PROTOCOL: u8 = 0x5d;
 
 /// How often to repeat an announcement. Several copies, spaced out, survive
 /// a lost frame and a switch port that is still coming up.
@@ -78,7 +87,8 @@ impl Default for AnnounceOptions {
 /// The futures are `Send` so callers can `tokio::spawn` them; the trait is
 /// used generically (`impl AddressOps`/`A: AddressOps`), not as `dyn`.
 pub trait AddressOps: Send + Sync {
-    /// Add `prefix` to `interface` (IPv6: with `nodad` and `noprefixroute`).
+    /// Add `prefix` to `interface` (IPv6: with `nodad` and `noprefixroute`),
+    /// tagged as slotd's ([`BoundAddress::ours`]).
     /// Already there with the same length is `Unchanged`; there with another
     /// length is [`NetError::PrefixMismatch`].
     fn bind(&self, interface: &str, prefix: IpPrefix) -> impl Future<Output = Result<Outcome, NetError>> + Send;

@@ -64,6 +64,25 @@ fn ipv6_bind_list_release_round_trip_is_idempotent() {
     assert!(!kernel_addrs(h).contains("fd00:77::100"));
 }
 
+/// What slotd binds carries its tag (IPv4 and IPv6); what others bound
+/// does not: `slotd fence` finds its leftovers on the interface alone.
+#[test]
+fn our_addresses_are_tagged_others_not() {
+    let lan = Lan::new("addrtag", &["h"]);
+    let h = lan.host("h");
+    h.add_addr(IFACE, "10.77.0.5/24");
+    let (p4, p6) = (prefix("10.77.0.101/32"), prefix("fd00:77::101/128"));
+    bind(h, p4).unwrap();
+    bind(h, p6).unwrap();
+    let tagged = ours(h);
+    assert!(tagged.contains(&p4) && tagged.contains(&p6), "{tagged:?}");
+    assert!(!tagged.contains(&prefix("10.77.0.5/24")), "{tagged:?}");
+    assert!(list(h).contains(&prefix("10.77.0.5/24")));
+    release(h, p4).unwrap();
+    release(h, p6).unwrap();
+    assert!(ours(h).is_empty());
+}
+
 /// The operator's command does the same, with exit status 0.
 #[test]
 fn slotd_net_binary_round_trip() {

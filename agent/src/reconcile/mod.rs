@@ -39,6 +39,10 @@ pub struct Observed {
     pub addresses: BTreeSet<IpAddr>,
     /// Instance state by slot name; a missing slot is stopped.
     pub instances: BTreeMap<String, Instance>,
+    /// Addresses bound here by this agent (its ledger or the interface's
+    /// tag says so) that belong to no store of the state any more (a
+    /// removed store), with the store they were bound for.
+    pub leftovers: BTreeMap<IpAddr, (ServiceIp, String)>,
 }
 
 /// One thing to do. The executor runs them in the order given.
@@ -184,6 +188,14 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
                 });
             }
         }
+    }
+    // A removed store leaves nothing behind: its addresses go, so that no
+    // ghost answers for an IP a new store may be given.
+    for (ip, store) in observed.leftovers.values() {
+        give_up.push(Action::Release {
+            store: store.clone(),
+            ip: *ip,
+        });
     }
     // Releases before stops (DESIGN: unbind the master IP, then stop):
     // without its address an instance can take no new client at once, and

@@ -22,11 +22,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::{plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed};
+use super::{plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed, PassPlan};
 use crate::clock::Mono;
 use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
 use crate::lease::LeaseState;
+use crate::ledger::{Entries, Ledger};
 use crate::stats::Stats;
 use crate::watchdog::{Part, Progress, MARK_EVERY};
 use crate::wire::HealthReport;
@@ -75,6 +76,10 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub progress: Progress,
     /// Testing only (`SLOTD_INJECT_FAULTS`): stall the loop this many ms.
     pub stall_requests: Arc<AtomicU64>,
+    /// The addresses this node may hold, on disk (written before binding)
+    /// and as last written.
+    pub ledger: Ledger,
+    pub ledger_entries: Mutex<Entries>,
 }
 
 fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
@@ -225,21 +230,73 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
     async fn observe(&self, state: &ClusterState) -> Option<Observed> {
         let r = self.r;
         let managed = store_addresses(state);
-        let addresses: BTreeSet<IpAddr> = match r.ops.list(&r.interface).await {
-            Ok(list) => list
-                .into_iter()
-                .map(|b| b.prefix.addr())
-                .filter(|a| managed.contains(a))
-                .collect(),
+        let list = match r.ops.list(&r.interface).await {
+            Ok(list) => list,
             Err(e) => {
                 error!(interface = %r.interface, error = %e, "cannot list addresses");
                 return None;
             }
         };
-        Some(Observed {
-            addresses,
+        let ledger = r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut observed = Observed {
             instances: r.driver.observe().await,
-        })
+            ..Observed::default()
+        };
+        for b in list {
+            let addr = b.prefix.addr();
+            if managed.contains(&addr) {
+                observed.addresses.insert(addr);
+            } else if let Some(entry) = ledger.get(&addr) {
+                observed.leftovers.insert(addr, entry.clone());
+            } else if b.ours {
+                let ip = ServiceIp {
+                    addr,
+                    len: b.prefix.prefix_len(),
+                };
+                observed.leftovers.insert(addr, (ip, "(unknown store)".into()));
+            }
+        }
+        Some(observed)
+    }
+
+    /// Adds the addresses this pass binds to the ledger, on disk, before any
+    /// bind: `slotd fence` must know every address this node may hold.
+    fn record(&self, plan: &PassPlan) -> Result<(), String> {
+        let mut entries = self.r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut grown = entries.clone();
+        for a in plan.take.iter().flatten() {
+            if let Action::Bind { store, ip, .. } = a {
+                grown.insert(ip.addr, (*ip, store.clone()));
+            }
+        }
+        if grown == *entries {
+            return Ok(());
+        }
+        self.r.ledger.write(&grown).map_err(|e| e.to_string())?;
+        *entries = grown;
+        Ok(())
+    }
+
+    /// Trims the ledger to what the node holds after a pass.
+    fn settle_ledger(&self, state: &ClusterState, observed: &Observed) {
+        let mut entries = self.r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = Entries::new();
+        for s in state.stores.values() {
+            for ip in [s.master_ip, s.replica_ip] {
+                if observed.addresses.contains(&ip.addr) {
+                    held.insert(ip.addr, (ip, s.name.clone()));
+                }
+            }
+        }
+        for (addr, entry) in &observed.leftovers {
+            held.insert(*addr, entry.clone());
+        }
+        if held != *entries {
+            match self.r.ledger.write(&held) {
+                Ok(()) => *entries = held,
+                Err(e) => warn!(error = %e, "cannot trim the ledger"),
+            }
+        }
     }
 
     async fn run(&self, lease_valid: bool) {
@@ -258,6 +315,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         if plan.is_empty() {
             // Nothing changed on the machine: report what was just seen
             // rather than asking the kernel again.
+            self.settle_ledger(&state, &observed);
             self.publish(&observed, fenced);
             return;
         }
@@ -272,6 +330,12 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 .map(|addr| r.ops.probe(&r.interface, *addr, r.probe_timeout)),
         )
         .await;
+        if let Err(e) = self.record(&plan) {
+            // Never bind what `slotd fence` might not know of.
+            Stats::add(&r.stats.action_errors, 1);
+            error!(ledger = %r.ledger.path().display(), error = %e, "cannot record the addresses to bind; not binding");
+            return;
+        }
         let probes: Probes = plan
             .probe
             .iter()
@@ -287,6 +351,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             r.progress.release_ok();
         }
         if let Some(observed) = self.observe(&state).await {
+            self.settle_ledger(&state, &observed);
             self.publish(&observed, fenced);
         }
     }

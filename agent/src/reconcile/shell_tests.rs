@@ -19,7 +19,9 @@ use super::Instance;
 use crate::clock::Mono;
 use crate::driver::{DriverError, NoneDriver, SlotDriver};
 use crate::lease::LeaseState;
+use crate::ledger::Ledger;
 use crate::stats::Stats;
+use crate::watchdog::Progress;
 
 const ME: NodeId = 1;
 const LEASE: Duration = Duration::from_millis(2000);
@@ -69,6 +71,10 @@ impl SlotDriver for SlowDriver {
 struct Shell {
     /// Keeps the state's sender alive (the reconciler stops without it).
     _state: slotd_raft_store::storage::MemoryState,
+    /// Holds the ledger.
+    _run: tempfile::TempDir,
+    ledger: Ledger,
+    progress: Progress,
     ops: MemoryOps,
     driver: SlowDriver,
     masters: BTreeSet<IpAddr>,
@@ -111,6 +117,19 @@ impl Shell {
             }
         });
         let (stop, stop_rx) = watch::channel(false);
+        let run = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(run.path());
+        let progress = Progress::default();
+        // The parts this shell stands in for make progress all along.
+        let marks = progress.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::watchdog::MARK_EVERY);
+            loop {
+                tick.tick().await;
+                marks.mark(crate::watchdog::Part::LeaseKeeper);
+                marks.mark(crate::watchdog::Part::Raft);
+            }
+        });
         let task = tokio::spawn(
             Reconciler {
                 me: ME,
@@ -124,13 +143,18 @@ impl Shell {
                 probe_timeout: Duration::from_millis(200),
                 stats: Arc::new(Stats::default()),
                 report: Default::default(),
-                progress: Default::default(),
+                progress: progress.clone(),
                 stall_requests: Default::default(),
+                ledger: ledger.clone(),
+                ledger_entries: Default::default(),
             }
             .run(stop_rx),
         );
         Shell {
             _state: writer,
+            _run: run,
+            ledger,
+            progress,
             ops,
             driver,
             masters,
@@ -142,6 +166,12 @@ impl Shell {
 
     fn bound(&self) -> BTreeSet<IpAddr> {
         self.ops.addresses("eth0").iter().map(|p| p.addr()).collect()
+    }
+
+    /// The master IPs in the ledger on disk.
+    fn masters_in_ledger(&self) -> BTreeSet<IpAddr> {
+        let (entries, _) = self.ledger.read().unwrap();
+        entries.into_keys().filter(|a| self.masters.contains(a)).collect()
     }
 
     fn masters_released(&self) -> usize {
@@ -190,6 +220,7 @@ async fn forty_masters_with_slow_announcements_never_fence_in_ten_minutes() {
         "not all 40 master IPs bound after 1 s"
     );
     assert_eq!(shell.masters_running().await, 40);
+    assert_eq!(shell.masters_in_ledger(), shell.masters, "bound but not in the ledger");
     sleep(1000).await;
     // Every new master IP announced in full: the first round in the pass,
     // two more from the announcer.
@@ -253,9 +284,81 @@ async fn when_renewals_stop_the_fence_fires_at_the_lease_end() {
         "master IPs kept past the lease"
     );
     assert_eq!(shell.masters_running().await, 0);
+    assert!(shell.masters_in_ledger().is_empty(), "released but still in the ledger");
     let announced = shell.announces_of_masters();
     sleep(70_000).await;
     assert_eq!(shell.announces_of_masters(), announced, "announced an IP it gave up");
     assert!(shell.bound().is_disjoint(&shell.masters));
     shell.stop().await;
+}
+
+/// A release that keeps failing (injected) for longer than the margin stops
+/// the watchdog pings: systemd then kills the agent and `slotd fence` tries.
+#[tokio::test(start_paused = true)]
+async fn a_release_failing_longer_than_the_margin_stops_the_pings() {
+    use std::os::unix::net::UnixDatagram;
+
+    use slotd_netops::Op;
+
+    use crate::notify::Notifier;
+    use crate::watchdog::run_pinger;
+
+    let margin = Duration::from_millis(500);
+    let shell = Shell::start(Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let (stop_pinger, stop_rx) = watch::channel(false);
+    let pinger = tokio::spawn(run_pinger(
+        Arc::new(Notifier::to_socket(&path)),
+        shell.progress.clone(),
+        margin,
+        stop_rx,
+    ));
+    let mut pings: Vec<Mono> = Vec::new();
+    watch_for(&socket, 2000, &mut pings).await;
+    assert!(pings.len() > 20, "no pings while all is well: {}", pings.len());
+    // From now on every release fails; renewals stop, so the lease ends
+    // within 2 s and the node must give up its master IPs — and cannot.
+    shell.ops.fail_always(Op::Release, true);
+    let _ = shell.renewing.send(false);
+    let stopped_renewing = Mono::now();
+    pings.clear();
+    watch_for(&socket, 5000, &mut pings).await;
+    let last = *pings.last().expect("pings went on while the lease held");
+    let first_failure = shell.progress.release_failing_since().expect("releases failed");
+    assert!(first_failure.since(stopped_renewing) <= LEASE, "the fence came late");
+    // Pings stop once releases failed for longer than the margin (one ping
+    // interval of slack), and not before.
+    assert!(
+        last.since(first_failure) <= margin + Duration::from_millis(60),
+        "pinged {:?} after the first failure",
+        last.since(first_failure)
+    );
+    assert!(
+        last.since(first_failure) >= margin - Duration::from_millis(60),
+        "stopped {:?} after the first failure",
+        last.since(first_failure)
+    );
+    assert!(
+        shell.masters.is_subset(&shell.bound()),
+        "the releases were meant to fail"
+    );
+    let _ = stop_pinger.send(true);
+    let _ = pinger.await;
+    shell.stop().await;
+}
+
+/// Every 10 ms of virtual time for `ms`, notes the pings that arrived.
+async fn watch_for(socket: &std::os::unix::net::UnixDatagram, ms: u64, pings: &mut Vec<Mono>) {
+    for _ in 0..ms / 10 {
+        sleep(10).await;
+        let mut buf = [0u8; 64];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if &buf[..n] == b"WATCHDOG=1" {
+                pings.push(Mono::now());
+            }
+        }
+    }
 }

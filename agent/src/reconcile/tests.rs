@@ -53,6 +53,7 @@ fn observed(ips: &[&str], instances: &[(&str, Instance)]) -> Observed {
             .iter()
             .map(|(s, i)| ((*s).to_owned(), *i))
             .collect::<BTreeMap<_, _>>(),
+        leftovers: BTreeMap::new(),
     }
 }
 
@@ -343,4 +344,27 @@ fn never_two_masters_for_one_state() {
             }
         }
     }
+}
+
+#[test]
+fn a_removed_store_leaves_nothing_behind() {
+    let s = state();
+    // Node 1 still holds st09's master IP from before the store was removed
+    // (its ledger says so): it goes, whatever the lease.
+    let mut o = observed(&["10.0.1.1"], &[("s01", Instance::Master { epoch: 1 })]);
+    let gone = ip("10.0.9.1/32");
+    o.leftovers.insert(gone.addr, (gone, "st09".into()));
+    for lease in [true, false] {
+        let actions = reconcile(&s, 1, lease, &o);
+        let release = Action::Release {
+            store: "st09".into(),
+            ip: gone,
+        };
+        let at = actions.iter().position(|a| *a == release);
+        let first_take = actions.iter().position(|a| !a.is_give_up()).unwrap_or(actions.len());
+        assert!(at.is_some_and(|i| i < first_take), "{actions:?}");
+    }
+    let plan = plan_pass(&s, reconcile(&s, 1, true, &o));
+    assert_eq!(plan.give_up.len(), 1);
+    assert!(plan.take.iter().all(|c| c.iter().all(|a| a.store() != "st09")));
 }

@@ -43,6 +43,19 @@ pub fn list(ns: &Netns) -> Vec<IpPrefix> {
     .collect()
 }
 
+/// The addresses on eth0 in `ns` that slotd tagged as its own.
+pub fn ours(ns: &Netns) -> Vec<IpPrefix> {
+    ns.run(|| async {
+        let ops = KernelOps::new()?;
+        ops.list(IFACE).await
+    })
+    .unwrap_or_else(|e| panic!("list: {e}"))
+    .into_iter()
+    .filter(|b| b.ours)
+    .map(|b| b.prefix)
+    .collect()
+}
+
 /// `ip -n NS addr show dev eth0` as text.
 pub fn kernel_addrs(ns: &Netns) -> String {
     ns.ip(&["addr", "show", "dev", IFACE])

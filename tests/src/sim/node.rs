@@ -203,6 +203,7 @@ impl Node {
         let observed = Observed {
             addresses: self.machine.addresses.clone(),
             instances: self.machine.instances.clone(),
+            leftovers: Default::default(),
         };
         let actions = reconcile(&self.state, self.id, lease_valid, &observed);
         self.pass = Some(Pass::new(
