@@ -28,10 +28,10 @@ use crate::notify::Notifier;
 pub const MARK_EVERY: Duration = Duration::from_millis(50);
 
 /// A part whose last mark is older than this is stalled.
-pub const STALL_BOUND: Duration = Duration::from_millis(100);
+pub const STALL_BOUND: Duration = Duration::from_millis(150);
 
 /// How often the pinger looks and (if nothing stalled) pings.
-pub const PING_EVERY: Duration = Duration::from_millis(50);
+pub const PING_EVERY: Duration = Duration::from_millis(25);
 
 /// What the shipped unit sets (`WatchdogSec=200ms`).
 pub const UNIT_WATCHDOG: Duration = Duration::from_millis(200);
@@ -250,9 +250,9 @@ mod tests {
     #[test]
     fn a_part_is_stalled_once_its_mark_is_older_than_the_bound() {
         let marks = [Some(at(1000)), Some(at(1050)), None];
-        assert!(stalled(marks, at(990), at(1090)).is_empty());
-        assert_eq!(stalled(marks, at(990), at(1101)), vec![Part::LeaseKeeper, Part::Raft]);
-        assert_eq!(stalled(marks, at(990), at(1151)), Part::ALL.to_vec());
+        assert!(stalled(marks, at(990), at(1140)).is_empty());
+        assert_eq!(stalled(marks, at(990), at(1151)), vec![Part::LeaseKeeper, Part::Raft]);
+        assert_eq!(stalled(marks, at(990), at(1201)), Part::ALL.to_vec());
     }
 
     #[test]
@@ -296,6 +296,6 @@ mod tests {
         assert!(check(UNIT_WATCHDOG, Duration::from_millis(500)).is_ok());
         assert!(worst_case(UNIT_WATCHDOG) < Duration::from_millis(500));
         let err = check(Duration::from_secs(1), Duration::from_millis(500)).unwrap_err();
-        assert!(err.contains("use WatchdogSec=289ms or less"), "{err}");
+        assert!(err.contains("use WatchdogSec=264ms or less"), "{err}");
     }
 }

@@ -17,7 +17,7 @@ use common::netns::{leader, masters, wait_for, Site, HOSTS, WAIT};
 
 #[test]
 fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
-    let mut site = Site::start("fok");
+    let site = Site::start("fok");
     let before = site.init();
     let victim = (0..3).find(|i| *i != leader(&before)).unwrap();
     let victim_name = format!("imap{}", victim + 1);

@@ -123,7 +123,7 @@ fn a_watchdog_too_long_for_the_margin_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("WatchdogSec=1000ms is too long for clock_skew_margin_ms=500")
-            && err.contains("use WatchdogSec=289ms or less"),
+            && err.contains("use WatchdogSec=264ms or less"),
         "{err}"
     );
 }

@@ -21,6 +21,10 @@ pub struct KernelOps {
     handle: Handle,
     /// The task driving the netlink socket; aborted on drop.
     connection: JoinHandle<()>,
+    /// One netlink operation at a time: the kernel runs one dump per socket
+    /// and answers a second with EBUSY, and a bind or release looks at the
+    /// interface (a dump) before it changes it.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl KernelOps {
@@ -35,6 +39,7 @@ impl KernelOps {
         Ok(Self {
             handle,
             connection: tokio::spawn(connection),
+            one_at_a_time: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -45,45 +50,58 @@ impl Drop for KernelOps {
     }
 }
 
+impl KernelOps {
+    /// The interface's index and MAC (one netlink request, in turn).
+    async fn link(&self, interface: &str) -> Result<netlink::Link, NetError> {
+        let _one = self.one_at_a_time.lock().await;
+        netlink::link(&self.handle, interface).await
+    }
+}
+
 impl AddressOps for KernelOps {
     async fn bind(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        let _one = self.one_at_a_time.lock().await;
         let link = netlink::link(&self.handle, interface).await?;
         let outcome = netlink::add(&self.handle, &link, prefix).await?;
-        tracing::info!(interface, %prefix, ?outcome, "bind");
+        tracing::debug!(interface, %prefix, ?outcome, "bind");
         Ok(outcome)
     }
 
     async fn release(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        let _one = self.one_at_a_time.lock().await;
         let link = netlink::link(&self.handle, interface).await?;
         let outcome = netlink::del(&self.handle, &link, prefix).await?;
-        tracing::info!(interface, %prefix, ?outcome, "release");
+        tracing::debug!(interface, %prefix, ?outcome, "release");
         Ok(outcome)
     }
 
     async fn list(&self, interface: &str) -> Result<Vec<BoundAddress>, NetError> {
+        let _one = self.one_at_a_time.lock().await;
         let link = netlink::link(&self.handle, interface).await?;
         netlink::list(&self.handle, &link).await
     }
 
     async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
-        let link = netlink::link(&self.handle, interface).await?;
+        let link = self.link(interface).await?;
         packet::announce(&link, addr, options).await?;
-        tracing::info!(interface, %addr, count = options.count, "announced");
+        tracing::debug!(interface, %addr, count = options.count, "announced");
         Ok(())
     }
 
     async fn mac(&self, interface: &str) -> Result<MacAddr, NetError> {
-        let link = netlink::link(&self.handle, interface).await?;
+        let link = self.link(interface).await?;
         link.mac.ok_or_else(|| NetError::NoMacAddress {
             interface: interface.to_owned(),
         })
     }
 
     async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
-        let link = netlink::link(&self.handle, interface).await?;
+        let link = self.link(interface).await?;
         let found = packet::probe(&link, addr, timeout).await?;
+        // The caller says what an answer means (a split-brain alarm before
+        // a bind, the expected master after a move).
         match found {
-            Some(mac) => tracing::warn!(interface, %addr, %mac, "probe: another machine answers"),
+            Some(mac) => tracing::debug!(interface, %addr, %mac, "probe: another machine answers"),
             None => tracing::debug!(interface, %addr, "probe: nobody answers"),
         }
         Ok(found)

@@ -83,13 +83,16 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    // Four workers: a thread held up by a disk write (the Raft log's fsync)
+    // must not hold up the lease keeper or the reconciler, whose progress
+    // the watchdog demands every 100 ms.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(4)
         .enable_all()
         .build()
     {
@@ -108,6 +111,12 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The log filter without `RUST_LOG`: openraft's warnings, but not its
+/// replication errors toward a peer that is down (one every Raft heartbeat,
+/// for as long as it is down); slotd says what matters about peers itself.
+const DEFAULT_LOG: &str =
+    "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
 
 /// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
 async fn stop_signal() {

@@ -261,25 +261,27 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
 
     /// Adds the addresses this pass binds to the ledger, on disk, before any
     /// bind: `slotd fence` must know every address this node may hold.
-    fn record(&self, plan: &PassPlan) -> Result<(), String> {
-        let mut entries = self.r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut grown = entries.clone();
+    async fn record(&self, plan: &PassPlan) -> Result<(), String> {
+        let mut grown = self
+            .r
+            .ledger_entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let before = grown.clone();
         for a in plan.take.iter().flatten() {
             if let Action::Bind { store, ip, .. } = a {
                 grown.insert(ip.addr, (*ip, store.clone()));
             }
         }
-        if grown == *entries {
+        if grown == before {
             return Ok(());
         }
-        self.r.ledger.write(&grown).map_err(|e| e.to_string())?;
-        *entries = grown;
-        Ok(())
+        self.write_ledger(grown).await
     }
 
     /// Trims the ledger to what the node holds after a pass.
-    fn settle_ledger(&self, state: &ClusterState, observed: &Observed) {
-        let mut entries = self.r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn settle_ledger(&self, state: &ClusterState, observed: &Observed) {
         let mut held = Entries::new();
         for s in state.stores.values() {
             for ip in [s.master_ip, s.replica_ip] {
@@ -291,12 +293,24 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         for (addr, entry) in &observed.leftovers {
             held.insert(*addr, entry.clone());
         }
-        if held != *entries {
-            match self.r.ledger.write(&held) {
-                Ok(()) => *entries = held,
-                Err(e) => warn!(error = %e, "cannot trim the ledger"),
-            }
+        if held == *self.r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner) {
+            return;
         }
+        if let Err(e) = self.write_ledger(held).await {
+            warn!(error = %e, "cannot trim the ledger");
+        }
+    }
+
+    /// Writes the ledger (synced: off the async threads), then keeps it.
+    async fn write_ledger(&self, entries: Entries) -> Result<(), String> {
+        let ledger = self.r.ledger.clone();
+        let written = entries.clone();
+        tokio::task::spawn_blocking(move || ledger.write(&written))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        *self.r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner) = entries;
+        Ok(())
     }
 
     async fn run(&self, lease_valid: bool) {
@@ -315,7 +329,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         if plan.is_empty() {
             // Nothing changed on the machine: report what was just seen
             // rather than asking the kernel again.
-            self.settle_ledger(&state, &observed);
+            self.settle_ledger(&state, &observed).await;
             self.publish(&observed, fenced);
             return;
         }
@@ -330,7 +344,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 .map(|addr| r.ops.probe(&r.interface, *addr, r.probe_timeout)),
         )
         .await;
-        if let Err(e) = self.record(&plan) {
+        if let Err(e) = self.record(&plan).await {
             // Never bind what `slotd fence` might not know of.
             Stats::add(&r.stats.action_errors, 1);
             error!(ledger = %r.ledger.path().display(), error = %e, "cannot record the addresses to bind; not binding");
@@ -351,7 +365,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             r.progress.release_ok();
         }
         if let Some(observed) = self.observe(&state).await {
-            self.settle_ledger(&state, &observed);
+            self.settle_ledger(&state, &observed).await;
             self.publish(&observed, fenced);
         }
     }

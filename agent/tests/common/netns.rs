@@ -2,14 +2,22 @@
 //! plus a client namespace; each host runs a TCP responder that says its
 //! name, so the client can tell who holds an IP. Shared by the netns tests
 //! and the failover benchmark.
+//!
+//! With `SiteOptions::service_manager`, the test plays systemd with the
+//! shipped unit's settings: each agent gets a `NOTIFY_SOCKET` and
+//! `WATCHDOG_USEC` (200 ms); once READY, an agent that sends no
+//! `WATCHDOG=1` for 200 ms is killed with SIGKILL (`WatchdogSignal=SIGKILL`)
+//! and `slotd fence` runs in its namespace (`ExecStopPost`). Agents also get
+//! `SLOTD_INJECT_FAULTS=1` (SIGUSR1 stalls the reconciler for 10 s).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,6 +27,8 @@ use slotd_netops::testkit::{require_root, Lan, IFACE};
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const PORT: u16 = 8143;
 pub const HOSTS: [&str; 3] = ["a", "b", "c"];
+/// The shipped unit's `WatchdogSec`.
+pub const WATCHDOG: Duration = Duration::from_millis(200);
 
 pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
@@ -34,19 +44,60 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
     }
 }
 
+#[derive(Clone, Copy, Debug)]
+pub struct SiteOptions {
+    /// Slots per node (the plan's stores: 3 × slots / 2, half mastered by each).
+    pub slots: usize,
+    /// Play systemd's watchdog and ExecStopPost (see the module docs).
+    pub service_manager: bool,
+}
+
+impl Default for SiteOptions {
+    fn default() -> Self {
+        SiteOptions {
+            slots: 4,
+            service_manager: false,
+        }
+    }
+}
+
+/// What the stand-in service manager did to an agent.
+#[derive(Clone, Debug)]
+pub struct Killed {
+    pub node: usize,
+    /// When it sent SIGKILL (the watchdog ran out).
+    pub killed: Instant,
+    /// When `slotd fence` had exited, and what it printed.
+    pub fenced: Instant,
+    pub fence: Output,
+}
+
+type Agents = Arc<Mutex<Vec<Option<Child>>>>;
+
 pub struct Site {
     pub lan: Lan,
     pub dir: tempfile::TempDir,
-    agents: Vec<Option<Child>>,
+    pub options: SiteOptions,
+    agents: Agents,
     stop: Arc<AtomicBool>,
+    /// Agents killed by the stand-in service manager.
+    pub killed: Arc<Mutex<Vec<Killed>>>,
 }
 
 pub fn addr_of(i: usize) -> String {
     format!("10.99.0.{}", i + 1)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Site {
     pub fn start(tag: &str) -> Site {
+        Site::start_with(tag, SiteOptions::default())
+    }
+
+    pub fn start_with(tag: &str, options: SiteOptions) -> Site {
         require_root();
         let lan = Lan::new(tag, &["a", "b", "c", "cl"]);
         let stop = Arc::new(AtomicBool::new(false));
@@ -65,14 +116,16 @@ impl Site {
             }
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut site = Site {
+        let site = Site {
             lan,
             dir,
-            agents: Vec::new(),
+            options,
+            agents: Arc::new(Mutex::new(vec![None, None, None])),
             stop,
+            killed: Arc::default(),
         };
         for i in 0..HOSTS.len() {
-            let data_dir = site.dir.path().join(format!("n{}", i + 1));
+            let data_dir = site.data_dir(i);
             std::fs::create_dir_all(&data_dir).expect("data dir");
             let mut c = Config::builder(
                 i as u64 + 1,
@@ -84,7 +137,6 @@ impl Site {
             c.manage_addresses = true;
             c.cyrus.driver = Driver::None;
             std::fs::write(site.config(i), c.to_toml()).expect("config");
-            site.agents.push(None);
             site.spawn(i);
         }
         site
@@ -94,46 +146,134 @@ impl Site {
         self.dir.path().join(format!("n{}.toml", i + 1))
     }
 
-    pub fn spawn(&mut self, i: usize) {
-        let data = self.dir.path().join(format!("n{}", i + 1));
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}", i + 1))
+    }
+
+    /// The agent's runtime directory (its ledger), beside the data directory.
+    pub fn runtime_dir(&self, i: usize) -> PathBuf {
+        self.data_dir(i).with_extension("run")
+    }
+
+    pub fn spawn(&self, i: usize) {
+        let data = self.data_dir(i);
         let _ = std::fs::remove_file(data.join("endpoints"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data.join("slotd.log"))
+            .open(self.dir.path().join(format!("n{}.log", i + 1)))
             .expect("log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.lan.host(HOSTS[i]).name(),
-                env!("CARGO_BIN_EXE_slotd"),
-                "--config",
-            ])
-            .arg(self.config(i))
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn slotd");
-        self.agents[i] = Some(child);
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            self.lan.host(HOSTS[i]).name(),
+            env!("CARGO_BIN_EXE_slotd"),
+            "--config",
+        ])
+        .arg(self.config(i))
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        let socket = if self.options.service_manager {
+            let path = self.dir.path().join(format!("notify-{}.sock", i + 1));
+            let _ = std::fs::remove_file(&path);
+            let socket = UnixDatagram::bind(&path).expect("notify socket");
+            cmd.env("NOTIFY_SOCKET", &path)
+                .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
+                .env("SLOTD_INJECT_FAULTS", "1");
+            Some(socket)
+        } else {
+            None
+        };
+        // `ip netns exec` execs slotd: the child's pid is the agent's.
+        let child = cmd.spawn().expect("spawn slotd");
+        lock(&self.agents)[i] = Some(child);
+        if let Some(socket) = socket {
+            self.watch(i, socket);
+        }
         wait_for("slotd to serve", WAIT, || data.join("endpoints").exists().then_some(()));
     }
 
-    pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.agents[i].take() {
+    /// systemd's watchdog and ExecStopPost for agent `i`, on a thread.
+    fn watch(&self, i: usize, socket: UnixDatagram) {
+        let (agents, stop, killed) = (self.agents.clone(), self.stop.clone(), self.killed.clone());
+        let ns = self.lan.host(HOSTS[i]).name().to_owned();
+        let config = self.config(i);
+        std::thread::spawn(move || {
+            let _ = socket.set_read_timeout(Some(Duration::from_millis(5)));
+            let mut last: Option<Instant> = None;
+            let mut buf = [0u8; 256];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    if msg.contains("READY=1") || (last.is_some() && msg.contains("WATCHDOG=1")) {
+                        last = Some(Instant::now());
+                    }
+                    if msg.contains("STOPPING=1") {
+                        return;
+                    }
+                }
+                if last.is_some_and(|t| t.elapsed() > WATCHDOG) {
+                    let Some(mut child) = lock(&agents)[i].take() else {
+                        return;
+                    };
+                    let _ = child.kill();
+                    let at = Instant::now();
+                    let _ = child.wait();
+                    let fence = Command::new("ip")
+                        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_slotd"), "fence", "--config"])
+                        .arg(&config)
+                        .output()
+                        .expect("slotd fence");
+                    lock(&killed).push(Killed {
+                        node: i,
+                        killed: at,
+                        fenced: Instant::now(),
+                        fence,
+                    });
+                    return;
+                }
+            }
+        });
+    }
+
+    pub fn kill9(&self, i: usize) {
+        if let Some(mut c) = lock(&self.agents)[i].take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
+    /// Sends `signal` to agent `i` (SIGSTOP, SIGCONT, SIGUSR1…).
+    pub fn signal(&self, i: usize, signal: libc::c_int) {
+        let agents = lock(&self.agents);
+        let pid = agents[i].as_ref().expect("agent runs").id();
+        // SAFETY: kill(2) on our own child; no memory is involved.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    pub fn running(&self, i: usize) -> bool {
+        lock(&self.agents)[i].is_some()
+    }
+
     /// slotctl run inside host `i`'s namespace against its own agent.
-    pub fn slotctl(&self, i: usize, args: &[&str]) -> std::process::Output {
+    pub fn slotctl(&self, i: usize, args: &[&str]) -> Output {
         let endpoint = format!("{}:7420", addr_of(i));
         let mut full = vec!["--endpoint", &endpoint];
         full.extend_from_slice(args);
         self.lan.host(HOSTS[i]).exec(env!("CARGO_BIN_EXE_slotctl"), &full)
+    }
+
+    /// `slotd fence` in host `i`'s namespace, as ExecStopPost runs it.
+    pub fn fence(&self, i: usize) -> Output {
+        let cfg = self.config(i);
+        self.lan.host(HOSTS[i]).exec(
+            env!("CARGO_BIN_EXE_slotd"),
+            &["fence", "--config", cfg.to_str().unwrap()],
+        )
     }
 
     pub fn status(&self, i: usize) -> Option<Value> {
@@ -144,8 +284,10 @@ impl Site {
             .flatten()
     }
 
+    /// Initialises the planned topology (node 1's Peer address first) and
+    /// waits until every master IP is served by its master.
     pub fn init(&self) -> Value {
-        let mut t = slotd_raft_store::plan::plan(3, 4)
+        let mut t = slotd_raft_store::plan::plan(3, self.options.slots)
             .expect("plan")
             .to_topology(&slotd_raft_store::plan::Naming::default());
         for (i, n) in t.nodes.iter_mut().enumerate() {
@@ -161,9 +303,15 @@ impl Site {
     /// Waits until every store's master IP is answered, from the client, by
     /// the node the log names master; returns that status.
     pub fn served_by_masters(&self, via: usize) -> Value {
+        self.served_by_masters_but(via, &[])
+    }
+
+    /// The same, not looking at the namespaces of machines in `dead` (whose
+    /// addresses stay bound behind a cut port).
+    pub fn served_by_masters_but(&self, via: usize, dead: &[usize]) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
-            let last = match self.check_served(via) {
+            let last = match self.check_served(via, dead) {
                 Ok(s) => return s,
                 Err(why) => why,
             };
@@ -175,24 +323,39 @@ impl Site {
         }
     }
 
-    fn check_served(&self, via: usize) -> Result<Value, String> {
+    fn check_served(&self, via: usize, dead: &[usize]) -> Result<Value, String> {
         let s = self.status(via).ok_or("no status")?;
+        // Who holds what, once per look (not once per store).
+        let held: Vec<Vec<String>> = (0..HOSTS.len())
+            .map(|i| if dead.contains(&i) { Vec::new() } else { self.held(i) })
+            .collect();
+        let ips: Vec<IpAddr> = s["stores"]
+            .as_array()
+            .ok_or("no stores")?
+            .iter()
+            .filter_map(|st| st["master_ip"].as_str()?.split('/').next()?.parse().ok())
+            .collect();
+        let answers = self.who_serves_all(&ips);
         for st in s["stores"].as_array().ok_or("no stores")? {
             let ip: IpAddr = st["master_ip"]
                 .as_str()
                 .and_then(|a| a.split('/').next())
                 .and_then(|a| a.parse().ok())
                 .ok_or("bad ip")?;
-            let who = self.who_serves(ip);
-            if who.as_deref() != st["master"].as_str() {
-                let holders: Vec<String> = (0..HOSTS.len())
-                    .filter(|i| self.held(*i).contains(&format!("{ip}/32")))
-                    .map(|i| format!("imap{}", i + 1))
-                    .collect();
+            let holders: Vec<String> = (0..HOSTS.len())
+                .filter(|i| held[*i].contains(&format!("{ip}/32")))
+                .map(|i| format!("imap{}", i + 1))
+                .collect();
+            let master = st["master"].as_str().unwrap_or_default();
+            if holders != [master] {
                 return Err(format!(
-                    "{} (master {} epoch {}) answered by {who:?}, held by {holders:?}",
-                    st["name"], st["master"], st["epoch"]
+                    "{} (master {master} epoch {}) held by {holders:?}",
+                    st["name"], st["epoch"]
                 ));
+            }
+            let who = ips.iter().position(|a| *a == ip).and_then(|k| answers[k].clone());
+            if who.as_deref() != Some(master) {
+                return Err(format!("{} (master {master}) answered by {who:?}", st["name"]));
             }
         }
         Ok(s)
@@ -209,6 +372,27 @@ impl Site {
         })
     }
 
+    /// Who answers on each of `ips`, asked all at once (an unreachable IP
+    /// costs one connect timeout, not one each).
+    pub fn who_serves_all(&self, ips: &[IpAddr]) -> Vec<Option<String>> {
+        let client = self.lan.host("cl");
+        let asks: Vec<_> = ips
+            .iter()
+            .map(|ip| {
+                let ip = *ip;
+                client.spawn_blocking(move || {
+                    let mut s =
+                        TcpStream::connect_timeout(&SocketAddr::new(ip, PORT), Duration::from_millis(300)).ok()?;
+                    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+                    let mut name = String::new();
+                    s.read_to_string(&mut name).ok()?;
+                    Some(name)
+                })
+            })
+            .collect();
+        asks.into_iter().map(|h| h.join().ok().flatten()).collect()
+    }
+
     /// Store IPs bound in host `i`'s namespace.
     pub fn held(&self, i: usize) -> Vec<String> {
         self.lan
@@ -221,14 +405,19 @@ impl Site {
     }
 
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("n{}/slotd.log", i + 1))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(format!("n{}.log", i + 1))).unwrap_or_default()
     }
 }
 
 impl Drop for Site {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for i in 0..self.agents.len() {
+        for i in 0..HOSTS.len() {
+            // A stopped agent must go too.
+            if let Some(c) = lock(&self.agents)[i].as_ref() {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGCONT) };
+            }
             self.kill9(i);
         }
         if std::thread::panicking() {

@@ -1,0 +1,214 @@
+//! Fencing that cannot be outlived, with real processes in network
+//! namespaces (root; never skips):
+//! - a SIGSTOPped master's agent, or one whose reconciler is stuck, is
+//!   killed by the watchdog (the test plays systemd with the shipped unit's
+//!   settings) and fenced: its master IPs leave its namespace well within
+//!   lease + margin, sampled every 10 ms there are never two holders, and the
+//!   stores are reachable on their new masters;
+//! - `slotd fence` with the Raft data corrupt, the data directory gone, or
+//!   the ledger gone too, still releases every address the node held;
+//! - a removed store's IP is released, and a new store gets it: one holder.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::netns::{leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
+
+/// Lease + margin: the leader moves the stores no earlier; the IPs must be
+/// gone before.
+const LEASE_AND_MARGIN: Duration = Duration::from_millis(2500);
+
+/// Freezes (or stalls) a master's agent and watches its master IPs, every
+/// 10 ms, until they are served elsewhere. Returns how long after the
+/// freeze its IPs had left its namespace.
+fn frozen_master(tag: &str, freeze: libc::c_int) -> Duration {
+    let site = Site::start_with(
+        tag,
+        SiteOptions {
+            service_manager: true,
+            ..SiteOptions::default()
+        },
+    );
+    let before = site.init();
+    let lead = leader(&before);
+    let victim = (0..3).find(|i| *i != lead).unwrap();
+    let name = format!("imap{}", victim + 1);
+    let moved: Vec<(String, IpAddr)> = masters(&before, &name);
+    let ips: Vec<String> = moved.iter().map(|(_, ip)| format!("{ip}/32")).collect();
+    assert!(!ips.is_empty());
+
+    let frozen = Instant::now();
+    site.signal(victim, freeze);
+    let mut gone = None;
+    let deadline = frozen + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the IPs never moved");
+        let held: Vec<Vec<String>> = (0..3).map(|i| site.held(i)).collect();
+        for ip in &ips {
+            let holders: Vec<usize> = (0..3).filter(|i| held[*i].contains(ip)).collect();
+            assert!(holders.len() <= 1, "{ip} held by {holders:?} at once");
+        }
+        if gone.is_none() && !ips.iter().any(|ip| held[victim].contains(ip)) {
+            gone = Some(frozen.elapsed());
+        }
+        let elsewhere = ips.iter().all(|ip| (0..3).any(|i| i != victim && held[i].contains(ip)));
+        if gone.is_some() && elsewhere {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let gone = gone.unwrap();
+    let killed = wait_for("the watchdog to have killed and fenced the agent", WAIT, || {
+        site.killed.lock().ok()?.iter().find(|k| k.node == victim).cloned()
+    });
+    assert!(
+        killed.fence.status.success(),
+        "fence: {}",
+        String::from_utf8_lossy(&killed.fence.stderr)
+    );
+    eprintln!(
+        "{tag}: killed {:?} after the freeze; IPs gone after {gone:?}; fence took {:?}",
+        killed.killed - frozen,
+        killed.fenced - killed.killed
+    );
+    assert!(gone < LEASE_AND_MARGIN, "the master IPs stayed {gone:?}");
+    // Reachable on their new masters.
+    let survivor = (0..3).find(|i| *i != victim).unwrap();
+    wait_for("the moved stores served by their new masters", WAIT, || {
+        let s = site.status(survivor)?;
+        moved
+            .iter()
+            .all(|(store, ip)| {
+                s["stores"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["name"] == store.as_str()))
+                    .and_then(|x| x["master"].as_str().map(str::to_owned))
+                    .is_some_and(|m| m != name && site.who_serves(*ip).as_deref() == Some(m.as_str()))
+            })
+            .then_some(())
+    });
+    gone
+}
+
+#[test]
+fn a_sigstopped_master_is_killed_and_fenced_within_the_margin() {
+    frozen_master("fzs", libc::SIGSTOP);
+}
+
+#[test]
+fn a_stalled_reconciler_is_killed_and_fenced_within_the_margin() {
+    // SIGUSR1 (with SLOTD_INJECT_FAULTS=1): the reconciler blocks for 10 s.
+    frozen_master("fzr", libc::SIGUSR1);
+}
+
+/// The store addresses each namespace holds.
+fn held_all(site: &Site) -> Vec<Vec<String>> {
+    (0..3).map(|i| site.held(i)).collect()
+}
+
+#[test]
+fn fence_releases_the_ledger_without_the_raft_data() {
+    let site = Site::start("fzl");
+    site.init();
+    let before = held_all(&site);
+    assert!(before.iter().all(|h| !h.is_empty()));
+    // Every agent dies (kill -9): the addresses stay bound.
+    for i in 0..3 {
+        site.kill9(i);
+    }
+    assert_eq!(held_all(&site), before);
+    // Node 1: its Raft database is garbage.
+    std::fs::write(site.data_dir(0).join("raft.redb"), b"not a database").unwrap();
+    // Node 2: its data directory is gone (a file stands in its way).
+    std::fs::remove_dir_all(site.data_dir(1)).unwrap();
+    std::fs::write(site.data_dir(1), b"").unwrap();
+    // Node 3: the Raft database and the ledger are both gone; only the
+    // interface's tags are left.
+    std::fs::write(site.data_dir(2).join("raft.redb"), b"").unwrap();
+    std::fs::remove_file(site.runtime_dir(2).join("ledger")).unwrap();
+    for (i, held) in before.iter().enumerate() {
+        let out = site.fence(i);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "imap{}: {}{said}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains(&format!("released {} address", held.len())),
+            "imap{}: {said}",
+            i + 1
+        );
+        assert!(site.held(i).is_empty(), "imap{} still holds {:?}", i + 1, site.held(i));
+    }
+    // What the fence left in the ledger: nothing to release.
+    for i in [0, 2] {
+        let ledger = std::fs::read_to_string(site.runtime_dir(i).join("ledger")).unwrap_or_default();
+        assert!(ledger.trim().is_empty(), "imap{}: {ledger}", i + 1);
+    }
+}
+
+#[test]
+fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
+    let site = Site::start("fzg");
+    let before = site.init();
+    let store = &before["stores"][0];
+    let (name, master) = (store["name"].as_str().unwrap(), store["master"].as_str().unwrap());
+    let master_ip = store["master_ip"].as_str().unwrap().to_owned();
+    let replica_ip = store["replica_ip"].as_str().unwrap().to_owned();
+    let replica = store["replicas"][0].as_str().unwrap().to_owned();
+    // The store's slots, from the planned topology the site was given.
+    let topology = slotd_raft_store::plan::plan(3, site.options.slots)
+        .unwrap()
+        .to_topology(&slotd_raft_store::plan::Naming::default());
+    let planned = topology.stores.iter().find(|s| s.name == name).unwrap();
+    let slot_of: BTreeMap<String, String> = planned
+        .slots
+        .iter()
+        .map(|r| (format!("imap{}", r.node), r.slot.clone()))
+        .collect();
+    let out = site.slotctl(0, &["store", "remove", name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nobody answers for its addresses any more.
+    wait_for("the removed store's addresses released everywhere", WAIT, || {
+        held_all(&site)
+            .iter()
+            .all(|h| !h.contains(&master_ip) && !h.contains(&replica_ip))
+            .then_some(())
+    });
+    // A new store gets the same master IP, mastered by the old replica.
+    let slots = format!("{replica}:{},{master}:{}", slot_of[&replica], slot_of[master]);
+    let out = site.slotctl(
+        0,
+        &[
+            "store",
+            "add",
+            "--name",
+            "reborn",
+            "--master-ip",
+            &master_ip,
+            "--replica-ip",
+            "10.128.9.9/32",
+            "--slots",
+            &slots,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = site.served_by_masters(0);
+    let reborn = after["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "reborn")
+        .unwrap();
+    assert_eq!(reborn["master"], replica.as_str());
+    let holders: Vec<&str> = (0..3)
+        .filter(|i| site.held(*i).contains(&master_ip))
+        .map(|i| HOSTS[i])
+        .collect();
+    assert_eq!(holders.len(), 1, "{master_ip} held by {holders:?}");
+}
