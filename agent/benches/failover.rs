@@ -1,41 +1,70 @@
-//! Failover benchmark in network namespaces (root), default timings:
-//! - kill -9 of a master's agent (then `slotd fence`, as ExecStopPost): time
-//!   until the client reaches every moved master IP on its new node;
-//! - the same after cutting the master's switch port.
+//! Failover benchmark in network namespaces (root), default timings, real
+//! `slotd` processes (release build), the client polling every moved master
+//! IP at once. Prints one table of figures; asserts nothing; every wait is
+//! bounded.
 //!
 //! `cargo bench -p slotd-agent --bench failover -- [RUNS]` (default 20).
-//! Prints figures, asserts nothing; every wait is bounded.
+//!
+//! - init → every master IP bound and served, for 3 × 20 and 3 × 40 masters;
+//! - the leader's machine, and a follower's, killed (kill -9 of the agent,
+//!   then `slotd fence` as ExecStopPost) → the client reaches every moved
+//!   master IP on its new master; master IPs the survivors released;
+//! - the same for a silent death (the machine's switch port down);
+//! - SIGSTOP of a master's agent (the bench playing systemd: watchdog 200 ms,
+//!   SIGKILL, `slotd fence`) → its master IPs gone from its namespace.
 
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use netns::{leader, masters, wait_for, Site, HOSTS, WAIT};
+use netns::{leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
 
-fn stats(mut v: Vec<Duration>) -> String {
+/// The client's connect timeout while it waits for moved IPs: it asks all
+/// of them at once, every `POLL` + 20 ms at most.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Median and max, in ms, of `v`.
+fn figures(mut v: Vec<Duration>) -> (f64, f64, usize) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    format!(
-        "median {:.0} ms, min {:.0} ms, max {:.0} ms (n={})",
-        ms(v[v.len() / 2]),
-        ms(v[0]),
-        ms(v[v.len() - 1]),
-        v.len()
-    )
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, 0);
+    }
+    (ms(v[v.len() / 2]), ms(v[v.len() - 1]), v.len())
 }
 
-/// Runs `cut` on a master node that is not the leader, waits until the
-/// client reaches all its master IPs on other nodes, then `heal`s.
-/// Waits until the leader and term have not changed for `lease + margin` and
-/// every master IP is served: failover is measured from a steady cluster.
+fn row(what: &str, v: Vec<Duration>, bound: &str) {
+    let (median, max, n) = figures(v);
+    println!("| {what} | {median:.0} ms | {max:.0} ms | {n} | {bound} |");
+}
+
+/// Master IPs released so far in the logs of `nodes` (the plan's master IPs
+/// are 10.64.x.x).
+fn master_releases(site: &Site, nodes: &[usize]) -> usize {
+    nodes
+        .iter()
+        .map(|i| {
+            site.log(*i)
+                .lines()
+                .filter(|l| l.contains("released ip=10.64."))
+                .count()
+        })
+        .sum()
+}
+
+/// Waits until every master IP is served by its master, the leader and term
+/// have not changed for lease + margin, and every node is alive: failover
+/// is measured from a steady cluster.
 fn steady(site: &Site) -> serde_json::Value {
     let mut last: Option<(u64, u64)> = None;
     let mut since = Instant::now();
-    wait_for("a steady cluster", Duration::from_secs(60), || {
+    wait_for("a steady cluster", Duration::from_secs(90), || {
         let s = site.served_by_masters(0);
+        let all_alive = s["nodes"].as_array()?.iter().all(|n| n["alive"] == true);
         let now = (s["leader"].as_u64()?, s["term"].as_u64()?);
-        if last != Some(now) {
+        if last != Some(now) || !all_alive {
             last = Some(now);
             since = Instant::now();
         }
@@ -43,114 +72,223 @@ fn steady(site: &Site) -> serde_json::Value {
     })
 }
 
-fn one_run(
-    site: &mut Site,
-    cut: &mut dyn FnMut(&mut Site, usize),
-    heal: &mut dyn FnMut(&mut Site, usize),
-    elections: &mut u32,
-) -> Duration {
+/// Who to make die, and how.
+#[derive(Clone, Copy, PartialEq)]
+enum Victim {
+    Leader,
+    Follower,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Death {
+    /// kill -9 of the agent, then `slotd fence` (ExecStopPost).
+    KillAndFence,
+    /// The machine's switch port goes down; the agent runs on, alone.
+    PortDown,
+}
+
+/// One death and recovery; returns the time until the client reached every
+/// moved master IP on its new master, and the master IPs the survivors
+/// released meanwhile.
+fn one_death(site: &Site, victim: Victim, death: Death) -> (Duration, usize) {
     let before = steady(site);
     let lead = leader(&before);
-    let victim = (0..3)
-        .filter(|i| *i != lead)
-        .max_by_key(|i| masters(&before, &format!("imap{}", i + 1)).len())
-        .expect("a node");
-    let name = format!("imap{}", victim + 1);
-    let moved = masters(&before, &name);
+    let v = match victim {
+        Victim::Leader => lead,
+        Victim::Follower => (0..3)
+            .filter(|i| *i != lead)
+            .max_by_key(|i| masters(&before, &format!("imap{}", i + 1)).len())
+            .expect("a follower"),
+    };
+    let name = format!("imap{}", v + 1);
+    let ips: Vec<IpAddr> = masters(&before, &name).into_iter().map(|(_, ip)| ip).collect();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != v).collect();
+    let released_before = master_releases(site, &survivors);
+    let port = format!("p-{}", HOSTS[v]);
     let t0 = Instant::now();
-    cut(site, victim);
-    wait_for("moved master IPs served elsewhere", WAIT, || {
-        moved
+    match death {
+        Death::KillAndFence => {
+            site.kill9(v);
+            let out = site.fence(v);
+            assert!(out.status.success(), "fence: {}", String::from_utf8_lossy(&out.stderr));
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                eprintln!(
+                    "fence done after {:?}: {}",
+                    t0.elapsed(),
+                    String::from_utf8_lossy(&out.stdout).trim()
+                );
+                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Death::PortDown => {
+            site.lan.switch().ip(&["link", "set", &port, "down"]);
+        }
+    }
+    wait_for("the moved master IPs served elsewhere", WAIT, || {
+        site.who_serves_all_within(&ips, POLL)
             .iter()
-            .all(|(_, ip)| site.who_serves(*ip).is_some_and(|who| who != name))
+            .all(|w| w.as_ref().is_some_and(|w| *w != name))
             .then_some(())
     });
     let took = t0.elapsed();
     if std::env::var("BENCH_DEBUG").is_ok() {
-        eprintln!("victim imap{} with {} masters: {took:?}", victim + 1, moved.len());
+        eprintln!("t0 = {:?} (unix)", std::time::SystemTime::now() - took);
         for i in 0..3 {
-            for line in site
+            for l in site
                 .log(i)
                 .lines()
-                .filter(|l| {
-                    l.contains("split-brain")
-                        || l.contains("action failed")
-                        || l.contains("failover committed")
-                        || l.contains(" bound")
-                })
                 .rev()
-                .take(6)
+                .take(400)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
             {
-                eprintln!("  imap{}: {}", i + 1, &line[..line.len().min(200)]);
+                if l.contains("fence notice")
+                    || l.contains("failover committed")
+                    || l.contains(" bound")
+                    || l.contains("leading")
+                {
+                    eprintln!("imap{}: {}", i + 1, &l[..l.len().min(160)]);
+                }
             }
         }
     }
-    let term = site
-        .status((0..3).find(|i| *i != victim).expect("a survivor"))
-        .map(|s| s["term"].clone());
-    heal(site, victim);
-    let survivor = (0..3).find(|i| *i != victim).expect("a survivor");
-    wait_for("the node alive again", WAIT, || {
-        let s = site.status(survivor)?;
-        let n = s["nodes"]
-            .as_array()?
-            .iter()
-            .find(|n| n["name"] == name.as_str())?
-            .clone();
-        (n["alive"] == true).then_some(())
-    });
-    if site.status(survivor).map(|s| s["term"].clone()) != term {
-        *elections += 1;
+    let released = master_releases(site, &survivors) - released_before;
+    match death {
+        Death::KillAndFence => site.spawn(v),
+        Death::PortDown => {
+            site.lan.switch().ip(&["link", "set", &port, "up"]);
+        }
     }
+    (took, released)
+}
+
+/// Init of a fresh site with `slots` per node; time until every master IP
+/// is bound by its master and served.
+fn init_time(tag: &str, slots: usize) -> Duration {
+    let site = Site::start_with(
+        tag,
+        SiteOptions {
+            slots,
+            ..SiteOptions::default()
+        },
+    );
+    let t0 = Instant::now();
+    site.init();
+    t0.elapsed()
+}
+
+/// SIGSTOP of a master's agent; time until its master IPs left its
+/// namespace (the site plays systemd).
+fn sigstop(site: &Site) -> Duration {
+    let before = steady(site);
+    let lead = leader(&before);
+    let v = (0..3).find(|i| *i != lead).expect("a follower");
+    let ips: Vec<String> = masters(&before, &format!("imap{}", v + 1))
+        .into_iter()
+        .map(|(_, ip)| format!("{ip}/32"))
+        .collect();
+    let kills = site.killed.lock().map(|k| k.len()).unwrap_or(0);
+    let t0 = Instant::now();
+    site.signal(v, libc::SIGSTOP);
+    wait_for("the frozen master's IPs gone", WAIT, || {
+        (!site.held(v).iter().any(|a| ips.contains(a))).then_some(())
+    });
+    let took = t0.elapsed();
+    wait_for("the watchdog kill recorded", WAIT, || {
+        (site.killed.lock().map(|k| k.len()).unwrap_or(0) > kills).then_some(())
+    });
+    site.spawn(v);
     took
 }
 
 fn main() {
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20);
-    let mut site = Site::start("bfo");
+    let t = slotd_agent::config::Timing::default();
+    let lm = t.lease() + t.clock_skew_margin();
+    let silent_leader = t.leader_change() + lm;
+    println!(
+        "slotd failover figures, {runs} runs each, default timings (lease {:?}, margin {:?}, elections {}–{} ms)\n",
+        t.lease(),
+        t.clock_skew_margin(),
+        t.election_timeout_min_ms,
+        t.election_timeout_max_ms
+    );
+    println!("| what | median | max | runs | bound |");
+    println!("| --- | --- | --- | --- | --- |");
+
+    for (slots, label) in [(40, "3 × 20"), (80, "3 × 40")] {
+        let v: Vec<Duration> = (0..runs).map(|_| init_time("bi", slots)).collect();
+        row(&format!("init → all {label} master IPs bound and served"), v, "—");
+    }
+
+    let site = Site::start_with(
+        "bfo",
+        SiteOptions {
+            slots: 40,
+            ..SiteOptions::default()
+        },
+    );
     site.init();
-    let mut elections = 0;
-
-    let mut kills = Vec::new();
-    for _ in 0..runs {
-        kills.push(one_run(
-            &mut site,
-            &mut |s, v| {
-                s.kill9(v);
-                let cfg = s.config(v);
-                let out = s.lan.host(HOSTS[v]).exec(
-                    env!("CARGO_BIN_EXE_slotd"),
-                    &["fence", "--config", cfg.to_str().unwrap()],
-                );
-                assert!(out.status.success());
-            },
-            &mut |s, v| s.spawn(v),
-            &mut elections,
-        ));
+    let mut releases = Vec::new();
+    for (victim, death, what, bound) in [
+        (
+            Victim::Leader,
+            Death::KillAndFence,
+            "leader's agent kill -9 + fence → client reaches its 20 moved IPs",
+            format!("election + probe (≤ {:?})", t.leader_change()),
+        ),
+        (
+            Victim::Follower,
+            Death::KillAndFence,
+            "follower's agent kill -9 + fence → the same",
+            "probe + commit".to_owned(),
+        ),
+        (
+            Victim::Leader,
+            Death::PortDown,
+            "leader's port down (silent) → the same",
+            format!("election + lease + margin (≤ {silent_leader:?})"),
+        ),
+        (
+            Victim::Follower,
+            Death::PortDown,
+            "follower's port down (silent) → the same",
+            format!("lease + margin ({lm:?})"),
+        ),
+    ] {
+        let mut took = Vec::new();
+        for _ in 0..runs {
+            let (d, r) = one_death(&site, victim, death);
+            took.push(d);
+            if victim == Victim::Leader {
+                releases.push(r);
+            }
+        }
+        row(what, took, &bound);
     }
     println!(
-        "kill -9 of a master's agent -> client reaches every moved master IP: {}",
-        stats(kills)
+        "\nmaster IPs released by survivors when the leader died: {} in {} leader deaths",
+        releases.iter().sum::<usize>(),
+        releases.len()
     );
-    println!("  runs where the node's return caused a new Raft election: {elections} of {runs}");
-    elections = 0;
+    drop(site);
 
-    let mut cuts = Vec::new();
-    for _ in 0..runs {
-        cuts.push(one_run(
-            &mut site,
-            &mut |s, v| {
-                s.lan.switch().ip(&["link", "set", &format!("p-{}", HOSTS[v]), "down"]);
-            },
-            &mut |s, v| {
-                s.lan.switch().ip(&["link", "set", &format!("p-{}", HOSTS[v]), "up"]);
-            },
-            &mut elections,
-        ));
-    }
-    println!(
-        "link cut of a master -> client reaches every moved master IP: {}",
-        stats(cuts)
+    let site = Site::start_with(
+        "bfz",
+        SiteOptions {
+            service_manager: true,
+            ..SiteOptions::default()
+        },
     );
-    println!("  runs where healing the link caused a new Raft election: {elections} of {runs}");
+    site.init();
+    let stops: Vec<Duration> = (0..runs).map(|_| sigstop(&site)).collect();
+    println!();
+    println!("| what | median | max | runs | bound |");
+    println!("| --- | --- | --- | --- | --- |");
+    row(
+        "SIGSTOP of a master's agent → its master IPs leave its namespace",
+        stops,
+        &format!("lease + margin ({lm:?})"),
+    );
 }

@@ -147,9 +147,9 @@ impl Default for Timing {
             heartbeat_ms: 200,
             lease_ms: 2000,
             clock_skew_margin_ms: 500,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 350,
-            raft_heartbeat_ms: 100,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 250,
+            raft_heartbeat_ms: 50,
             announce_refresh_ms: 60_000,
             probe_timeout_ms: 200,
         }
@@ -199,19 +199,25 @@ impl Timing {
 
     /// The longest a change of Raft leader keeps a node from renewing its
     /// lease, from the old leader's last heartbeat to the first grant of the
-    /// new one. openraft 0.9 lets a follower vote for a candidate only once
-    /// its *leader lease* (`election_timeout_max`) has passed since it last
-    /// heard the leader, and campaign only after that lease plus its own
-    /// election timeout (up to `election_timeout_max`), looked at on a tick
-    /// of 1.5 Raft heartbeats; a node that once campaigned and was told of a
-    /// longer log waits `2 × election_timeout_max` more before it campaigns
-    /// next (openraft's `smaller_log_timeout`, kept until that campaign).
-    /// Votes of one term are ordered by node id, so two candidates do not
-    /// split the vote. Then come the node hearing of the new leader,
-    /// renewing at once, and the new leader's first entry
-    /// ([`LEADER_CHANGE_SLACK`]).
+    /// new one, as openraft 0.9 times elections (E = `election_timeout_max`,
+    /// a tick = 1.5 Raft heartbeats):
+    /// - a follower votes for a candidate only once its *leader lease* (E)
+    ///   has passed since it last heard the leader, and campaigns only after
+    ///   that lease plus its own election timeout (≤ E), on a tick;
+    /// - a node that once campaigned and was told of a longer log waits 2E
+    ///   more before it campaigns next (`smaller_log_timeout`, kept until
+    ///   that campaign);
+    /// - votes of one term are ordered by node id: a candidate with a shorter
+    ///   log but a higher id that campaigned first in the same term refuses
+    ///   the one that can win, which tries again after its election timeout
+    ///   and a tick.
+    ///
+    /// So 5E + 2 ticks, then the node hearing of the new leader, renewing at
+    /// once, and the new leader's first entry ([`LEADER_CHANGE_SLACK`]).
+    /// With five voters each further shorter-log candidate can cost another
+    /// E + tick; the defaults leave room for one.
     pub fn leader_change(&self) -> Duration {
-        Duration::from_millis(4 * self.election_timeout_max_ms + self.raft_heartbeat_ms * 3 / 2) + LEADER_CHANGE_SLACK
+        Duration::from_millis(5 * self.election_timeout_max_ms + 3 * self.raft_heartbeat_ms) + LEADER_CHANGE_SLACK
     }
 }
 
@@ -458,8 +464,8 @@ impl Config {
             return Err(invalid(
                 "timing.lease_ms",
                 format!(
-                    "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 4 × \
-                     election_timeout_max_ms ({}) + 1.5 × raft_heartbeat_ms ({}) + {} ms; with less, every \
+                    "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 5 × \
+                     election_timeout_max_ms ({}) + 3 × raft_heartbeat_ms ({}) + {} ms; with less, every \
                      master fences itself when the leader dies (raise lease_ms, or lower the election timeouts)",
                     needed.as_millis(),
                     t.heartbeat_ms,
@@ -696,7 +702,7 @@ interface = "eth0"
 driver = "exec"
 [timing]
 heartbeat_ms = 100
-lease_ms = 1000
+lease_ms = 1300
 clock_skew_margin_ms = 250
 election_timeout_min_ms = 100
 election_timeout_max_ms = 180
@@ -726,7 +732,7 @@ interface = "eth0"
             cyrus: CyrusConfig { driver: Driver::Exec },
             timing: Timing {
                 heartbeat_ms: 100,
-                lease_ms: 1000,
+                lease_ms: 1300,
                 clock_skew_margin_ms: 250,
                 election_timeout_min_ms: 100,
                 election_timeout_max_ms: 180,
@@ -736,7 +742,7 @@ interface = "eth0"
         };
         assert_eq!(c, expected);
         assert_eq!(c.timing.heartbeat(), Duration::from_millis(100));
-        assert_eq!(c.timing.lease(), Duration::from_secs(1));
+        assert_eq!(c.timing.lease(), Duration::from_millis(1300));
         assert_eq!(c.timing.clock_skew_margin(), Duration::from_millis(250));
         Ok(())
     }

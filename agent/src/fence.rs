@@ -3,17 +3,18 @@
 //! reason (`ExecStopPost`, DESIGN "Safety" rules 4 and 6), so that a crashed,
 //! killed or frozen agent cannot leave a master behind it.
 //!
-//! It takes the agent lock (refusing to run beside a live agent) and
-//! releases every address the node may hold: those in its ledger (in the
-//! runtime directory), those the interface shows tagged as slotd's, and —
-//! if the Raft data can be read — any store address of the state found on
-//! the interface. None of these needs the others: with the data directory
-//! unreadable or corrupt, the ledger and the tags still name everything. It
-//! goes on past a failed release, and fails (exit 1) only after trying
-//! them all. Then, if it released everything and knows the other nodes, it
-//! tells the leader (see [`tell_leader`]).
+//! It takes the agent lock in the runtime directory (refusing to run beside
+//! a live agent, unless systemd runs it after stopping one) and releases
+//! every address the node may hold: first those in its ledger and those
+//! the interface shows tagged as slotd's — needing nothing but the runtime
+//! directory and the kernel — then any store address the Raft data names
+//! that is still on the interface (read with a deadline: a stuck data disk
+//! does not hold the fence up). With the data directory unreadable or
+//! corrupt, the ledger and the tags still name everything. It goes on past
+//! a failed release, and fails (exit 1) only after trying them all. Then,
+//! if it holds the lock, saw the interface, released everything and knows
+//! the other nodes, it tells the leader (see [`tell_leader`]).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub enum FenceError {
     #[error("{0}")]
     Open(#[from] OpenError),
     #[error("reading the Raft log: {0}")]
-    Log(#[from] StorageError<NodeId>),
+    Log(Box<StorageError<NodeId>>),
     #[error("netlink: {0}")]
     Netlink(NetError),
     #[error("could not release {0}")]
@@ -53,11 +54,14 @@ pub enum FenceError {
 pub async fn local_state(config: &Config) -> Result<ClusterState, FenceError> {
     let (mut log, sm) = storage::open(&config.data_dir)?;
     let mut data = sm.reader().snapshot();
-    let committed = log.read_committed().await?;
+    let committed = log.read_committed().await.map_err(|e| FenceError::Log(Box::new(e)))?;
     let from = data.last_applied.map_or(0, |l| l.index + 1);
     if let Some(committed) = committed {
         if committed.index >= from {
-            let entries = log.try_get_log_entries(from..=committed.index).await?;
+            let entries = log
+                .try_get_log_entries(from..=committed.index)
+                .await
+                .map_err(|e| FenceError::Log(Box::new(e)))?;
             for entry in entries {
                 if let EntryPayload::Normal(req) = &entry.payload {
                     data.state.apply(req);
@@ -77,16 +81,32 @@ pub struct Fenced {
     pub leader_accepted: Option<bool>,
 }
 
+/// How long reading the Raft data may take (a stuck data disk must not
+/// hold up the fence: everything has been released by then).
+const RAFT_DATA_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Whether systemd runs us to clean up after the agent (ExecStopPost sets
+/// these): then the agent is gone or beyond saving, whatever its lock says.
+fn run_by_systemd_after_stop() -> bool {
+    std::env::var_os("SERVICE_RESULT").is_some() || std::env::var_os("EXIT_CODE").is_some()
+}
+
 /// Releases every address this node may hold, then tells the leader.
+///
+/// Order matters: first what needs nothing but the runtime directory and
+/// the kernel (the ledger, the interface's tags), then the Raft data (read
+/// with a deadline, after the releases), then the leader.
 pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
-    // Held until we return: no agent starts meanwhile. Without it (a data
-    // directory that cannot be read) we still release, but tell nobody: the
-    // notice is safe only while no agent can run.
-    let lock = match lock::acquire(&config.data_dir) {
+    // Held until we return: no agent starts meanwhile. Held by someone
+    // else: a live agent (refuse), unless systemd runs us after stopping it
+    // (an agent stuck in the kernel survives SIGKILL): then release, but
+    // tell nobody. Unavailable: release, tell nobody — the notice is safe
+    // only while no agent can run.
+    let lock = match lock::acquire(&config.runtime_dir) {
         Ok(l) => Some(l),
-        Err(e @ LockError::Held { .. }) => return Err(e.into()),
+        Err(e @ LockError::Held { .. }) if !run_by_systemd_after_stop() => return Err(e.into()),
         Err(e) => {
-            warn!(error = %e, "cannot take the agent lock: releasing, but not telling the leader");
+            warn!(error = %e, "without the agent lock: releasing, but not telling the leader");
             None
         }
     };
@@ -103,58 +123,98 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             Entries::new()
         }
     };
-    let state = match local_state(config).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot read the Raft data: releasing what the ledger and the interface name");
-            None
-        }
-    };
-    let may_tell = lock.is_some();
-    if !config.manage_addresses {
-        // The addresses lived in the agent's memory: gone with it.
-        let leader_accepted = tell(config, may_tell, state.as_ref()).await;
-        return Ok(Fenced {
-            released: Vec::new(),
-            leader_accepted,
-        });
-    }
-    let ops = KernelOps::new().map_err(FenceError::Netlink)?;
-    match ops.list(&config.interface).await {
-        Ok(list) => {
-            let store_ips: BTreeMap<IpAddr, (ServiceIp, String)> = state
-                .iter()
-                .flat_map(|s| s.stores.values())
-                .flat_map(|st| [(st.master_ip, st.name.clone()), (st.replica_ip, st.name.clone())])
-                .map(|(ip, name)| (ip.addr, (ip, name)))
-                .collect();
-            let on_interface: Vec<IpAddr> = list.iter().map(|b| b.prefix.addr()).collect();
-            // Ledger entries not on the interface are gone already.
-            targets.retain(|addr, _| on_interface.contains(addr));
-            for b in list {
-                let addr = b.prefix.addr();
-                if let Some(entry) = store_ips.get(&addr) {
-                    targets.entry(addr).or_insert_with(|| entry.clone());
-                } else if b.ours {
-                    let ip = ServiceIp {
-                        addr,
-                        len: b.prefix.prefix_len(),
-                    };
-                    targets.entry(addr).or_insert((ip, "(tagged)".into()));
-                }
-            }
-        }
-        Err(e) => warn!(
-            interface = %config.interface,
-            error = %e,
-            "cannot list the interface: releasing every address in the ledger"
-        ),
-    }
-    // Keep going past a failed release: every other address must still go.
     let mut released = Vec::new();
     let mut still = Entries::new();
     let mut failures = Vec::new();
-    for (addr, (ip, store)) in &targets {
+    let mut seen_interface = !config.manage_addresses;
+    if config.manage_addresses {
+        let ops = KernelOps::new().map_err(FenceError::Netlink)?;
+        let listed = match ops.list(&config.interface).await {
+            Ok(list) => {
+                seen_interface = true;
+                Some(list)
+            }
+            Err(e) => {
+                warn!(
+                    interface = %config.interface,
+                    error = %e,
+                    "cannot list the interface: releasing every address the ledger and the Raft data name"
+                );
+                None
+            }
+        };
+        if let Some(list) = &listed {
+            add_tagged(&mut targets, list);
+        }
+        release(&ops, config, &targets, &mut released, &mut still, &mut failures).await;
+        // Then the Raft data: any store address it names that is still
+        // here (one the ledger and the tags missed).
+        let state = read_state(config).await;
+        if let Some(state) = &state {
+            let mut more = Entries::new();
+            for st in state.stores.values() {
+                for ip in [st.master_ip, st.replica_ip] {
+                    let here = listed
+                        .as_ref()
+                        .is_none_or(|l| l.iter().any(|b| b.prefix.addr() == ip.addr));
+                    if here && !targets.contains_key(&ip.addr) {
+                        more.insert(ip.addr, (ip, st.name.clone()));
+                    }
+                }
+            }
+            release(&ops, config, &more, &mut released, &mut still, &mut failures).await;
+        }
+        // Instances: the `none` driver runs nothing; the Cyrus drivers will
+        // stop every slot's process group here.
+        // The ledger now names what may still be held.
+        if let Err(e) = ledger.write(&still) {
+            warn!(error = %e, "cannot rewrite the ledger");
+        }
+        if !failures.is_empty() {
+            // Still holding something: the leader must not hear "nothing here".
+            return Err(FenceError::Release(failures.join("; ")));
+        }
+        let may_tell = lock.is_some() && seen_interface;
+        let leader_accepted = tell(config, may_tell, state.as_ref()).await;
+        return Ok(Fenced {
+            released,
+            leader_accepted,
+        });
+    }
+    // The addresses lived in the agent's memory: gone with it.
+    let state = read_state(config).await;
+    let leader_accepted = tell(config, lock.is_some(), state.as_ref()).await;
+    Ok(Fenced {
+        released,
+        leader_accepted,
+    })
+}
+
+/// Adds the addresses the interface shows tagged as slotd's.
+fn add_tagged(targets: &mut Entries, list: &[slotd_netops::BoundAddress]) {
+    let on_interface: Vec<IpAddr> = list.iter().map(|b| b.prefix.addr()).collect();
+    // Ledger entries not on the interface are gone already.
+    targets.retain(|addr, _| on_interface.contains(addr));
+    for b in list.iter().filter(|b| b.ours) {
+        let addr = b.prefix.addr();
+        let ip = ServiceIp {
+            addr,
+            len: b.prefix.prefix_len(),
+        };
+        targets.entry(addr).or_insert((ip, "(tagged)".into()));
+    }
+}
+
+/// Releases `targets`, going on past failures.
+async fn release(
+    ops: &KernelOps,
+    config: &Config,
+    targets: &Entries,
+    released: &mut Vec<ServiceIp>,
+    still: &mut Entries,
+    failures: &mut Vec<String>,
+) {
+    for (addr, (ip, store)) in targets {
         let result = match IpPrefix::new(ip.addr, ip.len) {
             Ok(prefix) => ops.release(&config.interface, prefix).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -171,21 +231,38 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             }
         }
     }
-    // Instances: the `none` driver runs nothing; the Cyrus drivers will stop
-    // every slot's process group here.
-    // The ledger now names what may still be held.
-    if let Err(e) = ledger.write(&still) {
-        warn!(error = %e, "cannot rewrite the ledger");
+}
+
+/// The committed cluster state, if it can be read in time (off the async
+/// threads: a stuck disk is left behind, not waited for).
+async fn read_state(config: &Config) -> Option<ClusterState> {
+    let config = config.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        match rt {
+            Ok(rt) => rt.block_on(local_state(&config)),
+            Err(e) => Err(FenceError::Netlink(NetError::Io {
+                op: "start a runtime",
+                interface: String::new(),
+                source: e,
+            })),
+        }
+    });
+    match tokio::time::timeout(RAFT_DATA_DEADLINE, read).await {
+        Ok(Ok(Ok(state))) => Some(state),
+        Ok(Ok(Err(e))) => {
+            warn!(error = %e, "cannot read the Raft data");
+            None
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "reading the Raft data failed");
+            None
+        }
+        Err(_) => {
+            warn!("the Raft data could not be read within {RAFT_DATA_DEADLINE:?}; going on without it");
+            None
+        }
     }
-    if !failures.is_empty() {
-        // Still holding something: the leader must not hear "nothing here".
-        return Err(FenceError::Release(failures.join("; ")));
-    }
-    let leader_accepted = tell(config, may_tell, state.as_ref()).await;
-    Ok(Fenced {
-        released,
-        leader_accepted,
-    })
 }
 
 /// Tells the leader if allowed (the lock is held) and possible (the other

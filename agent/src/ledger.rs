@@ -39,6 +39,10 @@ pub struct Unreadable(pub Vec<String>);
 #[derive(Clone, Debug)]
 pub struct Ledger {
     path: PathBuf,
+    /// One write at a time (they share the temporary file), and the number
+    /// of the last one written: an older write that arrives late (its
+    /// caller gave up waiting) does not overwrite a newer one.
+    writing: std::sync::Arc<std::sync::Mutex<u64>>,
 }
 
 impl Ledger {
@@ -46,6 +50,7 @@ impl Ledger {
     pub fn new(runtime_dir: &Path) -> Ledger {
         Ledger {
             path: runtime_dir.join(LEDGER_FILE),
+            writing: Default::default(),
         }
     }
 
@@ -72,6 +77,24 @@ impl Ledger {
     /// Replaces its entries, durably: a temporary file, synced, renamed
     /// over the old one, the directory synced (creating it if needed).
     pub fn write(&self, entries: &Entries) -> Result<(), LedgerError> {
+        let mut last = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last += 1;
+        self.write_locked(entries)
+    }
+
+    /// Writes `entries` as write number `seq`, unless a later one was
+    /// written already (then it is dropped: `Ok(false)`).
+    pub fn write_numbered(&self, entries: &Entries, seq: u64) -> Result<bool, LedgerError> {
+        let mut last = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seq <= *last {
+            return Ok(false);
+        }
+        self.write_locked(entries)?;
+        *last = seq;
+        Ok(true)
+    }
+
+    fn write_locked(&self, entries: &Entries) -> Result<(), LedgerError> {
         let io = |source| LedgerError::Io {
             path: self.path.clone(),
             source,
@@ -128,6 +151,12 @@ mod tests {
         assert_eq!(ledger.read().unwrap(), (e.clone(), Unreadable::default()));
         let text = std::fs::read_to_string(ledger.path()).unwrap();
         assert_eq!(text, "10.64.0.1/32 st0001\nfd00::7/128 st0002\n");
+        // A late, older write does not overwrite a newer one.
+        let mut newer = e.clone();
+        newer.remove(&b.addr);
+        assert!(ledger.write_numbered(&newer, 10).unwrap());
+        assert!(!ledger.write_numbered(&e, 9).unwrap());
+        assert_eq!(ledger.read().unwrap().0, newer);
         // A damaged file: every readable line still counts.
         std::fs::write(ledger.path(), "garbage\n10.64.0.1/32 st0001\n\u{0}\u{1}x\n").unwrap();
         let (read, bad) = ledger.read().unwrap();

@@ -1,4 +1,4 @@
-//! The agent lock: `<data_dir>/agent.lock`, held (an exclusive `flock`) by
+//! The agent lock: `<runtime_dir>/agent.lock`, held (an exclusive `flock`) by
 //! the running agent for its whole life and by `slotd fence` while it runs.
 //! The kernel drops it when the holder dies, however it dies.
 //!
@@ -31,15 +31,16 @@ pub enum LockError {
     },
 }
 
-/// Takes the lock of `data_dir` (creating the directory and file if
-/// needed), without waiting.
-pub fn acquire(data_dir: &Path) -> Result<AgentLock, LockError> {
-    let path = data_dir.join(LOCK_FILE);
+/// Takes the lock in `dir` (the runtime directory: a tmpfs, not the data
+/// disk, so that a stuck disk does not hold up the fence), creating the
+/// directory and file if needed, without waiting.
+pub fn acquire(dir: &Path) -> Result<AgentLock, LockError> {
+    let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    std::fs::create_dir_all(dir).map_err(io)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

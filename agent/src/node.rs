@@ -54,7 +54,7 @@ use crate::wire::HealthReport;
 /// Why the agent could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("data_dir: {0}")]
+    #[error("runtime_dir: {0}")]
     Lock(#[from] LockError),
     #[error("{0}")]
     Storage(#[from] OpenError),
@@ -109,7 +109,7 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> 
 /// Runs an agent until `shutdown` completes, then stops it in order.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
     // First of all: no other agent, and no `slotd fence`, on this data.
-    let _lock = lock::acquire(&config.data_dir)?;
+    let _lock = lock::acquire(&config.runtime_dir)?;
     let identity = Identity::load(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
@@ -241,6 +241,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             stall_requests,
             ledger_entries: Mutex::new(read_ledger(&ledger)),
             ledger,
+            ledger_writes: AtomicU64::new(0),
         }
         .run(loops_rx.clone()),
     );

@@ -6,12 +6,16 @@
 //!
 //! Each part marks its progress at least every [`MARK_EVERY`] (the lease
 //! keeper, the reconciler's loop, a round trip through the Raft core); the
-//! pinger pings every [`PING_EVERY`] only if no mark is older than
-//! [`STALL_BOUND`]. From the moment a part stalls (or the whole process
-//! freezes, right after a ping), systemd kills it within
-//! `STALL_BOUND + PING_EVERY + WatchdogSec`, and `slotd fence` has released
-//! the addresses [`FENCE_TIME`] later: [`worst_case`] must stay below the
-//! margin ([`check`]).
+//! pinger pings every [`PING_EVERY`] only if the reconciler's mark is not
+//! older than [`STALL_BOUND`] and the others' not older than
+//! [`RECOVERY_BOUND`]. The reconciler is the part that fences: from the
+//! moment it stalls (or the whole process freezes, right after a ping),
+//! systemd kills the agent within `STALL_BOUND + PING_EVERY + WatchdogSec`,
+//! and `slotd fence` has released the addresses [`FENCE_TIME`] later:
+//! [`worst_case`] must stay below the margin ([`check`]). A stuck lease
+//! keeper or Raft core cannot keep a master past its lease (no renewal, no
+//! lease; the reconciler fences), so they get a longer bound that a slow
+//! disk write does not reach, and a restart if they stay stuck.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +31,12 @@ use crate::notify::Notifier;
 /// How often each part marks its progress.
 pub const MARK_EVERY: Duration = Duration::from_millis(50);
 
-/// A part whose last mark is older than this is stalled.
+/// The reconciler is stalled when its last mark is older than this.
 pub const STALL_BOUND: Duration = Duration::from_millis(150);
+
+/// The lease keeper and the Raft core are stalled when their last mark is
+/// older than this.
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(1);
 
 /// How often the pinger looks and (if nothing stalled) pings.
 pub const PING_EVERY: Duration = Duration::from_millis(25);
@@ -66,14 +74,24 @@ impl fmt::Display for Part {
     }
 }
 
+impl Part {
+    /// How old its last mark may be.
+    pub fn bound(self) -> Duration {
+        match self {
+            Part::Reconciler => STALL_BOUND,
+            Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND,
+        }
+    }
+}
+
 /// The parts whose last mark (`marks`, in [`Part::ALL`] order; `None`: not
-/// marked yet, counted from `started`) is older than [`STALL_BOUND`] at
-/// `now`. Empty: ping.
+/// marked yet, counted from `started`) is older than their bound at `now`.
+/// Empty: ping.
 pub fn stalled(marks: [Option<Mono>; 3], started: Mono, now: Mono) -> Vec<Part> {
     Part::ALL
         .into_iter()
         .zip(marks)
-        .filter(|(_, m)| now.since(m.unwrap_or(started)) > STALL_BOUND)
+        .filter(|(p, m)| now.since(m.unwrap_or(started)) > p.bound())
         .map(|(p, _)| p)
         .collect()
 }
@@ -92,8 +110,8 @@ impl fmt::Display for Withheld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Withheld::Stalled(parts) => {
-                let names: Vec<&str> = parts.iter().map(|p| p.as_str()).collect();
-                write!(f, "no progress for {STALL_BOUND:?} in the {}", names.join(", the "))
+                let names: Vec<String> = parts.iter().map(|p| format!("the {p} (for {:?})", p.bound())).collect();
+                write!(f, "no progress in {}", names.join(", "))
             }
             Withheld::ReleaseFailing(d) => write!(f, "releasing an address has failed for {d:?}"),
         }
@@ -248,11 +266,13 @@ mod tests {
     }
 
     #[test]
-    fn a_part_is_stalled_once_its_mark_is_older_than_the_bound() {
+    fn a_part_is_stalled_once_its_mark_is_older_than_its_bound() {
+        // Keeper, reconciler, Raft.
         let marks = [Some(at(1000)), Some(at(1050)), None];
-        assert!(stalled(marks, at(990), at(1140)).is_empty());
-        assert_eq!(stalled(marks, at(990), at(1151)), vec![Part::LeaseKeeper, Part::Raft]);
-        assert_eq!(stalled(marks, at(990), at(1201)), Part::ALL.to_vec());
+        assert!(stalled(marks, at(990), at(1200)).is_empty());
+        assert_eq!(stalled(marks, at(990), at(1201)), vec![Part::Reconciler]);
+        assert_eq!(stalled(marks, at(990), at(1991)), vec![Part::Reconciler, Part::Raft]);
+        assert_eq!(stalled(marks, at(990), at(2001)), Part::ALL.to_vec());
     }
 
     #[test]

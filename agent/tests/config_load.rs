@@ -18,9 +18,9 @@ driver = "systemd"
 heartbeat_ms = 200
 lease_ms = 2000
 clock_skew_margin_ms = 500
-election_timeout_min_ms = 150
-election_timeout_max_ms = 350
-raft_heartbeat_ms = 100
+election_timeout_min_ms = 100
+election_timeout_max_ms = 250
+raft_heartbeat_ms = 50
 "#;
 
 /// `GOOD` with the line starting with `key =` replaced by `line`
@@ -157,23 +157,23 @@ fn cases() -> Vec<Case> {
             "election timeout range reversed",
             with("election_timeout_min_ms", "election_timeout_min_ms = 1500"),
             Some("timing.election_timeout_min_ms"),
-            "must be less than timing.election_timeout_max_ms (350)",
+            "must be less than timing.election_timeout_max_ms (250)",
         ),
         case(
             "raft heartbeat not below election timeout",
-            with("raft_heartbeat_ms", "raft_heartbeat_ms = 150"),
+            with("raft_heartbeat_ms", "raft_heartbeat_ms = 100"),
             Some("timing.raft_heartbeat_ms"),
-            "must be less than timing.election_timeout_min_ms (150)",
+            "must be less than timing.election_timeout_min_ms (100)",
         ),
         case(
             "lease shorter than a change of leader (openraft's leader lease + election timeout)",
             with("election_timeout_max_ms", "election_timeout_max_ms = 1200"),
             Some("timing.lease_ms"),
-            "must be at least 5250 to outlast a change of Raft leader",
+            "must be at least 6450 to outlast a change of Raft leader",
         ),
         case(
             "lease shorter than a change of leader (default election timeouts)",
-            with("lease_ms", "lease_ms = 1800"),
+            with("lease_ms", "lease_ms = 1600"),
             Some("timing.lease_ms"),
             "every master fences itself when the leader dies",
         ),

@@ -212,3 +212,43 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
         .collect();
     assert_eq!(holders.len(), 1, "{master_ip} held by {holders:?}");
 }
+
+/// `slotd fence` beside a live agent would pull addresses from under it:
+/// refused, nothing released. Run by systemd after a stop (ExecStopPost
+/// sets SERVICE_RESULT), the agent is gone or beyond saving (stuck in the
+/// kernel, SIGKILL did not end it): it releases, but tells nobody.
+#[test]
+fn fence_beside_a_live_agent_refuses_unless_systemd_stopped_it() {
+    let site = Site::start("fzb");
+    site.init();
+    let held = site.held(0);
+    assert!(!held.is_empty());
+    let out = site.fence(0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("agent.lock") && err.contains("held by another process"),
+        "{err}"
+    );
+    assert_eq!(site.held(0), held, "a refused fence released addresses");
+
+    let cfg = site.config(0);
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            site.lan.host(HOSTS[0]).name(),
+            env!("CARGO_BIN_EXE_slotd"),
+            "fence",
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("SERVICE_RESULT", "timeout")
+        .env("EXIT_CODE", "killed")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("released {} address", held.len())), "{said}");
+    assert!(said.contains("the leader was not told"), "{said}");
+}

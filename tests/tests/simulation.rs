@@ -14,12 +14,14 @@
 //! (`LeaseBook`), the reconciler's decision and the shape of its passes
 //! (`reconcile`, `plan_pass`), the watchdog rule (`watchdog::stalled`), and
 //! the default timings (`config::Timing`: heartbeat 200 ms, lease 2 s,
-//! margin 500 ms, elections 150–350 ms, Raft heartbeat 100 ms).
+//! margin 500 ms, elections 100–250 ms, Raft heartbeat 50 ms).
 //!
 //! **Cluster.** 3–7 nodes, 4–40 slots each (up to 20 masters a node, 6–140
 //! stores), voters: 3, 5 or all nodes.
 //!
-//! **Raft, timed as openraft 0.9** (`sim::raft`). Votes ordered by (term,
+//! **Raft, timed as openraft 0.9** (`sim::raft`). After an AppendEntries
+//! to an unreachable peer, the leader sends it none for 500 ms (openraft's
+//! default backoff); lease renewals are not held back. Votes ordered by (term,
 //! node id); a voter that heard the leader refuses candidates for its
 //! leader lease (`election_timeout_max`) and campaigns after that plus its
 //! own election timeout (drawn per process), on a tick of 1.5 Raft
@@ -36,8 +38,10 @@
 //! each voter's exchange subject to loss); the grant carries the log length
 //! as read index. The node's `LeaseBook` makes the lease of it.
 //!
-//! **Clocks.** Each node's clock runs at rate 1 ± ε (ε ≤ 0.1, a third of
-//! them at the extremes), from an arbitrary offset.
+//! **Clocks.** Each node's clock runs at rate 1 ± ε from an arbitrary
+//! offset: on half the seeds ε = 0.1 (a third of the clocks at the
+//! extremes: as bad as the margin allows, for safety), on the others
+//! ε = 10⁻⁴ (realistic).
 //!
 //! **Failure detector.** Every heartbeat on the leader's clock, and at once
 //! when a fence notice is accepted, the leader's core decides; a failover
@@ -70,9 +74,9 @@
 //! while the earliest holder's lease ended less than `clock_skew_margin`
 //! ago (counted: "allowances", expected 0). Lease rule: nothing is held as
 //! master more than `clock_skew_margin` after the holder's lease ended.
-//! Liveness: a node named master whose lease runs out although for a whole
-//! lease before it ran and was connected, without loss, to a majority of
-//! running voters, is a failure. Failover entries are rejected at most
+//! Liveness (on the seeds with realistic clocks): a node named master whose
+//! lease runs out although for a whole lease before it ran and was
+//! connected, without loss, to a majority of running voters, is a failure. Failover entries are rejected at most
 //! twice per seed. At the end (≥ 16 s after the last heal): every node
 //! runs, a leader exists, and every store's log master alone holds its IP
 //! and runs master.
@@ -136,11 +140,12 @@ fn summary(reports: &[SeedReport]) -> String {
     let overshoot = reports.iter().map(|r| r.max_overshoot_ms).fold(0.0, f64::max);
     let leaderless = reports.iter().map(|r| r.max_leaderless_ms).max().unwrap_or(0);
     format!(
-        "{} seeds, {} stores in all; faults {faults:?} (+{} watchdog kills); {} elections, longest \
+        "{} seeds ({} with liveness checked), {} stores in all; faults {faults:?} (+{} watchdog kills); {} elections, longest \
          without a leader {leaderless} ms; {} failover entries moving {} stores, {} rejected; {} fence \
          notices accepted; {} leases ran out on masters (none on a connected one); {} S1 allowances \
          used; largest lease overshoot {overshoot:.0} ms; {} messages, {} lost",
         reports.len(),
+        reports.iter().filter(|r| r.liveness_checked).count(),
         sum(|r| r.stores as u64),
         sum(|r| r.watchdog_kills),
         sum(|r| r.elections),
@@ -175,6 +180,8 @@ fn simulation_500_seeds() {
                 })
                 .sum();
             assert!(stalls > 100, "only {stalls} hangs and stalls injected");
+            let live = reports.iter().filter(|r| r.liveness_checked).count();
+            assert!(live > 150, "liveness checked on only {live} seeds");
         }
         Err(f) => panic!("{f}"),
     }
@@ -237,7 +244,7 @@ fn the_old_watchdog_is_caught() {
         ..Variant::REAL
     };
     // Seeds where a hang lands at the worst moment (found by sim-survey).
-    let caught = [67u64, 196, 287, 350, 407]
+    let caught = [67u64, 267, 287, 292]
         .into_iter()
         .filter(|&seed| run_seed(seed, broken).is_err_and(|f| f.what.contains("after its lease ended")))
         .count();
@@ -253,8 +260,8 @@ fn lease_without_read_index_is_caught() {
         probes: false,
         ..Variant::REAL
     };
-    let caught = (0..60).filter(|&seed| run_seed(seed, broken).is_err()).count();
-    assert!(caught > 0, "a lease that ignores the log went unnoticed on 60 seeds");
+    let caught = (0..20).filter(|&seed| run_seed(seed, broken).is_err()).count();
+    assert!(caught > 0, "a lease that ignores the log went unnoticed on 20 seeds");
 }
 
 /// Teeth: nodes that ignore their lease are caught.

@@ -59,17 +59,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     if args.action.as_deref() == Some("fence") {
         let runtime = match slotd_netops::cli::runtime_or_exit("slotd") {
             Ok(rt) => rt,
             Err(code) => return code,
         };
-        return match runtime.block_on(slotd_agent::fence::fence(&config)) {
+        let fenced = runtime.block_on(slotd_agent::fence::fence(&config));
+        // A read of a stuck data disk may still be running: do not wait.
+        runtime.shutdown_background();
+        return match fenced {
             Ok(done) => {
                 let leader = match done.leader_accepted {
                     Some(true) => "the leader accepted: stores move now",
-                    Some(false) => "the leader declined (a newer lease exists): stores move after the lease",
-                    None => "no leader answered: stores move after the lease",
+                    Some(false) => "the leader declined the notice: stores move after the lease",
+                    None => "the leader was not told (or did not answer): stores move after the lease",
                 };
                 println!("fenced: released {} address(es); {leader}", done.released.len());
                 ExitCode::SUCCESS
@@ -80,17 +91,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+
     // Four workers: a thread held up by a disk write (the Raft log's fsync)
     // must not hold up the lease keeper or the reconciler, whose progress
-    // the watchdog demands every 100 ms.
+    // the watchdog demands (see `watchdog::STALL_BOUND`).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

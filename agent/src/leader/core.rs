@@ -121,8 +121,15 @@ impl LeaderCore {
     /// the old one (they were judged against that term's grants). Returns
     /// true when a leadership begins.
     pub fn observe(&mut self, leading: Option<u64>, now: Mono) -> bool {
-        if self.leading.map(|(t, _)| t) == leading {
+        let current = self.leading.map(|(t, _)| t);
+        if current == leading {
             return false;
+        }
+        // A term read before a newer one was seen: stale, not a leadership.
+        if let (Some(old), Some(new)) = (current, leading) {
+            if new < old {
+                return false;
+            }
         }
         for book in self.books.values_mut() {
             book.fenced = false;
@@ -187,21 +194,23 @@ impl LeaderCore {
     /// runs there), released every address and instance, and says so with
     /// ticket `id`. Accepted — the node is dead at once, whatever the
     /// fresh-leader wait — only with a ticket this leadership issued to that
-    /// node less than `ticket_fresh` ago: `slotd fence` waits that long
-    /// (and more) before it exits without an answer, and the next agent
-    /// starts only after it exits, so no process of the node can hold a
-    /// lease when the notice is accepted. From then on the node is
-    /// condemned (no grant here), and later leaders' grants carry a read
-    /// index past the failover.
+    /// node less than `ticket_fresh` ago, and only if this leader granted
+    /// the node nothing since it issued the ticket (DESIGN rule 6: "no newer
+    /// lease"). `slotd fence` waits out a fresh ticket before it exits
+    /// without an answer, and the next agent starts only after it exits; and
+    /// should it be killed meanwhile, a new agent's grant here voids the
+    /// notice. So no process of the node can hold a lease when the notice
+    /// is accepted. From then on the node is condemned (no grant here), and
+    /// later leaders' grants carry a read index past the failover.
     pub fn fenced_notice(&mut self, node: NodeId, id: u64, now: Mono) -> bool {
         let Some((term, _)) = self.leading else {
             return false;
         };
         let fresh = self.timing.ticket_fresh;
-        let ok = self
-            .tickets
-            .remove(&id)
-            .is_some_and(|t| t.node == node && t.term == term && now.since(t.issued) <= fresh);
+        let granted_at = self.books.get(&node).and_then(|b| b.granted_at);
+        let ok = self.tickets.remove(&id).is_some_and(|t| {
+            t.node == node && t.term == term && now.since(t.issued) <= fresh && granted_at.is_none_or(|g| g < t.issued)
+        });
         if ok {
             let book = self.books.entry(node).or_default();
             book.fenced = true;
@@ -245,6 +254,20 @@ impl LeaderCore {
             self.pardon(&dead);
         }
         Decision { dead, plan }
+    }
+
+    /// When the next node could be found dead if nothing changes (its last
+    /// grant plus `lease + margin`, but not before this leadership settled):
+    /// the engine wakes then, rather than up to a tick later.
+    pub fn next_decision(&self) -> Option<Mono> {
+        let (_, since) = self.leading?;
+        let dead_after = self.timing.dead_after();
+        let settle = since + dead_after;
+        self.books
+            .values()
+            .filter_map(|b| b.granted_at)
+            .map(|t| (t + dead_after).max(settle) + Duration::from_millis(1))
+            .min()
     }
 
     /// The failover of `nodes` is in the log at `index`.

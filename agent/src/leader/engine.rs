@@ -34,10 +34,14 @@ impl FailoverEngine {
         let mut reported_stranded: BTreeSet<String> = BTreeSet::new();
         let mut l2_alarms: BTreeSet<String> = BTreeSet::new();
         loop {
+            // Also exactly when the next silent node's lease + margin is
+            // over, not up to a tick later.
+            let next = self.cluster.core().next_decision();
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
+                _ = sleep_until(next) => {}
             }
             let m = self.cluster.raft.metrics().borrow().clone();
             let leading = (m.state == ServerState::Leader).then_some(m.current_term);
@@ -121,5 +125,12 @@ impl FailoverEngine {
                 info!(store = %store, epoch, verdict = %v, "layer-2 alarm cleared");
             }
         }
+    }
+}
+
+async fn sleep_until(at: Option<Mono>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
+        None => std::future::pending().await,
     }
 }

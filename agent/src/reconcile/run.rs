@@ -80,6 +80,8 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     /// and as last written.
     pub ledger: Ledger,
     pub ledger_entries: Mutex<Entries>,
+    /// Numbers the ledger writes.
+    pub ledger_writes: AtomicU64,
 }
 
 fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
@@ -125,6 +127,17 @@ async fn sleep_until(at: Option<Mono>) {
 }
 
 impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
+    /// Runs `work`, marking progress meanwhile.
+    async fn marking(&self, work: impl std::future::Future<Output = ()>, mark: &mut tokio::time::Interval) {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                _ = &mut work => return,
+                _ = mark.tick() => self.tick(),
+            }
+        }
+    }
+
     /// Marks progress, and (testing only) stalls when asked to.
     fn tick(&self) {
         self.progress.mark(Part::Reconciler);
@@ -199,7 +212,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
             };
             if expired {
                 warn!("lease ran out: fencing now");
-                this.run(false).await;
+                self.marking(this.run(false), &mut mark).await;
                 continue;
             }
             let resync = tokio::time::Instant::now() + RESYNC;
@@ -216,7 +229,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
         l2.abort();
         announcer.abort();
         info!("reconciler stopping: giving up master roles");
-        this.run(false).await;
+        self.marking(this.run(false), &mut mark).await;
     }
 }
 
@@ -302,10 +315,13 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
     }
 
     /// Writes the ledger (synced: off the async threads), then keeps it.
+    /// Numbered: should this pass be dropped while its write is under way,
+    /// that write cannot land over a later one.
     async fn write_ledger(&self, entries: Entries) -> Result<(), String> {
         let ledger = self.r.ledger.clone();
         let written = entries.clone();
-        tokio::task::spawn_blocking(move || ledger.write(&written))
+        let seq = self.r.ledger_writes.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::task::spawn_blocking(move || ledger.write_numbered(&written, seq))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -327,6 +343,8 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         r.stats.fenced.store(fenced, Ordering::Relaxed);
         let plan = plan_pass(&state, reconcile(&state, r.me, lease_valid, &observed));
         if plan.is_empty() {
+            // Nothing to release (releases that failed earlier are done now).
+            r.progress.release_ok();
             // Nothing changed on the machine: report what was just seen
             // rather than asking the kernel again.
             self.settle_ledger(&state, &observed).await;

@@ -147,6 +147,7 @@ impl Shell {
                 stall_requests: Default::default(),
                 ledger: ledger.clone(),
                 ledger_entries: Default::default(),
+                ledger_writes: Default::default(),
             }
             .run(stop_rx),
         );

@@ -375,14 +375,19 @@ impl Site {
     /// Who answers on each of `ips`, asked all at once (an unreachable IP
     /// costs one connect timeout, not one each).
     pub fn who_serves_all(&self, ips: &[IpAddr]) -> Vec<Option<String>> {
+        self.who_serves_all_within(ips, Duration::from_millis(300))
+    }
+
+    /// The same, giving up on a connection after `timeout` (the benchmark
+    /// asks often, with a short one).
+    pub fn who_serves_all_within(&self, ips: &[IpAddr], timeout: Duration) -> Vec<Option<String>> {
         let client = self.lan.host("cl");
         let asks: Vec<_> = ips
             .iter()
             .map(|ip| {
                 let ip = *ip;
                 client.spawn_blocking(move || {
-                    let mut s =
-                        TcpStream::connect_timeout(&SocketAddr::new(ip, PORT), Duration::from_millis(300)).ok()?;
+                    let mut s = TcpStream::connect_timeout(&SocketAddr::new(ip, PORT), timeout).ok()?;
                     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
                     let mut name = String::new();
                     s.read_to_string(&mut name).ok()?;

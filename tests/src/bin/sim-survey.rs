@@ -50,6 +50,9 @@ fn main() {
             },
         ),
     ] {
+        if std::env::var("SLOTD_SIM_ONLY").is_ok_and(|only| only != name) {
+            continue;
+        }
         let started = Instant::now();
         let mut fails: Vec<Failure> = Vec::new();
         let mut reports: Vec<SeedReport> = Vec::new();

@@ -105,6 +105,11 @@ fn a_fence_notice_counts_with_a_fresh_ticket_of_this_leadership() {
     assert!(core.issue_ticket(3, 9, at(1300)));
     core.observe(Some(3), at(1300));
     assert!(!core.fenced_notice(3, 9, at(1310)));
+    // A grant after the ticket was issued (a new agent of that node):
+    // the notice is void.
+    assert!(core.issue_ticket(3, 11, at(1350)));
+    core.grant(3, at(1360), HealthReport::default(), 1);
+    assert!(!core.fenced_notice(3, 11, at(1370)));
     // Fresh, this leadership: dead at once, even within the fresh wait.
     assert!(core.issue_ticket(3, 10, at(1400)));
     assert!(core.fenced_notice(3, 10, at(1450)));
@@ -147,4 +152,32 @@ fn a_dead_node_with_nothing_to_move_is_pardoned() {
         core.grant(3, at(2700), HealthReport::default(), 0).is_some(),
         "not condemned"
     );
+}
+
+#[test]
+fn the_next_decision_is_when_the_first_grant_runs_out() {
+    let mut core = LeaderCore::new(1, timing());
+    assert_eq!(core.next_decision(), None, "not leading");
+    core.observe(Some(1), at(1000));
+    assert_eq!(core.next_decision(), None, "nobody granted yet");
+    core.grant(2, at(100), HealthReport::default(), 0);
+    // Not before the fresh-leader wait is over (a grant of an earlier
+    // leadership ran out before).
+    assert_eq!(core.next_decision(), Some(at(3501)));
+    core.grant(2, at(3000), HealthReport::default(), 0);
+    core.grant(3, at(2800), HealthReport::default(), 0);
+    assert_eq!(core.next_decision(), Some(at(5301)));
+    assert!(core.decide(&state(), at(5300)).dead.is_empty());
+    assert_eq!(core.decide(&state(), at(5301)).dead, BTreeSet::from([3]));
+}
+
+#[test]
+fn a_stale_term_is_not_a_new_leadership() {
+    let mut core = LeaderCore::new(1, timing());
+    assert!(core.observe(Some(5), at(0)));
+    assert!(!core.observe(Some(4), at(100)), "read before term 5 was seen");
+    assert_eq!(core.term(), Some(5));
+    assert!(core.settled(at(2500)));
+    assert!(!core.observe(None, at(2600)) || core.term().is_none());
+    assert_eq!(core.term(), None);
 }
