@@ -39,6 +39,7 @@ name = "imap$i"
 listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 data_dir = "$WORK/n$i"
+runtime_dir = "$WORK/n$i.run"
 interface = "lo"
 manage_addresses = false
 [cyrus]

@@ -3,7 +3,8 @@
 //! IP at once. Prints one table of figures; asserts nothing; every wait is
 //! bounded.
 //!
-//! `cargo bench -p slotd-agent --bench failover -- [RUNS]` (default 20).
+//! `cargo bench -p slotd-agent --bench failover -- [RUNS] [init] [deaths] [sigstop]`
+//! (default 20 runs of every section).
 //!
 //! - init → every master IP bound and served, for 3 × 20 and 3 × 40 masters;
 //! - the leader's machine, and a follower's, killed (kill -9 of the agent,
@@ -131,28 +132,6 @@ fn one_death(site: &Site, victim: Victim, death: Death) -> (Duration, usize) {
             .then_some(())
     });
     let took = t0.elapsed();
-    if std::env::var("BENCH_DEBUG").is_ok() {
-        eprintln!("t0 = {:?} (unix)", std::time::SystemTime::now() - took);
-        for i in 0..3 {
-            for l in site
-                .log(i)
-                .lines()
-                .rev()
-                .take(400)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                if l.contains("fence notice")
-                    || l.contains("failover committed")
-                    || l.contains(" bound")
-                    || l.contains("leading")
-                {
-                    eprintln!("imap{}: {}", i + 1, &l[..l.len().min(160)]);
-                }
-            }
-        }
-    }
     let released = master_releases(site, &survivors) - released_before;
     match death {
         Death::KillAndFence => site.spawn(v),
@@ -182,12 +161,16 @@ fn init_time(tag: &str, slots: usize) -> Duration {
 /// namespace (the site plays systemd).
 fn sigstop(site: &Site) -> Duration {
     let before = steady(site);
-    let lead = leader(&before);
-    let v = (0..3).find(|i| *i != lead).expect("a follower");
+    // The node with the most masters (stores failed away from a node stay
+    // away: the victims of earlier runs have none).
+    let v = (0..3)
+        .max_by_key(|i| masters(&before, &format!("imap{}", i + 1)).len())
+        .expect("a node");
     let ips: Vec<String> = masters(&before, &format!("imap{}", v + 1))
         .into_iter()
         .map(|(_, ip)| format!("{ip}/32"))
         .collect();
+    assert!(!ips.is_empty(), "no master to freeze");
     let kills = site.killed.lock().map(|k| k.len()).unwrap_or(0);
     let t0 = Instant::now();
     site.signal(v, libc::SIGSTOP);
@@ -203,10 +186,16 @@ fn sigstop(site: &Site) -> Duration {
 }
 
 fn main() {
-    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20);
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(20);
+    // Sections to run (all without names): init, deaths, sigstop.
+    let named: Vec<&str> = args
+        .iter()
+        .filter(|a| a.parse::<usize>().is_err())
+        .map(String::as_str)
+        .collect();
+    let run = |section: &str| named.is_empty() || named.contains(&section);
     let t = slotd_agent::config::Timing::default();
-    let lm = t.lease() + t.clock_skew_margin();
-    let silent_leader = t.leader_change() + lm;
     println!(
         "slotd failover figures, {runs} runs each, default timings (lease {:?}, margin {:?}, elections {}–{} ms)\n",
         t.lease(),
@@ -217,11 +206,23 @@ fn main() {
     println!("| what | median | max | runs | bound |");
     println!("| --- | --- | --- | --- | --- |");
 
-    for (slots, label) in [(40, "3 × 20"), (80, "3 × 40")] {
+    for (slots, label) in [(40, "3 × 20"), (80, "3 × 40")].into_iter().filter(|_| run("init")) {
         let v: Vec<Duration> = (0..runs).map(|_| init_time("bi", slots)).collect();
         row(&format!("init → all {label} master IPs bound and served"), v, "—");
     }
 
+    if run("deaths") {
+        deaths(runs);
+    }
+    if run("sigstop") {
+        sigstops(runs);
+    }
+}
+
+fn deaths(runs: usize) {
+    let t = slotd_agent::config::Timing::default();
+    let lm = t.lease() + t.clock_skew_margin();
+    let silent_leader = t.leader_change() + lm;
     let site = Site::start_with(
         "bfo",
         SiteOptions {
@@ -272,8 +273,11 @@ fn main() {
         releases.iter().sum::<usize>(),
         releases.len()
     );
-    drop(site);
+}
 
+fn sigstops(runs: usize) {
+    let t = slotd_agent::config::Timing::default();
+    let lm = t.lease() + t.clock_skew_margin();
     let site = Site::start_with(
         "bfz",
         SiteOptions {
@@ -283,9 +287,6 @@ fn main() {
     );
     site.init();
     let stops: Vec<Duration> = (0..runs).map(|_| sigstop(&site)).collect();
-    println!();
-    println!("| what | median | max | runs | bound |");
-    println!("| --- | --- | --- | --- | --- |");
     row(
         "SIGSTOP of a master's agent → its master IPs leave its namespace",
         stops,

@@ -149,7 +149,7 @@ impl Default for Timing {
             clock_skew_margin_ms: 500,
             election_timeout_min_ms: 100,
             election_timeout_max_ms: 250,
-            raft_heartbeat_ms: 50,
+            raft_heartbeat_ms: 75,
             announce_refresh_ms: 60_000,
             probe_timeout_ms: 200,
         }

@@ -111,18 +111,7 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
         }
     };
     let ledger = Ledger::new(&config.runtime_dir);
-    let mut targets: Entries = match ledger.read() {
-        Ok((entries, bad)) => {
-            if !bad.0.is_empty() {
-                warn!(ledger = %ledger.path().display(), lines = ?bad.0, "unreadable ledger lines");
-            }
-            entries
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot read the ledger: releasing what the interface and the Raft data name");
-            Entries::new()
-        }
-    };
+    let mut targets: Entries = ledger.read_or_warn("releasing what the interface and the Raft data name");
     let mut released = Vec::new();
     let mut still = Entries::new();
     let mut failures = Vec::new();

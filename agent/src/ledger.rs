@@ -74,6 +74,23 @@ impl Ledger {
         Ok(parse(&text))
     }
 
+    /// Its entries, saying (at warn) what could not be read and what the
+    /// caller does `instead` (the interface's tags still show every address).
+    pub fn read_or_warn(&self, instead: &str) -> Entries {
+        match self.read() {
+            Ok((entries, bad)) => {
+                if !bad.0.is_empty() {
+                    tracing::warn!(ledger = %self.path.display(), lines = ?bad.0, "unreadable ledger lines ignored");
+                }
+                entries
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the ledger; {instead}");
+                Entries::new()
+            }
+        }
+    }
+
     /// Replaces its entries, durably: a temporary file, synced, renamed
     /// over the old one, the directory synced (creating it if needed).
     pub fn write(&self, entries: &Entries) -> Result<(), LedgerError> {

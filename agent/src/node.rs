@@ -39,7 +39,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::leader::core::TICKET_FRESH;
 use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
 use crate::lease::{self, LeaseState};
-use crate::ledger::{Entries, Ledger};
+use crate::ledger::Ledger;
 use crate::lock::{self, LockError};
 use crate::metrics::{self, Exposition};
 use crate::network::PeerNetwork;
@@ -217,7 +217,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         progress.clone(),
         loops_rx.clone(),
     );
-    let raft_marks = tokio::spawn(mark_raft(raft.clone(), progress.clone(), loops_rx.clone()));
+    // The watchdog's machinery runs only when systemd watches: without one
+    // nothing would act on it, and it costs wake-ups.
+    let watched = Notifier::watchdog_timeout().is_some();
+    let raft_marks = watched.then(|| tokio::spawn(mark_raft(raft.clone(), progress.clone(), loops_rx.clone())));
     let stall_requests = Arc::new(AtomicU64::new(0));
     if std::env::var_os(INJECT_FAULTS).is_some_and(|v| v == "1") {
         warn!("{INJECT_FAULTS}=1: SIGUSR1 stalls the reconciler for 10 s (for tests only)");
@@ -238,8 +241,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             stats: stats.clone(),
             report,
             progress: progress.clone(),
+            mark_every: watched.then_some(watchdog::MARK_EVERY),
             stall_requests,
-            ledger_entries: Mutex::new(read_ledger(&ledger)),
+            // As the last agent (or `slotd fence`) left it.
+            ledger_entries: Mutex::new(ledger.read_or_warn("starting from the interface's tags")),
             ledger,
             ledger_writes: AtomicU64::new(0),
         }
@@ -266,12 +271,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     if let Err(e) = notifier.ready() {
         warn!(error = %e, "sd_notify READY failed");
     }
-    let watchdog = tokio::spawn(watchdog::run_pinger(
-        notifier.clone(),
-        progress,
-        config.timing.clock_skew_margin(),
-        loops_rx.clone(),
-    ));
+    let watchdog = watched.then(|| {
+        tokio::spawn(watchdog::run_pinger(
+            notifier.clone(),
+            progress,
+            config.timing.clock_skew_margin(),
+            loops_rx.clone(),
+        ))
+    });
 
     shutdown.await;
     info!("shutting down");
@@ -301,8 +308,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         Err(_) => warn!("gRPC server still had connections after {grace:?}; leaving them"),
     }
     let _ = tokio::time::timeout(grace, metrics_task).await;
-    let _ = tokio::time::timeout(grace, watchdog).await;
-    raft_marks.abort();
+    if let Some(watchdog) = watchdog {
+        let _ = tokio::time::timeout(grace, watchdog).await;
+    }
+    if let Some(marks) = raft_marks {
+        marks.abort();
+    }
     info!("stopped");
     Ok(())
 }
@@ -324,37 +335,20 @@ fn write_endpoints(dir: &Path, listen: SocketAddr, metrics: SocketAddr) -> Resul
     write(&path, std::fs::rename(&tmp, &path))
 }
 
-/// The ledger as the last agent (or `slotd fence`) left it; what cannot be
-/// read is said, and the interface's tags still show those addresses.
-fn read_ledger(ledger: &Ledger) -> Entries {
-    match ledger.read() {
-        Ok((entries, bad)) => {
-            if !bad.0.is_empty() {
-                warn!(ledger = %ledger.path().display(), lines = ?bad.0, "unreadable ledger lines ignored");
-            }
-            entries
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot read the ledger; starting from the interface's tags");
-            Entries::new()
-        }
-    }
-}
-
 /// Environment variable that turns on fault injection (tests only).
 pub const INJECT_FAULTS: &str = "SLOTD_INJECT_FAULTS";
 
-/// Marks the Raft core's progress: a round trip through it every
-/// `MARK_EVERY`, answered within the stall bound.
+/// Marks the Raft core's progress: a round trip through it, a few times
+/// within its bound.
 async fn mark_raft(raft: Raft, progress: Progress, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(watchdog::MARK_EVERY);
+    let mut tick = tokio::time::interval(Part::Raft.mark_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        if let Ok(Ok(())) = tokio::time::timeout(watchdog::STALL_BOUND, raft.with_raft_state(|_| ())).await {
+        if let Ok(Ok(())) = tokio::time::timeout(Part::Raft.bound(), raft.with_raft_state(|_| ())).await {
             progress.mark(Part::Raft);
         }
     }

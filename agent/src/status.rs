@@ -140,6 +140,9 @@ pub fn table(view: &StatusView) -> String {
         "leader: {leader}   term: {}   applied: {}   answered by: node {}",
         view.term, view.applied, view.answered_by
     );
+    if !view.cluster_id.is_empty() {
+        let _ = writeln!(out, "cluster: {}", view.cluster_id);
+    }
     if !view.initialised {
         let _ = writeln!(out, "cluster not initialised (slotctl init TOPOLOGY)");
         return out;

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::clock::Mono;
 use crate::notify::Notifier;
 
-/// How often each part marks its progress.
+/// How often the reconciler marks its progress (a third of its bound).
 pub const MARK_EVERY: Duration = Duration::from_millis(50);
 
 /// The reconciler is stalled when its last mark is older than this.
@@ -75,6 +75,15 @@ impl fmt::Display for Part {
 }
 
 impl Part {
+    /// How often it marks progress: a few times within its bound (the lease
+    /// keeper marks on its own heartbeat, at least every `heartbeat_ms`).
+    pub fn mark_every(self) -> Duration {
+        match self {
+            Part::Reconciler => MARK_EVERY,
+            Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND / 4,
+        }
+    }
+
     /// How old its last mark may be.
     pub fn bound(self) -> Duration {
         match self {

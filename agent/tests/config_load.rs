@@ -20,7 +20,7 @@ lease_ms = 2000
 clock_skew_margin_ms = 500
 election_timeout_min_ms = 100
 election_timeout_max_ms = 250
-raft_heartbeat_ms = 50
+raft_heartbeat_ms = 75
 "#;
 
 /// `GOOD` with the line starting with `key =` replaced by `line`
@@ -169,7 +169,7 @@ fn cases() -> Vec<Case> {
             "lease shorter than a change of leader (openraft's leader lease + election timeout)",
             with("election_timeout_max_ms", "election_timeout_max_ms = 1200"),
             Some("timing.lease_ms"),
-            "must be at least 6450 to outlast a change of Raft leader",
+            "must be at least 6525 to outlast a change of Raft leader",
         ),
         case(
             "lease shorter than a change of leader (default election timeouts)",

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::netns::{leader, masters, wait_for, Site, HOSTS, WAIT};
+use common::netns::{find_store, leader, masters, wait_for, Site, HOSTS, WAIT};
 
 #[test]
 fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
@@ -53,12 +53,7 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
     let took = killed.elapsed();
     assert!(took < Duration::from_millis(2500), "moved only after {took:?}");
     for (store, _) in &moved {
-        let st = after["stores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == store.as_str())
-            .unwrap();
+        let st = find_store(&after, store);
         assert_eq!(st["epoch"], 2);
         assert_eq!(st["dirty"], serde_json::json!([victim_name]));
     }
@@ -137,12 +132,7 @@ fn cut_master(the_leader: bool) {
     let new_masters: Vec<String> = moved
         .iter()
         .map(|(store, _)| {
-            let st = after["stores"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|x| x["name"] == store.as_str())
-                .unwrap();
+            let st = find_store(&after, store);
             st["master"].as_str().unwrap().to_owned()
         })
         .collect();
@@ -170,12 +160,7 @@ fn cut_master(the_leader: bool) {
     }
     let settled = site.served_by_masters(survivor);
     for ((store, _), master) in moved.iter().zip(&new_masters) {
-        let st = settled["stores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == store.as_str())
-            .unwrap();
+        let st = find_store(&settled, store);
         assert_eq!(st["master"].as_str().unwrap(), master, "{store} flapped");
         assert_eq!(st["epoch"], 2, "{store} flapped");
     }

@@ -14,7 +14,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::netns::{leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
+use common::netns::{find_store, leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
 use slotd_agent::config::Timing;
 
 /// Lines a reconciler logs when it releases a master IP (the plan's master
@@ -100,12 +100,7 @@ fn sixty_masters_stay_bound_and_survive_the_leader_machine_dying() {
     assert!(took < bound + Duration::from_secs(3), "moved after {took:?}");
     let after = site.served_by_masters_but(survivor, &[lead]);
     for (store, _) in &moved {
-        let st = after["stores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == store.as_str())
-            .unwrap();
+        let st = find_store(&after, store);
         assert_ne!(st["master"], name.as_str());
         assert_eq!(st["dirty"], serde_json::json!([name]));
     }

@@ -15,9 +15,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::command::{NodeSpec, StoreSpec, Topology};
+use crate::command::{Command, NodeSpec, Rejection, Request, StoreSpec, Topology};
 use crate::ip::ServiceIp;
-use crate::state::SlotRef;
+use crate::state::{ClusterState, SlotRef};
 
 /// Largest plan we agree to compute (and print).
 pub const MAX_NODES: usize = 4096;
@@ -142,6 +142,19 @@ fn nth(base: Ipv4Addr, k: usize) -> Ipv4Addr {
 }
 
 impl Layout {
+    /// The cluster state right after `slotctl init` of this layout (tests,
+    /// simulations, benchmarks).
+    pub fn initial_state(&self, naming: &Naming) -> Result<ClusterState, Rejection> {
+        let mut state = ClusterState::default();
+        state
+            .apply(&Request {
+                at_ms: 0,
+                command: Command::Init(self.to_topology(naming)),
+            })
+            .into_result()?;
+        Ok(state)
+    }
+
     /// Names and addresses the layout, giving a topology `slotctl init` takes.
     pub fn to_topology(&self, naming: &Naming) -> Topology {
         let digits = |max: usize, min: usize| max.to_string().len().max(min);

@@ -249,8 +249,26 @@ impl LeaderCore {
         for n in &dead {
             self.books.entry(*n).or_default().condemned = true;
         }
-        let plan = failover_targets(state, &dead, &self.backlog(state));
-        if plan.moves.is_empty() {
+        let mut plan = failover_targets(state, &dead, &self.backlog(state));
+        let mut deferred = false;
+        if !settled {
+            // Before this leadership settled, a silent node cannot be told
+            // from a live one: move a fenced node's stores only to nodes it
+            // has heard from since it began; the others wait for the next
+            // tick (renewals come at once to a new leader).
+            let since = self.leading.map(|(_, since)| since);
+            let heard = |n: NodeId| {
+                self.books
+                    .get(&n)
+                    .and_then(|b| b.granted_at)
+                    .zip(since)
+                    .is_some_and(|(t, s)| t >= s)
+            };
+            let before = plan.moves.len();
+            plan.moves.retain(|m| heard(m.to));
+            deferred = plan.moves.len() < before;
+        }
+        if plan.moves.is_empty() && !deferred {
             self.pardon(&dead);
         }
         Decision { dead, plan }

@@ -21,7 +21,7 @@ use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::Granter;
 use crate::peer_call::Method;
-use crate::watchdog::{Part, Progress, MARK_EVERY};
+use crate::watchdog::{Part, Progress};
 use crate::wire::{Granted, HealthReport, Renewal};
 
 /// Sends one renewal to whoever leads now (this node included).
@@ -74,9 +74,9 @@ pub fn spawn_keeper(
         let mut applied = cluster.reader.subscribe();
         let (done_tx, mut done) = mpsc::channel::<(Mono, Result<Granted, AgentError>)>(64);
         let applied_index = |rx: &watch::Receiver<Option<openraft::LogId<NodeId>>>| rx.borrow().map_or(0, |l| l.index);
-        let mut mark = tokio::time::interval(MARK_EVERY);
-        mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The loop comes round at least every heartbeat (the watchdog's
+            // bound for the keeper is far longer).
             progress.mark(Part::LeaseKeeper);
             let was_valid = book.state().valid_at(Mono::now());
             let expiry = book.state().valid_until.filter(|_| was_valid);
@@ -109,7 +109,6 @@ pub fn spawn_keeper(
                     false
                 }
                 _ = sleep_until(expiry) => false,
-                _ = mark.tick() => false,
             };
             let state = book.state();
             let valid = state.valid_at(Mono::now());

@@ -72,8 +72,10 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub stats: Arc<Stats>,
     /// The last observation, for the health report the lease keeper sends.
     pub report: Arc<Mutex<HealthReport>>,
-    /// Progress marks for the watchdog (and failing releases).
+    /// Progress marks for the watchdog (and failing releases), and how
+    /// often to mark while waiting (`None`: no watchdog, no need to wake).
     pub progress: Progress,
+    pub mark_every: Option<Duration>,
     /// Testing only (`SLOTD_INJECT_FAULTS`): stall the loop this many ms.
     pub stall_requests: Arc<AtomicU64>,
     /// The addresses this node may hold, on disk (written before binding)
@@ -127,13 +129,14 @@ async fn sleep_until(at: Option<Mono>) {
 }
 
 impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
-    /// Runs `work`, marking progress meanwhile.
+    /// Runs `work`, marking progress meanwhile (when there is a watchdog).
     async fn marking(&self, work: impl std::future::Future<Output = ()>, mark: &mut tokio::time::Interval) {
+        let marking = self.mark_every.is_some();
         tokio::pin!(work);
         loop {
             tokio::select! {
                 _ = &mut work => return,
-                _ = mark.tick() => self.tick(),
+                _ = mark.tick(), if marking => self.tick(),
             }
         }
     }
@@ -190,7 +193,8 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
         // Marks progress for the watchdog while the loop runs — including
         // while a pass waits on its actions; a loop stuck in one place
         // stops marking, and systemd kills and fences the agent.
-        let mut mark = tokio::time::interval(MARK_EVERY);
+        let marking = self.mark_every.is_some();
+        let mut mark = tokio::time::interval(self.mark_every.unwrap_or(MARK_EVERY));
         mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'passes: loop {
             self.tick();
@@ -206,7 +210,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
                     tokio::select! {
                         _ = &mut pass => break false,
                         _ = &mut end, if valid => break true,
-                        _ = mark.tick() => self.tick(),
+                        _ = mark.tick(), if marking => self.tick(),
                     }
                 }
             };
@@ -222,7 +226,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
                     r = applied.changed() => if r.is_err() { break 'passes } else { break },
                     _ = lease_flips(self.lease.clone(), valid) => break,
                     _ = tokio::time::sleep_until(resync) => break,
-                    _ = mark.tick() => self.tick(),
+                    _ = mark.tick(), if marking => self.tick(),
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use slotd_netops::{AnnounceOptions, Call, MacAddr, MemoryOps, MemoryTiming};
 use slotd_raft_store::plan::{plan, Naming};
 use slotd_raft_store::storage::{in_memory, SmData};
-use slotd_raft_store::{ClusterState, Command, NodeId, Request};
+use slotd_raft_store::{ClusterState, NodeId};
 use tokio::sync::watch;
 
 use super::run::Reconciler;
@@ -29,14 +29,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// Three nodes with 80 slots each: 120 stores, 40 mastered by each node.
 fn state() -> ClusterState {
-    let t = plan(3, 80).unwrap().to_topology(&Naming::default());
-    let mut s = ClusterState::default();
-    s.apply(&Request {
-        at_ms: 0,
-        command: Command::Init(t),
-    })
-    .into_result()
-    .unwrap();
+    let s = plan(3, 80).unwrap().initial_state(&Naming::default()).unwrap();
     assert_eq!(s.masters_of(ME).count(), 40);
     s
 }
@@ -144,6 +137,7 @@ impl Shell {
                 stats: Arc::new(Stats::default()),
                 report: Default::default(),
                 progress: progress.clone(),
+                mark_every: Some(crate::watchdog::MARK_EVERY),
                 stall_requests: Default::default(),
                 ledger: ledger.clone(),
                 ledger_entries: Default::default(),

@@ -467,6 +467,14 @@ pub fn masters(status: &Value, node: &str) -> Vec<(String, IpAddr)> {
         .collect()
 }
 
+/// The store called `name` in a status.
+pub fn find_store<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["stores"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no store {name} in {status}"))
+}
+
 pub fn leader(status: &Value) -> usize {
     status["leader"].as_u64().expect("a leader") as usize - 1
 }

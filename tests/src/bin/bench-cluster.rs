@@ -3,6 +3,9 @@
 //!   from the kill until a survivor is leader and says so itself;
 //! - agent RSS and CPU at idle in a 5-node cluster with 1,000 stores.
 //!
+//! The agents keep their addresses in memory (`manage_addresses = false`):
+//! the benchmark touches no interface of the host.
+//!
 //! `cargo build --release -p slotd-agent --bins && cargo run --release -p
 //! slotd-tests --bin bench-cluster -- [RUNS]`. Prints figures; asserts
 //! nothing. Bounded: every wait has a deadline, every process is killed at
@@ -60,7 +63,8 @@ impl Cluster {
             let text = |listen: &str| {
                 format!(
                     "node_id = {id}\nname = \"imap{id}\"\nlisten = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-                     data_dir = \"{}\"\ninterface = \"lo\"\n[cyrus]\ndriver = \"none\"\n",
+                     data_dir = \"{}\"\nruntime_dir = \"{}.run\"\ninterface = \"lo\"\nmanage_addresses = false\n[cyrus]\ndriver = \"none\"\n",
+                    data_dir.display(),
                     data_dir.display()
                 )
             };
@@ -267,6 +271,9 @@ fn main() {
         .iter()
         .filter_map(|a| a.child.as_ref().map(Child::id))
         .collect();
+    if let Ok(file) = std::env::var("BENCH_PIDS") {
+        let _ = std::fs::write(file, format!("{pids:?}"));
+    }
     let before: Vec<(u64, u64)> = pids.iter().filter_map(|p| proc_stat(*p)).collect();
     let window = Duration::from_secs(10);
     std::thread::sleep(window);

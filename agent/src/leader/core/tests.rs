@@ -20,15 +20,7 @@ fn timing() -> LeaderTiming {
 
 /// Three nodes, four slots each: six stores, two masters per node.
 fn state() -> ClusterState {
-    let t = plan(3, 4).unwrap().to_topology(&Naming::default());
-    let mut s = ClusterState::default();
-    s.apply(&Request {
-        at_ms: 0,
-        command: Command::Init(t),
-    })
-    .into_result()
-    .unwrap();
-    s
+    plan(3, 4).unwrap().initial_state(&Naming::default()).unwrap()
 }
 
 fn read_index(g: Option<Grant>) -> Option<u64> {
@@ -114,8 +106,16 @@ fn a_fence_notice_counts_with_a_fresh_ticket_of_this_leadership() {
     assert!(core.issue_ticket(3, 10, at(1400)));
     assert!(core.fenced_notice(3, 10, at(1450)));
     assert!(!core.fenced_notice(3, 10, at(1460)), "a ticket is used once");
+    // Its stores go only to nodes this leadership has heard from: nobody
+    // yet, so they wait (the node stays dead for the next look).
+    let d = core.decide(&s, at(1470));
+    assert_eq!(d.dead, BTreeSet::from([3]));
+    assert!(d.plan.moves.is_empty());
+    core.grant(1, at(1480), HealthReport::default(), 1);
+    core.grant(2, at(1480), HealthReport::default(), 1);
     let d = core.decide(&s, at(1500));
     assert_eq!(d.dead, BTreeSet::from([3]));
+    assert_eq!(d.plan.moves.len(), 2);
     assert_eq!(core.grant(3, at(1500), HealthReport::default(), 1), None, "condemned");
     core.failed_over(&d.dead, 12);
     assert!(core.decide(&s, at(1600)).dead.is_empty(), "settled");
