@@ -36,7 +36,7 @@ need_rust() {
   # Debian 12's own cargo (1.63) is too old for openraft/redb; rustup's is used.
   [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
   if ! command -v cargo >/dev/null; then
-    say "no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.90, then run again"
+    say "no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.89, then run again"
     exit 1
   fi
 }
