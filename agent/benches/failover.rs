@@ -26,7 +26,7 @@ use netns::{leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
 /// of them at once, every `POLL` + 20 ms at most.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Median and max, in ms, of `v`.
+/// Median and max, in ms, of `v`, and how many there are.
 fn figures(mut v: Vec<Duration>) -> (f64, f64, usize) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -41,18 +41,9 @@ fn row(what: &str, v: Vec<Duration>, bound: &str) {
     println!("| {what} | {median:.0} ms | {max:.0} ms | {n} | {bound} |");
 }
 
-/// Master IPs released so far in the logs of `nodes` (the plan's master IPs
-/// are 10.64.x.x).
+/// Master IPs released so far in the logs of `nodes`.
 fn master_releases(site: &Site, nodes: &[usize]) -> usize {
-    nodes
-        .iter()
-        .map(|i| {
-            site.log(*i)
-                .lines()
-                .filter(|l| l.contains("released ip=10.64."))
-                .count()
-        })
-        .sum()
+    nodes.iter().map(|i| site.master_releases(*i).len()).sum()
 }
 
 /// Waits until every master IP is served by its master, the leader and term
@@ -112,14 +103,6 @@ fn one_death(site: &Site, victim: Victim, death: Death) -> (Duration, usize) {
             site.kill9(v);
             let out = site.fence(v);
             assert!(out.status.success(), "fence: {}", String::from_utf8_lossy(&out.stderr));
-            if std::env::var("BENCH_DEBUG").is_ok() {
-                eprintln!(
-                    "fence done after {:?}: {}",
-                    t0.elapsed(),
-                    String::from_utf8_lossy(&out.stdout).trim()
-                );
-                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-            }
         }
         Death::PortDown => {
             site.lan.switch().ip(&["link", "set", &port, "down"]);

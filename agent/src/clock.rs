@@ -57,6 +57,15 @@ impl Add<Duration> for Mono {
     }
 }
 
+/// Sleeps until `at` on this process's clock; with no point, for ever (a
+/// `select!` branch that never fires).
+pub async fn sleep_until(at: Option<Mono>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Unix time in ms, for history entries (`Request::at_ms`); apply never reads it.
 pub fn unix_ms() -> u64 {
     SystemTime::now()

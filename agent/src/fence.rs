@@ -26,7 +26,7 @@ use slotd_raft_store::{storage, ClusterState, NodeId, ServiceIp};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Timing};
 use crate::error::AgentError;
 use crate::identity::Identity;
 use crate::leader::core::TICKET_FRESH;
@@ -48,6 +48,8 @@ pub enum FenceError {
     Netlink(NetError),
     #[error("could not release {0}")]
     Release(String),
+    #[error("starting a runtime to read the Raft data: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// The cluster state as far as this node had committed it.
@@ -110,72 +112,89 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             None
         }
     };
+    let done = if config.manage_addresses {
+        release_all(config).await?
+    } else {
+        // The addresses lived in the agent's memory: gone with it.
+        Released {
+            addresses: Vec::new(),
+            state: read_state(config).await,
+            seen_interface: true,
+        }
+    };
+    // Instances: the `none` driver runs nothing; the Cyrus drivers will
+    // stop every slot's process group here.
+    let may_tell = lock.is_some() && done.seen_interface;
+    let leader_accepted = tell(config, may_tell, done.state.as_ref()).await;
+    Ok(Fenced {
+        released: done.addresses,
+        leader_accepted,
+    })
+}
+
+/// What [`release_all`] released, and what it learnt on the way.
+struct Released {
+    addresses: Vec<ServiceIp>,
+    /// The committed cluster state, if the Raft data could be read in time.
+    state: Option<ClusterState>,
+    /// Whether the interface could be listed (if not, what it holds beyond
+    /// the ledger and the Raft data is unknown: nobody is told).
+    seen_interface: bool,
+}
+
+/// Releases every address this node may hold; an error (after trying them
+/// all) if any is still held.
+async fn release_all(config: &Config) -> Result<Released, FenceError> {
     let ledger = Ledger::new(&config.runtime_dir);
     let mut targets: Entries = ledger.read_or_warn("releasing what the interface and the Raft data name");
     let mut released = Vec::new();
     let mut still = Entries::new();
     let mut failures = Vec::new();
-    let mut seen_interface = !config.manage_addresses;
-    if config.manage_addresses {
-        let ops = KernelOps::new().map_err(FenceError::Netlink)?;
-        let listed = match ops.list(&config.interface).await {
-            Ok(list) => {
-                seen_interface = true;
-                Some(list)
-            }
-            Err(e) => {
-                warn!(
-                    interface = %config.interface,
-                    error = %e,
-                    "cannot list the interface: releasing every address the ledger and the Raft data name"
-                );
-                None
-            }
-        };
-        if let Some(list) = &listed {
-            add_tagged(&mut targets, list);
+    let ops = KernelOps::new().map_err(FenceError::Netlink)?;
+    let listed = match ops.list(&config.interface).await {
+        Ok(list) => Some(list),
+        Err(e) => {
+            warn!(
+                interface = %config.interface,
+                error = %e,
+                "cannot list the interface: releasing every address the ledger and the Raft data name"
+            );
+            None
         }
-        release(&ops, config, &targets, &mut released, &mut still, &mut failures).await;
-        // Then the Raft data: any store address it names that is still
-        // here (one the ledger and the tags missed).
-        let state = read_state(config).await;
-        if let Some(state) = &state {
-            let mut more = Entries::new();
-            for st in state.stores.values() {
-                for ip in [st.master_ip, st.replica_ip] {
-                    let here = listed
-                        .as_ref()
-                        .is_none_or(|l| l.iter().any(|b| b.prefix.addr() == ip.addr));
-                    if here && !targets.contains_key(&ip.addr) {
-                        more.insert(ip.addr, (ip, st.name.clone()));
-                    }
+    };
+    if let Some(list) = &listed {
+        add_tagged(&mut targets, list);
+    }
+    release(&ops, config, &targets, &mut released, &mut still, &mut failures).await;
+    // Then the Raft data: any store address it names that is still here
+    // (one the ledger and the tags missed).
+    let state = read_state(config).await;
+    if let Some(state) = &state {
+        let mut more = Entries::new();
+        for st in state.stores.values() {
+            for ip in [st.master_ip, st.replica_ip] {
+                let here = listed
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|b| b.prefix.addr() == ip.addr));
+                if here && !targets.contains_key(&ip.addr) {
+                    more.insert(ip.addr, (ip, st.name.clone()));
                 }
             }
-            release(&ops, config, &more, &mut released, &mut still, &mut failures).await;
         }
-        // Instances: the `none` driver runs nothing; the Cyrus drivers will
-        // stop every slot's process group here.
-        // The ledger now names what may still be held.
-        if let Err(e) = ledger.write(&still) {
-            warn!(error = %e, "cannot rewrite the ledger");
-        }
-        if !failures.is_empty() {
-            // Still holding something: the leader must not hear "nothing here".
-            return Err(FenceError::Release(failures.join("; ")));
-        }
-        let may_tell = lock.is_some() && seen_interface;
-        let leader_accepted = tell(config, may_tell, state.as_ref()).await;
-        return Ok(Fenced {
-            released,
-            leader_accepted,
-        });
+        release(&ops, config, &more, &mut released, &mut still, &mut failures).await;
     }
-    // The addresses lived in the agent's memory: gone with it.
-    let state = read_state(config).await;
-    let leader_accepted = tell(config, lock.is_some(), state.as_ref()).await;
-    Ok(Fenced {
-        released,
-        leader_accepted,
+    // The ledger now names what may still be held.
+    if let Err(e) = ledger.write(&still) {
+        warn!(error = %e, "cannot rewrite the ledger");
+    }
+    if !failures.is_empty() {
+        // Still holding something: the leader must not hear "nothing here".
+        return Err(FenceError::Release(failures.join("; ")));
+    }
+    Ok(Released {
+        addresses: released,
+        state,
+        seen_interface: listed.is_some(),
     })
 }
 
@@ -230,11 +249,7 @@ async fn read_state(config: &Config) -> Option<ClusterState> {
         let rt = tokio::runtime::Builder::new_current_thread().build();
         match rt {
             Ok(rt) => rt.block_on(local_state(&config)),
-            Err(e) => Err(FenceError::Netlink(NetError::Io {
-                op: "start a runtime",
-                interface: String::new(),
-                source: e,
-            })),
+            Err(e) => Err(FenceError::Runtime(e)),
         }
     });
     match tokio::time::timeout(RAFT_DATA_DEADLINE, read).await {
@@ -268,11 +283,25 @@ async fn tell(config: &Config, allowed: bool, state: Option<&ClusterState>) -> O
 }
 
 /// How long one call to a peer may take.
-const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Pause between rounds over the nodes while no leader answers (an
 /// election may be under way).
-const RETRY: Duration = Duration::from_millis(50);
+pub const RETRY: Duration = Duration::from_millis(50);
+
+/// How long `slotd fence` keeps trying to tell a leader: `lease + margin`,
+/// after which the silent path has moved the stores anyway (and long
+/// enough to outlast an election when the leader itself died).
+pub fn telling_for(timing: &Timing) -> Duration {
+    timing.lease() + timing.clock_skew_margin()
+}
+
+/// How long after its ticket arrived a notice sent without an answer may
+/// still be accepted (the ticket is fresh on the leader's clock, which may
+/// run slow by the margin): `slotd fence` does not exit before that.
+pub fn in_doubt_for(timing: &Timing) -> Duration {
+    TICKET_FRESH + timing.clock_skew_margin()
+}
 
 /// Best effort (DESIGN rule 6): tell the leader this node holds nothing, so
 /// its stores move now rather than after the lease. Asks the nodes (the
@@ -306,7 +335,7 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
         .filter(|n| n.id != me)
         .map(|n| n.addr.clone())
         .collect();
-    let deadline = Instant::now() + config.timing.lease() + config.timing.clock_skew_margin();
+    let deadline = Instant::now() + telling_for(&config.timing);
     // Until when an unanswered notice might still be accepted.
     let mut in_doubt_until: Option<Instant> = None;
     let mut outcome = None;
@@ -358,7 +387,7 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
                 // ticket is void; try again with a new one.
                 Ok(_) => outcome = Some(false),
                 Err(_) => {
-                    let until = got_at + TICKET_FRESH + config.timing.clock_skew_margin();
+                    let until = got_at + in_doubt_for(&config.timing);
                     in_doubt_until = Some(in_doubt_until.map_or(until, |t| t.max(until)));
                 }
             }

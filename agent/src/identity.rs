@@ -126,7 +126,7 @@ impl Identity {
             None => {}
         }
         if !self.file.as_os_str().is_empty() {
-            write_synced(&self.file, format!("{id}\n").as_bytes()).map_err(|source| IdentityError::Io {
+            crate::durable::replace(&self.file, format!("{id}\n").as_bytes()).map_err(|source| IdentityError::Io {
                 path: self.file.clone(),
                 source,
             })?;
@@ -152,23 +152,6 @@ impl Identity {
             }),
         }
     }
-}
-
-/// Writes `bytes` to `path` atomically and durably (temp file, fsync,
-/// rename, fsync of the directory).
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

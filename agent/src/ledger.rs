@@ -9,7 +9,6 @@
 //! One line per address, readable by an operator: `ADDRESS/LEN STORE`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -116,16 +115,10 @@ impl Ledger {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(render(entries).as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        crate::durable::replace(&self.path, render(entries).as_bytes()).map_err(io)
     }
 }
 

@@ -4,7 +4,8 @@
 //! - ground floor: `wire` (every message agents exchange), `error`
 //!   (`AgentError`), `peer_call` (the one typed way to call another agent),
 //!   `clock` (time as a value, for the pure cores), `identity` (the cluster
-//!   id every Peer call carries), `lock` (the agent lock), `random`;
+//!   id every Peer call carries), `lock` (the agent lock), `random`, `durable` (whole-file
+//!   replacement);
 //! - `config`: the node's `slotd.toml`, loaded and validated;
 //! - pure decisions: `leader::core` (lease ledger, who is dead), `lease`
 //!   (`LeaseBook`: grants in, lease out), `reconcile` (what to do on this
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod driver;
+pub mod durable;
 pub mod error;
 pub mod fence;
 pub mod identity;

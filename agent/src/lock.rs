@@ -10,7 +10,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-/// File name of the lock in the data directory.
+/// File name of the lock in the runtime directory.
 pub const LOCK_FILE: &str = "agent.lock";
 
 /// Held until dropped.

@@ -36,7 +36,6 @@ use crate::cluster::Cluster;
 use crate::config::{Config, Driver};
 use crate::driver::NoneDriver;
 use crate::identity::{Identity, IdentityError};
-use crate::leader::core::TICKET_FRESH;
 use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
 use crate::lease::{self, LeaseState};
 use crate::ledger::Ledger;
@@ -126,14 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         raft: raft.clone(),
         reader,
         network,
-        leader: Mutex::new(LeaderCore::new(
-            config.node_id,
-            LeaderTiming {
-                lease: config.timing.lease(),
-                margin: config.timing.clock_skew_margin(),
-                ticket_fresh: TICKET_FRESH,
-            },
-        )),
+        leader: Mutex::new(LeaderCore::new(config.node_id, LeaderTiming::of(&config.timing))),
         engine_wake: engine_wake.clone(),
         identity,
     });
@@ -179,7 +171,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let peer = PeerServer::new(PeerService {
         cluster: cluster.clone(),
         granter: granter.clone(),
-        name: config.name.clone(),
         stats: stats.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE)
@@ -320,19 +311,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
 
 fn write_endpoints(dir: &Path, listen: SocketAddr, metrics: SocketAddr) -> Result<(), NodeError> {
     let path: PathBuf = dir.join(ENDPOINTS_FILE);
-    let tmp = dir.join(format!("{ENDPOINTS_FILE}.tmp"));
-    let write = |path: &Path, r: std::io::Result<()>| {
-        r.map_err(|source| NodeError::Write {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    write(
-        &tmp,
-        std::fs::write(&tmp, format!("listen={listen}\nmetrics={metrics}\n")),
-    )?;
-    // Atomic: a reader never sees half a file.
-    write(&path, std::fs::rename(&tmp, &path))
+    // Whole: a reader never sees half a file.
+    crate::durable::replace(&path, format!("listen={listen}\nmetrics={metrics}\n").as_bytes())
+        .map_err(|source| NodeError::Write { path, source })
 }
 
 /// Environment variable that turns on fault injection (tests only).

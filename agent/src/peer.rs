@@ -26,8 +26,6 @@ use crate::wire::{FenceRequest, JoinRequest, LeaderCall, Renewal};
 pub struct PeerService {
     pub cluster: Arc<Cluster>,
     pub granter: Granter,
-    /// This node's name, which a join must name.
-    pub name: String,
     pub stats: Arc<Stats>,
 }
 
@@ -41,11 +39,15 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
         .map_err(|e| Status::internal(format!("encode reply: {e}")))
 }
 
+/// The cluster id a call carries, if any.
+fn header<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata().get(HEADER).and_then(|v| v.to_str().ok())
+}
+
 impl PeerService {
     /// Refuses a call from another cluster, or any call before this agent
     /// has joined one.
-    fn admit<T>(&self, method: &'static str, req: &Request<T>) -> Result<(), Status> {
-        let header = req.metadata().get(HEADER).and_then(|v| v.to_str().ok());
+    fn admit(&self, method: &'static str, header: Option<&str>) -> Result<(), Status> {
         self.cluster.identity.admit(header).map_err(|r| match r {
             Refusal::NotJoined => {
                 self.stats.peer_refused(method, "not_joined");
@@ -63,31 +65,31 @@ impl PeerService {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("append_entries", &req)?;
+        self.admit("append_entries", header(&req))?;
         let rpc = decode(req)?;
         encode(&self.cluster.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("vote", &req)?;
+        self.admit("vote", header(&req))?;
         let rpc = decode(req)?;
         encode(&self.cluster.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("install_snapshot", &req)?;
+        self.admit("install_snapshot", header(&req))?;
         let rpc = decode(req)?;
         encode(&self.cluster.raft.install_snapshot(rpc).await)
     }
 
     async fn heartbeat(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("heartbeat", &req)?;
+        self.admit("heartbeat", header(&req))?;
         let renewal: Renewal = decode(req)?;
         encode(&self.granter.grant(renewal).await)
     }
 
     async fn fenced(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("fenced", &req)?;
+        self.admit("fenced", header(&req))?;
         let request: FenceRequest = decode(req)?;
         encode(&self.cluster.fence_request(request).await)
     }
@@ -95,10 +97,10 @@ impl Peer for PeerService {
     async fn leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         // The bootstrap travels before anyone has a cluster id; it is
         // refused on its own terms once the cluster is initialised.
-        let admitted = self.admit("leader", &req);
+        let header = header(&req).map(str::to_owned);
         let call: LeaderCall = decode(req)?;
         if !matches!(call, LeaderCall::Init { .. }) {
-            admitted?;
+            self.admit("leader", header.as_deref())?;
         }
         encode(&self.cluster.execute(call).await)
     }
@@ -106,10 +108,10 @@ impl Peer for PeerService {
     async fn join(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let join: JoinRequest = decode(req)?;
         let me = self.cluster.id;
-        let result = if join.node != me || join.name != self.name {
+        let result = if join.node != me || join.name != self.cluster.name {
             Err(AgentError::Invalid(format!(
                 "this agent is node {me} ({}), not node {} ({}): check the address in the topology",
-                self.name, join.node, join.name
+                self.cluster.name, join.node, join.name
             )))
         } else {
             self.cluster

@@ -66,15 +66,7 @@ impl Part {
             Part::Raft => "Raft core",
         }
     }
-}
 
-impl fmt::Display for Part {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Part {
     /// How often it marks progress: a few times within its bound (the lease
     /// keeper marks on its own heartbeat, at least every `heartbeat_ms`).
     pub fn mark_every(self) -> Duration {
@@ -90,6 +82,12 @@ impl Part {
             Part::Reconciler => STALL_BOUND,
             Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND,
         }
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

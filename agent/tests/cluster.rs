@@ -100,11 +100,11 @@ fn follower_writes_succeed_bad_writes_change_nothing() {
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     // A node that does not run cannot join: refused, nothing changes.
     let before = comparable(&c.status(1, false).unwrap());
-    let unused = "127.0.0.1:9";
+    let unused = c.unused_addr().to_string();
     let out = c.slotctl(
         follower,
         &[
-            "node", "add", "--id", "6", "--name", "imap6", "--addr", unused, "--slots", "s01",
+            "node", "add", "--id", "6", "--name", "imap6", "--addr", &unused, "--slots", "s01",
         ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));

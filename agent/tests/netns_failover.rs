@@ -13,7 +13,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::netns::{find_store, leader, masters, wait_for, Site, HOSTS, WAIT};
+use common::netns::{find_store, leader, masters, store, wait_for, Site, HOSTS, WAIT};
+use slotd_agent::config::Timing;
 
 #[test]
 fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
@@ -27,31 +28,19 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
     let killed = Instant::now();
     site.kill9(victim);
     // What systemd's ExecStopPost does after any exit of the agent.
-    let out = site.lan.host(HOSTS[victim]).exec(
-        env!("CARGO_BIN_EXE_slotd"),
-        &["fence", "--config", site.config(victim).to_str().unwrap()],
-    );
+    let out = site.fence(victim);
     assert!(out.status.success(), "fence: {}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("the leader accepted"), "fence: {said}");
     assert!(site.held(victim).is_empty(), "fence left {:?}", site.held(victim));
 
     let survivor = (0..3).find(|i| *i != victim).unwrap();
-    let after = wait_for("the moved stores served by their new masters", WAIT, || {
-        let s = site.status(survivor)?;
-        for (store, ip) in &moved {
-            let st = s["stores"].as_array()?.iter().find(|x| x["name"] == store.as_str())?;
-            let master = st["master"].as_str()?;
-            if master == victim_name || site.who_serves(*ip)? != master {
-                return None;
-            }
-        }
-        Some(s)
-    });
+    let after = site.moved_served(survivor, &moved, &victim_name);
     // The fence told the leader, so the stores did not wait out the dead
-    // agent's lease + margin (2.5 s), which is what the silent path takes.
+    // agent's lease + margin, which is what the silent path takes.
     let took = killed.elapsed();
-    assert!(took < Duration::from_millis(2500), "moved only after {took:?}");
+    let t = Timing::default();
+    assert!(t.lease() + t.clock_skew_margin() > took, "moved only after {took:?}");
     for (store, _) in &moved {
         let st = find_store(&after, store);
         assert_eq!(st["epoch"], 2);
@@ -64,12 +53,7 @@ fn kill_9_of_a_master_moves_its_ips_to_live_replicas() {
         let s = site.status(survivor)?;
         moved
             .iter()
-            .all(|(store, _)| {
-                s["stores"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["name"] == store.as_str()))
-                    .is_some_and(|x| x["l2"] == "ok")
-            })
+            .all(|(name, _)| store(&s, name).is_some_and(|x| x["l2"] == "ok"))
             .then_some(())
     });
 }

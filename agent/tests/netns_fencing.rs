@@ -15,16 +15,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::netns::{leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
-
-/// Lease + margin: the leader moves the stores no earlier; the IPs must be
-/// gone before.
-const LEASE_AND_MARGIN: Duration = Duration::from_millis(2500);
+use common::netns::{find_store, leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
+use slotd_agent::config::Timing;
 
 /// Freezes (or stalls) a master's agent and watches its master IPs, every
-/// 10 ms, until they are served elsewhere. Returns how long after the
-/// freeze its IPs had left its namespace.
-fn frozen_master(tag: &str, freeze: libc::c_int) -> Duration {
+/// 10 ms, until they are served elsewhere: they must have left its
+/// namespace before lease + margin (when the leader may move the stores).
+fn frozen_master(tag: &str, freeze: libc::c_int) {
     let site = Site::start_with(
         tag,
         SiteOptions {
@@ -46,7 +43,7 @@ fn frozen_master(tag: &str, freeze: libc::c_int) -> Duration {
     let deadline = frozen + WAIT;
     loop {
         assert!(Instant::now() < deadline, "the IPs never moved");
-        let held: Vec<Vec<String>> = (0..3).map(|i| site.held(i)).collect();
+        let held = site.held_all(&[]);
         for ip in &ips {
             let holders: Vec<usize> = (0..3).filter(|i| held[*i].contains(ip)).collect();
             assert!(holders.len() <= 1, "{ip} held by {holders:?} at once");
@@ -74,23 +71,12 @@ fn frozen_master(tag: &str, freeze: libc::c_int) -> Duration {
         killed.killed - frozen,
         killed.fenced - killed.killed
     );
-    assert!(gone < LEASE_AND_MARGIN, "the master IPs stayed {gone:?}");
+    let t = Timing::default();
+    let lease_and_margin = t.lease() + t.clock_skew_margin();
+    assert!(gone < lease_and_margin, "the master IPs stayed {gone:?}");
     // Reachable on their new masters.
     let survivor = (0..3).find(|i| *i != victim).unwrap();
-    wait_for("the moved stores served by their new masters", WAIT, || {
-        let s = site.status(survivor)?;
-        moved
-            .iter()
-            .all(|(store, ip)| {
-                s["stores"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["name"] == store.as_str()))
-                    .and_then(|x| x["master"].as_str().map(str::to_owned))
-                    .is_some_and(|m| m != name && site.who_serves(*ip).as_deref() == Some(m.as_str()))
-            })
-            .then_some(())
-    });
-    gone
+    site.moved_served(survivor, &moved, &name);
 }
 
 #[test]
@@ -104,22 +90,17 @@ fn a_stalled_reconciler_is_killed_and_fenced_within_the_margin() {
     frozen_master("fzr", libc::SIGUSR1);
 }
 
-/// The store addresses each namespace holds.
-fn held_all(site: &Site) -> Vec<Vec<String>> {
-    (0..3).map(|i| site.held(i)).collect()
-}
-
 #[test]
 fn fence_releases_the_ledger_without_the_raft_data() {
     let site = Site::start("fzl");
     site.init();
-    let before = held_all(&site);
+    let before = site.held_all(&[]);
     assert!(before.iter().all(|h| !h.is_empty()));
     // Every agent dies (kill -9): the addresses stay bound.
     for i in 0..3 {
         site.kill9(i);
     }
-    assert_eq!(held_all(&site), before);
+    assert_eq!(site.held_all(&[]), before);
     // Node 1: its Raft database is garbage.
     std::fs::write(site.data_dir(0).join("raft.redb"), b"not a database").unwrap();
     // Node 2: its data directory is gone (a file stands in its way).
@@ -162,9 +143,7 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
     let replica_ip = store["replica_ip"].as_str().unwrap().to_owned();
     let replica = store["replicas"][0].as_str().unwrap().to_owned();
     // The store's slots, from the planned topology the site was given.
-    let topology = slotd_raft_store::plan::plan(3, site.options.slots)
-        .unwrap()
-        .to_topology(&slotd_raft_store::plan::Naming::default());
+    let topology = site.topology();
     let planned = topology.stores.iter().find(|s| s.name == name).unwrap();
     let slot_of: BTreeMap<String, String> = planned
         .slots
@@ -175,7 +154,7 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Nobody answers for its addresses any more.
     wait_for("the removed store's addresses released everywhere", WAIT, || {
-        held_all(&site)
+        site.held_all(&[])
             .iter()
             .all(|h| !h.contains(&master_ip) && !h.contains(&replica_ip))
             .then_some(())
@@ -199,12 +178,7 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let after = site.served_by_masters(0);
-    let reborn = after["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "reborn")
-        .unwrap();
+    let reborn = find_store(&after, "reborn");
     assert_eq!(reborn["master"], replica.as_str());
     let holders: Vec<&str> = (0..3)
         .filter(|i| site.held(*i).contains(&master_ip))
@@ -232,17 +206,8 @@ fn fence_beside_a_live_agent_refuses_unless_systemd_stopped_it() {
     );
     assert_eq!(site.held(0), held, "a refused fence released addresses");
 
-    let cfg = site.config(0);
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            site.lan.host(HOSTS[0]).name(),
-            env!("CARGO_BIN_EXE_slotd"),
-            "fence",
-            "--config",
-        ])
-        .arg(&cfg)
+    let out = site
+        .fence_command(0)
         .env("SERVICE_RESULT", "timeout")
         .env("EXIT_CODE", "killed")
         .output()

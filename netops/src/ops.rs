@@ -67,13 +67,17 @@ pub struct AnnounceOptions {
     pub interval: Duration,
 }
 
-impl Default for AnnounceOptions {
+impl AnnounceOptions {
     /// 3 rounds 100 ms apart, like `arping -U`/`-A` and keepalived.
+    pub const DEFAULT: AnnounceOptions = AnnounceOptions {
+        count: 3,
+        interval: Duration::from_millis(100),
+    };
+}
+
+impl Default for AnnounceOptions {
     fn default() -> Self {
-        Self {
-            count: 3,
-            interval: Duration::from_millis(100),
-        }
+        AnnounceOptions::DEFAULT
     }
 }
 

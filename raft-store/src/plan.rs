@@ -142,8 +142,8 @@ fn nth(base: Ipv4Addr, k: usize) -> Ipv4Addr {
 }
 
 impl Layout {
-    /// The cluster state right after `slotctl init` of this layout (tests,
-    /// simulations, benchmarks).
+    /// The cluster state right after `slotctl init` of this layout (for
+    /// tests).
     pub fn initial_state(&self, naming: &Naming) -> Result<ClusterState, Rejection> {
         let mut state = ClusterState::default();
         state

@@ -12,9 +12,10 @@
 //! (`LeaderCore`: lease ledger, fresh-leader wait, who is dead, fence
 //! tickets and notices, failover targets), the node's lease rules
 //! (`LeaseBook`), the reconciler's decision and the shape of its passes
-//! (`reconcile`, `plan_pass`), the watchdog rule (`watchdog::stalled`), and
-//! the default timings (`config::Timing`: heartbeat 200 ms, lease 2 s,
-//! margin 500 ms, elections 100–250 ms, Raft heartbeat 50 ms).
+//! (`reconcile`, `plan_pass`), the watchdog rule (`watchdog::verdict`), the
+//! default timings (`config::Timing`: heartbeat 200 ms, lease 2 s, margin
+//! 500 ms, elections 100–250 ms, Raft heartbeat 75 ms), and `slotd fence`'s
+//! timings (`fence::{telling_for, in_doubt_for, RETRY, CALL_TIMEOUT}`).
 //!
 //! **Cluster.** 3–7 nodes, 4–40 slots each (up to 20 masters a node, 6–140
 //! stores), voters: 3, 5 or all nodes.
@@ -56,8 +57,9 @@
 //! is cut — and the node fences — when the lease as it stands then has run
 //! out.
 //!
-//! **Watchdog.** The agent pings every 50 ms while every part made progress
-//! within 100 ms (`watchdog::stalled`); systemd kills it after 200 ms
+//! **Watchdog.** The agent pings every 25 ms (`PING_EVERY`) while every part
+//! made progress within its bound (`watchdog::verdict`; the reconciler's is
+//! `STALL_BOUND`, 150 ms); systemd kills it after 200 ms
 //! without a ping (the shipped unit), then `slotd fence` clears the machine
 //! and, with a ticket from the leader, tells it (its stores move at once);
 //! the agent restarts only after the fence has exited.
@@ -207,10 +209,7 @@ fn replay() {
 /// converges.
 #[test]
 fn the_old_reconciler_is_caught_flapping() {
-    let broken = Variant {
-        old_reconciler: true,
-        ..Variant::REAL
-    };
+    let broken = Variant::OLD_RECONCILER;
     let caught = (0..10).filter(|&seed| run_seed(seed, broken).is_err()).count();
     assert!(
         caught >= 5,
@@ -224,10 +223,7 @@ fn the_old_reconciler_is_caught_flapping() {
 /// connected machines when the leader dies.
 #[test]
 fn the_old_election_timing_is_caught_fencing_connected_masters() {
-    let broken = Variant {
-        old_elections: true,
-        ..Variant::REAL
-    };
+    let broken = Variant::OLD_ELECTIONS;
     let failures: Vec<Failure> = (0..20).filter_map(|seed| run_seed(seed, broken).err()).collect();
     assert!(
         failures.iter().any(|f| f.what.starts_with("liveness")),
@@ -239,10 +235,7 @@ fn the_old_election_timing_is_caught_fencing_connected_masters() {
 /// lease plus the margin.
 #[test]
 fn the_old_watchdog_is_caught() {
-    let broken = Variant {
-        old_watchdog: true,
-        ..Variant::REAL
-    };
+    let broken = Variant::OLD_WATCHDOG;
     // Seeds where a hang lands at the worst moment (found by sim-survey).
     let caught = [67u64, 267, 287, 292]
         .into_iter()
@@ -255,11 +248,7 @@ fn the_old_watchdog_is_caught() {
 /// (without the probe that would also stop it) break S1.
 #[test]
 fn lease_without_read_index_is_caught() {
-    let broken = Variant {
-        lease_waits_for_log: false,
-        probes: false,
-        ..Variant::REAL
-    };
+    let broken = Variant::NO_READ_INDEX;
     let caught = (0..20).filter(|&seed| run_seed(seed, broken).is_err()).count();
     assert!(caught > 0, "a lease that ignores the log went unnoticed on 20 seeds");
 }
@@ -267,11 +256,7 @@ fn lease_without_read_index_is_caught() {
 /// Teeth: nodes that ignore their lease are caught.
 #[test]
 fn broken_lease_is_caught() {
-    let broken = Variant {
-        ignore_lease: true,
-        probes: false,
-        ..Variant::REAL
-    };
+    let broken = Variant::IGNORE_LEASE;
     let caught = (0..10).filter(|&seed| run_seed(seed, broken).is_err()).count();
     assert!(caught > 0, "nodes ignoring their lease went unnoticed on 10 seeds");
 }
@@ -279,12 +264,7 @@ fn broken_lease_is_caught() {
 /// Teeth: a failure detector without margin or fresh-leader wait is caught.
 #[test]
 fn broken_detector_is_caught() {
-    let broken = Variant {
-        detector_margin: std::time::Duration::ZERO,
-        fresh_leader_wait: false,
-        probes: false,
-        ..Variant::REAL
-    };
+    let broken = Variant::NO_DETECTOR_WAIT;
     let caught = (0..20).filter(|&seed| run_seed(seed, broken).is_err()).count();
     assert!(
         caught > 0,

@@ -16,6 +16,7 @@ use slotd_raft_store::decide::{failover_targets, FailoverPlan, Reports};
 use slotd_raft_store::{ClusterState, NodeId};
 
 use crate::clock::Mono;
+use crate::config::Timing;
 use crate::wire::HealthReport;
 
 /// How long a fence ticket stays good: a notice presented later is refused.
@@ -35,6 +36,15 @@ pub struct LeaderTiming {
 }
 
 impl LeaderTiming {
+    /// The leader's timings of a node's `[timing]`.
+    pub fn of(t: &Timing) -> LeaderTiming {
+        LeaderTiming {
+            lease: t.lease(),
+            margin: t.clock_skew_margin(),
+            ticket_fresh: TICKET_FRESH,
+        }
+    }
+
     /// A node not granted for this long has fenced itself at least `margin` ago.
     pub fn dead_after(&self) -> Duration {
         self.lease + self.margin
@@ -228,20 +238,12 @@ impl LeaderCore {
             return Decision::default();
         }
         let settled = self.settled(now);
-        let dead_after = self.timing.dead_after();
         let dead: BTreeSet<NodeId> = state
             .nodes
             .keys()
             .copied()
             .filter(|n| *n != self.me)
-            .filter(|n| {
-                let book = self.books.get(n);
-                book.is_some_and(|b| b.fenced)
-                    || (settled
-                        && book
-                            .and_then(|b| b.granted_at)
-                            .is_none_or(|t| now.since(t) > dead_after))
-            })
+            .filter(|n| self.books.get(n).is_some_and(|b| b.fenced) || (settled && !self.granted_within(*n, now)))
             .collect();
         if dead.is_empty() {
             return Decision::default();
@@ -312,13 +314,14 @@ impl LeaderCore {
     /// a node granted a lease within `lease + margin`. Only a leader grants,
     /// so only a leader knows.
     pub fn alive(&self, node: NodeId, now: Mono) -> bool {
-        node == self.me
-            || (self.leading.is_some()
-                && self
-                    .books
-                    .get(&node)
-                    .and_then(|b| b.granted_at)
-                    .is_some_and(|t| now.since(t) <= self.timing.dead_after()))
+        node == self.me || (self.leading.is_some() && self.granted_within(node, now))
+    }
+
+    /// Whether this node granted `node` a lease within `lease + margin` of
+    /// `now` (if not, that node has fenced itself at least `margin` ago).
+    fn granted_within(&self, node: NodeId, now: Mono) -> bool {
+        self.granted_at(node)
+            .is_some_and(|t| now.since(t) <= self.timing.dead_after())
     }
 
     /// When `node` was last granted a lease by this node.

@@ -14,7 +14,7 @@ use slotd_raft_store::{Command, Reason};
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::clock::{unix_ms, Mono};
+use crate::clock::{sleep_until, unix_ms, Mono};
 use crate::cluster::Cluster;
 use crate::stats::Stats;
 
@@ -125,12 +125,5 @@ impl FailoverEngine {
                 info!(store = %store, epoch, verdict = %v, "layer-2 alarm cleared");
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Mono>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
-        None => std::future::pending().await,
     }
 }

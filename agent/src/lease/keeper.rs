@@ -10,13 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::RaftMetrics;
 use slotd_raft_store::NodeId;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{LeaseBook, LeaseState};
-use crate::clock::Mono;
+use crate::clock::{sleep_until, Mono};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::Granter;
@@ -49,10 +48,6 @@ async fn renew(
         .map_err(|e| AgentError::Raft(e.to_string()))?
 }
 
-fn leader_of(m: &RaftMetrics<NodeId, openraft::BasicNode>) -> Option<NodeId> {
-    m.current_leader
-}
-
 /// Renews this node's lease every `heartbeat` until `stop` is set;
 /// publishes it on the returned receiver.
 pub fn spawn_keeper(
@@ -70,7 +65,7 @@ pub fn spawn_keeper(
         let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metrics = cluster.raft.metrics();
-        let mut leader = leader_of(&metrics.borrow());
+        let mut leader = metrics.borrow().current_leader;
         let mut applied = cluster.reader.subscribe();
         let (done_tx, mut done) = mpsc::channel::<(Mono, Result<Granted, AgentError>)>(64);
         let applied_index = |rx: &watch::Receiver<Option<openraft::LogId<NodeId>>>| rx.borrow().map_or(0, |l| l.index);
@@ -85,7 +80,7 @@ pub fn spawn_keeper(
                 _ = tick.tick() => true,
                 changed = metrics.changed() => {
                     if changed.is_err() { return }
-                    let now_leader = leader_of(&metrics.borrow_and_update());
+                    let now_leader = metrics.borrow_and_update().current_leader;
                     let new = now_leader.is_some() && now_leader != leader;
                     leader = now_leader;
                     if new {
@@ -140,11 +135,4 @@ pub fn spawn_keeper(
         }
     });
     (rx, handle)
-}
-
-async fn sleep_until(at: Option<Mono>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
-        None => std::future::pending().await,
-    }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix};
+use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix, Outcome};
 use slotd_raft_store::storage::StateReader;
 use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp};
 use tokio::sync::{mpsc, watch};
@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::{plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed, PassPlan};
-use crate::clock::Mono;
+use crate::clock::{sleep_until, Mono};
 use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
 use crate::lease::LeaseState;
@@ -33,7 +33,7 @@ use crate::watchdog::{Part, Progress, MARK_EVERY};
 use crate::wire::HealthReport;
 
 /// How often the machine is compared with the log even when nothing changed.
-const RESYNC: Duration = Duration::from_secs(1);
+pub const RESYNC: Duration = Duration::from_secs(1);
 
 /// Probe results by address, taken before a pass binds.
 type Probes = BTreeMap<IpAddr, Result<Option<slotd_netops::MacAddr>, String>>;
@@ -43,7 +43,7 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A master IP is bound, or Cyrus started as master, only with at least this
 /// much lease left: an action must not straddle the lease's end.
-const TAKE_GUARD: Duration = Duration::from_millis(300);
+pub const TAKE_GUARD: Duration = Duration::from_millis(300);
 
 /// Layer-2 probes per round of the checker.
 const L2_PER_PASS: usize = 8;
@@ -104,10 +104,7 @@ pub async fn lease_flips(mut lease: watch::Receiver<LeaseState>, valid: bool) {
             changed = lease.changed() => {
                 if changed.is_err() {
                     // No more renewals: only time can change it now.
-                    match until {
-                        Some(t) => tokio::time::sleep_until(t.to_instant()).await,
-                        None => std::future::pending().await,
-                    }
+                    sleep_until(until).await;
                     return;
                 }
             }
@@ -119,13 +116,6 @@ pub async fn lease_flips(mut lease: watch::Receiver<LeaseState>, valid: bool) {
 /// `stop` was set (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn sleep_until(at: Option<Mono>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.to_instant()).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
@@ -445,8 +435,11 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         // failing release, so that it escalates if it lasts.
         r.progress.release_failed();
         for s in state.stores.values() {
-            if let Ok(p) = prefix(s.master_ip) {
-                let _ = r.ops.release(&r.interface, p).await;
+            let ip = s.master_ip;
+            if let Ok(p) = prefix(ip) {
+                if let Ok(Outcome::Changed) = r.ops.release(&r.interface, p).await {
+                    info!(%ip, store = %s.name, "released");
+                }
             }
         }
         for (slot, instance) in r.driver.observe().await {

@@ -38,6 +38,8 @@ pub struct TestCluster {
     /// Ids of the agents that are in the cluster (all, unless a test
     /// initialises fewer and adds the others later).
     pub members: Vec<u64>,
+    /// Which cluster of this test process it is (picks its ports).
+    nth: u16,
 }
 
 /// A loopback address no other test process uses: 127 + the 24 low bits
@@ -153,7 +155,18 @@ impl TestCluster {
             agents.push(agent);
         }
         let members = (1..=n as u64).collect();
-        TestCluster { dir, agents, members }
+        TestCluster {
+            dir,
+            agents,
+            members,
+            nth,
+        }
+    }
+
+    /// An address on this cluster's own loopback where nothing listens
+    /// (agent ids start at 1; port 0 of the block is never used).
+    pub fn unused_addr(&self) -> SocketAddr {
+        own_loopback(self.nth, 0)
     }
 
     pub fn agent(&self, id: u64) -> &Agent {

@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -78,6 +78,8 @@ pub struct Site {
     pub lan: Lan,
     pub dir: tempfile::TempDir,
     pub options: SiteOptions,
+    /// Each agent's runtime directory (its ledger), as its config says.
+    runtime_dirs: Vec<PathBuf>,
     agents: Agents,
     stop: Arc<AtomicBool>,
     /// Agents killed by the stand-in service manager.
@@ -86,6 +88,14 @@ pub struct Site {
 
 pub fn addr_of(i: usize) -> String {
     format!("10.99.0.{}", i + 1)
+}
+
+/// `slotd fence` with `config` in namespace `ns`, as ExecStopPost runs it.
+pub fn fence_command(ns: &str, config: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_slotd"), "fence", "--config"])
+        .arg(config);
+    cmd
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,10 +126,11 @@ impl Site {
             }
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let site = Site {
+        let mut site = Site {
             lan,
             dir,
             options,
+            runtime_dirs: Vec::new(),
             agents: Arc::new(Mutex::new(vec![None, None, None])),
             stop,
             killed: Arc::default(),
@@ -137,6 +148,7 @@ impl Site {
             c.manage_addresses = true;
             c.cyrus.driver = Driver::None;
             std::fs::write(site.config(i), c.to_toml()).expect("config");
+            site.runtime_dirs.push(c.runtime_dir);
             site.spawn(i);
         }
         site
@@ -150,9 +162,9 @@ impl Site {
         self.dir.path().join(format!("n{}", i + 1))
     }
 
-    /// The agent's runtime directory (its ledger), beside the data directory.
+    /// The agent's runtime directory (its ledger).
     pub fn runtime_dir(&self, i: usize) -> PathBuf {
-        self.data_dir(i).with_extension("run")
+        self.runtime_dirs[i].clone()
     }
 
     pub fn spawn(&self, i: usize) {
@@ -189,18 +201,19 @@ impl Site {
         };
         // `ip netns exec` execs slotd: the child's pid is the agent's.
         let child = cmd.spawn().expect("spawn slotd");
+        let pid = child.id();
         lock(&self.agents)[i] = Some(child);
         if let Some(socket) = socket {
-            self.watch(i, socket);
+            self.watch(i, pid, socket);
         }
         wait_for("slotd to serve", WAIT, || data.join("endpoints").exists().then_some(()));
     }
 
-    /// systemd's watchdog and ExecStopPost for agent `i`, on a thread.
-    fn watch(&self, i: usize, socket: UnixDatagram) {
+    /// systemd's watchdog and ExecStopPost for agent `i` (process `pid`),
+    /// on a thread.
+    fn watch(&self, i: usize, pid: u32, socket: UnixDatagram) {
         let (agents, stop, killed) = (self.agents.clone(), self.stop.clone(), self.killed.clone());
-        let ns = self.lan.host(HOSTS[i]).name().to_owned();
-        let config = self.config(i);
+        let mut fence = self.fence_command(i);
         std::thread::spawn(move || {
             let _ = socket.set_read_timeout(Some(Duration::from_millis(5)));
             let mut last: Option<Instant> = None;
@@ -216,17 +229,15 @@ impl Site {
                     }
                 }
                 if last.is_some_and(|t| t.elapsed() > WATCHDOG) {
-                    let Some(mut child) = lock(&agents)[i].take() else {
+                    // Only the agent this thread watches (the test may have
+                    // killed it and started another meanwhile).
+                    let Some(mut child) = lock(&agents)[i].take_if(|c| c.id() == pid) else {
                         return;
                     };
                     let _ = child.kill();
                     let at = Instant::now();
                     let _ = child.wait();
-                    let fence = Command::new("ip")
-                        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_slotd"), "fence", "--config"])
-                        .arg(&config)
-                        .output()
-                        .expect("slotd fence");
+                    let fence = fence.output().expect("slotd fence");
                     lock(&killed).push(Killed {
                         node: i,
                         killed: at,
@@ -268,12 +279,12 @@ impl Site {
     }
 
     /// `slotd fence` in host `i`'s namespace, as ExecStopPost runs it.
+    pub fn fence_command(&self, i: usize) -> Command {
+        fence_command(self.lan.host(HOSTS[i]).name(), &self.config(i))
+    }
+
     pub fn fence(&self, i: usize) -> Output {
-        let cfg = self.config(i);
-        self.lan.host(HOSTS[i]).exec(
-            env!("CARGO_BIN_EXE_slotd"),
-            &["fence", "--config", cfg.to_str().unwrap()],
-        )
+        self.fence_command(i).output().expect("slotd fence")
     }
 
     pub fn status(&self, i: usize) -> Option<Value> {
@@ -284,15 +295,21 @@ impl Site {
             .flatten()
     }
 
-    /// Initialises the planned topology (node 1's Peer address first) and
-    /// waits until every master IP is served by its master.
-    pub fn init(&self) -> Value {
+    /// The planned topology of the site, with the agents' Peer addresses.
+    pub fn topology(&self) -> slotd_raft_store::Topology {
         let mut t = slotd_raft_store::plan::plan(3, self.options.slots)
             .expect("plan")
             .to_topology(&slotd_raft_store::plan::Naming::default());
         for (i, n) in t.nodes.iter_mut().enumerate() {
             n.addr = format!("{}:7420", addr_of(i));
         }
+        t
+    }
+
+    /// Initialises the planned topology (node 1's Peer address first) and
+    /// waits until every master IP is served by its master.
+    pub fn init(&self) -> Value {
+        let t = self.topology();
         let path = self.dir.path().join("topology.toml");
         std::fs::write(&path, slotd_raft_store::topology::render(&t)).expect("topology");
         let out = self.slotctl(0, &["init", path.to_str().unwrap()]);
@@ -326,22 +343,16 @@ impl Site {
     fn check_served(&self, via: usize, dead: &[usize]) -> Result<Value, String> {
         let s = self.status(via).ok_or("no status")?;
         // Who holds what, once per look (not once per store).
-        let held: Vec<Vec<String>> = (0..HOSTS.len())
-            .map(|i| if dead.contains(&i) { Vec::new() } else { self.held(i) })
-            .collect();
-        let ips: Vec<IpAddr> = s["stores"]
+        let held = self.held_all(dead);
+        let stores: Vec<(&Value, IpAddr)> = s["stores"]
             .as_array()
             .ok_or("no stores")?
             .iter()
-            .filter_map(|st| st["master_ip"].as_str()?.split('/').next()?.parse().ok())
-            .collect();
+            .map(|st| master_ip(st).map(|ip| (st, ip)).ok_or("bad master_ip"))
+            .collect::<Result<_, _>>()?;
+        let ips: Vec<IpAddr> = stores.iter().map(|(_, ip)| *ip).collect();
         let answers = self.who_serves_all(&ips);
-        for st in s["stores"].as_array().ok_or("no stores")? {
-            let ip: IpAddr = st["master_ip"]
-                .as_str()
-                .and_then(|a| a.split('/').next())
-                .and_then(|a| a.parse().ok())
-                .ok_or("bad ip")?;
+        for ((st, ip), who) in stores.into_iter().zip(answers) {
             let holders: Vec<String> = (0..HOSTS.len())
                 .filter(|i| held[*i].contains(&format!("{ip}/32")))
                 .map(|i| format!("imap{}", i + 1))
@@ -353,7 +364,6 @@ impl Site {
                     st["name"], st["epoch"]
                 ));
             }
-            let who = ips.iter().position(|a| *a == ip).and_then(|k| answers[k].clone());
             if who.as_deref() != Some(master) {
                 return Err(format!("{} (master {master}) answered by {who:?}", st["name"]));
             }
@@ -363,12 +373,26 @@ impl Site {
 
     /// Who answers on `ip`, seen from the client namespace.
     pub fn who_serves(&self, ip: IpAddr) -> Option<String> {
-        self.lan.host("cl").run_blocking(move || {
-            let mut s = TcpStream::connect_timeout(&SocketAddr::new(ip, PORT), Duration::from_millis(300)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-            let mut name = String::new();
-            s.read_to_string(&mut name).ok()?;
-            Some(name)
+        self.who_serves_all(&[ip]).pop().flatten()
+    }
+
+    /// Waits until every store of `moved` is mastered, by the log as seen
+    /// from node `via`, by another node than `from`, and that node answers
+    /// on its master IP; returns that status.
+    pub fn moved_served(&self, via: usize, moved: &[(String, IpAddr)], from: &str) -> Value {
+        let ips: Vec<IpAddr> = moved.iter().map(|(_, ip)| *ip).collect();
+        wait_for("the moved stores served by their new masters", WAIT, || {
+            let s = self.status(via)?;
+            let answers = self.who_serves_all(&ips);
+            moved
+                .iter()
+                .zip(answers)
+                .all(|((name, _), who)| {
+                    store(&s, name)
+                        .and_then(|st| st["master"].as_str())
+                        .is_some_and(|m| m != from && who.as_deref() == Some(m))
+                })
+                .then_some(s)
         })
     }
 
@@ -398,6 +422,13 @@ impl Site {
         asks.into_iter().map(|h| h.join().ok().flatten()).collect()
     }
 
+    /// Store IPs bound in each namespace (none looked at for `skip`).
+    pub fn held_all(&self, skip: &[usize]) -> Vec<Vec<String>> {
+        (0..HOSTS.len())
+            .map(|i| if skip.contains(&i) { Vec::new() } else { self.held(i) })
+            .collect()
+    }
+
     /// Store IPs bound in host `i`'s namespace.
     pub fn held(&self, i: usize) -> Vec<String> {
         self.lan
@@ -412,17 +443,23 @@ impl Site {
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("n{}.log", i + 1))).unwrap_or_default()
     }
+
+    /// The master IPs agent `i` has logged releasing (the plan's master IPs
+    /// are 10.64.x.x; every release is logged, fencing blind included).
+    pub fn master_releases(&self, i: usize) -> Vec<String> {
+        self.log(i)
+            .lines()
+            .filter(|l| l.contains("released ip=10.64."))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Drop for Site {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // SIGKILL ends a stopped agent too.
         for i in 0..HOSTS.len() {
-            // A stopped agent must go too.
-            if let Some(c) = lock(&self.agents)[i].as_ref() {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGCONT) };
-            }
             self.kill9(i);
         }
         if std::thread::panicking() {
@@ -447,32 +484,33 @@ fn responder(name: &str, stop: &AtomicBool) {
     }
 }
 
+/// The master IP of a store of a status.
+pub fn master_ip(store: &Value) -> Option<IpAddr> {
+    store["master_ip"].as_str()?.split('/').next()?.parse().ok()
+}
+
+/// The stores `node` masters in a status, with their master IPs.
 pub fn masters(status: &Value, node: &str) -> Vec<(String, IpAddr)> {
     status["stores"]
         .as_array()
-        .unwrap()
+        .expect("stores")
         .iter()
         .filter(|s| s["master"] == node)
         .map(|s| {
-            let ip = s["master_ip"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            (s["name"].as_str().unwrap().to_owned(), ip)
+            let name = s["name"].as_str().expect("store name").to_owned();
+            (name, master_ip(s).expect("master_ip"))
         })
         .collect()
 }
 
+/// The store called `name` in a status, if there is one.
+pub fn store<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["stores"].as_array()?.iter().find(|x| x["name"] == name)
+}
+
 /// The store called `name` in a status.
 pub fn find_store<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["stores"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == name))
-        .unwrap_or_else(|| panic!("no store {name} in {status}"))
+    store(status, name).unwrap_or_else(|| panic!("no store {name} in {status}"))
 }
 
 pub fn leader(status: &Value) -> usize {

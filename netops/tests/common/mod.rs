@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::process::Output;
 
 use slotd_netops::testkit::{Lan, Netns, IFACE};
-use slotd_netops::{AddressOps, IpPrefix, KernelOps, NetError, Outcome};
+use slotd_netops::{AddressOps, BoundAddress, IpPrefix, KernelOps, NetError, Outcome};
 
 /// Host `name` gets 10.77.0.N/24 and fd00:77::N/64 on eth0, so it has an
 /// on-link route to every service IP used in the tests.
@@ -31,29 +31,20 @@ pub fn release(ns: &Netns, p: IpPrefix) -> Result<Outcome, NetError> {
     ns.run(move || async move { KernelOps::new()?.release(IFACE, p).await })
 }
 
-/// The prefixes on eth0 in `ns`, through the real implementation.
+/// The addresses on eth0 in `ns`, through the real implementation.
+pub fn bound(ns: &Netns) -> Vec<BoundAddress> {
+    ns.run(|| async { KernelOps::new()?.list(IFACE).await })
+        .unwrap_or_else(|e| panic!("list: {e}"))
+}
+
+/// The prefixes on eth0 in `ns`.
 pub fn list(ns: &Netns) -> Vec<IpPrefix> {
-    ns.run(|| async {
-        let ops = KernelOps::new()?;
-        ops.list(IFACE).await
-    })
-    .unwrap_or_else(|e| panic!("list: {e}"))
-    .into_iter()
-    .map(|b| b.prefix)
-    .collect()
+    bound(ns).into_iter().map(|b| b.prefix).collect()
 }
 
 /// The addresses on eth0 in `ns` that slotd tagged as its own.
 pub fn ours(ns: &Netns) -> Vec<IpPrefix> {
-    ns.run(|| async {
-        let ops = KernelOps::new()?;
-        ops.list(IFACE).await
-    })
-    .unwrap_or_else(|e| panic!("list: {e}"))
-    .into_iter()
-    .filter(|b| b.ours)
-    .map(|b| b.prefix)
-    .collect()
+    bound(ns).into_iter().filter(|b| b.ours).map(|b| b.prefix).collect()
 }
 
 /// `ip -n NS addr show dev eth0` as text.

@@ -72,38 +72,23 @@ impl StateReader {
     }
 }
 
-/// A state that no storage backs, and the handle that changes it: for tests
-/// and simulations of code that reads the state (the agent's reconciler).
+/// A fixed state that no storage backs, for tests of code that reads the
+/// state (the agent's reconciler); the readers' subscriptions stay open
+/// while the returned handle lives.
 pub fn in_memory(data: SmData) -> (StateReader, MemoryState) {
     let (applied, rx) = watch::channel(data.last_applied);
-    let data = Arc::new(RwLock::new(data));
     (
         StateReader {
-            data: data.clone(),
+            data: Arc::new(RwLock::new(data)),
             applied: rx,
         },
-        MemoryState { data, applied },
+        MemoryState { _applied: applied },
     )
 }
 
-/// Changes the state of [`in_memory`] as applied log entries would.
+/// Keeps the state of [`in_memory`] open to its readers.
 pub struct MemoryState {
-    data: Arc<RwLock<SmData>>,
-    applied: watch::Sender<Option<LogId>>,
-}
-
-impl MemoryState {
-    /// Applies `req` as the next log entry (term 1), and tells the readers.
-    pub fn apply(&self, req: &crate::command::Request) -> Response {
-        let mut data = write(&self.data);
-        let index = data.last_applied.map_or(1, |l| l.index + 1);
-        let response = data.state.apply(req);
-        let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), index);
-        data.last_applied = Some(log_id);
-        drop(data);
-        self.applied.send_replace(Some(log_id));
-        response
-    }
+    _applied: watch::Sender<Option<LogId>>,
 }
 
 // A panic while holding the lock cannot leave `SmData` half-written (apply

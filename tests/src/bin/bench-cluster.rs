@@ -271,9 +271,6 @@ fn main() {
         .iter()
         .filter_map(|a| a.child.as_ref().map(Child::id))
         .collect();
-    if let Ok(file) = std::env::var("BENCH_PIDS") {
-        let _ = std::fs::write(file, format!("{pids:?}"));
-    }
     let before: Vec<(u64, u64)> = pids.iter().filter_map(|p| proc_stat(*p)).collect();
     let window = Duration::from_secs(10);
     std::thread::sleep(window);

@@ -1,55 +1,17 @@
 //! How many simulation seeds break, per protocol variant: the protocol as
 //! implemented, and the broken variants the teeth tests use (the reconciler,
 //! the election timing and the watchdog of before, leases without the read
-//! index). `cargo run --release -p slotd-tests --bin sim-survey [SEEDS]`.
+//! index). `cargo run --release -p slotd-tests --bin sim-survey [SEEDS]`
+//! (`SLOTD_SIM_ONLY=NAME`: one variant of `Variant::NAMED`). One seed is
+//! replayed by the `replay` test of `tests/tests/simulation.rs`.
 
 use std::time::Instant;
 
 use slotd_tests::sim::{run_seed, Failure, SeedReport, Variant};
 
 fn main() {
-    if let Some(seed) = std::env::var("SLOTD_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        match run_seed(seed, Variant::from_env()) {
-            Ok(r) => println!("seed {seed}: ok {r:?}"),
-            Err(f) => println!("{f}"),
-        }
-        return;
-    }
     let seeds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(500);
-    let real = Variant::REAL;
-    for (name, v) in [
-        ("real", real),
-        (
-            "old-reconciler",
-            Variant {
-                old_reconciler: true,
-                ..real
-            },
-        ),
-        (
-            "old-elections",
-            Variant {
-                old_elections: true,
-                ..real
-            },
-        ),
-        (
-            "old-watchdog",
-            Variant {
-                old_watchdog: true,
-                ..real
-            },
-        ),
-        ("no-probes", Variant { probes: false, ..real }),
-        (
-            "no-read-index",
-            Variant {
-                lease_waits_for_log: false,
-                probes: false,
-                ..real
-            },
-        ),
-    ] {
+    for &(name, v) in Variant::NAMED {
         if std::env::var("SLOTD_SIM_ONLY").is_ok_and(|only| only != name) {
             continue;
         }

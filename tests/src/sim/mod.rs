@@ -8,8 +8,8 @@
 //! lease ledger, fresh-leader wait, who is dead, fence notices, failover
 //! targets), the node's lease rules (`lease::LeaseBook`), the reconciler's
 //! decision and the shape of its passes (`reconcile::{reconcile,
-//! plan_pass}`), the watchdog rule (`watchdog::stalled`) and the timing
-//! defaults (`config::Timing`). The simulation supplies time, the network,
+//! plan_pass}`), the watchdog rule (`watchdog::verdict`), the timing
+//! defaults (`config::Timing`) and `slotd fence`'s timings. The simulation supplies time, the network,
 //! Raft, the machines, and how long each action takes.
 //!
 //! Modules, one concept each:
@@ -37,6 +37,8 @@ pub mod world;
 use std::time::Duration;
 
 use slotd_agent::config::Timing;
+use slotd_agent::fence;
+use slotd_agent::leader::LeaderTiming;
 
 pub use world::{run_seed, Failure, SeedReport};
 
@@ -47,8 +49,9 @@ pub use world::{run_seed, Failure, SeedReport};
 pub struct Variant {
     /// Nodes act as master whatever their lease says (broken).
     pub ignore_lease: bool,
-    /// The failure detector's margin (real: `clock_skew_margin`).
-    pub detector_margin: Duration,
+    /// The failure detector runs without the clock margin (broken; real:
+    /// `clock_skew_margin`).
+    pub detector_without_margin: bool,
     /// A fresh leader waits `lease + margin` before any failover (real: yes).
     pub fresh_leader_wait: bool,
     /// A granted lease counts only once the node has applied the log up to
@@ -78,7 +81,7 @@ impl Variant {
     /// The protocol as implemented.
     pub const REAL: Variant = Variant {
         ignore_lease: false,
-        detector_margin: Duration::from_millis(500),
+        detector_without_margin: false,
         fresh_leader_wait: true,
         lease_waits_for_log: true,
         stalls: true,
@@ -88,37 +91,71 @@ impl Variant {
         old_elections: false,
         old_watchdog: false,
     };
+    pub const OLD_RECONCILER: Variant = Variant {
+        old_reconciler: true,
+        ..Variant::REAL
+    };
+    pub const OLD_ELECTIONS: Variant = Variant {
+        old_elections: true,
+        ..Variant::REAL
+    };
+    pub const OLD_WATCHDOG: Variant = Variant {
+        old_watchdog: true,
+        ..Variant::REAL
+    };
+    /// Leases that count before the log reached the read index (and no
+    /// probe, which would also stop the second master).
+    pub const NO_READ_INDEX: Variant = Variant {
+        lease_waits_for_log: false,
+        probes: false,
+        ..Variant::REAL
+    };
+    pub const NO_PROBES: Variant = Variant {
+        probes: false,
+        ..Variant::REAL
+    };
+    pub const NO_STALLS: Variant = Variant {
+        stalls: false,
+        ..Variant::REAL
+    };
+    /// Nodes that ignore their lease (no probe to save them).
+    pub const IGNORE_LEASE: Variant = Variant {
+        ignore_lease: true,
+        probes: false,
+        ..Variant::REAL
+    };
+    /// A failure detector without margin or fresh-leader wait (no probe).
+    pub const NO_DETECTOR_WAIT: Variant = Variant {
+        detector_without_margin: true,
+        fresh_leader_wait: false,
+        probes: false,
+        ..Variant::REAL
+    };
 
-    /// From `SLOTD_SIM_VARIANT`: `real` (default), `old-reconciler`,
-    /// `old-elections`, `old-watchdog`, `no-read-index` (and no probes),
-    /// `no-probes`, `no-stalls`.
+    /// Every variant by the name `SLOTD_SIM_VARIANT` and `sim-survey` use.
+    pub const NAMED: &[(&str, Variant)] = &[
+        ("real", Variant::REAL),
+        ("old-reconciler", Variant::OLD_RECONCILER),
+        ("old-elections", Variant::OLD_ELECTIONS),
+        ("old-watchdog", Variant::OLD_WATCHDOG),
+        ("no-read-index", Variant::NO_READ_INDEX),
+        ("no-probes", Variant::NO_PROBES),
+        ("no-stalls", Variant::NO_STALLS),
+        ("ignore-lease", Variant::IGNORE_LEASE),
+        ("no-detector-wait", Variant::NO_DETECTOR_WAIT),
+    ];
+
+    /// From `SLOTD_SIM_VARIANT` (a name of [`Variant::NAMED`]; `real` when
+    /// unset or unknown).
     pub fn from_env() -> Variant {
-        let real = Variant::REAL;
-        match std::env::var("SLOTD_SIM_VARIANT").as_deref() {
-            Ok("old-reconciler") => Variant {
-                old_reconciler: true,
-                ..real
-            },
-            Ok("old-elections") => Variant {
-                old_elections: true,
-                ..real
-            },
-            Ok("old-watchdog") => Variant {
-                old_watchdog: true,
-                ..real
-            },
-            Ok("no-read-index") => Variant {
-                lease_waits_for_log: false,
-                probes: false,
-                ..real
-            },
-            Ok("no-probes") => Variant { probes: false, ..real },
-            Ok("no-stalls") => Variant { stalls: false, ..real },
-            _ => real,
-        }
+        let name = std::env::var("SLOTD_SIM_VARIANT").unwrap_or_default();
+        Variant::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Variant::REAL, |(_, v)| *v)
     }
 
-    /// The timings this variant runs with, in ms.
+    /// The timings this variant runs with.
     pub fn timing(&self) -> SimTiming {
         let t = if self.old_elections {
             Timing {
@@ -130,7 +167,10 @@ impl Variant {
         } else {
             Timing::default()
         };
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut leader = LeaderTiming::of(&t);
+        if self.detector_without_margin {
+            leader.margin = Duration::ZERO;
+        }
         SimTiming {
             heartbeat: t.heartbeat_ms as f64,
             lease: t.lease_ms as f64,
@@ -138,6 +178,7 @@ impl Variant {
             election_min: t.election_timeout_min_ms as f64,
             election_max: t.election_timeout_max_ms as f64,
             raft_heartbeat: t.raft_heartbeat_ms as f64,
+            raft_tick: t.raft_heartbeat_ms as f64 * 1.5,
             probe: t.probe_timeout_ms as f64,
             watchdog: if self.old_watchdog {
                 1000.0
@@ -145,44 +186,69 @@ impl Variant {
                 ms(slotd_agent::watchdog::UNIT_WATCHDOG)
             },
             ping_every: ms(slotd_agent::watchdog::PING_EVERY),
+            fence_telling: ms(fence::telling_for(&t)),
+            fence_in_doubt: ms(fence::in_doubt_for(&t)),
+            leader,
         }
     }
 }
 
-/// Timings in ms, from the agent's defaults.
+/// A duration in the simulation's unit (ms, as `f64`).
+pub const fn ms(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+/// Timings in ms, from the agent's defaults and rules, and the leader
+/// core's own.
 #[derive(Clone, Copy, Debug)]
 pub struct SimTiming {
     pub heartbeat: f64,
     pub lease: f64,
+    /// `clock_skew_margin`, as the checkers count it.
     pub margin: f64,
     pub election_min: f64,
     pub election_max: f64,
     pub raft_heartbeat: f64,
+    /// openraft's election tick: 1.5 Raft heartbeats.
+    pub raft_tick: f64,
     pub probe: f64,
     /// systemd's `WatchdogSec` of the shipped unit.
     pub watchdog: f64,
     pub ping_every: f64,
+    /// How long `slotd fence` tries to tell a leader, and how long after a
+    /// ticket an unanswered notice keeps it waiting (`fence`).
+    pub fence_telling: f64,
+    pub fence_in_doubt: f64,
+    /// What the leader core runs with (the variant's detector margin).
+    pub leader: LeaderTiming,
 }
 
 /// How long the agent's actions take on a machine (true ms), and the run's
 /// bounds.
 pub mod timing {
+    use slotd_agent::reconcile::run;
+    use slotd_netops::AnnounceOptions;
+
+    use super::ms;
+
     /// A bind or release (netlink, acknowledged).
     pub const CHANGE: f64 = 1.0;
     /// One announcement round (raw socket).
     pub const ANNOUNCE_ROUND: f64 = 1.0;
-    /// Between announcement rounds (three rounds, as shipped).
-    pub const ANNOUNCE_INTERVAL: f64 = 100.0;
-    pub const ANNOUNCE_ROUNDS: u32 = 3;
+    /// Between announcement rounds, and how many (as the agent sends them).
+    pub const ANNOUNCE_INTERVAL: f64 = ms(AnnounceOptions::DEFAULT.interval);
+    pub const ANNOUNCE_ROUNDS: u32 = AnnounceOptions::DEFAULT.count;
     /// Stopping an instance.
     pub const STOP: f64 = 5.0;
     /// A master IP is bound, or Cyrus started as master, only with this
-    /// much lease left (`reconcile::run` TAKE_GUARD).
-    pub const TAKE_GUARD: f64 = 300.0;
-    /// Reconciler resync period (`reconcile::run` RESYNC).
-    pub const RESYNC: f64 = 1000.0;
-    /// `slotd fence` retries its round over the nodes this often.
-    pub const FENCE_RETRY: f64 = 50.0;
+    /// much lease left.
+    pub const TAKE_GUARD: f64 = ms(run::TAKE_GUARD);
+    /// Reconciler resync period.
+    pub const RESYNC: f64 = ms(run::RESYNC);
+    /// `slotd fence` retries its round over the nodes this often, and
+    /// gives up on one call after this long.
+    pub const FENCE_RETRY: f64 = ms(slotd_agent::fence::RETRY);
+    pub const FENCE_CALL_TIMEOUT: f64 = ms(slotd_agent::fence::CALL_TIMEOUT);
     /// One simulation step.
     pub const STEP: u64 = 10;
     /// Faults start in `FAULTS_FROM..FAULTS_UNTIL` and are all over by `HEALED_BY`.

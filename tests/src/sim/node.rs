@@ -8,15 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use slotd_agent::leader::{LeaderCore, LeaderTiming};
+use slotd_agent::leader::LeaderCore;
 use slotd_agent::lease::LeaseBook;
 use slotd_agent::reconcile::{reconcile, Action, Instance, Observed};
 use slotd_raft_store::{ClusterState, NodeId, Request};
 
-use super::clock::{to_mono, Clock};
+use super::clock::Clock;
 use super::pass::{Host, Pass};
 use super::raft::{RaftNode, Vote};
-use super::{SimTiming, Variant};
+use super::SimTiming;
 
 /// What is really true on the machine: the addresses bound on its interface
 /// and the role each Cyrus instance runs in. Survives an agent crash until
@@ -97,14 +97,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(
-        idx: usize,
-        clock: Clock,
-        t: &SimTiming,
-        variant: &Variant,
-        election_timeout: f64,
-        tick_phase: f64,
-    ) -> Node {
+    pub fn new(idx: usize, clock: Clock, t: &SimTiming, election_timeout: f64, tick_phase: f64) -> Node {
         let now = clock.local(0);
         Node {
             idx,
@@ -120,9 +113,9 @@ impl Node {
             fence: None,
             state: ClusterState::default(),
             applied: 0,
-            raft: RaftNode::start(idx, Vote::default(), now, election_timeout, tick_phase),
-            core: core(idx, t, variant),
-            book: LeaseBook::new(Duration::from_secs_f64(t.lease / 1000.0)),
+            raft: RaftNode::start(idx, t.election_max, Vote::default(), now, election_timeout, tick_phase),
+            core: core(idx, t),
+            book: LeaseBook::new(t.leader.lease),
             next_heartbeat: now,
             next_detect: now,
             next_resync: now,
@@ -136,15 +129,22 @@ impl Node {
 
     /// A new agent process (after a crash): Raft restarts from its
     /// persisted vote; lease, leader core and pass start empty.
-    pub fn restart(&mut self, now: u64, t: &SimTiming, variant: &Variant, election_timeout: f64, tick_phase: f64) {
+    pub fn restart(&mut self, now: u64, t: &SimTiming, election_timeout: f64, tick_phase: f64) {
         let local = self.clock.local(now);
         self.up = true;
         self.incarnation += 1;
         self.frozen_until = None;
         self.stalled = None;
-        self.raft = RaftNode::start(self.idx, self.raft.vote, local, election_timeout, tick_phase);
-        self.core = core(self.idx, t, variant);
-        self.book = LeaseBook::new(Duration::from_secs_f64(t.lease / 1000.0));
+        self.raft = RaftNode::start(
+            self.idx,
+            t.election_max,
+            self.raft.vote,
+            local,
+            election_timeout,
+            tick_phase,
+        );
+        self.core = core(self.idx, t);
+        self.book = LeaseBook::new(t.leader.lease);
         self.last_ping = local;
         self.next_ping = local;
         self.next_heartbeat = local;
@@ -219,9 +219,9 @@ impl Node {
         self.last_valid = lease_valid;
     }
 
-    /// Advances the pass in flight; true when it is over (then dropped).
-    pub fn advance_pass(&mut self, now: u64, others: &dyn Fn(IpAddr) -> bool, ignore_lease: bool) -> Option<usize> {
-        let mut pass = self.pass.take()?;
+    /// Advances the pass in flight; drops it once it is over.
+    pub fn advance_pass(&mut self, now: u64, others: &dyn Fn(IpAddr) -> bool, ignore_lease: bool) {
+        let Some(mut pass) = self.pass.take() else { return };
         let mut host = NodeHost {
             node: self,
             now,
@@ -229,24 +229,14 @@ impl Node {
             ignore_lease,
         };
         pass.advance(now as f64, &mut host);
-        if pass.done() {
-            Some(pass.actions)
-        } else {
+        if !pass.done() {
             self.pass = Some(pass);
-            None
         }
     }
 }
 
-fn core(idx: usize, t: &SimTiming, variant: &Variant) -> LeaderCore {
-    LeaderCore::new(
-        idx as NodeId + 1,
-        LeaderTiming {
-            lease: Duration::from_secs_f64(t.lease / 1000.0),
-            margin: variant.detector_margin,
-            ticket_fresh: slotd_agent::leader::core::TICKET_FRESH,
-        },
-    )
+fn core(idx: usize, t: &SimTiming) -> LeaderCore {
+    LeaderCore::new(idx as NodeId + 1, t.leader)
 }
 
 /// What a pass sees of and does to its node.
@@ -300,9 +290,4 @@ impl Host for NodeHost<'_> {
     fn cyrus_start(&self) -> f64 {
         self.node.cyrus_start
     }
-}
-
-/// A local reading in ms as the agent's `Mono`, for callers outside.
-pub fn mono(local_ms: f64) -> slotd_agent::clock::Mono {
-    to_mono(local_ms)
 }

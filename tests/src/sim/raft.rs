@@ -70,11 +70,23 @@ pub struct RaftNode {
     pub next_append: f64,
     /// A voter answered this campaign with a longer log.
     pub seen_greater_log: bool,
+    /// This node's index.
+    me: usize,
+    /// openraft's leader lease (`election_timeout_max`): how long after
+    /// hearing the leader a voter refuses candidates.
+    leader_lease: f64,
 }
 
 impl RaftNode {
     /// A process starting with the persisted `vote` at local time `now`.
-    pub fn start(me: usize, vote: Vote, now: f64, election_timeout: f64, tick_phase: f64) -> RaftNode {
+    pub fn start(
+        me: usize,
+        leader_lease: f64,
+        vote: Vote,
+        now: f64,
+        election_timeout: f64,
+        tick_phase: f64,
+    ) -> RaftNode {
         let leading = vote.committed && vote.node == Some(me);
         RaftNode {
             vote,
@@ -85,6 +97,8 @@ impl RaftNode {
             next_tick: now + tick_phase,
             next_append: now,
             seen_greater_log: false,
+            me,
+            leader_lease,
         }
     }
 
@@ -98,10 +112,11 @@ impl RaftNode {
 
     /// openraft's `update_vote`: accept `vote` if it is at least ours
     /// (a greater one replaces ours, an equal one touches it).
-    pub fn update_vote(&mut self, me: usize, vote: Vote, now: f64) -> bool {
+    pub fn update_vote(&mut self, vote: Vote, now: f64) -> bool {
         if !vote.at_least(&self.vote) {
             return false;
         }
+        let me = self.me;
         self.vote = vote;
         self.utime = now;
         if vote.committed && vote.node == Some(me) {
@@ -117,7 +132,8 @@ impl RaftNode {
     }
 
     /// Whether the election tick at `now` makes this voter campaign.
-    pub fn due_to_campaign(&self, now: f64, leader_lease: f64) -> bool {
+    pub fn due_to_campaign(&self, now: f64) -> bool {
+        let leader_lease = self.leader_lease;
         if self.is_leader() {
             return false;
         }
@@ -132,8 +148,23 @@ impl RaftNode {
         now - self.utime >= timeout
     }
 
+    /// A greater vote seen in a reply: taken, as not committed
+    /// (`Engine::handle_vote_resp`, and a stale append's answer).
+    pub fn see_vote(&mut self, vote: Vote, now: f64) {
+        if vote != self.vote && vote.at_least(&self.vote) {
+            self.update_vote(
+                Vote {
+                    committed: false,
+                    ..vote
+                },
+                now,
+            );
+        }
+    }
+
     /// Starts a campaign: the next term, voting for itself.
-    pub fn campaign(&mut self, me: usize, now: f64) -> u64 {
+    pub fn campaign(&mut self, now: f64) -> u64 {
+        let me = self.me;
         self.seen_greater_log = false;
         self.vote = Vote {
             term: self.vote.term + 1,
@@ -150,25 +181,14 @@ impl RaftNode {
 
     /// `Engine::handle_vote_req`: may this voter (with `my_log` entries)
     /// vote for `candidate` in `term` with `log` entries?
-    #[allow(clippy::too_many_arguments)]
-    pub fn vote_request(
-        &mut self,
-        me: usize,
-        candidate: usize,
-        term: u64,
-        log: usize,
-        my_log: usize,
-        now: f64,
-        leader_lease: f64,
-    ) -> bool {
-        if self.vote.committed && now <= self.utime + leader_lease {
+    pub fn vote_request(&mut self, candidate: usize, term: u64, log: usize, my_log: usize, now: f64) -> bool {
+        if self.vote.committed && now <= self.utime + self.leader_lease {
             return false;
         }
         if log < my_log {
             return false;
         }
         self.update_vote(
-            me,
             Vote {
                 term,
                 node: Some(candidate),

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+use slotd_agent::clock::Mono;
 use slotd_agent::watchdog;
 use slotd_agent::wire::HealthReport;
 use slotd_raft_store::plan::{plan, Naming};
@@ -247,7 +248,7 @@ impl World {
             };
             let offset = rng.range(0, 1_000_000) as f64;
             let (timeout, phase) = election_draw(&mut rng, &t);
-            let mut node = Node::new(i, Clock { offset, rate }, &t, &variant, timeout, phase);
+            let mut node = Node::new(i, Clock { offset, rate }, &t, timeout, phase);
             node.cyrus_start = cyrus_start;
             nodes.push(node);
         }
@@ -381,15 +382,14 @@ impl World {
             return false;
         }
         let term = l.raft.term();
-        let acks = self
-            .voters
-            .iter()
-            .filter(|&&v| {
-                let n = &self.nodes[v];
-                n.running() && self.net.connected(i, v) && n.raft.term() <= term
-            })
-            .count();
+        let acks = self.voters.iter().filter(|&&v| self.follows(v, i, term)).count();
         acks >= self.majority()
+    }
+
+    /// Whether voter `v` runs, reaches `i` and has not moved past `term`.
+    fn follows(&self, v: usize, i: usize, term: u64) -> bool {
+        let n = &self.nodes[v];
+        n.running() && self.net.connected(i, v) && n.raft.term() <= term
     }
 
     /// For the liveness checker: which nodes run and are connected, without
@@ -531,7 +531,7 @@ impl World {
             node.fence = Some(FenceRun {
                 run: self.fence_runs,
                 begins: local,
-                deadline: local + self.t.lease + self.t.margin,
+                deadline: local + self.t.fence_telling,
                 next_round: local,
                 in_doubt_until: None,
                 presenting: None,
@@ -566,10 +566,10 @@ impl World {
             let fence_done = self.nodes[i].fence.is_none();
             if !self.nodes[i].up && fence_done && self.nodes[i].restart_at.is_some_and(|t| t <= now) {
                 let (timeout, phase) = election_draw(&mut self.rng, &self.t);
-                let (t, v) = (self.t, self.variant);
+                let t = self.t;
                 let node = &mut self.nodes[i];
                 node.restart_at = None;
-                node.restart(now, &t, &v, timeout, phase);
+                node.restart(now, &t, timeout, phase);
                 if node.raft.is_leader() {
                     let term = node.raft.term();
                     self.log(format!("node {id}: agent restarts, leader of term {term} again"));
@@ -587,7 +587,7 @@ impl World {
     /// notice is still in doubt, it waits until its ticket went stale.
     fn fence_step(&mut self, i: usize) {
         let local = self.nodes[i].clock.local(self.now);
-        let margin = self.t.margin;
+        let in_doubt = self.t.fence_in_doubt;
         let Some(f) = self.nodes[i].fence.as_ref() else { return };
         if local < f.begins {
             return;
@@ -598,10 +598,9 @@ impl World {
         }
         let Some(f) = self.nodes[i].fence.as_mut() else { return };
         if let Some((_, _, got_at)) = f.presenting {
-            if local - got_at > 500.0 {
+            if local - got_at > FENCE_CALL_TIMEOUT {
                 // No answer to the notice: it may still be accepted.
-                let fresh = slotd_agent::leader::core::TICKET_FRESH.as_secs_f64() * 1000.0;
-                let until = got_at + fresh + margin;
+                let until = got_at + in_doubt;
                 f.in_doubt_until = Some(f.in_doubt_until.map_or(until, |u: f64| u.max(until)));
                 f.presenting = None;
             }
@@ -674,7 +673,6 @@ impl World {
         let now = self.now;
         let local = self.nodes[to].clock.local(now);
         let mono = self.nodes[to].clock.mono(now);
-        let leader_lease = self.t.election_max;
         match msg {
             Msg::Append { term, commit } => {
                 let node = &mut self.nodes[to];
@@ -684,7 +682,7 @@ impl World {
                     node: Some(from),
                     committed: true,
                 };
-                if !node.raft.update_vote(to, leader_vote, local) {
+                if !node.raft.update_vote(leader_vote, local) {
                     let vote = node.raft.vote;
                     self.net.send(now, to, from, Msg::Stale { vote }, &mut self.rng);
                     return;
@@ -698,16 +696,10 @@ impl World {
             Msg::Stale { vote } => {
                 let node = &mut self.nodes[to];
                 let was = node.raft.is_leader();
-                if vote != node.raft.vote && vote.at_least(&node.raft.vote) {
-                    let seen = Vote {
-                        committed: false,
-                        ..vote
-                    };
-                    node.raft.update_vote(to, seen, local);
-                    if was && !node.raft.is_leader() {
-                        let id = node.id;
-                        self.log(format!("node {id}: steps down ({vote:?} seen)"));
-                    }
+                node.raft.see_vote(vote, local);
+                if was && !node.raft.is_leader() {
+                    let id = node.id;
+                    self.log(format!("node {id}: steps down ({vote:?} seen)"));
                 }
             }
             Msg::Vote { term, log } => {
@@ -716,9 +708,7 @@ impl World {
                 }
                 let node = &mut self.nodes[to];
                 let was = node.raft.is_leader();
-                let granted = node
-                    .raft
-                    .vote_request(to, from, term, log, node.applied, local, leader_lease);
+                let granted = node.raft.vote_request(from, term, log, node.applied, local);
                 let vote = node.raft.vote;
                 let log = node.applied;
                 if was && !node.raft.is_leader() {
@@ -736,15 +726,7 @@ impl World {
                     if log > node.applied && matches!(node.raft.role, Role::Candidate { .. }) {
                         node.raft.seen_greater_log = true;
                     }
-                    // openraft takes a greater vote from the reply, as not
-                    // committed (`Engine::handle_vote_resp`).
-                    if vote.at_least(&node.raft.vote) && vote != node.raft.vote {
-                        let seen = Vote {
-                            committed: false,
-                            ..vote
-                        };
-                        node.raft.update_vote(to, seen, local);
-                    }
+                    node.raft.see_vote(vote, local);
                     return;
                 }
                 let won = match &mut node.raft.role {
@@ -756,7 +738,6 @@ impl World {
                 };
                 if won {
                     node.raft.update_vote(
-                        to,
                         Vote {
                             term: my_term,
                             node: Some(to),
@@ -823,27 +804,21 @@ impl World {
                 node.book.granted(to_mono(sent_local), read_index as u64, applied, mono);
             }
             Msg::TicketAsk { run } => {
-                if !self.quorum_ok(to) {
+                if !self.confirm_leader(to, mono) {
                     return;
                 }
                 let id = self.rng.next_u64();
                 let asker = self.nodes[from].id;
-                let l = &mut self.nodes[to];
-                let term = l.raft.term();
-                l.core.observe(Some(term), mono);
-                if l.core.issue_ticket(asker, id, mono) {
+                if self.nodes[to].core.issue_ticket(asker, id, mono) {
                     self.net.send(now, to, from, Msg::Ticket { run, id }, &mut self.rng);
                 }
             }
             Msg::Notice { run, id } => {
-                if !self.quorum_ok(to) {
+                if !self.confirm_leader(to, mono) {
                     return;
                 }
                 let asker = self.nodes[from].id;
-                let l = &mut self.nodes[to];
-                let term = l.raft.term();
-                l.core.observe(Some(term), mono);
-                let accepted = l.core.fenced_notice(asker, id, mono);
+                let accepted = self.nodes[to].core.fenced_notice(asker, id, mono);
                 self.net
                     .send(now, to, from, Msg::NoticeReply { run, accepted }, &mut self.rng);
                 if accepted {
@@ -858,6 +833,17 @@ impl World {
         }
     }
 
+    /// A fence request reaches node `l` (as `Cluster::fence_request`): it
+    /// answers only as a leader with a quorum, its core told of its term.
+    fn confirm_leader(&mut self, l: usize, mono: Mono) -> bool {
+        if !self.quorum_ok(l) {
+            return false;
+        }
+        let term = self.nodes[l].raft.term();
+        self.nodes[l].core.observe(Some(term), mono);
+        true
+    }
+
     /// A lease quorum round: the quorum, and each voter's heartbeat and
     /// answer not lost.
     fn round_ok(&mut self, i: usize) -> bool {
@@ -867,9 +853,9 @@ impl World {
         let p = self.net.loss_at(self.now);
         let term = self.nodes[i].raft.term();
         let mut acks = 0;
-        for &v in &self.voters.clone() {
-            let n = &self.nodes[v];
-            let reach = n.running() && self.net.connected(i, v) && n.raft.term() <= term;
+        for k in 0..self.voters.len() {
+            let v = self.voters[k];
+            let reach = self.follows(v, i, term);
             let lost = v != i && (self.rng.chance(p) || self.rng.chance(p));
             if reach && !lost {
                 acks += 1;
@@ -881,7 +867,7 @@ impl World {
     /// Node `i` has just become leader (elected, or restored at restart).
     fn on_elected(&mut self, i: usize) {
         let now = self.now;
-        let dead_after = self.t.lease + self.t.margin;
+        let dead_after = super::ms(self.t.leader.dead_after());
         let fresh_wait = self.variant.fresh_leader_wait;
         let node = &mut self.nodes[i];
         let term = node.raft.term();
@@ -927,19 +913,19 @@ impl World {
             return;
         }
         let local = self.nodes[i].clock.local(self.now);
-        let tick = self.t.raft_heartbeat * 1.5;
-        let leader_lease = self.t.election_max;
+        let tick = self.t.raft_tick;
         if local >= self.nodes[i].raft.next_tick {
             self.nodes[i].raft.next_tick += tick;
             if self.nodes[i].raft.next_tick <= local {
                 self.nodes[i].raft.next_tick = local + tick;
             }
-            if self.voters.contains(&i) && self.nodes[i].raft.due_to_campaign(local, leader_lease) {
-                let term = self.nodes[i].raft.campaign(i, local);
+            if self.voters.contains(&i) && self.nodes[i].raft.due_to_campaign(local) {
+                let term = self.nodes[i].raft.campaign(local);
                 let log = self.nodes[i].applied;
                 let id = self.nodes[i].id;
                 self.log(format!("node {id} campaigns, term {term}"));
-                for &v in &self.voters.clone() {
+                for k in 0..self.voters.len() {
+                    let v = self.voters[k];
                     if v != i {
                         self.net.send(self.now, i, v, Msg::Vote { term, log }, &mut self.rng);
                     }
@@ -966,6 +952,7 @@ impl World {
             return;
         }
         let dead = decision.dead;
+        let moves = decision.plan.moves.len() as u64;
         let command = Command::Failover {
             reason: Reason::Failure,
             moves: decision.plan.moves,
@@ -974,10 +961,6 @@ impl World {
             self.nodes[li].core.pardon(&dead);
             return;
         }
-        let moves = match &command {
-            Command::Failover { moves, .. } => moves.len() as u64,
-            _ => 0,
-        };
         if let Err(r) = self.nodes[li].state.check(&command) {
             self.nodes[li].core.pardon(&dead);
             self.report.rejected_failovers += 1;
@@ -1016,7 +999,7 @@ impl World {
             self.nodes[i].next_ping = local + self.t.ping_every;
             let reconciler = self.nodes[i].stalled.map_or(local, |(_, since)| since);
             let marks = [Some(mono), Some(to_mono(reconciler)), Some(mono)];
-            if watchdog::stalled(marks, mono, mono).is_empty() {
+            if watchdog::verdict(marks, mono, mono, None, self.t.leader.margin).is_ok() {
                 self.nodes[i].last_ping = local;
             }
         }
@@ -1102,6 +1085,6 @@ impl World {
 fn election_draw(rng: &mut Rng, t: &SimTiming) -> (f64, f64) {
     let span = (t.election_max - t.election_min).max(1.0);
     let timeout = t.election_min + span * rng.unit();
-    let phase = t.raft_heartbeat * 1.5 * rng.unit();
+    let phase = t.raft_tick * rng.unit();
     (timeout, phase)
 }
