@@ -11,6 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".slotd.v1.StatusReply", serde)
         .type_attribute(".slotd.v1.NodeStatus", serde)
         .type_attribute(".slotd.v1.StoreStatus", serde)
+        .type_attribute(".slotd.v1.FailoverReply", serde)
+        .type_attribute(".slotd.v1.DrainReply", serde)
+        .type_attribute(".slotd.v1.RebalanceReply", serde)
+        .type_attribute(".slotd.v1.PlannedMove", serde)
+        .type_attribute(".slotd.v1.HistoryReply", serde)
+        .type_attribute(".slotd.v1.HistoryEntry", serde)
         .file_descriptor_set_path(out.join("slotd_descriptor.bin"))
         .compile_protos(&["proto/slotd/v1/slotd.proto"], &["proto"])?;
     Ok(())

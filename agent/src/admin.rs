@@ -94,7 +94,7 @@ impl AdminService {
     async fn written(&self, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
         match self.cluster.call(call).await.map_err(to_status)? {
             LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
-            LeaderReply::Status(_) => Err(Status::internal("leader answered a write with a status")),
+            other => Err(unexpected(&other)),
         }
     }
 }
@@ -108,7 +108,7 @@ impl Admin for AdminService {
         }
         match self.cluster.call(LeaderCall::Status).await.map_err(to_status)? {
             LeaderReply::Status(view) => Ok(Response::new(view)),
-            LeaderReply::Written { .. } => Err(Status::internal("leader answered a status with a write")),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -134,7 +134,7 @@ impl Admin for AdminService {
         };
         match self.cluster.execute(init).await.map_err(to_status)? {
             LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
-            LeaderReply::Status(_) => Err(Status::internal("init answered with a status")),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -164,6 +164,77 @@ impl Admin for AdminService {
         self.written(LeaderCall::AddStore(store.into())).await
     }
 
+    async fn failover(&self, req: Request<pb::FailoverRequest>) -> Result<Response<pb::FailoverReply>, Status> {
+        self.open()?;
+        let req = req.into_inner();
+        name_arg("store", &req.store)?;
+        if let Some(to) = &req.to {
+            name_arg("to", to)?;
+        }
+        let call = LeaderCall::Failover {
+            store: req.store,
+            to: req.to,
+            force: req.force,
+        };
+        match self.cluster.call(call).await.map_err(to_status)? {
+            LeaderReply::Failover(r) => Ok(Response::new(r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::DrainReply>, Status> {
+        self.open()?;
+        let req = req.into_inner();
+        name_arg("node", &req.node)?;
+        concurrency_arg(req.concurrency)?;
+        let call = LeaderCall::Drain {
+            node: req.node,
+            concurrency: req.concurrency,
+            on_stop: false,
+        };
+        match self.cluster.call(call).await.map_err(to_status)? {
+            LeaderReply::Drain { reply, .. } => Ok(Response::new(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        self.open()?;
+        let node = req.into_inner().node;
+        name_arg("node", &node)?;
+        self.written(LeaderCall::Undrain { node }).await
+    }
+
+    async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceReply>, Status> {
+        self.open()?;
+        let req = req.into_inner();
+        concurrency_arg(req.concurrency)?;
+        let call = LeaderCall::Rebalance {
+            dry_run: req.dry_run,
+            concurrency: req.concurrency,
+        };
+        match self.cluster.call(call).await.map_err(to_status)? {
+            LeaderReply::Rebalance(r) => Ok(Response::new(r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
+        self.open()?;
+        let req = req.into_inner();
+        if let Some(store) = &req.store {
+            name_arg("store", store)?;
+        }
+        let call = LeaderCall::History {
+            store: req.store,
+            limit: req.limit,
+        };
+        match self.cluster.call(call).await.map_err(to_status)? {
+            LeaderReply::History(r) => Ok(Response::new(r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn remove_store(&self, req: Request<pb::RemoveStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
         self.open()?;
         let req = req.into_inner();
@@ -172,6 +243,37 @@ impl Admin for AdminService {
             epoch: req.epoch,
         })
         .await
+    }
+}
+
+/// A leader answered a call with a reply of another call (a bug, or a
+/// leader of another version).
+fn unexpected(reply: &LeaderReply) -> Status {
+    let kind = match reply {
+        LeaderReply::Status(_) => "a status",
+        LeaderReply::Written { .. } => "a write",
+        LeaderReply::Failover(_) => "a failover",
+        LeaderReply::Drain { .. } => "a drain",
+        LeaderReply::Rebalance(_) => "a rebalance",
+        LeaderReply::History(_) => "a history",
+    };
+    Status::internal(format!("the leader answered with {kind}, not what was asked"))
+}
+
+/// A node or store name argument: present, and a name (errors name the field).
+fn name_arg(field: &str, value: &str) -> Result<(), Status> {
+    match slotd_raft_store::apply::name_problem(value) {
+        Some(problem) => Err(invalid(field, problem)),
+        None => Ok(()),
+    }
+}
+
+/// A `concurrency` argument, when given, within the state machine's bounds.
+fn concurrency_arg(value: Option<u32>) -> Result<(), Status> {
+    let max = slotd_raft_store::apply::MAX_CONCURRENCY;
+    match value {
+        Some(k) if !(1..=max).contains(&k) => Err(invalid("concurrency", format!("{k} is not from 1 to {max}"))),
+        _ => Ok(()),
     }
 }
 

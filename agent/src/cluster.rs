@@ -45,6 +45,8 @@ pub struct Cluster {
     pub engine_wake: Arc<Notify>,
     /// The cluster id this agent answers to (none before it joined).
     pub identity: Identity,
+    /// This node's `[switchover]` (the leader's governs operator commands).
+    pub switchover: crate::config::SwitchoverConfig,
 }
 
 impl Cluster {
@@ -195,6 +197,15 @@ impl Cluster {
             }
             // Boxed: bootstrapping calls back into `call` for its first writes.
             LeaderCall::Init { topology, forwarded } => Box::pin(self.init(topology, forwarded)).await,
+            LeaderCall::Failover { store, to, force } => self.failover(store, to, force).await,
+            LeaderCall::Drain {
+                node,
+                concurrency,
+                on_stop,
+            } => self.drain(node, concurrency, on_stop).await,
+            LeaderCall::Undrain { node } => self.undrain(node).await,
+            LeaderCall::Rebalance { dry_run, concurrency } => self.rebalance(dry_run, concurrency).await,
+            LeaderCall::History { store, limit } => self.history(store, limit).await,
         }
     }
 
@@ -229,7 +240,7 @@ impl Cluster {
 
     /// Confirms with a quorum that this node leads and has applied all that
     /// was committed, so that checks against the local state are not stale.
-    async fn confirm_leader(&self) -> Result<(), AgentError> {
+    pub(crate) async fn confirm_leader(&self) -> Result<(), AgentError> {
         self.raft.ensure_linearizable().await.map_err(|e| self.raft_err(e))?;
         Ok(())
     }

@@ -67,6 +67,57 @@ pub struct Config {
     /// Failure-detection and Raft timings; see DESIGN.md "Timings".
     #[serde(default)]
     pub timing: Timing,
+    /// Controlled switchovers, drains and stopping (DESIGN rule 7).
+    #[serde(default)]
+    pub switchover: SwitchoverConfig,
+}
+
+/// The `[switchover]` table. The leader's values govern the switchovers it
+/// conducts; `stop_drain_timeout_ms` is this node's own.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwitchoverConfig {
+    /// The old master must have stopped taking clients and flushed its sync
+    /// log within this, or the switchover rolls back.
+    pub demote_timeout_ms: u64,
+    /// The new master must serve (IP bound, announced, Cyrus started as
+    /// master) within this, or the store switches back.
+    pub promote_timeout_ms: u64,
+    /// A replica further behind than this (bytes of its master's sync log)
+    /// does not get the master, unless `--force`.
+    pub max_backlog_bytes: u64,
+    /// Switchovers at a time of `slotctl drain` without `--concurrency`.
+    pub drain_concurrency: u32,
+    /// On SIGTERM, how long the agent hands its masters over before it
+    /// fences the rest and exits; 0 skips that. Keep it below the unit's
+    /// `TimeoutStopSec`.
+    pub stop_drain_timeout_ms: u64,
+}
+
+impl Default for SwitchoverConfig {
+    fn default() -> Self {
+        SwitchoverConfig {
+            demote_timeout_ms: 20_000,
+            promote_timeout_ms: 10_000,
+            max_backlog_bytes: 1 << 20,
+            drain_concurrency: 4,
+            stop_drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl SwitchoverConfig {
+    pub fn demote_timeout(&self) -> Duration {
+        Duration::from_millis(self.demote_timeout_ms)
+    }
+
+    pub fn promote_timeout(&self) -> Duration {
+        Duration::from_millis(self.promote_timeout_ms)
+    }
+
+    pub fn stop_drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.stop_drain_timeout_ms)
+    }
 }
 
 /// The `[cyrus]` table.
@@ -426,6 +477,34 @@ impl Config {
                 ));
             }
         }
+        let sw = &self.switchover;
+        for (field, value) in [
+            ("switchover.demote_timeout_ms", sw.demote_timeout_ms),
+            ("switchover.promote_timeout_ms", sw.promote_timeout_ms),
+        ] {
+            if value == 0 || value > MAX_TIMING_MS {
+                return Err(invalid(
+                    field,
+                    format!("must be from 1 to {MAX_TIMING_MS} (one hour), got {value}"),
+                ));
+            }
+        }
+        if sw.stop_drain_timeout_ms > MAX_TIMING_MS {
+            return Err(invalid(
+                "switchover.stop_drain_timeout_ms",
+                format!(
+                    "must be at most {MAX_TIMING_MS} (one hour), got {}",
+                    sw.stop_drain_timeout_ms
+                ),
+            ));
+        }
+        let max = slotd_raft_store::apply::MAX_CONCURRENCY;
+        if !(1..=max).contains(&sw.drain_concurrency) {
+            return Err(invalid(
+                "switchover.drain_concurrency",
+                format!("must be from 1 to {max}, got {}", sw.drain_concurrency),
+            ));
+        }
         if t.lease_ms <= t.heartbeat_ms {
             return Err(invalid(
                 "timing.lease_ms",
@@ -494,6 +573,7 @@ impl Config {
             manage_addresses: false,
             cyrus: CyrusConfig { driver: Driver::None },
             timing: Timing::default(),
+            switchover: SwitchoverConfig::default(),
         }
     }
 
@@ -523,6 +603,13 @@ impl Config {
         let _ = writeln!(out, "raft_heartbeat_ms = {}", t.raft_heartbeat_ms);
         let _ = writeln!(out, "announce_refresh_ms = {}", t.announce_refresh_ms);
         let _ = writeln!(out, "probe_timeout_ms = {}", t.probe_timeout_ms);
+        let sw = &self.switchover;
+        let _ = writeln!(out, "\n[switchover]");
+        let _ = writeln!(out, "demote_timeout_ms = {}", sw.demote_timeout_ms);
+        let _ = writeln!(out, "promote_timeout_ms = {}", sw.promote_timeout_ms);
+        let _ = writeln!(out, "max_backlog_bytes = {}", sw.max_backlog_bytes);
+        let _ = writeln!(out, "drain_concurrency = {}", sw.drain_concurrency);
+        let _ = writeln!(out, "stop_drain_timeout_ms = {}", sw.stop_drain_timeout_ms);
         out
     }
 }
@@ -707,6 +794,12 @@ clock_skew_margin_ms = 250
 election_timeout_min_ms = 100
 election_timeout_max_ms = 180
 raft_heartbeat_ms = 50
+[switchover]
+demote_timeout_ms = 15000
+promote_timeout_ms = 5000
+max_backlog_bytes = 4096
+drain_concurrency = 8
+stop_drain_timeout_ms = 25000
 "#;
 
     const MINIMAL: &str = r#"
@@ -738,6 +831,13 @@ interface = "eth0"
                 election_timeout_max_ms: 180,
                 raft_heartbeat_ms: 50,
                 ..Timing::default()
+            },
+            switchover: SwitchoverConfig {
+                demote_timeout_ms: 15_000,
+                promote_timeout_ms: 5_000,
+                max_backlog_bytes: 4096,
+                drain_concurrency: 8,
+                stop_drain_timeout_ms: 25_000,
             },
         };
         assert_eq!(c, expected);

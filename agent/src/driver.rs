@@ -24,6 +24,14 @@ pub trait SlotDriver: Send + Sync + 'static {
     fn start_replica(&self, slot: &str, epoch: u64) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Stops the whole instance (every process of it).
     fn stop(&self, slot: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// A switchover's old master: stop client services, flush the sync log
+    /// to the replica until it is empty (skipped when `force`), stop the
+    /// instance. Works from any state (a stopped instance may still hold an
+    /// unsent sync log).
+    fn demote(&self, slot: &str, force: bool) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Bytes of the master's sync log not yet sent to its replica; `None`
+    /// when it cannot be told.
+    fn backlog(&self, slot: &str) -> impl Future<Output = Option<u64>> + Send;
     /// The state of every slot this driver knows; missing = stopped.
     fn observe(&self) -> impl Future<Output = BTreeMap<String, Instance>> + Send;
 }
@@ -58,6 +66,17 @@ impl SlotDriver for NoneDriver {
     async fn stop(&self, slot: &str) -> Result<(), DriverError> {
         self.set(slot, Instance::Stopped);
         Ok(())
+    }
+
+    async fn demote(&self, slot: &str, _force: bool) -> Result<(), DriverError> {
+        // Nothing to flush without Cyrus.
+        self.set(slot, Instance::Stopped);
+        Ok(())
+    }
+
+    async fn backlog(&self, _slot: &str) -> Option<u64> {
+        // No sync log without Cyrus: a replica is always caught up.
+        Some(0)
     }
 
     async fn observe(&self) -> BTreeMap<String, Instance> {

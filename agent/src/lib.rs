@@ -7,15 +7,17 @@
 //!   id every Peer call carries), `lock` (the agent lock), `random`, `durable` (whole-file
 //!   replacement);
 //! - `config`: the node's `slotd.toml`, loaded and validated;
-//! - pure decisions: `leader::core` (lease ledger, who is dead), `lease`
+//! - pure decisions: `leader::core` (lease ledger, who is dead),
+//!   `leader::switchover` (the switchover phase machine, drains, rebalance), `lease`
 //!   (`LeaseBook`: grants in, lease out), `reconcile` (what to do on this
 //!   machine), `l2` (layer-2 verdicts);
 //! - their shells: `leader::{granter, engine}`, `lease::keeper`,
 //!   `reconcile::run`, with `driver` and `addresses` as what they act on;
-//! - `cluster` (routing calls to the leader), `membership`, `status`;
+//! - `cluster` (routing calls to the leader), `membership`, `operate`
+//!   (failover, drain, undrain, rebalance, history), `status`, `stop` (stopping is draining);
 //! - `network` (openraft over gRPC), `peer`, `admin` (the gRPC services);
 //! - `node`: start-up and shutdown of one agent; `fence`: `slotd fence`;
-//! - `client`: what `slotctl` uses; `metrics`, `notify`, `stats`.
+//! - `client`, `follow`: what `slotctl` uses; `metrics`, `notify`, `stats`.
 //!
 //! The agent acts on what the Raft log decided; it never decides again by
 //! itself.
@@ -30,6 +32,7 @@ pub mod driver;
 pub mod durable;
 pub mod error;
 pub mod fence;
+pub mod follow;
 pub mod identity;
 pub mod l2;
 pub mod leader;
@@ -41,11 +44,13 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod notify;
+pub mod operate;
 pub mod peer;
 pub mod peer_call;
 pub mod random;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod stop;
 pub mod watchdog;
 pub mod wire;

@@ -5,14 +5,15 @@
 //! serve, then tell systemd READY.
 //!
 //! Shutdown, in this order (so that nothing half-served outlives Raft):
-//! 1. STOPPING to systemd; admin calls refused from now on, health NOT_SERVING;
+//! 0. STOPPING to systemd; this node's masters are handed over by
+//!    switchovers (`stop`), bounded by `switchover.stop_drain_timeout_ms`;
+//! 1. admin calls refused from now on, health NOT_SERVING;
 //! 2. the acting loops stop: lease keeper, failover engine, and the
 //!    reconciler, which first gives up every master role it holds;
 //! 3. Raft stops (no more votes, appends, or applies);
 //! 4. the gRPC and metrics servers stop taking connections and finish;
 //! 5. the remaining tasks (watchdog) are joined.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,8 +106,10 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> 
         .map_err(|e| NodeError::RaftConfig(e.to_string()))
 }
 
-/// Runs an agent until `shutdown` completes, then stops it in order.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+/// Runs an agent until the first message on `stops` (SIGTERM, SIGINT),
+/// hands its masters over (DESIGN rule 7; a second message cuts that
+/// short), then stops it in order.
+pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver<()>) -> Result<(), NodeError> {
     // First of all: no other agent, and no `slotd fence`, on this data.
     let _lock = lock::acquire(&config.runtime_dir)?;
     let identity = Identity::load(&config.data_dir)?;
@@ -128,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         leader: Mutex::new(LeaderCore::new(config.node_id, LeaderTiming::of(&config.timing))),
         engine_wake: engine_wake.clone(),
         identity,
+        switchover: config.switchover.clone(),
     });
     let stats = Arc::new(Stats::default());
     let granter = Granter::spawn(cluster.clone(), config.timing.lease());
@@ -199,6 +203,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let report_now = report.clone();
     let progress = Progress::default();
     let ledger = Ledger::new(&config.runtime_dir);
+    let renew_now = Arc::new(Notify::new());
     let (lease, keeper) = lease::spawn_keeper(
         cluster.clone(),
         granter.clone(),
@@ -206,6 +211,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         config.timing.lease(),
         Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
         progress.clone(),
+        renew_now.clone(),
         loops_rx.clone(),
     );
     // The watchdog's machinery runs only when systemd watches: without one
@@ -238,6 +244,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             ledger_entries: Mutex::new(ledger.read_or_warn("starting from the interface's tags")),
             ledger,
             ledger_writes: AtomicU64::new(0),
+            demoted: Mutex::new(Default::default()),
+            demote_timeout: config.switchover.demote_timeout(),
+            renew_now,
         }
         .run(loops_rx.clone()),
     );
@@ -247,6 +256,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             heartbeat: config.timing.heartbeat(),
             stats: stats.clone(),
             wake: engine_wake,
+            switchover: config.switchover.clone(),
         }
         .run(loops_rx.clone()),
     );
@@ -271,9 +281,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         ))
     });
 
-    shutdown.await;
+    let undrain = tokio::spawn(crate::stop::undrain_after_stop(cluster.clone()));
+    stops.recv().await;
     info!("shutting down");
     let _ = notifier.stopping();
+    undrain.abort();
+    crate::stop::drain_before_stopping(&cluster, config.switchover.stop_drain_timeout(), async {
+        stops.recv().await;
+    })
+    .await;
     closing.store(true, Ordering::SeqCst);
     health.set_not_serving::<AdminServer<AdminService>>().await;
     let _ = loops_tx.send(true);

@@ -34,6 +34,8 @@ pub struct Liveness<'a> {
     pub alive: &'a dyn Fn(NodeId) -> bool,
     /// The layer-2 verdict of a store (only the leader knows).
     pub l2: &'a dyn Fn(&slotd_raft_store::Store) -> String,
+    /// The master's last reported backlog of a store (only the leader knows).
+    pub backlog: &'a dyn Fn(&slotd_raft_store::Store) -> Option<u64>,
 }
 
 /// The status as this node sees it.
@@ -59,6 +61,11 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
             .to_owned(),
             masters: state.masters_of(n.id).map(|s| s.name.clone()).collect(),
             slots: n.slots.keys().cloned().collect(),
+            leaving: state.leaving(n.id).count() as u32,
+            drain_concurrency: match n.mode {
+                slotd_raft_store::NodeMode::Draining => n.drain.map_or(0, |d| d.concurrency),
+                _ => 0,
+            },
         })
         .collect();
     let stores = state
@@ -74,6 +81,8 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
             master_ip: s.master_ip.to_string(),
             replica_ip: s.replica_ip.to_string(),
             l2: (live.l2)(s),
+            target: s.phase.switchover().map(|(_, to)| name(to)).unwrap_or_default(),
+            backlog: (live.backlog)(s),
         })
         .collect();
     StatusView {
@@ -86,6 +95,7 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
         nodes,
         stores,
         cluster_id: live.cluster_id.clone(),
+        rebalancing: state.rebalance.is_some(),
     }
 }
 
@@ -115,6 +125,7 @@ impl Cluster {
                     voters,
                     learners,
                     alive: &alive,
+                    backlog: &|s| reports.get(&s.master).and_then(|r| r.backlog.get(&s.name)).copied(),
                     l2: &|s| {
                         if leading {
                             crate::l2::verdict(s, &reports).to_string()
@@ -147,6 +158,9 @@ pub fn table(view: &StatusView) -> String {
         let _ = writeln!(out, "cluster not initialised (slotctl init TOPOLOGY)");
         return out;
     }
+    if view.rebalancing {
+        let _ = writeln!(out, "rebalance under way");
+    }
     let rows: Vec<Vec<String>> = view
         .nodes
         .iter()
@@ -155,7 +169,11 @@ pub fn table(view: &StatusView) -> String {
                 n.id.to_string(),
                 n.name.clone(),
                 n.addr.clone(),
-                n.mode.clone(),
+                match (n.mode.as_str(), n.leaving) {
+                    ("draining", 0) => format!("draining ({} left)", n.masters.len()),
+                    ("draining", k) => format!("draining ({} left, {k} moving)", n.masters.len() + k as usize),
+                    (m, _) => m.to_owned(),
+                },
                 if n.alive { "yes" } else { "no" }.to_owned(),
                 n.raft.clone(),
                 n.masters.len().to_string(),
@@ -176,7 +194,11 @@ pub fn table(view: &StatusView) -> String {
                 s.name.clone(),
                 s.master.clone(),
                 s.epoch.to_string(),
-                s.phase.clone(),
+                if s.target.is_empty() {
+                    s.phase.clone()
+                } else {
+                    format!("{} → {}", s.phase, s.target)
+                },
                 s.replicas.join(","),
                 if s.dirty.is_empty() {
                     "-".to_owned()

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use slotd_raft_store::{Command, NodeId, NodeSpec, Topology};
 
+use slotd_proto::v1 as pb;
+
 use crate::identity::ClusterId;
 use crate::status::StatusView;
 
@@ -27,6 +29,9 @@ pub struct HealthReport {
     /// What this node, as replica, saw answering for each store's master IP
     /// after the store's last move.
     pub l2: BTreeMap<String, L2Seen>,
+    /// Switchover phases this node finished its part of: store → the
+    /// attempt's epoch (`reconcile::phase_done`). The leader's acks.
+    pub done: BTreeMap<String, u64>,
 }
 
 /// What a replica saw when it probed a store's master IP.
@@ -109,6 +114,25 @@ pub enum LeaderCall {
     /// Bootstrap; carried out by the topology's first voter (not by a
     /// leader: there is none yet). `forwarded` is set on the one hop there.
     Init { topology: Topology, forwarded: bool },
+    /// `slotctl failover STORE [--to NODE] [--force]`.
+    Failover {
+        store: String,
+        to: Option<String>,
+        force: bool,
+    },
+    /// `slotctl drain NODE`, or a stopping agent's own drain (`on_stop`:
+    /// stores with nowhere to go are reported, not refused).
+    Drain {
+        node: String,
+        concurrency: Option<u32>,
+        on_stop: bool,
+    },
+    /// `slotctl undrain NODE`.
+    Undrain { node: String },
+    /// `slotctl rebalance [--dry-run]`.
+    Rebalance { dry_run: bool, concurrency: Option<u32> },
+    /// `slotctl history [STORE]`.
+    History { store: Option<String>, limit: u32 },
 }
 
 /// A store as an operator writes it: slots as `NODE:SLOT` with node names.
@@ -128,4 +152,12 @@ pub enum LeaderReply {
     Written {
         index: u64,
     },
+    Failover(pb::FailoverReply),
+    Drain {
+        reply: pb::DrainReply,
+        /// Stores with nowhere to go, and why (a stop's drain only).
+        stranded: Vec<(String, String)>,
+    },
+    Rebalance(pb::RebalanceReply),
+    History(pb::HistoryReply),
 }

@@ -10,10 +10,13 @@ use std::collections::BTreeSet;
 use tracing::debug;
 
 use crate::command::{Command, Move, NodeSpec, Rejection, Request, Response, StoreSpec, Topology};
-use crate::state::{ClusterState, Node, NodeId, NodeMode, Phase, Reason, Store, Transition, HISTORY_LEN};
+use crate::state::{ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, Store, Transition, HISTORY_LEN};
 
 /// Longest accepted node, slot or store name.
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Most switchovers a drain or rebalance may run at once.
+pub const MAX_CONCURRENCY: u32 = 64;
 
 impl ClusterState {
     /// Applies one log entry. Rejections are ordinary answers, not errors:
@@ -42,6 +45,12 @@ impl ClusterState {
             Command::AddNode(spec) => self.check_node_spec(spec),
             Command::RemoveNode { node } => self.check_remove_node(*node),
             Command::SetNodeMode { node, mode } => self.check_set_mode(*node, *mode),
+            Command::Drain { node, concurrency, .. } => {
+                self.node(*node)?;
+                check_concurrency(*concurrency)
+            }
+            Command::Rebalance { concurrency } => check_concurrency(*concurrency),
+            Command::RebalanceDone => Ok(()),
             Command::SetVoter { node, voter } => {
                 self.node(*node)?;
                 if !voter {
@@ -69,8 +78,17 @@ impl ClusterState {
             Command::AdvanceSwitchover { store, epoch } => {
                 let s = self.store_at(store, *epoch)?;
                 self.check_phase(s, "demoting", |p| matches!(p, Phase::Demoting { .. }))?;
+                // A target drained meanwhile cannot take it; a draining one
+                // can only be the old master of a rolled-back attempt.
                 if let Phase::Demoting { to, .. } = s.phase {
-                    self.check_target_mode(store, to)?;
+                    let node = self.node(to)?;
+                    if node.mode == NodeMode::Drained {
+                        return Err(Rejection::TargetUnavailable {
+                            store: store.clone(),
+                            node: node.name.clone(),
+                            mode: node.mode,
+                        });
+                    }
                 }
                 Ok(())
             }
@@ -128,8 +146,29 @@ impl ClusterState {
             Command::SetNodeMode { node, mode } => {
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.mode = *mode;
+                    if *mode == NodeMode::Active {
+                        n.drain = None;
+                    }
                 }
             }
+            Command::Drain {
+                node,
+                concurrency,
+                on_stop,
+            } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    // A drained node masters nothing: it stays drained.
+                    if n.mode != NodeMode::Drained {
+                        n.mode = NodeMode::Draining;
+                    }
+                    n.drain = Some(DrainJob {
+                        concurrency: *concurrency,
+                        on_stop: *on_stop,
+                    });
+                }
+            }
+            Command::Rebalance { concurrency } => self.rebalance = Some(*concurrency),
+            Command::RebalanceDone => self.rebalance = None,
             Command::SetVoter { node, voter } => {
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.voter = *voter;
@@ -148,6 +187,7 @@ impl ClusterState {
                 reason,
                 ..
             } => {
+                let since_ms = at_ms;
                 if let Some(s) = self.stores.get_mut(store) {
                     // A new attempt, a new epoch: acks of an earlier attempt
                     // (rolled back, perhaps to another target) no longer match.
@@ -157,47 +197,107 @@ impl ClusterState {
                         to: *to,
                         force: *force,
                         reason: *reason,
+                        since_ms,
                     };
                 }
             }
             Command::AdvanceSwitchover { store, .. } => {
                 let Some(s) = self.stores.get_mut(store) else { return };
-                let Phase::Demoting { from, to, reason, .. } = s.phase else {
+                let Phase::Demoting {
+                    from,
+                    to,
+                    force,
+                    reason,
+                    since_ms,
+                } = s.phase
+                else {
                     return;
                 };
                 s.master = to;
                 s.epoch += 1;
-                s.phase = Phase::Promoting { from, to, reason };
-                let epoch = s.epoch;
-                self.record(store, from, to, epoch, reason, "switchover".into(), at_ms);
+                s.phase = Phase::Promoting {
+                    from,
+                    to,
+                    force,
+                    reason,
+                    since_ms,
+                };
             }
             Command::CompleteSwitchover { store, .. } => {
-                if let Some(s) = self.stores.get_mut(store) {
-                    s.phase = Phase::Stable;
-                }
+                let Some(s) = self.stores.get_mut(store) else { return };
+                let Phase::Promoting {
+                    from,
+                    to,
+                    force,
+                    reason,
+                    since_ms,
+                } = s.phase
+                else {
+                    return;
+                };
+                s.phase = Phase::Stable;
+                let epoch = s.epoch;
+                let what = if force {
+                    "switchover (forced: no flush)"
+                } else {
+                    "switchover"
+                };
+                let t = Change::new(store, from, to, epoch, reason, what.into());
+                self.record(t.lasting(since_ms, at_ms), at_ms);
             }
             Command::RollbackSwitchover { store, why, .. } => {
                 let Some(s) = self.stores.get_mut(store) else { return };
-                let (from, to, reason) = match s.phase {
+                let (from, to, reason, since_ms, phase) = match s.phase {
                     Phase::Stable => return,
                     // The old master is still master: it only has to start
                     // serving again, under a new epoch so that a late ack
                     // of the abandoned attempt is refused.
-                    Phase::Demoting { from, to, reason, .. } => (to, from, reason),
-                    // The master already changed: changing it back is a new
-                    // epoch, so nothing the aborted master does still counts.
-                    Phase::Promoting { from, to, reason } => {
-                        s.master = from;
-                        (to, from, reason)
+                    Phase::Demoting {
+                        from,
+                        to,
+                        reason,
+                        since_ms,
+                        ..
+                    } => {
+                        s.phase = Phase::Stable;
+                        (to, from, reason, since_ms, "demoting")
+                    }
+                    // The master already changed, and the new one may hold
+                    // the master IP: going back is a switchover the other
+                    // way (it demotes and acks before the old master takes
+                    // over again), under a new epoch, so nothing the aborted
+                    // attempt does still counts.
+                    Phase::Promoting {
+                        from,
+                        to,
+                        reason,
+                        since_ms,
+                        ..
+                    } => {
+                        s.phase = Phase::Demoting {
+                            from: to,
+                            to: from,
+                            force: false,
+                            reason,
+                            since_ms: at_ms,
+                        };
+                        (to, from, reason, since_ms, "promoting")
                     }
                 };
                 s.epoch += 1;
-                s.phase = Phase::Stable;
                 let epoch = s.epoch;
-                self.record(store, from, to, epoch, reason, format!("rollback: {why}"), at_ms);
+                let t = Change::new(store, from, to, epoch, reason, format!("rollback while {phase}: {why}"));
+                self.record(t.lasting(since_ms, at_ms), at_ms);
             }
             Command::Failover { reason, moves } => {
                 for m in moves {
+                    // A switchover under way ends here; say so.
+                    let what = match self.stores.get(&m.store).map(|s| s.phase) {
+                        Some(p @ (Phase::Demoting { to, .. } | Phase::Promoting { to, .. })) => {
+                            format!("failover (ended the switchover to {} while {p})", self.node_name(to))
+                        }
+                        _ => "failover".to_owned(),
+                    };
                     let Some(s) = self.stores.get_mut(&m.store) else {
                         continue;
                     };
@@ -209,7 +309,7 @@ impl ClusterState {
                     s.epoch += 1;
                     s.phase = Phase::Stable;
                     let epoch = s.epoch;
-                    self.record(&m.store, from, m.to, epoch, *reason, "failover".into(), at_ms);
+                    self.record(Change::new(&m.store, from, m.to, epoch, *reason, what), at_ms);
                 }
             }
             Command::ClearDirty { store, node } => {
@@ -220,20 +320,20 @@ impl ClusterState {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, store: &str, from: NodeId, to: NodeId, epoch: u64, reason: Reason, what: String, at_ms: u64) {
+    fn record(&mut self, c: Change, at_ms: u64) {
         if self.history.len() >= HISTORY_LEN {
             self.history.pop_front();
         }
         self.history.push_back(Transition {
             seq: self.next_transition,
-            store: store.to_owned(),
-            from,
-            to,
-            epoch,
-            reason,
-            what,
+            store: c.store,
+            from: c.from,
+            to: c.to,
+            epoch: c.epoch,
+            reason: c.reason,
+            what: c.what,
             at_ms,
+            duration_ms: c.duration_ms,
         });
         self.next_transition += 1;
     }
@@ -246,6 +346,7 @@ impl ClusterState {
             voter: spec.voter,
             mode: NodeMode::Active,
             slots: spec.slots.iter().map(|s| (s.clone(), Default::default())).collect(),
+            drain: None,
         };
         self.nodes.insert(spec.id, node);
     }
@@ -500,8 +601,64 @@ impl ClusterState {
                     stores,
                 });
             }
+            // A rollback would make it master again.
+            let stores = list(
+                self.stores
+                    .values()
+                    .filter(|s| s.phase.switchover().is_some_and(|(f, t)| f == id || t == id))
+                    .map(|s| s.name.as_str()),
+            );
+            if !stores.is_empty() {
+                return Err(Rejection::NodeStillLeaving {
+                    node: node.name.clone(),
+                    stores,
+                });
+            }
         }
         Ok(())
+    }
+}
+
+/// A history entry before it gets its number and time.
+struct Change {
+    store: String,
+    from: NodeId,
+    to: NodeId,
+    epoch: u64,
+    reason: Reason,
+    what: String,
+    duration_ms: Option<u64>,
+}
+
+impl Change {
+    fn new(store: &str, from: NodeId, to: NodeId, epoch: u64, reason: Reason, what: String) -> Change {
+        Change {
+            store: store.to_owned(),
+            from,
+            to,
+            epoch,
+            reason,
+            what,
+            duration_ms: None,
+        }
+    }
+
+    /// From `since_ms` to `at_ms` (both proposers' clocks: never negative).
+    fn lasting(mut self, since_ms: u64, at_ms: u64) -> Change {
+        self.duration_ms = Some(at_ms.saturating_sub(since_ms));
+        self
+    }
+}
+
+fn check_concurrency(concurrency: u32) -> Result<(), Rejection> {
+    if (1..=MAX_CONCURRENCY).contains(&concurrency) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "switchovers",
+            "concurrency",
+            &format!("{concurrency} is not from 1 to {MAX_CONCURRENCY}"),
+        ))
     }
 }
 

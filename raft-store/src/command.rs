@@ -26,10 +26,25 @@ pub enum Command {
     RemoveNode {
         node: NodeId,
     },
+    /// `Active` ends a drain (undrain); `Drained` needs a node that
+    /// masters nothing and leaves no switchover under way.
     SetNodeMode {
         node: NodeId,
         mode: NodeMode,
     },
+    /// Drain `node`: mode `Draining`, and the leader switches its masters
+    /// over `concurrency` at a time, then sets it `Drained`.
+    Drain {
+        node: NodeId,
+        concurrency: u32,
+        on_stop: bool,
+    },
+    /// Start a rebalance, `concurrency` switchovers at a time.
+    Rebalance {
+        concurrency: u32,
+    },
+    /// The rebalance has nothing left to move.
+    RebalanceDone,
     /// Whether the node should be a Raft voter.
     SetVoter {
         node: NodeId,
@@ -60,7 +75,9 @@ pub enum Command {
         store: String,
         epoch: u64,
     },
-    /// A phase timed out or failed: back to the old master, `why` recorded.
+    /// A phase timed out or failed, `why` recorded. From `Demoting` the old
+    /// master serves again at once; from `Promoting` the store switches
+    /// back (`Demoting` from the new master to the old one).
     RollbackSwitchover {
         store: String,
         epoch: u64,
@@ -207,4 +224,27 @@ pub enum Rejection {
     EmptyFailover,
     #[error("store {0:?} appears twice in one failover")]
     DuplicateMove(String),
+    #[error("node {node} is in switchovers of stores {stores}")]
+    NodeStillLeaving { node: String, stores: String },
+    // The leader's own checks, before anything reaches the log (they need
+    // what only the leader knows: liveness and reported backlogs).
+    #[error("store {store:?}: node {node} is down (no lease within lease + margin)")]
+    NodeDown { store: String, node: String },
+    #[error("store {store:?}: its master {node} is down; automatic failover moves it (or use --force)")]
+    MasterDown { store: String, node: String },
+    #[error("store {store:?}: a switchover to {to} is already running (phase {phase})")]
+    SwitchoverRunning { store: String, to: String, phase: String },
+    #[error(
+        "store {store:?}: replica {node} lags {lag} (bound {bound} bytes; --force skips this check and the flush)"
+    )]
+    ReplicaLagging {
+        store: String,
+        node: String,
+        lag: String,
+        bound: u64,
+    },
+    #[error("store {store:?}: no replica can take the master ({why})")]
+    NoTarget { store: String, why: String },
+    #[error("node {node}: stores {stores} have no live active replica to move to")]
+    Stranded { node: String, stores: String },
 }

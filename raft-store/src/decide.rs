@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::command::Move;
-use crate::state::{ClusterState, NodeId, NodeMode, Store};
+use crate::command::{Move, Rejection};
+use crate::state::{ClusterState, NodeId, NodeMode, Phase, Store};
 
 /// What the leader last heard from nodes, as far as decisions need it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct Reports {
 }
 
 impl Reports {
-    fn backlog(&self, store: &str, node: NodeId) -> Option<u64> {
+    pub fn backlog(&self, store: &str, node: NodeId) -> Option<u64> {
         self.backlog.get(&(store.to_owned(), node)).copied()
     }
 }
@@ -198,4 +198,121 @@ pub fn rebalance_moves(
             to: master[s.name.as_str()],
         })
         .collect()
+}
+
+/// Masters per node once every switchover under way has finished (a store
+/// still demoting counts at its target): what a new switchover adds to.
+pub fn projected_counts(state: &ClusterState) -> BTreeMap<NodeId, usize> {
+    let mut counts: BTreeMap<NodeId, usize> = state.nodes.keys().map(|id| (*id, 0)).collect();
+    for s in state.stores.values() {
+        let at = match s.phase {
+            Phase::Demoting { to, .. } => to,
+            _ => s.master,
+        };
+        *counts.entry(at).or_default() += 1;
+    }
+    counts
+}
+
+/// Whether replica `to` of `store` may take the master by a switchover now:
+/// live, active, not dirty for it, and (unless `max_backlog` is `None`, a
+/// forced switchover) caught up within `max_backlog` bytes.
+pub fn check_switchover_target(
+    state: &ClusterState,
+    store: &Store,
+    to: NodeId,
+    live: &BTreeSet<NodeId>,
+    reports: &Reports,
+    max_backlog: Option<u64>,
+) -> Result<(), Rejection> {
+    let name = state.node_name(to);
+    let Some(node) = state.nodes.get(&to) else {
+        return Err(Rejection::UnknownNode(name));
+    };
+    if !store.has_node(to) {
+        return Err(Rejection::NotASlotOfStore {
+            store: store.name.clone(),
+            node: name,
+        });
+    }
+    if store.master == to {
+        return Err(Rejection::AlreadyMaster {
+            store: store.name.clone(),
+            node: name,
+        });
+    }
+    if !live.contains(&to) {
+        return Err(Rejection::NodeDown {
+            store: store.name.clone(),
+            node: name,
+        });
+    }
+    if node.mode != NodeMode::Active {
+        return Err(Rejection::TargetUnavailable {
+            store: store.name.clone(),
+            node: name,
+            mode: node.mode,
+        });
+    }
+    if store.dirty.contains(&to) {
+        return Err(Rejection::TargetDirty {
+            store: store.name.clone(),
+            node: name,
+        });
+    }
+    if let Some(bound) = max_backlog {
+        let backlog = reports.backlog(&store.name, to);
+        if backlog.is_none_or(|b| b > bound) {
+            return Err(Rejection::ReplicaLagging {
+                store: store.name.clone(),
+                node: name,
+                lag: backlog.map_or_else(
+                    || "by an unknown amount (no report from its master)".to_owned(),
+                    |b| format!("{b} bytes"),
+                ),
+                bound,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The replica a switchover of `store` should go to: among those
+/// `check_switchover_target` allows, the one with the fewest masters once
+/// the switchovers under way are done, then the smallest backlog, then slot
+/// order. The error says why none can (the first replica's reason when
+/// there is one replica).
+pub fn switchover_target(
+    state: &ClusterState,
+    store: &Store,
+    live: &BTreeSet<NodeId>,
+    reports: &Reports,
+    max_backlog: Option<u64>,
+) -> Result<NodeId, Rejection> {
+    let counts = projected_counts(state);
+    let mut why = Vec::new();
+    let mut best: Option<((usize, u64, usize), NodeId)> = None;
+    for (pos, to) in store.nodes().enumerate().filter(|(_, n)| *n != store.master) {
+        match check_switchover_target(state, store, to, live, reports, max_backlog) {
+            Ok(()) => {
+                let key = (
+                    counts.get(&to).copied().unwrap_or(0),
+                    reports.backlog(&store.name, to).unwrap_or(u64::MAX),
+                    pos,
+                );
+                if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                    best = Some((key, to));
+                }
+            }
+            Err(e) => why.push(e),
+        }
+    }
+    match (best, why.len()) {
+        (Some((_, to)), _) => Ok(to),
+        (None, 1) => Err(why.remove(0)),
+        (None, _) => Err(Rejection::NoTarget {
+            store: store.name.clone(),
+            why: why.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        }),
+    }
 }

@@ -34,6 +34,10 @@ pub struct ClusterState {
     /// under the same name starts above it, so its fencing token never goes
     /// backwards.
     pub retired_epochs: BTreeMap<String, u64>,
+    /// A `rebalance` is under way, this many switchovers at a time; the
+    /// leader moves masters until its plan is empty, then clears it. In the
+    /// log, so that a new leader carries on.
+    pub rebalance: Option<u32>,
 }
 
 /// One storage machine running one agent.
@@ -51,6 +55,19 @@ pub struct Node {
     pub mode: NodeMode,
     /// The Cyrus instances on this node, by slot name.
     pub slots: BTreeMap<String, SlotSettings>,
+    /// How the node is being (or was) drained; `None` while active.
+    pub drain: Option<DrainJob>,
+}
+
+/// A drain of a node's masters, as ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainJob {
+    /// Switchovers away from the node at a time.
+    pub concurrency: u32,
+    /// Ordered by the node's own agent stopping (DESIGN rule 7): when it
+    /// starts again it makes itself active, where an operator's drain
+    /// stays until `undrain`.
+    pub on_stop: bool,
 }
 
 /// Per-slot settings of the Cyrus instance. Unit name, config and directories
@@ -160,14 +177,39 @@ pub enum Phase {
         to: NodeId,
         force: bool,
         reason: Reason,
+        /// When the switchover began (the proposer's unix ms), for its
+        /// duration in the history.
+        since_ms: u64,
     },
     /// `to` is master (epoch already +1): it binds the master IP, announces,
     /// starts Cyrus as master; it acks with `CompleteSwitchover`. `from` is
     /// kept so a rollback knows where to go back to.
-    Promoting { from: NodeId, to: NodeId, reason: Reason },
+    Promoting {
+        from: NodeId,
+        to: NodeId,
+        force: bool,
+        reason: Reason,
+        since_ms: u64,
+    },
 }
 
 impl Phase {
+    /// The switchover under way: (old master, new master).
+    pub fn switchover(&self) -> Option<(NodeId, NodeId)> {
+        match *self {
+            Phase::Stable => None,
+            Phase::Demoting { from, to, .. } | Phase::Promoting { from, to, .. } => Some((from, to)),
+        }
+    }
+
+    /// Why the switchover under way was started.
+    pub fn reason(&self) -> Option<Reason> {
+        match *self {
+            Phase::Stable => None,
+            Phase::Demoting { reason, .. } | Phase::Promoting { reason, .. } => Some(reason),
+        }
+    }
+
     /// The lower-case word `slotctl status` prints.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -193,6 +235,8 @@ pub enum Reason {
     Failure,
     /// `slotctl rebalance`.
     Rebalance,
+    /// The master's agent was stopping (DESIGN rule 7: stopping is draining).
+    Stop,
 }
 
 impl fmt::Display for Reason {
@@ -201,6 +245,7 @@ impl fmt::Display for Reason {
             Reason::Operator => "operator",
             Reason::Failure => "failure",
             Reason::Rebalance => "rebalance",
+            Reason::Stop => "stop",
         })
     }
 }
@@ -220,6 +265,8 @@ pub struct Transition {
     /// Unix time in ms as stamped by the proposer of the entry (apply never
     /// reads a clock).
     pub at_ms: u64,
+    /// For a switchover or rollback: from its start to this entry, in ms.
+    pub duration_ms: Option<u64>,
 }
 
 impl ClusterState {
@@ -241,6 +288,13 @@ impl ClusterState {
     /// Stores in which `node` holds a slot.
     pub fn stores_on(&self, node: NodeId) -> impl Iterator<Item = &Store> + '_ {
         self.stores.values().filter(move |s| s.has_node(node))
+    }
+
+    /// Stores in a switchover away from `node`.
+    pub fn leaving(&self, node: NodeId) -> impl Iterator<Item = &Store> + '_ {
+        self.stores
+            .values()
+            .filter(move |s| s.phase.switchover().is_some_and(|(from, _)| from == node))
     }
 
     /// Stores `node` masters now.

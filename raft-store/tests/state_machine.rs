@@ -331,11 +331,12 @@ fn switchover_phases_each_take_an_epoch_and_leave_history() {
     assert_eq!(s.stores["st01"].phase, Phase::Stable);
     let last = s.history.back().unwrap();
     assert_eq!(
-        (last.from, last.to, last.epoch, last.reason),
-        (1, 2, 3, Reason::Operator)
+        (last.from, last.to, last.epoch, last.reason, last.what.as_str()),
+        (1, 2, 3, Reason::Operator, "switchover")
     );
+    assert!(last.duration_ms.is_some(), "a switchover says how long it took");
 
-    // Rolling back from Promoting goes back to the old master with a new epoch.
+    // Rolling back from Promoting switches back, with a new epoch.
     must_apply(&mut s, begin("st01", 3, 1));
     must_apply(
         &mut s,
@@ -353,8 +354,14 @@ fn switchover_phases_each_take_an_epoch_and_leave_history() {
         },
     );
     let st = &s.stores["st01"];
-    assert_eq!((st.master, st.epoch, st.phase), (2, 6, Phase::Stable));
-    assert!(s.history.back().unwrap().what.contains("rollback: timeout"));
+    assert_eq!((st.master, st.epoch), (1, 6));
+    assert!(
+        matches!(st.phase, Phase::Demoting { from: 1, to: 2, .. }),
+        "the new master may hold the IP: it demotes first, then the old one takes over"
+    );
+    let last = s.history.back().unwrap();
+    assert_eq!(last.what, "rollback while promoting: timeout");
+    assert!(last.duration_ms.is_some(), "a rollback says how long the attempt took");
 }
 
 /// The old master's ack of an abandoned attempt arrives after a rollback
@@ -788,4 +795,110 @@ fn generator_mostly_produces_valid_commands() {
     ] {
         assert!(kinds.contains(kind), "{kind} never applied; applied kinds: {kinds:?}");
     }
+}
+
+/// Drain, undrain and the `Drained` mode: a node becomes drained only once
+/// it masters nothing and nothing is leaving it (a rollback would make it
+/// master again).
+#[test]
+fn drain_marks_the_node_and_drained_waits_for_every_switchover() {
+    let mut s = initialised(small());
+    must_reject(
+        &mut s,
+        Command::Drain {
+            node: 1,
+            concurrency: 0,
+            on_stop: false,
+        },
+        "concurrency: 0 is not from 1 to 64",
+    );
+    must_reject(
+        &mut s,
+        Command::Drain {
+            node: 9,
+            concurrency: 4,
+            on_stop: false,
+        },
+        "unknown node 9",
+    );
+    must_apply(
+        &mut s,
+        Command::Drain {
+            node: 1,
+            concurrency: 4,
+            on_stop: true,
+        },
+    );
+    let n = &s.nodes[&1];
+    assert_eq!(n.mode, NodeMode::Draining);
+    assert_eq!(
+        n.drain,
+        Some(slotd_raft_store::DrainJob {
+            concurrency: 4,
+            on_stop: true
+        })
+    );
+    let drained = Command::SetNodeMode {
+        node: 1,
+        mode: NodeMode::Drained,
+    };
+    must_reject(&mut s, drained.clone(), "still masters stores st01");
+    must_apply(&mut s, begin("st01", 1, 2));
+    must_apply(
+        &mut s,
+        Command::AdvanceSwitchover {
+            store: "st01".into(),
+            epoch: 2,
+        },
+    );
+    // imap1 masters nothing now, but a rollback could give st01 back.
+    must_reject(&mut s, drained.clone(), "is in switchovers of stores st01");
+    must_apply(
+        &mut s,
+        Command::CompleteSwitchover {
+            store: "st01".into(),
+            epoch: 3,
+        },
+    );
+    must_apply(&mut s, drained);
+    assert_eq!(s.nodes[&1].mode, NodeMode::Drained);
+    must_apply(
+        &mut s,
+        Command::SetNodeMode {
+            node: 1,
+            mode: NodeMode::Active,
+        },
+    );
+    assert_eq!((s.nodes[&1].mode, s.nodes[&1].drain), (NodeMode::Active, None));
+
+    must_reject(&mut s, Command::Rebalance { concurrency: 65 }, "concurrency");
+    must_apply(&mut s, Command::Rebalance { concurrency: 4 });
+    assert_eq!(s.rebalance, Some(4));
+    must_apply(&mut s, Command::RebalanceDone);
+    assert_eq!(s.rebalance, None);
+}
+
+/// A node death during a switchover ends it: the failover moves the store,
+/// marks the old master dirty and says in the history what it ended.
+#[test]
+fn a_failover_ends_a_switchover_under_way_and_says_so() {
+    let mut s = initialised(small());
+    must_apply(&mut s, begin("st01", 1, 2));
+    must_apply(
+        &mut s,
+        Command::Failover {
+            reason: Reason::Failure,
+            moves: vec![slotd_raft_store::Move {
+                store: "st01".into(),
+                epoch: 2,
+                to: 2,
+            }],
+        },
+    );
+    let st = &s.stores["st01"];
+    assert_eq!((st.master, st.epoch, st.phase), (2, 3, Phase::Stable));
+    assert!(st.dirty.contains(&1), "the flush may not have finished");
+    let last = s.history.back().unwrap();
+    assert_eq!(last.what, "failover (ended the switchover to imap2 while demoting)");
+    assert_eq!(last.reason, Reason::Failure);
 }

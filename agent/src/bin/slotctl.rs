@@ -6,9 +6,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use slotd_agent::client::{self, Failure, DEFAULT_ENDPOINT};
+use slotd_agent::follow;
 use slotd_agent::status::StatusView;
 use slotd_netops::cli::NetCommand;
 use slotd_proto::v1 as pb;
@@ -70,6 +72,61 @@ enum Cmd {
     CheckTopology {
         /// The file to check.
         file: PathBuf,
+    },
+    /// Move a store's master to a replica by a controlled switchover: the
+    /// old master stops taking clients and flushes its sync log, then the
+    /// new one takes the master IP and starts as master.
+    Failover {
+        store: String,
+        /// The replica node to promote (default: the best live, caught-up one).
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+        /// Skip the flush and the lag check. Unreplicated changes on the old
+        /// master may be lost.
+        #[arg(long)]
+        force: bool,
+        /// Wait until the switchover has ended, and say how.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Switch every master of a node over to its replicas, then mark it
+    /// drained (no master goes there until undrain).
+    Drain {
+        /// Node name.
+        node: String,
+        /// Switchovers at a time (default: the leader's
+        /// switchover.drain_concurrency, 4).
+        #[arg(long, value_name = "K")]
+        concurrency: Option<u32>,
+        /// Wait until drained, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Make a drained node active again (masters return only by rebalance).
+    Undrain {
+        /// Node name.
+        node: String,
+    },
+    /// Move masters back toward their preferred node and an even count per
+    /// node, never onto a lagging replica.
+    Rebalance {
+        /// Print the moves and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Switchovers at a time (default 4).
+        #[arg(long, value_name = "K")]
+        concurrency: Option<u32>,
+        /// Wait until done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The last changes of masters: switchovers, failovers, rollbacks.
+    History {
+        /// Only this store's.
+        store: Option<String>,
+        /// How many (default 50).
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
+        limit: u32,
     },
     /// Bind, release, list, announce or probe a service IP on this host, with
     /// the code the agent uses (needs CAP_NET_ADMIN / CAP_NET_RAW).
@@ -202,6 +259,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Net { .. } => Err(Failure::failed("internal: net is handled before")),
+        command @ (Cmd::Failover { .. }
+        | Cmd::Drain { .. }
+        | Cmd::Undrain { .. }
+        | Cmd::Rebalance { .. }
+        | Cmd::History { .. }) => moves(&cli.endpoint, json, command).await,
         Cmd::Status { stale } => {
             let mut c = client::connect(&cli.endpoint).await?;
             let reply = c.status(pb::StatusRequest { stale }).await?.into_inner();
@@ -298,6 +360,131 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+    }
+}
+
+/// The longest `--wait` follows a switchover (both phase timeouts are far
+/// shorter) or a drain or rebalance.
+const WAIT_SWITCHOVER: Duration = Duration::from_secs(120);
+const WAIT_LONG: Duration = Duration::from_secs(3600);
+
+async fn moves(cli_endpoint: &str, json: bool, command: Cmd) -> Result<(), Failure> {
+    let mut c = client::connect(cli_endpoint).await?;
+    match command {
+        Cmd::Failover { store, to, force, wait } => {
+            let reply = c
+                .failover(pb::FailoverRequest {
+                    store: store.clone(),
+                    to,
+                    force,
+                })
+                .await?
+                .into_inner();
+            if force {
+                eprintln!(
+                    "slotctl: warning: --force: no flush; changes {} had not replicated may be lost",
+                    reply.from
+                );
+            }
+            if json && !wait {
+                return print_json(&reply);
+            }
+            if !json {
+                if reply.immediate {
+                    println!(
+                        "{store}: master {} is down; failed over to {} at once (log index {})",
+                        reply.from, reply.to, reply.index
+                    );
+                } else {
+                    println!(
+                        "{store}: switchover {} → {} begun (epoch {}, log index {})",
+                        reply.from, reply.to, reply.epoch, reply.index
+                    );
+                }
+            }
+            if !wait || reply.immediate {
+                return Ok(());
+            }
+            let done = follow::switchover(&mut c, &reply, WAIT_SWITCHOVER).await?;
+            if json {
+                print_json(&done)
+            } else {
+                println!(
+                    "{store}: {} → {} {} in {} ms (epoch {})",
+                    done.from,
+                    done.to,
+                    done.what,
+                    done.duration_ms.unwrap_or(0),
+                    done.epoch
+                );
+                Ok(())
+            }
+        }
+        Cmd::Drain {
+            node,
+            concurrency,
+            wait,
+        } => {
+            let reply = c
+                .drain(pb::DrainRequest {
+                    node: node.clone(),
+                    concurrency,
+                })
+                .await?
+                .into_inner();
+            if json && !wait {
+                return print_json(&reply);
+            }
+            if !json {
+                println!(
+                    "drain of {node} begun: {} masters, {} at a time (log index {})",
+                    reply.masters, reply.concurrency, reply.index
+                );
+            }
+            if wait {
+                follow::drain(&mut c, &node, reply.masters, WAIT_LONG).await?;
+            }
+            Ok(())
+        }
+        Cmd::Undrain { node } => {
+            let reply = c.undrain(pb::UndrainRequest { node: node.clone() }).await?.into_inner();
+            written(json, &format!("node {node} active"), reply)
+        }
+        Cmd::Rebalance {
+            dry_run,
+            concurrency,
+            wait,
+        } => {
+            let reply = c
+                .rebalance(pb::RebalanceRequest { dry_run, concurrency })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&reply)?;
+            } else if reply.moves.is_empty() {
+                println!("balanced: nothing to move");
+            } else {
+                let verb = if dry_run { "would move" } else { "moves" };
+                println!("rebalance {verb} {} masters:", reply.moves.len());
+                for m in &reply.moves {
+                    println!("  {}: {} → {}", m.store, m.from, m.to);
+                }
+            }
+            if wait && reply.index.is_some() {
+                follow::rebalance(&mut c, WAIT_LONG).await?;
+            }
+            Ok(())
+        }
+        Cmd::History { store, limit } => {
+            let reply = c.history(pb::HistoryRequest { store, limit }).await?.into_inner();
+            if json {
+                print_json(&reply)
+            } else {
+                print!("{}", follow::history_table(&reply.entries));
+                Ok(())
+            }
+        }
+        _ => Err(Failure::failed("internal: not a command that moves masters")),
     }
 }
 

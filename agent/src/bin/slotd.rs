@@ -106,7 +106,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(node::run(config, stop_signal())) {
+    let (stops_tx, stops) = tokio::sync::mpsc::unbounded_channel();
+    runtime.spawn(stop_signals(stops_tx));
+    match runtime.block_on(node::run(config, stops)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -122,8 +124,9 @@ fn main() -> ExitCode {
 const DEFAULT_LOG: &str =
     "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
 
-/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn stop_signal() {
+/// Every SIGTERM (systemd stop) or SIGINT (Ctrl-C): the first stops the
+/// agent (handing its masters over first), the second cuts that short.
+async fn stop_signals(stops: tokio::sync::mpsc::UnboundedSender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
@@ -131,12 +134,16 @@ async fn stop_signal() {
             // Without signal handlers we could only be killed, never
             // stopped cleanly; say so and keep running.
             error!("cannot install signal handlers: {e}");
-            std::future::pending::<()>().await;
-            return;
+            return std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if stops.send(()).is_err() {
+            return;
+        }
     }
 }

@@ -84,6 +84,9 @@ pub struct Grant {
     pub read_index: u64,
     /// This grant's number.
     pub seq: u64,
+    /// The report acks a switchover phase it did not before: the engine
+    /// should write the next step now.
+    pub acks: bool,
 }
 
 /// What the failure detector decided at one tick.
@@ -173,10 +176,12 @@ impl LeaderCore {
         }
         self.next_seq += 1;
         book.granted_at = Some(at);
+        let acks = report.done.iter().any(|(s, e)| book.report.done.get(s) != Some(e));
         book.report = report;
         Some(Grant {
             read_index: read_index.max(book.failed_over_at),
             seq: self.next_seq,
+            acks,
         })
     }
 
@@ -317,6 +322,27 @@ impl LeaderCore {
         node == self.me || (self.leading.is_some() && self.granted_within(node, now))
     }
 
+    /// Whether `node` counts as down for switchovers: it fenced, or this
+    /// leadership has settled and granted it nothing within `lease +
+    /// margin`. A fresh leader counts nobody down for silence alone: it has
+    /// not heard anyone yet, and must not roll back or refuse switchovers
+    /// for that.
+    pub fn down(&self, node: NodeId, now: Mono) -> bool {
+        if node == self.me || self.leading.is_none() {
+            return false;
+        }
+        self.books.get(&node).is_some_and(|b| b.fenced) || (self.settled(now) && !self.granted_within(node, now))
+    }
+
+    /// Phases each node acked in its latest report.
+    pub fn acks(&self) -> BTreeMap<NodeId, BTreeMap<String, u64>> {
+        self.books
+            .iter()
+            .filter(|(_, b)| !b.report.done.is_empty())
+            .map(|(n, b)| (*n, b.report.done.clone()))
+            .collect()
+    }
+
     /// Whether this node granted `node` a lease within `lease + margin` of
     /// `now` (if not, that node has fenced itself at least `margin` ago).
     fn granted_within(&self, node: NodeId, now: Mono) -> bool {
@@ -341,7 +367,7 @@ impl LeaderCore {
     /// Replication backlogs as the decision code wants them: a master's
     /// backlog concerns its replicas (with one replica per store, whoever is
     /// not master).
-    fn backlog(&self, state: &ClusterState) -> Reports {
+    pub fn backlog(&self, state: &ClusterState) -> Reports {
         let mut r = Reports::default();
         for book in self.books.values() {
             for (store, bytes) in &book.report.backlog {

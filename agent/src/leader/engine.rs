@@ -3,28 +3,49 @@
 //! entry moving every store those nodes mastered, each to the best live
 //! replica (`decide::failover_targets`). What counts as dead, and when a
 //! fresh leader may decide at all, is the core's (`leader::core`).
+//!
+//! Then it conducts switchovers (`switchover::conduct`): the next phase of
+//! each (at once when a node acks one: the granter wakes it), rollbacks,
+//! and the switchovers of drains and rebalances.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use slotd_raft_store::{Command, Reason};
+use slotd_raft_store::{Command, Reason, Store};
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, info_span, warn, Instrument};
 
+use super::switchover::{conduct, Facts, SwitchoverTiming};
 use crate::clock::{sleep_until, unix_ms, Mono};
 use crate::cluster::Cluster;
+use crate::config::SwitchoverConfig;
 use crate::stats::Stats;
 
 pub struct FailoverEngine {
     pub cluster: Arc<Cluster>,
     pub heartbeat: Duration,
     pub stats: Arc<Stats>,
-    /// Woken when a fence notice is accepted, so the move does not wait for
-    /// the next tick.
+    /// Woken when a fence notice is accepted, a phase acked, or a drain or
+    /// rebalance ordered, so the next step does not wait for the next tick.
     pub wake: Arc<Notify>,
+    /// This node's `[switchover]` (the leader's governs).
+    pub switchover: SwitchoverConfig,
+}
+
+/// What the engine remembers of switchovers while it leads.
+#[derive(Default)]
+struct Conducting {
+    /// When this leadership first saw each store in its current phase and
+    /// epoch (a new leader starts the clock again: never a timeout early).
+    seen: BTreeMap<String, (u64, Mono)>,
+    /// Stores rolled back, and when: a drain retries them later.
+    cooling: BTreeMap<String, Mono>,
+    /// Stores whose rebalance switchover rolled back: this rebalance leaves
+    /// them be.
+    given_up: BTreeSet<String>,
 }
 
 impl FailoverEngine {
@@ -33,6 +54,7 @@ impl FailoverEngine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported_stranded: BTreeSet<String> = BTreeSet::new();
         let mut l2_alarms: BTreeSet<String> = BTreeSet::new();
+        let mut conducting = Conducting::default();
         loop {
             // Also exactly when the next silent node's lease + margin is
             // over, not up to a tick later.
@@ -55,14 +77,25 @@ impl FailoverEngine {
                     "leading: no failover of a silent node before lease + margin"
                 );
             }
+            if began || leading.is_none() {
+                conducting = Conducting::default();
+            }
             if leading.is_none() {
                 continue;
             }
             self.watch_l2(&mut l2_alarms);
+            self.fail_over(now, m.current_term, &mut reported_stranded).await;
+            self.conduct(&mut conducting).await;
+        }
+    }
+
+    /// Fails over the stores of nodes the core finds dead.
+    async fn fail_over(&self, now: Mono, term: u64, reported_stranded: &mut BTreeSet<String>) {
+        {
             let decision = self.cluster.reader.with(|d| self.cluster.core().decide(&d.state, now));
             if decision.dead.is_empty() {
                 reported_stranded.clear();
-                continue;
+                return;
             }
             let plan = decision.plan;
             self.stats.stranded.store(plan.stranded.len() as u64, Ordering::Relaxed);
@@ -72,11 +105,11 @@ impl FailoverEngine {
                 }
             }
             if plan.moves.is_empty() {
-                continue;
+                return;
             }
             let n = plan.moves.len();
             let dead = decision.dead;
-            let span = info_span!("failover", dead = ?dead, term = m.current_term);
+            let span = info_span!("failover", dead = ?dead, term);
             let written = self
                 .cluster
                 .write(Command::Failover {
@@ -101,6 +134,78 @@ impl FailoverEngine {
                 Err(e) => {
                     self.cluster.core().pardon(&dead);
                     warn!(error = %e, "failover not committed; deciding again");
+                }
+            }
+        }
+    }
+
+    /// Writes what `switchover::conduct` says, one entry after another; a
+    /// refused entry (the state moved on) is decided again next time.
+    async fn conduct(&self, c: &mut Conducting) {
+        let now = Mono::now();
+        let timing = SwitchoverTiming::of(&self.switchover);
+        c.cooling.retain(|_, at| now.since(*at) < timing.retry_after);
+        let commands = self.cluster.reader.with(|d| {
+            let state = &d.state;
+            // Phase clocks: started when this leadership first sees a phase.
+            c.seen.retain(|name, (epoch, _)| {
+                state
+                    .stores
+                    .get(name)
+                    .is_some_and(|s| s.epoch == *epoch && s.phase.switchover().is_some())
+            });
+            for s in state.stores.values().filter(|s| s.phase.switchover().is_some()) {
+                c.seen.entry(s.name.clone()).or_insert((s.epoch, now));
+            }
+            if state.rebalance.is_none() {
+                c.given_up.clear();
+            }
+            let core = self.cluster.core();
+            let facts = Facts {
+                down: state.nodes.keys().copied().filter(|n| core.down(*n, now)).collect(),
+                done: core.acks(),
+                reports: core.backlog(state),
+                max_backlog: self.switchover.max_backlog_bytes,
+                drain_concurrency: self.switchover.drain_concurrency,
+                cooling: c.cooling.keys().cloned().collect(),
+                given_up: c.given_up.clone(),
+                now_ms: unix_ms(),
+            };
+            drop(core);
+            let seen = &c.seen;
+            let age = |s: &Store| {
+                seen.get(&s.name)
+                    .map_or(std::time::Duration::ZERO, |(_, t)| now.since(*t))
+            };
+            let rebalancing: BTreeSet<String> = state
+                .stores
+                .values()
+                .filter(|s| s.phase.reason() == Some(Reason::Rebalance))
+                .map(|s| s.name.clone())
+                .collect();
+            (conduct(state, &facts, &age, &timing), rebalancing)
+        });
+        let (commands, rebalancing) = commands;
+        for command in commands {
+            let rolled_back = match &command {
+                Command::RollbackSwitchover { store, .. } => Some(store.clone()),
+                _ => None,
+            };
+            let what = format!("{command:?}");
+            match self.cluster.write(command).await {
+                Ok(index) => {
+                    info!(index, entry = %what, "switchover step");
+                    if let Some(store) = rolled_back {
+                        warn!(store = %store, "switchover rolled back");
+                        c.cooling.insert(store.clone(), Mono::now());
+                        if rebalancing.contains(&store) {
+                            c.given_up.insert(store);
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, entry = %what, "switchover step not written; deciding again");
+                    return;
                 }
             }
         }

@@ -41,12 +41,17 @@ impl Granter {
                 for (renewal, reply) in batch {
                     let answer = match &outcome {
                         Ok((term, read_index)) => match core.grant(renewal.node, now, renewal.report, *read_index) {
-                            Some(g) => Ok(Granted {
-                                leader: cluster.id,
-                                term: *term,
-                                seq: g.seq,
-                                read_index: g.read_index,
-                            }),
+                            Some(g) => {
+                                if g.acks {
+                                    cluster.engine_wake.notify_one();
+                                }
+                                Ok(Granted {
+                                    leader: cluster.id,
+                                    term: *term,
+                                    seq: g.seq,
+                                    read_index: g.read_index,
+                                })
+                            }
                             None => Err(AgentError::Precondition(format!(
                                 "node {} is being failed over; no lease until that is settled",
                                 renewal.node

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slotd_raft_store::NodeId;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
 use super::{LeaseBook, LeaseState};
@@ -48,8 +48,10 @@ async fn renew(
         .map_err(|e| AgentError::Raft(e.to_string()))?
 }
 
-/// Renews this node's lease every `heartbeat` until `stop` is set;
+/// Renews this node's lease every `heartbeat` (and when `renew_now` is
+/// notified: a health report with news for the leader) until `stop` is set;
 /// publishes it on the returned receiver.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_keeper(
     cluster: Arc<Cluster>,
     granter: Granter,
@@ -57,6 +59,7 @@ pub fn spawn_keeper(
     lease: Duration,
     report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
     progress: Progress,
+    renew_now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(LeaseState::default());
@@ -78,6 +81,10 @@ pub fn spawn_keeper(
             let renew_now = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => true,
+                _ = renew_now.notified() => {
+                    tick.reset();
+                    true
+                }
                 changed = metrics.changed() => {
                     if changed.is_err() { return }
                     let now_leader = metrics.borrow_and_update().current_leader;

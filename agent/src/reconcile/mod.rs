@@ -43,6 +43,9 @@ pub struct Observed {
     /// tag says so) that belong to no store of the state any more (a
     /// removed store), with the store they were bound for.
     pub leftovers: BTreeMap<IpAddr, (ServiceIp, String)>,
+    /// Slots demoted (clients stopped, sync log flushed unless forced,
+    /// instance stopped) by this agent, with the epoch of the attempt.
+    pub demoted: BTreeMap<String, u64>,
 }
 
 /// One thing to do. The executor runs them in the order given.
@@ -52,6 +55,15 @@ pub enum Action {
     Stop {
         store: String,
         slot: String,
+    },
+    /// A switchover's old master: stop taking clients, flush the sync log
+    /// to the replica until empty (unless `force`), stop the instance. Done
+    /// once per attempt (`epoch`), whatever state the instance was in.
+    Demote {
+        store: String,
+        slot: String,
+        epoch: u64,
+        force: bool,
     },
     /// Remove the address from the interface.
     Release {
@@ -145,7 +157,16 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
                 }
             }
             Role::Fenced => {
-                if matches!(instance, Instance::Master { .. }) {
+                if let Phase::Demoting { force, .. } = store.phase {
+                    if observed.demoted.get(&slot) != Some(&store.epoch) {
+                        give_up.push(Action::Demote {
+                            store: name.clone(),
+                            slot,
+                            epoch: store.epoch,
+                            force,
+                        });
+                    }
+                } else if matches!(instance, Instance::Master { .. }) {
                     give_up.push(Action::Stop {
                         store: name.clone(),
                         slot,
@@ -278,6 +299,7 @@ impl Action {
     pub fn store(&self) -> &str {
         match self {
             Action::Stop { store, .. }
+            | Action::Demote { store, .. }
             | Action::Release { store, .. }
             | Action::Bind { store, .. }
             | Action::Announce { store, .. }
@@ -288,7 +310,10 @@ impl Action {
 
     /// Releasing or stopping (as opposed to taking).
     pub fn is_give_up(&self) -> bool {
-        matches!(self, Action::Stop { .. } | Action::Release { .. })
+        matches!(
+            self,
+            Action::Stop { .. } | Action::Demote { .. } | Action::Release { .. }
+        )
     }
 }
 
@@ -306,6 +331,43 @@ pub fn wants_ip(state: &ClusterState, me: NodeId, lease_valid: bool, store: &str
         Role::Fenced => false,
         Role::Replica { holds_ip } => holds_ip && s.replica_ip.addr == ip,
     }
+}
+
+/// The switchover phases this node has finished its part of, by store,
+/// with the epoch of the attempt — what it acks to the leader in its health
+/// reports (the leader then writes the next phase):
+/// - `Demoting`, as the old master: the master IP is not held here, the
+///   instance is not master, and the slot was demoted for this epoch;
+/// - `Promoting`, as the new master: it serves — the master IP is bound
+///   (and was announced, which comes before the start in a pass) and the
+///   instance runs as master for this epoch. A node without a valid lease
+///   does not serve, so does not ack.
+pub fn phase_done(state: &ClusterState, me: NodeId, lease_valid: bool, observed: &Observed) -> BTreeMap<String, u64> {
+    let mut done = BTreeMap::new();
+    for store in state.stores.values() {
+        let Some(slot) = store.slot_on(me) else { continue };
+        let instance = observed.instances.get(&slot.slot).copied().unwrap_or(Instance::Stopped);
+        let holds = observed.addresses.contains(&store.master_ip.addr);
+        let finished = match store.phase {
+            Phase::Stable => false,
+            Phase::Demoting { from, .. } => {
+                from == me
+                    && !holds
+                    && !matches!(instance, Instance::Master { .. })
+                    && observed.demoted.get(&slot.slot) == Some(&store.epoch)
+            }
+            Phase::Promoting { to, .. } => {
+                to == me
+                    && role(store, me, lease_valid) == Role::Master
+                    && holds
+                    && instance == Instance::Master { epoch: store.epoch }
+            }
+        };
+        if finished {
+            done.insert(store.name.clone(), store.epoch);
+        }
+    }
+    done
 }
 
 /// The store addresses of `state` (to pick them out of an interface's list).

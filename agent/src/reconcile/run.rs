@@ -18,11 +18,11 @@ use std::time::Duration;
 use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix, Outcome};
 use slotd_raft_store::storage::StateReader;
 use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::{plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed, PassPlan};
+use super::{phase_done, plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed, PassPlan};
 use crate::clock::{sleep_until, Mono};
 use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
@@ -84,6 +84,13 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub ledger_entries: Mutex<Entries>,
     /// Numbers the ledger writes.
     pub ledger_writes: AtomicU64,
+    /// Slots demoted for a switchover, with the attempt's epoch.
+    pub demoted: Mutex<BTreeMap<String, u64>>,
+    /// The longest a demote (with its flush) may take.
+    pub demote_timeout: Duration,
+    /// Asks the lease keeper to renew now: a finished phase is acked in the
+    /// next health report, and the switchover should not wait a heartbeat.
+    pub renew_now: Arc<Notify>,
 }
 
 fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
@@ -247,6 +254,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         let ledger = r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut observed = Observed {
             instances: r.driver.observe().await,
+            demoted: r.demoted.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             ..Observed::default()
         };
         for b in list {
@@ -342,7 +350,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // Nothing changed on the machine: report what was just seen
             // rather than asking the kernel again.
             self.settle_ledger(&state, &observed).await;
-            self.publish(&observed, fenced);
+            self.publish(&state, &observed, lease_valid, fenced).await;
             return;
         }
         let none = Probes::new();
@@ -378,7 +386,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         }
         if let Some(observed) = self.observe(&state).await {
             self.settle_ledger(&state, &observed).await;
-            self.publish(&observed, fenced);
+            self.publish(&state, &observed, lease_valid, fenced).await;
         }
     }
 
@@ -403,14 +411,14 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
             let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
             let span = info_span!("act", store = %store, epoch);
-            let result = match tokio::time::timeout(
-                ACTION_TIMEOUT,
-                self.execute(action, state, probes).instrument(span),
-            )
-            .await
-            {
+            // A demote flushes the sync log: it has the phase's time.
+            let limit = match action {
+                Action::Demote { .. } => r.demote_timeout,
+                _ => ACTION_TIMEOUT,
+            };
+            let result = match tokio::time::timeout(limit, self.execute(action, state, probes).instrument(span)).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("no result within {ACTION_TIMEOUT:?}")),
+                Err(_) => Err(format!("no result within {limit:?}")),
             };
             if let Err(e) = result {
                 Stats::add(&r.stats.action_errors, 1);
@@ -451,8 +459,30 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         }
     }
 
-    fn publish(&self, observed: &Observed, fenced: bool) {
-        let mut rep = self.r.report.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn publish(&self, state: &ClusterState, observed: &Observed, lease_valid: bool, fenced: bool) {
+        let r = self.r;
+        let done = phase_done(state, r.me, lease_valid, observed);
+        let mut backlog = BTreeMap::new();
+        for s in state.stores.values().filter(|s| s.master == r.me) {
+            let Some(slot) = s.slot_on(r.me) else { continue };
+            if !matches!(observed.instances.get(&slot.slot), Some(Instance::Master { .. })) {
+                continue;
+            }
+            if let Some(bytes) = r.driver.backlog(&slot.slot).await {
+                backlog.insert(s.name.clone(), bytes);
+            }
+        }
+        let mut rep = r.report.lock().unwrap_or_else(PoisonError::into_inner);
+        // News the leader acts on goes at once, not at the next heartbeat:
+        // an ack moves a switchover on; a store's first backlog makes its
+        // replica eligible for switchovers.
+        let acks = rep.done != done && !done.is_empty();
+        let new_backlog = backlog.keys().any(|s| !rep.backlog.contains_key(s));
+        if acks || new_backlog {
+            r.renew_now.notify_one();
+        }
+        rep.done = done;
+        rep.backlog = backlog;
         rep.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
         rep.instances = observed
             .instances
@@ -480,6 +510,21 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             Action::Stop { slot, .. } => {
                 r.driver.stop(slot).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance stopped");
+            }
+            Action::Demote { slot, epoch, force, .. } => {
+                r.driver.demote(slot, *force).await.map_err(|e| e.to_string())?;
+                r.demoted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(slot.clone(), *epoch);
+                if *force {
+                    warn!(
+                        slot,
+                        "demoted without a flush (forced): unreplicated changes may be lost"
+                    );
+                } else {
+                    info!(slot, "demoted: clients stopped, sync log flushed, instance stopped");
+                }
             }
             Action::Bind { store, ip, .. } => {
                 let is_master_ip = state.stores.get(store).is_some_and(|s| s.master_ip == *ip);

@@ -56,6 +56,14 @@ impl SlotDriver for SlowDriver {
         self.inner.stop(slot).await
     }
 
+    async fn demote(&self, slot: &str, force: bool) -> Result<(), DriverError> {
+        self.inner.demote(slot, force).await
+    }
+
+    async fn backlog(&self, slot: &str) -> Option<u64> {
+        self.inner.backlog(slot).await
+    }
+
     async fn observe(&self) -> std::collections::BTreeMap<String, Instance> {
         self.inner.observe().await
     }
@@ -142,6 +150,9 @@ impl Shell {
                 ledger: ledger.clone(),
                 ledger_entries: Default::default(),
                 ledger_writes: Default::default(),
+                demoted: Default::default(),
+                demote_timeout: Duration::from_secs(20),
+                renew_now: Default::default(),
             }
             .run(stop_rx),
         );

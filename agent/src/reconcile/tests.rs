@@ -54,6 +54,7 @@ fn observed(ips: &[&str], instances: &[(&str, Instance)]) -> Observed {
             .map(|(s, i)| ((*s).to_owned(), *i))
             .collect::<BTreeMap<_, _>>(),
         leftovers: BTreeMap::new(),
+        demoted: BTreeMap::new(),
     }
 }
 
@@ -268,12 +269,19 @@ fn switchover_phases() {
                 store: "st01".into(),
                 ip: ip("10.0.1.1/32")
             },
-            Action::Stop {
+            Action::Demote {
                 store: "st01".into(),
-                slot: "s01".into()
+                slot: "s01".into(),
+                epoch: 2,
+                force: false,
             },
         ]
     );
+    // Demoted for this attempt: nothing more, and the phase is acked.
+    let mut after = observed(&["10.0.2.2"], &[("s02", Instance::Replica { epoch: 1 })]);
+    after.demoted.insert("s01".into(), 2);
+    assert_eq!(reconcile(&s, 1, false, &after), vec![]);
+    assert_eq!(phase_done(&s, 1, false, &after), [("st01".to_owned(), 2)].into());
     // The target stays replica until the log says Promoting.
     let o2 = observed(
         &["10.0.2.1", "10.0.1.2"],

@@ -322,11 +322,13 @@ pub fn comparable(v: &Value) -> Value {
             }
         }
     }
-    // The layer-2 verdict is the leader's alone, like liveness.
+    // The layer-2 verdict and the backlogs are the leader's alone, like
+    // liveness.
     if let Some(stores) = v["stores"].as_array_mut() {
         for s in stores {
             if let Some(o) = s.as_object_mut() {
                 o.remove("l2");
+                o.remove("backlog");
             }
         }
     }

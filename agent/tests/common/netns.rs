@@ -266,6 +266,14 @@ impl Site {
         assert_eq!(rc, 0, "kill({pid}, {signal})");
     }
 
+    /// Agent `i`'s exit status, once it has exited (it no longer runs then).
+    pub fn exit_status(&self, i: usize) -> Option<std::process::ExitStatus> {
+        let mut agents = lock(&self.agents);
+        let status = agents[i].as_mut()?.try_wait().ok().flatten()?;
+        agents[i] = None;
+        Some(status)
+    }
+
     pub fn running(&self, i: usize) -> bool {
         lock(&self.agents)[i].is_some()
     }

@@ -25,6 +25,9 @@ use super::SimTiming;
 pub struct Machine {
     pub addresses: BTreeSet<IpAddr>,
     pub instances: BTreeMap<String, Instance>,
+    /// Slots the agent demoted for a switchover, with the attempt's epoch
+    /// (the agent's memory: gone with the agent).
+    pub demoted: BTreeMap<String, u64>,
     /// +1 at every change (the checker looks again only then).
     pub version: u64,
 }
@@ -34,6 +37,7 @@ impl Machine {
     pub fn clear(&mut self) {
         self.addresses.clear();
         self.instances.clear();
+        self.demoted.clear();
         self.version += 1;
     }
 }
@@ -204,6 +208,7 @@ impl Node {
             addresses: self.machine.addresses.clone(),
             instances: self.machine.instances.clone(),
             leftovers: Default::default(),
+            demoted: self.machine.demoted.clone(),
         };
         let actions = reconcile(&self.state, self.id, lease_valid, &observed);
         self.pass = Some(Pass::new(
@@ -270,6 +275,10 @@ impl Host for NodeHost<'_> {
         match action {
             Action::Stop { slot, .. } => {
                 m.instances.remove(slot);
+            }
+            Action::Demote { slot, epoch, .. } => {
+                m.instances.remove(slot);
+                m.demoted.insert(slot.clone(), *epoch);
             }
             Action::Release { ip, .. } => {
                 m.addresses.remove(&ip.addr);

@@ -168,7 +168,7 @@ impl Pass {
     fn duration(&self, a: &Action, host: &impl Host) -> f64 {
         match a {
             Action::Release { .. } | Action::Bind { .. } => CHANGE,
-            Action::Stop { .. } => STOP,
+            Action::Stop { .. } | Action::Demote { .. } => STOP,
             Action::Announce { .. } if self.old => {
                 ANNOUNCE_ROUNDS as f64 * ANNOUNCE_ROUND + (ANNOUNCE_ROUNDS - 1) as f64 * ANNOUNCE_INTERVAL
             }

@@ -1,0 +1,436 @@
+//! The switchover conductor's rules (DESIGN "Controlled switchover, drain,
+//! undrain, rebalance"): which log entry moves each switchover on, when one
+//! rolls back, and which switchovers a drain or a rebalance begins next.
+//!
+//! Pure: the leader's engine (`engine.rs`) and the simulation call the very
+//! same functions with what the leader knows — who is down, the phases each
+//! node acked in its health report, backlogs, and how long this leader has
+//! seen each store in its phase.
+//!
+//! A switchover, per store, each step a log entry:
+//! `Stable` → (Begin) → `Demoting` → the old master releases the master IP,
+//! flushes and stops, and acks → (Advance) → `Promoting` → the new master
+//! binds, announces, starts as master, and acks → (Complete) → `Stable`.
+//! A phase that does not finish in time, or whose target goes down, rolls
+//! back (`RollbackSwitchover`); a node that dies is the failover engine's,
+//! which ends the switchover with its failover.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use slotd_raft_store::decide::{
+    check_switchover_target, rebalance_moves, switchover_target, RebalanceOptions, Reports,
+};
+use slotd_raft_store::{ClusterState, Command, Move, NodeId, NodeMode, Phase, Reason, Rejection, Request, Store};
+
+/// The conductor's timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchoverTiming {
+    /// `Demoting` must be acked within this (`switchover.demote_timeout_ms`).
+    pub demote: Duration,
+    /// `Promoting` must be acked within this (`switchover.promote_timeout_ms`).
+    pub promote: Duration,
+    /// After a rollback, a drain tries the store again only this much later.
+    pub retry_after: Duration,
+}
+
+impl SwitchoverTiming {
+    pub fn of(c: &crate::config::SwitchoverConfig) -> SwitchoverTiming {
+        SwitchoverTiming {
+            demote: c.demote_timeout(),
+            promote: c.promote_timeout(),
+            retry_after: RETRY_AFTER,
+        }
+    }
+}
+
+/// How long a drain leaves a rolled-back store alone before trying again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the leader knows beside the log.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    /// Nodes the leader counts as down (see `LeaderCore::down`).
+    pub down: BTreeSet<NodeId>,
+    /// Phases each node acked in its last health report: store → epoch.
+    pub done: BTreeMap<NodeId, BTreeMap<String, u64>>,
+    /// Backlogs as masters reported them.
+    pub reports: Reports,
+    /// A replica further behind gets no master (unless forced).
+    pub max_backlog: u64,
+    /// Default switchovers at a time of a drain that names none.
+    pub drain_concurrency: u32,
+    /// Stores a drain must not begin now (rolled back recently).
+    pub cooling: BTreeSet<String>,
+    /// Stores this rebalance gave up on (one of its switchovers rolled back).
+    pub given_up: BTreeSet<String>,
+    /// Unix ms, for the entries' stamps (history durations).
+    pub now_ms: u64,
+}
+
+impl Facts {
+    fn live(&self, state: &ClusterState) -> BTreeSet<NodeId> {
+        state.nodes.keys().copied().filter(|n| !self.down.contains(n)).collect()
+    }
+
+    fn acked(&self, node: NodeId, store: &Store) -> bool {
+        self.done
+            .get(&node)
+            .and_then(|d| d.get(&store.name))
+            .is_some_and(|e| *e == store.epoch)
+    }
+}
+
+/// What holds for a store in a phase, the most important first (see
+/// [`event`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    /// The old master is down: the failover engine moves the store.
+    OldMasterDown,
+    /// The new master is down.
+    TargetDown,
+    /// The new master was drained or removed.
+    TargetUnavailable,
+    /// The old master acked `Demoting` at this epoch.
+    OldMasterDone,
+    /// The new master acked `Promoting` at this epoch.
+    NewMasterDone,
+    /// The phase has lasted longer than its timeout.
+    TimedOut,
+    /// Nothing yet.
+    Nothing,
+}
+
+pub const EVENTS: [Event; 7] = [
+    Event::OldMasterDown,
+    Event::TargetDown,
+    Event::TargetUnavailable,
+    Event::OldMasterDone,
+    Event::NewMasterDone,
+    Event::TimedOut,
+    Event::Nothing,
+];
+
+/// Why a switchover rolls back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    DemoteTimedOut(Duration),
+    PromoteTimedOut(Duration),
+    TargetDown,
+    TargetUnavailable,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::DemoteTimedOut(t) => write!(f, "the old master did not finish demoting within {t:?}"),
+            Why::PromoteTimedOut(t) => write!(f, "the new master did not serve within {t:?}"),
+            Why::TargetDown => f.write_str("the new master is down"),
+            Why::TargetUnavailable => f.write_str("the new master is no longer active"),
+        }
+    }
+}
+
+/// The leader's answer to an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to write (yet).
+    Wait,
+    /// `AdvanceSwitchover`: the new master takes over.
+    Advance,
+    /// `CompleteSwitchover`: done.
+    Complete,
+    /// `RollbackSwitchover`.
+    Rollback(Why),
+}
+
+/// The phase machine: what the leader writes for `event` in `phase`.
+pub fn on(phase: &Phase, event: Event, timing: &SwitchoverTiming) -> Step {
+    match (phase, event) {
+        (Phase::Stable, _) => Step::Wait,
+        // A dead master is failed over (without a flush, marked dirty): a
+        // rollback would hand the store back to a dead node.
+        (Phase::Demoting { .. }, Event::OldMasterDown) => Step::Wait,
+        (Phase::Demoting { .. }, Event::TargetDown) => Step::Rollback(Why::TargetDown),
+        (Phase::Demoting { .. }, Event::TargetUnavailable) => Step::Rollback(Why::TargetUnavailable),
+        (Phase::Demoting { .. }, Event::OldMasterDone) => Step::Advance,
+        (Phase::Demoting { .. }, Event::TimedOut) => Step::Rollback(Why::DemoteTimedOut(timing.demote)),
+        (Phase::Demoting { .. }, Event::NewMasterDone | Event::Nothing) => Step::Wait,
+        // The new master is master now: if it dies, the failover engine
+        // moves the store (and marks it dirty: it may have taken mail).
+        (Phase::Promoting { .. }, Event::TargetDown) => Step::Wait,
+        (Phase::Promoting { .. }, Event::NewMasterDone) => Step::Complete,
+        // Not serving in time: switch back (the new master demotes first).
+        (Phase::Promoting { .. }, Event::TimedOut) => Step::Rollback(Why::PromoteTimedOut(timing.promote)),
+        // It already holds the master: a drain begun meanwhile moves it on
+        // afterwards, the old master's fate no longer matters here.
+        (
+            Phase::Promoting { .. },
+            Event::OldMasterDown | Event::TargetUnavailable | Event::OldMasterDone | Event::Nothing,
+        ) => Step::Wait,
+    }
+}
+
+/// The event that decides a store's next step now: the first of [`Event`]'s
+/// order that holds. `age` is how long this leader has seen the store in
+/// its phase at this epoch.
+pub fn event(state: &ClusterState, store: &Store, facts: &Facts, age: Duration, timing: &SwitchoverTiming) -> Event {
+    let Some((from, to)) = store.phase.switchover() else {
+        return Event::Nothing;
+    };
+    let demoting = matches!(store.phase, Phase::Demoting { .. });
+    let limit = if demoting { timing.demote } else { timing.promote };
+    let target_mode = state.nodes.get(&to).map(|n| n.mode);
+    if facts.down.contains(&from) {
+        Event::OldMasterDown
+    } else if facts.down.contains(&to) {
+        Event::TargetDown
+    } else if target_mode.is_none_or(|m| m == NodeMode::Drained) {
+        // (A draining target still takes it: it may be the old master of a
+        // rolled-back attempt going home; a drain moves it on afterwards.)
+        Event::TargetUnavailable
+    } else if demoting && facts.acked(from, store) {
+        Event::OldMasterDone
+    } else if !demoting && facts.acked(to, store) {
+        Event::NewMasterDone
+    } else if age > limit {
+        Event::TimedOut
+    } else {
+        Event::Nothing
+    }
+}
+
+/// Everything the leader should write now, in order: the next step of every
+/// switchover under way, then new switchovers of drains and the rebalance
+/// (each target chosen on the state as the earlier entries leave it), then
+/// the end of drains (`Drained`) and of the rebalance. Every command is one
+/// the state machine accepts against the state as the earlier ones leave it.
+pub fn conduct(
+    state: &ClusterState,
+    facts: &Facts,
+    age: &dyn Fn(&Store) -> Duration,
+    timing: &SwitchoverTiming,
+) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut scratch = state.clone();
+    // Rolled back in this round: not begun again in it.
+    let mut cooling = facts.cooling.clone();
+    let push = |scratch: &mut ClusterState, out: &mut Vec<Command>, c: Command| {
+        let applied = scratch.apply(&Request {
+            at_ms: facts.now_ms,
+            command: c.clone(),
+        });
+        if applied.is_applied() {
+            out.push(c);
+        }
+    };
+
+    for store in state.stores.values() {
+        let ev = event(state, store, facts, age(store), timing);
+        let (name, epoch) = (store.name.clone(), store.epoch);
+        let command = match on(&store.phase, ev, timing) {
+            Step::Wait => continue,
+            Step::Advance => Command::AdvanceSwitchover { store: name, epoch },
+            Step::Complete => Command::CompleteSwitchover { store: name, epoch },
+            Step::Rollback(why) => {
+                cooling.insert(name.clone());
+                Command::RollbackSwitchover {
+                    store: name,
+                    epoch,
+                    why: why.to_string(),
+                }
+            }
+        };
+        push(&mut scratch, &mut out, command);
+    }
+
+    let live = facts.live(state);
+    // Drains: the draining node's masters, a few at a time.
+    let draining: Vec<(NodeId, u32, bool)> = state
+        .nodes
+        .values()
+        .filter(|n| n.mode == NodeMode::Draining)
+        .map(|n| {
+            let job = n.drain;
+            (
+                n.id,
+                job.map_or(facts.drain_concurrency, |j| j.concurrency),
+                job.is_some_and(|j| j.on_stop),
+            )
+        })
+        .collect();
+    for (node, concurrency, on_stop) in draining {
+        // A node that is down is the failover engine's.
+        if facts.down.contains(&node) {
+            continue;
+        }
+        let reason = if on_stop { Reason::Stop } else { Reason::Operator };
+        let candidates: Vec<String> = scratch
+            .masters_of(node)
+            .filter(|s| s.phase == Phase::Stable && !cooling.contains(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in candidates {
+            if scratch.leaving(node).count() >= concurrency as usize {
+                break;
+            }
+            let Some(store) = scratch.stores.get(&name) else {
+                continue;
+            };
+            let Ok(to) = switchover_target(&scratch, store, &live, &facts.reports, Some(facts.max_backlog)) else {
+                continue;
+            };
+            let begin = Command::BeginSwitchover {
+                store: name,
+                epoch: store.epoch,
+                to,
+                force: false,
+                reason,
+            };
+            push(&mut scratch, &mut out, begin);
+        }
+        let busy = scratch.masters_of(node).next().is_some()
+            || scratch
+                .stores
+                .values()
+                .any(|s| s.phase.switchover().is_some_and(|(f, t)| f == node || t == node));
+        if !busy {
+            let drained = Command::SetNodeMode {
+                node,
+                mode: NodeMode::Drained,
+            };
+            push(&mut scratch, &mut out, drained);
+        }
+    }
+
+    // The rebalance: its plan, made again each time on the state as the
+    // switchovers under way will leave it.
+    if let Some(concurrency) = scratch.rebalance {
+        let running = scratch
+            .stores
+            .values()
+            .filter(|s| s.phase.reason() == Some(Reason::Rebalance))
+            .count();
+        let moves: Vec<Move> = planned_rebalance(&scratch, &live, facts)
+            .into_iter()
+            .filter(|m| !cooling.contains(&m.store))
+            .collect();
+        let free = (concurrency as usize).saturating_sub(running);
+        for m in moves.iter().take(free) {
+            let begin = Command::BeginSwitchover {
+                store: m.store.clone(),
+                epoch: m.epoch,
+                to: m.to,
+                force: false,
+                reason: Reason::Rebalance,
+            };
+            push(&mut scratch, &mut out, begin);
+        }
+        if moves.is_empty() && running == 0 {
+            push(&mut scratch, &mut out, Command::RebalanceDone);
+        }
+    }
+    out
+}
+
+/// The moves a rebalance makes next: `decide::rebalance_moves` on the state
+/// as the switchovers under way leave it, without the stores it gave up on.
+pub fn planned_rebalance(state: &ClusterState, live: &BTreeSet<NodeId>, facts: &Facts) -> Vec<Move> {
+    let mut projected = state.clone();
+    for s in projected.stores.values_mut() {
+        if let Phase::Demoting { to, .. } = s.phase {
+            s.master = to;
+        }
+    }
+    let options = RebalanceOptions {
+        max_backlog_bytes: facts.max_backlog,
+    };
+    rebalance_moves(&projected, live, &facts.reports, &options)
+        .into_iter()
+        .filter(|m| !facts.given_up.contains(&m.store) && !facts.cooling.contains(&m.store))
+        .collect()
+}
+
+/// The rebalance as `slotctl rebalance --dry-run` shows it: every move it
+/// would make from the state now.
+pub fn rebalance_plan(state: &ClusterState, facts: &Facts) -> Vec<Move> {
+    planned_rebalance(state, &facts.live(state), facts)
+}
+
+/// The command `slotctl failover STORE [--to NODE] [--force]` writes, or
+/// why it is refused (nothing is written then):
+/// - a `BeginSwitchover` (two phases, with a flush unless `force`);
+/// - with `force` and a master that is down, a `Failover` at once (the
+///   master's lease is over; it is marked dirty).
+pub fn failover_command(
+    state: &ClusterState,
+    facts: &Facts,
+    store: &str,
+    to: Option<NodeId>,
+    force: bool,
+) -> Result<Command, Rejection> {
+    let s = state
+        .stores
+        .get(store)
+        .ok_or_else(|| Rejection::UnknownStore(store.to_owned()))?;
+    if let Some((_, target)) = s.phase.switchover() {
+        return Err(Rejection::SwitchoverRunning {
+            store: s.name.clone(),
+            to: state.node_name(target),
+            phase: s.phase.to_string(),
+        });
+    }
+    let live = facts.live(state);
+    let bound = (!force).then_some(facts.max_backlog);
+    let to = match to {
+        Some(to) => {
+            check_switchover_target(state, s, to, &live, &facts.reports, bound)?;
+            to
+        }
+        None => switchover_target(state, s, &live, &facts.reports, bound)?,
+    };
+    if facts.down.contains(&s.master) {
+        if !force {
+            return Err(Rejection::MasterDown {
+                store: s.name.clone(),
+                node: state.node_name(s.master),
+            });
+        }
+        return Ok(Command::Failover {
+            reason: Reason::Operator,
+            moves: vec![Move {
+                store: s.name.clone(),
+                epoch: s.epoch,
+                to,
+            }],
+        });
+    }
+    Ok(Command::BeginSwitchover {
+        store: s.name.clone(),
+        epoch: s.epoch,
+        to,
+        force,
+        reason: Reason::Operator,
+    })
+}
+
+/// The stores of `node` a drain cannot move anywhere (no live, active
+/// replica that is clean for them), with why — a drain is refused for them,
+/// and a stop says so and fences them. A lagging replica does not strand a
+/// store: the drain waits for it to catch up.
+pub fn stranded(state: &ClusterState, facts: &Facts, node: NodeId) -> Vec<(String, Rejection)> {
+    let live = facts.live(state);
+    state
+        .masters_of(node)
+        .filter(|s| s.phase == Phase::Stable)
+        .filter_map(|s| {
+            switchover_target(state, s, &live, &facts.reports, None)
+                .err()
+                .map(|e| (s.name.clone(), e))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
