@@ -50,6 +50,8 @@ pub struct SiteOptions {
     pub slots: usize,
     /// Play systemd's watchdog and ExecStopPost (see the module docs).
     pub service_manager: bool,
+    /// `timing.probe_timeout_ms` of every agent.
+    pub probe_timeout_ms: u64,
 }
 
 impl Default for SiteOptions {
@@ -57,6 +59,7 @@ impl Default for SiteOptions {
         SiteOptions {
             slots: 4,
             service_manager: false,
+            probe_timeout_ms: slotd_agent::config::Timing::default().probe_timeout_ms,
         }
     }
 }
@@ -147,6 +150,7 @@ impl Site {
             c.interface = IFACE.to_owned();
             c.manage_addresses = true;
             c.cyrus.driver = Driver::None;
+            c.timing.probe_timeout_ms = options.probe_timeout_ms;
             std::fs::write(site.config(i), c.to_toml()).expect("config");
             site.runtime_dirs.push(c.runtime_dir);
             site.spawn(i);
