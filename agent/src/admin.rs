@@ -202,7 +202,11 @@ impl Admin for AdminService {
         self.open()?;
         let node = req.into_inner().node;
         name_arg("node", &node)?;
-        self.written(LeaderCall::Undrain { node }).await
+        self.written(LeaderCall::Undrain {
+            node,
+            after_stop: false,
+        })
+        .await
     }
 
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceReply>, Status> {

@@ -203,7 +203,7 @@ impl Cluster {
                 concurrency,
                 on_stop,
             } => self.drain(node, concurrency, on_stop).await,
-            LeaderCall::Undrain { node } => self.undrain(node).await,
+            LeaderCall::Undrain { node, after_stop } => self.undrain(node, after_stop).await,
             LeaderCall::Rebalance { dry_run, concurrency } => self.rebalance(dry_run, concurrency).await,
             LeaderCall::History { store, limit } => self.history(store, limit).await,
         }

@@ -498,6 +498,29 @@ impl Config {
                 ),
             ));
         }
+        // A phase needs at least a pass (with its probe, for a new master)
+        // and a renewal to carry the ack: a shorter timeout rolls every
+        // switchover back.
+        let least_demote = 4 * t.heartbeat_ms;
+        if sw.demote_timeout_ms < least_demote {
+            return Err(invalid(
+                "switchover.demote_timeout_ms",
+                format!(
+                    "must be at least {least_demote} (4 × timing.heartbeat_ms), got {}",
+                    sw.demote_timeout_ms
+                ),
+            ));
+        }
+        let least_promote = t.probe_timeout_ms + 4 * t.heartbeat_ms;
+        if sw.promote_timeout_ms < least_promote {
+            return Err(invalid(
+                "switchover.promote_timeout_ms",
+                format!(
+                    "must be at least {least_promote} (timing.probe_timeout_ms + 4 × timing.heartbeat_ms), got {}",
+                    sw.promote_timeout_ms
+                ),
+            ));
+        }
         let max = slotd_raft_store::apply::MAX_CONCURRENCY;
         if !(1..=max).contains(&sw.drain_concurrency) {
             return Err(invalid(

@@ -21,6 +21,10 @@ pub enum DriverError {
 /// Starts, stops and observes slot instances.
 pub trait SlotDriver: Send + Sync + 'static {
     fn start_master(&self, slot: &str, epoch: u64) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Starts the slot as replica. A sync log left over from a life as
+    /// master (an unclean failover) is set aside first, never replayed by
+    /// this instance: the leader clears the store's dirty mark once the
+    /// replica runs (`reconcile::leftovers_settled`).
     fn start_replica(&self, slot: &str, epoch: u64) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Stops the whole instance (every process of it).
     fn stop(&self, slot: &str) -> impl Future<Output = Result<(), DriverError>> + Send;

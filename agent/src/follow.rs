@@ -76,12 +76,11 @@ pub async fn drain(c: &mut AdminClient<Channel>, node: &str, masters: u32, limit
         let Some(n) = view.nodes.iter().find(|n| n.name == node) else {
             return Err(Failure::failed(format!("node {node} was removed meanwhile")));
         };
-        let left = n.masters.len() + n.leaving as usize;
+        let left = n.left as usize;
         let moved = (masters as usize).saturating_sub(left);
         let line = format!(
-            "drain {node}: {moved}/{masters} moved, {} moving, {} left",
-            n.leaving,
-            n.masters.len()
+            "drain {node}: {moved}/{masters} moved, {} moving, {left} left",
+            n.leaving
         );
         if line != last {
             if tty {

@@ -25,17 +25,7 @@ pub const HISTORY_DEFAULT: u32 = 50;
 impl Cluster {
     /// What the leader knows beside the log, for the conductor's rules.
     pub fn facts(&self, state: &ClusterState) -> Facts {
-        let now = Mono::now();
-        let core = self.core();
-        Facts {
-            down: state.nodes.keys().copied().filter(|n| core.down(*n, now)).collect(),
-            done: core.acks(),
-            reports: core.backlog(state),
-            max_backlog: self.switchover.max_backlog_bytes,
-            drain_concurrency: self.switchover.drain_concurrency,
-            now_ms: unix_ms(),
-            ..Facts::default()
-        }
+        Facts::of(&self.core(), state, Mono::now(), &self.switchover, unix_ms())
     }
 
     fn node_named(state: &ClusterState, name: &str) -> Result<NodeId, AgentError> {
@@ -55,21 +45,41 @@ impl Cluster {
             let facts = self.facts(state);
             let command = failover_command(state, &facts, &store, to, force).map_err(AgentError::Refused)?;
             let from = state.stores.get(&store).map(|s| s.master).unwrap_or_default();
+            // A failover without the two phases, of a master that is down:
+            // as the failover engine does, no grant to it may slip in
+            // between this decision and the entry (its lease would count
+            // on a log from before the failover).
+            if matches!(command, Command::Failover { .. }) && !self.core().condemn_if_down(from, Mono::now()) {
+                return Err(AgentError::Precondition(format!(
+                    "store {store:?}: its master {} answered meanwhile; try again",
+                    state.node_name(from)
+                )));
+            }
             Ok::<_, AgentError>((command, from))
         })?;
-        let (target, immediate) = match &command {
-            Command::BeginSwitchover { to, .. } => (*to, false),
-            Command::Failover { moves, .. } => (moves.first().map_or(0, |m| m.to), true),
-            _ => (0, false),
+        let (target, immediate, epoch) = match &command {
+            Command::BeginSwitchover { to, epoch, .. } => (*to, false, epoch + 1),
+            Command::Failover { moves, .. } => moves.first().map_or((0, true, 0), |m| (m.to, true, m.epoch + 1)),
+            _ => (0, false, 0),
         };
-        let index = self.write(command).await?;
-        let (names, epoch) = self.reader.with(|d| {
-            let s = &d.state;
-            (
-                (s.node_name(from), s.node_name(target)),
-                s.stores.get(&store).map_or(0, |st| st.epoch),
-            )
-        });
+        let condemned = std::collections::BTreeSet::from([from]);
+        let index = match self.write(command).await {
+            Ok(index) => {
+                if immediate {
+                    self.core().failed_over(&condemned, index);
+                }
+                index
+            }
+            Err(e) => {
+                if immediate {
+                    self.core().pardon(&condemned);
+                }
+                return Err(e);
+            }
+        };
+        let names = self
+            .reader
+            .with(|d| (d.state.node_name(from), d.state.node_name(target)));
         info!(store = %store, from = %names.0, to = %names.1, force, immediate, index, "failover ordered");
         Ok(LeaderReply::Failover(pb::FailoverReply {
             index,
@@ -133,16 +143,20 @@ impl Cluster {
     }
 
     /// `slotctl undrain`: mode `active`; a drain under way stops beginning
-    /// switchovers (those under way finish).
-    pub async fn undrain(&self, node: String) -> Result<LeaderReply, AgentError> {
+    /// switchovers (those under way finish). `after_stop`: only a stop's
+    /// drain ends (a restarted agent must not undo an operator's drain).
+    pub async fn undrain(&self, node: String, after_stop: bool) -> Result<LeaderReply, AgentError> {
         self.confirm_leader().await?;
         let id = self.reader.with(|d| Self::node_named(&d.state, &node))?;
-        let index = self
-            .write(Command::SetNodeMode {
+        let command = if after_stop {
+            Command::EndStopDrain { node: id }
+        } else {
+            Command::SetNodeMode {
                 node: id,
                 mode: NodeMode::Active,
-            })
-            .await?;
+            }
+        };
+        let index = self.write(command).await?;
         info!(node = %node, index, "undrained");
         Ok(LeaderReply::Written { index })
     }

@@ -62,6 +62,11 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
             masters: state.masters_of(n.id).map(|s| s.name.clone()).collect(),
             slots: n.slots.keys().cloned().collect(),
             leaving: state.leaving(n.id).count() as u32,
+            left: (state.masters_of(n.id).count()
+                + state
+                    .leaving(n.id)
+                    .filter(|s| matches!(s.phase, slotd_raft_store::Phase::Promoting { .. }))
+                    .count()) as u32,
             drain_concurrency: match n.mode {
                 slotd_raft_store::NodeMode::Draining => n.drain.map_or(0, |d| d.concurrency),
                 _ => 0,
@@ -170,8 +175,8 @@ pub fn table(view: &StatusView) -> String {
                 n.name.clone(),
                 n.addr.clone(),
                 match (n.mode.as_str(), n.leaving) {
-                    ("draining", 0) => format!("draining ({} left)", n.masters.len()),
-                    ("draining", k) => format!("draining ({} left, {k} moving)", n.masters.len() + k as usize),
+                    ("draining", 0) => format!("draining ({} left)", n.left),
+                    ("draining", k) => format!("draining ({} left, {k} moving)", n.left),
                     (m, _) => m.to_owned(),
                 },
                 if n.alive { "yes" } else { "no" }.to_owned(),

@@ -41,7 +41,13 @@ pub fn handing_over(state: &ClusterState, me: NodeId, stranded: &[String]) -> bo
             && s.replicas()
                 .any(|n| state.nodes.get(&n).is_some_and(|n| n.mode == NodeMode::Active))
     };
-    state.masters_of(me).any(movable) || state.leaving(me).next().is_some()
+    // Switchovers from or to this node must end before it goes: one toward
+    // it (a rollback going home) would otherwise make a stopped node master.
+    let involved = state
+        .stores
+        .values()
+        .any(|s| s.phase.switchover().is_some_and(|(from, to)| from == me || to == me));
+    state.masters_of(me).any(movable) || involved
 }
 
 /// Hands this node's masters over before the agent stops; returns when
@@ -55,7 +61,7 @@ pub async fn drain_before_stopping(cluster: &Arc<Cluster>, timeout: Duration, ag
     let (masters, mode) = cluster
         .reader
         .with(|d| (d.state.masters_of(me).count(), d.state.nodes.get(&me).map(|n| n.mode)));
-    if masters == 0 && cluster.reader.with(|d| d.state.leaving(me).next().is_none()) {
+    if masters == 0 && !cluster.reader.with(|d| handing_over(&d.state, me, &[])) {
         return;
     }
     let deadline = Instant::now() + timeout;
@@ -137,6 +143,7 @@ pub async fn undrain_after_stop(cluster: Arc<Cluster>) {
                 match cluster
                     .call(LeaderCall::Undrain {
                         node: cluster.name.clone(),
+                        after_stop: true,
                     })
                     .await
                 {

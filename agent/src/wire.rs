@@ -32,6 +32,10 @@ pub struct HealthReport {
     /// Switchover phases this node finished its part of: store → the
     /// attempt's epoch (`reconcile::phase_done`). The leader's acks.
     pub done: BTreeMap<String, u64>,
+    /// Stores this node, marked dirty for them, runs as replica again at
+    /// this epoch (its leftovers are set aside): store → epoch
+    /// (`reconcile::leftovers_settled`). The leader clears the mark.
+    pub clean: BTreeMap<String, u64>,
 }
 
 /// What a replica saw when it probed a store's master IP.
@@ -127,8 +131,9 @@ pub enum LeaderCall {
         concurrency: Option<u32>,
         on_stop: bool,
     },
-    /// `slotctl undrain NODE`.
-    Undrain { node: String },
+    /// `slotctl undrain NODE`; `after_stop`: the node's own agent, started
+    /// again, ending a stop's drain (and only that: `EndStopDrain`).
+    Undrain { node: String, after_stop: bool },
     /// `slotctl rebalance [--dry-run]`.
     Rebalance { dry_run: bool, concurrency: Option<u32> },
     /// `slotctl history [STORE]`.

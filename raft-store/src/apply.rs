@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use tracing::debug;
 
 use crate::command::{Command, Move, NodeSpec, Rejection, Request, Response, StoreSpec, Topology};
-use crate::state::{ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, Store, Transition, HISTORY_LEN};
+use crate::state::{
+    ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, RebalanceJob, Store, Transition, HISTORY_LEN,
+};
 
 /// Longest accepted node, slot or store name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -50,7 +52,18 @@ impl ClusterState {
                 check_concurrency(*concurrency)
             }
             Command::Rebalance { concurrency } => check_concurrency(*concurrency),
-            Command::RebalanceDone => Ok(()),
+            Command::RebalanceDone { seq } => match self.rebalance {
+                Some(job) if job.seq == *seq => Ok(()),
+                _ => Err(Rejection::OtherRebalance { seq: *seq }),
+            },
+            Command::EndStopDrain { node } => {
+                let n = self.node(*node)?;
+                if n.mode != NodeMode::Active && n.drain.is_some_and(|d| d.on_stop) {
+                    Ok(())
+                } else {
+                    Err(Rejection::NotStopDrain { node: n.name.clone() })
+                }
+            }
             Command::SetVoter { node, voter } => {
                 self.node(*node)?;
                 if !voter {
@@ -78,8 +91,10 @@ impl ClusterState {
             Command::AdvanceSwitchover { store, epoch } => {
                 let s = self.store_at(store, *epoch)?;
                 self.check_phase(s, "demoting", |p| matches!(p, Phase::Demoting { .. }))?;
-                // A target drained meanwhile cannot take it; a draining one
-                // can only be the old master of a rolled-back attempt.
+                // A target drained meanwhile cannot take it. A draining one
+                // can: the old master of a rolled-back attempt going home,
+                // or a target whose drain began meanwhile (the drain moves
+                // the store on afterwards).
                 if let Phase::Demoting { to, .. } = s.phase {
                     let node = self.node(to)?;
                     if node.mode == NodeMode::Drained {
@@ -167,8 +182,20 @@ impl ClusterState {
                     });
                 }
             }
-            Command::Rebalance { concurrency } => self.rebalance = Some(*concurrency),
-            Command::RebalanceDone => self.rebalance = None,
+            Command::Rebalance { concurrency } => {
+                self.rebalance = Some(RebalanceJob {
+                    seq: self.next_rebalance,
+                    concurrency: *concurrency,
+                });
+                self.next_rebalance += 1;
+            }
+            Command::RebalanceDone { .. } => self.rebalance = None,
+            Command::EndStopDrain { node } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.mode = NodeMode::Active;
+                    n.drain = None;
+                }
+            }
             Command::SetVoter { node, voter } => {
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.voter = *voter;
@@ -198,6 +225,7 @@ impl ClusterState {
                         force: *force,
                         reason: *reason,
                         since_ms,
+                        returning: false,
                     };
                 }
             }
@@ -209,6 +237,7 @@ impl ClusterState {
                     force,
                     reason,
                     since_ms,
+                    returning,
                 } = s.phase
                 else {
                     return;
@@ -221,6 +250,7 @@ impl ClusterState {
                     force,
                     reason,
                     since_ms,
+                    returning,
                 };
             }
             Command::CompleteSwitchover { store, .. } => {
@@ -231,16 +261,17 @@ impl ClusterState {
                     force,
                     reason,
                     since_ms,
+                    returning,
                 } = s.phase
                 else {
                     return;
                 };
                 s.phase = Phase::Stable;
                 let epoch = s.epoch;
-                let what = if force {
-                    "switchover (forced: no flush)"
-                } else {
-                    "switchover"
+                let what = match (returning, force) {
+                    (true, _) => "switchover back (after a rollback)",
+                    (false, true) => "switchover (forced: no flush)",
+                    (false, false) => "switchover",
                 };
                 let t = Change::new(store, from, to, epoch, reason, what.into());
                 self.record(t.lasting(since_ms, at_ms), at_ms);
@@ -267,11 +298,26 @@ impl ClusterState {
                     // way (it demotes and acks before the old master takes
                     // over again), under a new epoch, so nothing the aborted
                     // attempt does still counts.
+                    // Already going back, and failing again: both nodes
+                    // failed to serve; stay (the master keeps trying)
+                    // rather than bounce between them.
                     Phase::Promoting {
                         from,
                         to,
                         reason,
                         since_ms,
+                        returning: true,
+                        ..
+                    } => {
+                        s.phase = Phase::Stable;
+                        (from, to, reason, since_ms, "promoting back (staying)")
+                    }
+                    Phase::Promoting {
+                        from,
+                        to,
+                        reason,
+                        since_ms,
+                        returning: false,
                         ..
                     } => {
                         s.phase = Phase::Demoting {
@@ -280,6 +326,7 @@ impl ClusterState {
                             force: false,
                             reason,
                             since_ms: at_ms,
+                            returning: true,
                         };
                         (to, from, reason, since_ms, "promoting")
                     }
@@ -594,6 +641,13 @@ impl ClusterState {
     fn check_set_mode(&self, id: NodeId, mode: NodeMode) -> Result<(), Rejection> {
         let node = self.node(id)?;
         if mode == NodeMode::Drained {
+            // Only a drain ends in `Drained`: an undrain that came first wins.
+            if node.mode != NodeMode::Draining {
+                return Err(Rejection::NotDraining {
+                    node: node.name.clone(),
+                    mode: node.mode,
+                });
+            }
             let stores = list(self.masters_of(id).map(|s| s.name.as_str()));
             if !stores.is_empty() {
                 return Err(Rejection::NodeStillMaster {

@@ -43,8 +43,16 @@ pub enum Command {
     Rebalance {
         concurrency: u32,
     },
-    /// The rebalance has nothing left to move.
-    RebalanceDone,
+    /// Rebalance `seq` has nothing left to move (a later one is not ended).
+    RebalanceDone {
+        seq: u64,
+    },
+    /// The node's agent started again after a stop's drain: `active` again,
+    /// but only if the drain is still that stop's (an operator's drain
+    /// ordered meanwhile stays).
+    EndStopDrain {
+        node: NodeId,
+    },
     /// Whether the node should be a Raft voter.
     SetVoter {
         node: NodeId,
@@ -77,7 +85,8 @@ pub enum Command {
     },
     /// A phase timed out or failed, `why` recorded. From `Demoting` the old
     /// master serves again at once; from `Promoting` the store switches
-    /// back (`Demoting` from the new master to the old one).
+    /// back (`Demoting` from the new master to the old one) — unless it was
+    /// already going back: then it stays where it is, `Stable`.
     RollbackSwitchover {
         store: String,
         epoch: u64,
@@ -224,6 +233,12 @@ pub enum Rejection {
     EmptyFailover,
     #[error("store {0:?} appears twice in one failover")]
     DuplicateMove(String),
+    #[error("node {node} is {mode}, not draining")]
+    NotDraining { node: String, mode: NodeMode },
+    #[error("node {node} is not in a stop's drain")]
+    NotStopDrain { node: String },
+    #[error("rebalance {seq} is not the one under way")]
+    OtherRebalance { seq: u64 },
     #[error("node {node} is in switchovers of stores {stores}")]
     NodeStillLeaving { node: String, stores: String },
     // The leader's own checks, before anything reaches the log (they need

@@ -39,10 +39,12 @@ pub struct Stranded {
 }
 
 /// Chooses, for every store mastered by a node in `dead`, the best live
-/// replica: active (not draining or drained), not dirty for the store, with
-/// the fewest masters now (counting this plan's earlier moves), the smallest
-/// last reported backlog, then slot order. A dirty replica is taken only when
-/// nothing else is left: serving possibly stale mail beats serving none.
+/// replica: not drained, not dirty for the store, active rather than
+/// draining, with the fewest masters now (counting this plan's earlier
+/// moves), the smallest last reported backlog, then slot order. A dirty or a
+/// draining replica is taken only when nothing better is left: serving
+/// (possibly stale) mail beats serving none, and a drain moves the store on
+/// again once it can.
 pub fn failover_targets(state: &ClusterState, dead: &BTreeSet<NodeId>, reports: &Reports) -> FailoverPlan {
     let mut counts = state.master_counts();
     let mut plan = FailoverPlan::default();
@@ -52,10 +54,14 @@ pub fn failover_targets(state: &ClusterState, dead: &BTreeSet<NodeId>, reports: 
             .iter()
             .enumerate()
             .filter(|(_, slot)| slot.node != store.master && !dead.contains(&slot.node))
-            .filter(|(_, slot)| state.nodes.get(&slot.node).is_some_and(|n| n.mode == NodeMode::Active))
+            .filter(|(_, slot)| state.nodes.get(&slot.node).is_some_and(|n| n.mode != NodeMode::Drained))
             .min_by_key(|(pos, slot)| {
                 (
                     store.dirty.contains(&slot.node),
+                    state
+                        .nodes
+                        .get(&slot.node)
+                        .is_some_and(|n| n.mode == NodeMode::Draining),
                     counts.get(&slot.node).copied().unwrap_or(0),
                     reports.backlog(&store.name, slot.node).unwrap_or(u64::MAX),
                     *pos,

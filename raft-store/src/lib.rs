@@ -26,5 +26,7 @@ pub mod types;
 
 pub use command::{Command, Move, NodeSpec, Rejection, Request, Response, StoreSpec, Topology};
 pub use ip::ServiceIp;
-pub use state::{ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, SlotRef, Store, Transition};
+pub use state::{
+    ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, RebalanceJob, SlotRef, Store, Transition,
+};
 pub use types::{typ, TypeConfig};

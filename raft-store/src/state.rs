@@ -34,10 +34,20 @@ pub struct ClusterState {
     /// under the same name starts above it, so its fencing token never goes
     /// backwards.
     pub retired_epochs: BTreeMap<String, u64>,
-    /// A `rebalance` is under way, this many switchovers at a time; the
-    /// leader moves masters until its plan is empty, then clears it. In the
-    /// log, so that a new leader carries on.
-    pub rebalance: Option<u32>,
+    /// A `rebalance` under way; the leader moves masters until its plan is
+    /// empty, then ends it. In the log, so that a new leader carries on.
+    pub rebalance: Option<RebalanceJob>,
+    /// Numbers rebalances, so that the end of one cannot end the next.
+    pub next_rebalance: u64,
+}
+
+/// A rebalance, as ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceJob {
+    /// Which rebalance (`RebalanceDone` names it).
+    pub seq: u64,
+    /// Switchovers at a time.
+    pub concurrency: u32,
 }
 
 /// One storage machine running one agent.
@@ -180,6 +190,9 @@ pub enum Phase {
         /// When the switchover began (the proposer's unix ms), for its
         /// duration in the history.
         since_ms: u64,
+        /// It goes back where a rolled-back attempt came from: should it
+        /// fail too, the store stays where it is (no ping-pong).
+        returning: bool,
     },
     /// `to` is master (epoch already +1): it binds the master IP, announces,
     /// starts Cyrus as master; it acks with `CompleteSwitchover`. `from` is
@@ -190,6 +203,7 @@ pub enum Phase {
         force: bool,
         reason: Reason,
         since_ms: u64,
+        returning: bool,
     },
 }
 

@@ -52,7 +52,7 @@ fn failover_spreads_and_prefers_small_backlog() {
 }
 
 #[test]
-fn failover_skips_draining_dead_and_dirty_and_reports_stranded() {
+fn failover_skips_drained_dead_and_dirty_and_reports_stranded() {
     let mut s = triple();
     apply(
         &mut s,
@@ -64,13 +64,29 @@ fn failover_skips_draining_dead_and_dirty_and_reports_stranded() {
     assert_eq!(targets(&s, &[1], &Reports::default())[0], ("st01".into(), 3));
     assert_eq!(
         targets(&s, &[1, 3], &Reports::default()),
-        vec![("st02".into(), 4), ("st03".into(), 4)]
+        vec![("st01".into(), 2), ("st02".into(), 4), ("st03".into(), 4)]
+    );
+    // A draining replica, when nothing else is left: served beats unserved.
+    let plan = failover_targets(&s, &BTreeSet::from([1, 3]), &Reports::default());
+    assert!(plan.stranded.is_empty(), "{:?}", plan.stranded);
+    assert!(plan.moves.contains(&Move {
+        store: "st01".into(),
+        epoch: 1,
+        to: 2
+    }));
+    // A drained one never.
+    apply(
+        &mut s,
+        Command::SetNodeMode {
+            node: 2,
+            mode: NodeMode::Drained,
+        },
     );
     let plan = failover_targets(&s, &BTreeSet::from([1, 3]), &Reports::default());
     assert_eq!(plan.stranded.len(), 1);
     assert_eq!(plan.stranded[0].store, "st01");
     assert!(
-        plan.stranded[0].why.contains("imap2 draining") && plan.stranded[0].why.contains("imap3 dead"),
+        plan.stranded[0].why.contains("imap2 drained") && plan.stranded[0].why.contains("imap3 dead"),
         "{}",
         plan.stranded[0].why
     );

@@ -90,7 +90,7 @@ fn invalid_commands_are_refused_and_change_nothing() {
                 node: 1,
                 mode: NodeMode::Drained,
             },
-            "still masters stores st01",
+            "is active, not draining",
         ),
         (
             Command::RemoveNode { node: 2 },
@@ -362,6 +362,26 @@ fn switchover_phases_each_take_an_epoch_and_leave_history() {
     let last = s.history.back().unwrap();
     assert_eq!(last.what, "rollback while promoting: timeout");
     assert!(last.duration_ms.is_some(), "a rollback says how long the attempt took");
+    // Going back fails too: no ping-pong, it stays where it is.
+    must_apply(
+        &mut s,
+        Command::AdvanceSwitchover {
+            store: "st01".into(),
+            epoch: 6,
+        },
+    );
+    must_apply(
+        &mut s,
+        Command::RollbackSwitchover {
+            store: "st01".into(),
+            epoch: 7,
+            why: "timeout".into(),
+        },
+    );
+    let st = &s.stores["st01"];
+    assert_eq!((st.master, st.epoch, st.phase), (2, 8, Phase::Stable));
+    let last = s.history.back().unwrap();
+    assert_eq!(last.what, "rollback while promoting back (staying): timeout");
 }
 
 /// The old master's ack of an abandoned attempt arrives after a rollback
@@ -873,9 +893,49 @@ fn drain_marks_the_node_and_drained_waits_for_every_switchover() {
 
     must_reject(&mut s, Command::Rebalance { concurrency: 65 }, "concurrency");
     must_apply(&mut s, Command::Rebalance { concurrency: 4 });
-    assert_eq!(s.rebalance, Some(4));
-    must_apply(&mut s, Command::RebalanceDone);
+    let job = s.rebalance.expect("a rebalance");
+    assert_eq!(job.concurrency, 4);
+    // A second rebalance ordered before the first was seen to end: the
+    // first one's end does not end it.
+    must_apply(&mut s, Command::Rebalance { concurrency: 2 });
+    must_reject(
+        &mut s,
+        Command::RebalanceDone { seq: job.seq },
+        "is not the one under way",
+    );
+    let second = s.rebalance.expect("the second rebalance").seq;
+    must_apply(&mut s, Command::RebalanceDone { seq: second });
     assert_eq!(s.rebalance, None);
+
+    // Drained only from draining: an undrain that lands first wins.
+    must_reject(
+        &mut s,
+        Command::SetNodeMode {
+            node: 1,
+            mode: NodeMode::Drained,
+        },
+        "node imap1 is active, not draining",
+    );
+    // A restart ends a stop's drain, never an operator's.
+    must_apply(
+        &mut s,
+        Command::Drain {
+            node: 3,
+            concurrency: 4,
+            on_stop: false,
+        },
+    );
+    must_reject(&mut s, Command::EndStopDrain { node: 3 }, "not in a stop's drain");
+    must_apply(
+        &mut s,
+        Command::Drain {
+            node: 2,
+            concurrency: 4,
+            on_stop: true,
+        },
+    );
+    must_apply(&mut s, Command::EndStopDrain { node: 2 });
+    assert_eq!(s.nodes[&2].mode, NodeMode::Active);
 }
 
 /// A node death during a switchover ends it: the failover moves the store,

@@ -363,10 +363,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// The longest `--wait` follows a switchover (both phase timeouts are far
-/// shorter) or a drain or rebalance.
-const WAIT_SWITCHOVER: Duration = Duration::from_secs(120);
-const WAIT_LONG: Duration = Duration::from_secs(3600);
+/// The longest `--wait` follows a switchover, a drain or a rebalance (each
+/// ends by itself: every phase has a timeout, at most an hour).
+const WAIT_SWITCHOVER: Duration = Duration::from_secs(2 * 3600 + 60);
+const WAIT_LONG: Duration = Duration::from_secs(6 * 3600);
 
 async fn moves(cli_endpoint: &str, json: bool, command: Cmd) -> Result<(), Failure> {
     let mut c = client::connect(cli_endpoint).await?;

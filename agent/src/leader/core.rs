@@ -295,6 +295,18 @@ impl LeaderCore {
             .min()
     }
 
+    /// Condemns `node` if it is down now (no grants until `failed_over` or
+    /// `pardon`): for a failover decided outside `decide` (an operator's
+    /// forced failover of a down master). False if it is not down (any
+    /// more): then nothing may be failed over.
+    pub fn condemn_if_down(&mut self, node: NodeId, now: Mono) -> bool {
+        if !self.down(node, now) {
+            return false;
+        }
+        self.books.entry(node).or_default().condemned = true;
+        true
+    }
+
     /// The failover of `nodes` is in the log at `index`.
     pub fn failed_over(&mut self, nodes: &BTreeSet<NodeId>, index: u64) {
         for n in nodes {
@@ -332,6 +344,15 @@ impl LeaderCore {
             return false;
         }
         self.books.get(&node).is_some_and(|b| b.fenced) || (self.settled(now) && !self.granted_within(node, now))
+    }
+
+    /// Stores each node reported it settled its leftovers of.
+    pub fn clean(&self) -> BTreeMap<NodeId, BTreeMap<String, u64>> {
+        self.books
+            .iter()
+            .filter(|(_, b)| !b.report.clean.is_empty())
+            .map(|(n, b)| (*n, b.report.clean.clone()))
+            .collect()
     }
 
     /// Phases each node acked in its latest report.

@@ -35,13 +35,20 @@ pub struct FailoverEngine {
     pub switchover: SwitchoverConfig,
 }
 
-/// What the engine remembers of switchovers while it leads.
+/// The longest a drain leaves a store alone after rollbacks.
+const MAX_COOLING: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What the engine remembers of switchovers while it leads (one term).
 #[derive(Default)]
 struct Conducting {
+    /// The term this is about: a new term starts afresh.
+    term: u64,
+    /// Rollbacks per store (cooling grows with each: 5 s, 10 s, … 5 min).
+    rollbacks: BTreeMap<String, u32>,
     /// When this leadership first saw each store in its current phase and
     /// epoch (a new leader starts the clock again: never a timeout early).
     seen: BTreeMap<String, (u64, Mono)>,
-    /// Stores rolled back, and when: a drain retries them later.
+    /// Stores rolled back, and until when a drain leaves them alone.
     cooling: BTreeMap<String, Mono>,
     /// Stores whose rebalance switchover rolled back: this rebalance leaves
     /// them be.
@@ -77,8 +84,11 @@ impl FailoverEngine {
                     "leading: no failover of a silent node before lease + margin"
                 );
             }
-            if began || leading.is_none() {
-                conducting = Conducting::default();
+            if began || leading.is_none() || leading != Some(conducting.term) {
+                conducting = Conducting {
+                    term: leading.unwrap_or(0),
+                    ..Conducting::default()
+                };
             }
             if leading.is_none() {
                 continue;
@@ -144,7 +154,7 @@ impl FailoverEngine {
     async fn conduct(&self, c: &mut Conducting) {
         let now = Mono::now();
         let timing = SwitchoverTiming::of(&self.switchover);
-        c.cooling.retain(|_, at| now.since(*at) < timing.retry_after);
+        c.cooling.retain(|_, until| now < *until);
         let commands = self.cluster.reader.with(|d| {
             let state = &d.state;
             // Phase clocks: started when this leadership first sees a phase.
@@ -160,18 +170,11 @@ impl FailoverEngine {
             if state.rebalance.is_none() {
                 c.given_up.clear();
             }
-            let core = self.cluster.core();
             let facts = Facts {
-                down: state.nodes.keys().copied().filter(|n| core.down(*n, now)).collect(),
-                done: core.acks(),
-                reports: core.backlog(state),
-                max_backlog: self.switchover.max_backlog_bytes,
-                drain_concurrency: self.switchover.drain_concurrency,
                 cooling: c.cooling.keys().cloned().collect(),
                 given_up: c.given_up.clone(),
-                now_ms: unix_ms(),
+                ..Facts::of(&self.cluster.core(), state, now, &self.switchover, unix_ms())
             };
-            drop(core);
             let seen = &c.seen;
             let age = |s: &Store| {
                 seen.get(&s.name)
@@ -196,8 +199,15 @@ impl FailoverEngine {
                 Ok(index) => {
                     info!(index, entry = %what, "switchover step");
                     if let Some(store) = rolled_back {
-                        warn!(store = %store, "switchover rolled back");
-                        c.cooling.insert(store.clone(), Mono::now());
+                        // Each rollback of the same store doubles the wait
+                        // before a drain tries it again: a target that
+                        // keeps failing costs an outage now and then, not
+                        // every few seconds.
+                        let n = c.rollbacks.entry(store.clone()).or_default();
+                        *n += 1;
+                        let wait = (timing.retry_after * 2u32.saturating_pow(*n - 1)).min(MAX_COOLING);
+                        warn!(store = %store, rollbacks = *n, ?wait, "switchover rolled back; not retried before the wait");
+                        c.cooling.insert(store.clone(), Mono::now() + wait);
                         if rebalancing.contains(&store) {
                             c.given_up.insert(store);
                         }

@@ -65,11 +65,41 @@ pub struct Facts {
     pub cooling: BTreeSet<String>,
     /// Stores this rebalance gave up on (one of its switchovers rolled back).
     pub given_up: BTreeSet<String>,
+    /// This leadership has settled (see `LeaderCore::settled`): before, a
+    /// dead node cannot be told from one not heard yet, so no new
+    /// switchover begins (those under way go on).
+    pub settled: bool,
+    /// Stores each node, as a replica, has settled its leftovers of (its
+    /// instance runs as replica at this epoch): store → epoch.
+    pub clean: BTreeMap<NodeId, BTreeMap<String, u64>>,
     /// Unix ms, for the entries' stamps (history durations).
     pub now_ms: u64,
 }
 
 impl Facts {
+    /// What the leader's core knows at `now` (the engine, the operator
+    /// commands and the simulation build them here, the one way); cooling
+    /// and given-up stores are the engine's own memory, left empty.
+    pub fn of(
+        core: &super::LeaderCore,
+        state: &ClusterState,
+        now: crate::clock::Mono,
+        config: &crate::config::SwitchoverConfig,
+        now_ms: u64,
+    ) -> Facts {
+        Facts {
+            down: state.nodes.keys().copied().filter(|n| core.down(*n, now)).collect(),
+            done: core.acks(),
+            clean: core.clean(),
+            settled: core.settled(now),
+            reports: core.backlog(state),
+            max_backlog: config.max_backlog_bytes,
+            drain_concurrency: config.drain_concurrency,
+            now_ms,
+            ..Facts::default()
+        }
+    }
+
     fn live(&self, state: &ClusterState) -> BTreeSet<NodeId> {
         state.nodes.keys().copied().filter(|n| !self.down.contains(n)).collect()
     }
@@ -203,9 +233,11 @@ pub fn event(state: &ClusterState, store: &Store, facts: &Facts, age: Duration, 
 
 /// Everything the leader should write now, in order: the next step of every
 /// switchover under way, then new switchovers of drains and the rebalance
-/// (each target chosen on the state as the earlier entries leave it), then
-/// the end of drains (`Drained`) and of the rebalance. Every command is one
-/// the state machine accepts against the state as the earlier ones leave it.
+/// (each target chosen on the state as the earlier entries leave it; none
+/// before the leadership settled), then the end of drains (`Drained`) and
+/// of the rebalance, and the dirty marks of nodes that settled their
+/// leftovers. Every command is one the state machine accepts against the
+/// state as the earlier ones leave it.
 pub fn conduct(
     state: &ClusterState,
     facts: &Facts,
@@ -245,6 +277,28 @@ pub fn conduct(
         push(&mut scratch, &mut out, command);
     }
 
+    // A dirty node that runs as the store's replica again has set its
+    // leftovers aside (the driver does so before it starts a replica).
+    for store in state.stores.values() {
+        for node in &store.dirty {
+            let settled = facts
+                .clean
+                .get(node)
+                .and_then(|c| c.get(&store.name))
+                .is_some_and(|e| *e == store.epoch);
+            if settled && *node != store.master {
+                let clear = Command::ClearDirty {
+                    store: store.name.clone(),
+                    node: *node,
+                };
+                push(&mut scratch, &mut out, clear);
+            }
+        }
+    }
+
+    if !facts.settled {
+        return out;
+    }
     let live = facts.live(state);
     // Drains: the draining node's masters, a few at a time.
     let draining: Vec<(NodeId, u32, bool)> = state
@@ -306,7 +360,8 @@ pub fn conduct(
 
     // The rebalance: its plan, made again each time on the state as the
     // switchovers under way will leave it.
-    if let Some(concurrency) = scratch.rebalance {
+    if let Some(job) = scratch.rebalance {
+        let concurrency = job.concurrency;
         let running = scratch
             .stores
             .values()
@@ -328,7 +383,7 @@ pub fn conduct(
             push(&mut scratch, &mut out, begin);
         }
         if moves.is_empty() && running == 0 {
-            push(&mut scratch, &mut out, Command::RebalanceDone);
+            push(&mut scratch, &mut out, Command::RebalanceDone { seq: job.seq });
         }
     }
     out

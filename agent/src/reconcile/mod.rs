@@ -370,6 +370,22 @@ pub fn phase_done(state: &ClusterState, me: NodeId, lease_valid: bool, observed:
     done
 }
 
+/// The stores this node is marked dirty for and runs as replica again, at
+/// the store's epoch: the driver set its leftover sync log aside before it
+/// started the replica (see `SlotDriver::start_replica`), so the mark can go.
+pub fn leftovers_settled(state: &ClusterState, me: NodeId, observed: &Observed) -> BTreeMap<String, u64> {
+    state
+        .stores
+        .values()
+        .filter(|s| s.dirty.contains(&me) && s.master != me)
+        .filter(|s| {
+            s.slot_on(me)
+                .is_some_and(|slot| observed.instances.get(&slot.slot) == Some(&Instance::Replica { epoch: s.epoch }))
+        })
+        .map(|s| (s.name.clone(), s.epoch))
+        .collect()
+}
+
 /// The store addresses of `state` (to pick them out of an interface's list).
 pub fn store_addresses(state: &ClusterState) -> BTreeSet<IpAddr> {
     state

@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::{phase_done, plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed, PassPlan};
+use super::{
+    leftovers_settled, phase_done, plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed,
+    PassPlan,
+};
 use crate::clock::{sleep_until, Mono};
 use crate::driver::SlotDriver;
 use crate::l2::L2Seen;
@@ -462,6 +465,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
     async fn publish(&self, state: &ClusterState, observed: &Observed, lease_valid: bool, fenced: bool) {
         let r = self.r;
         let done = phase_done(state, r.me, lease_valid, observed);
+        let clean = leftovers_settled(state, r.me, observed);
         let mut backlog = BTreeMap::new();
         for s in state.stores.values().filter(|s| s.master == r.me) {
             let Some(slot) = s.slot_on(r.me) else { continue };
@@ -478,10 +482,12 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         // replica eligible for switchovers.
         let acks = rep.done != done && !done.is_empty();
         let new_backlog = backlog.keys().any(|s| !rep.backlog.contains_key(s));
-        if acks || new_backlog {
+        let new_clean = clean.iter().any(|(s, e)| rep.clean.get(s) != Some(e));
+        if acks || new_backlog || new_clean {
             r.renew_now.notify_one();
         }
         rep.done = done;
+        rep.clean = clean;
         rep.backlog = backlog;
         rep.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
         rep.instances = observed

@@ -69,6 +69,7 @@ fn facts() -> Facts {
     Facts {
         max_backlog: 1 << 20,
         drain_concurrency: 4,
+        settled: true,
         ..Facts::default()
     }
 }
@@ -542,4 +543,68 @@ fn a_stop_drain_begins_switchovers_with_reason_stop() {
         }
     )));
     let _ = &mut f;
+}
+
+/// A fresh leader cannot tell a dead node from one it has not heard yet:
+/// it moves switchovers under way on, but begins none.
+#[test]
+fn no_switchover_begins_before_the_leadership_settled() {
+    let mut s = cluster(3, 6);
+    let mut f = facts();
+    f.reports = caught_up(&s);
+    begin(&mut s, "st01", 2);
+    apply(
+        &mut s,
+        Command::Drain {
+            node: 2,
+            concurrency: 4,
+            on_stop: false,
+        },
+    );
+    f.settled = false;
+    f.done = everyone_acks(&s);
+    let c = conduct(&s, &f, &|_| Duration::ZERO, &T);
+    assert!(matches!(c.as_slice(), [Command::AdvanceSwitchover { .. }]), "{c:?}");
+    f.settled = true;
+    let c = conduct(&s, &f, &|_| Duration::ZERO, &T);
+    assert!(c.iter().any(|c| matches!(c, Command::BeginSwitchover { .. })), "{c:?}");
+}
+
+/// A node failed away from is dirty for the store; once it runs as the
+/// store's replica again (its leftovers set aside), the mark goes, and the
+/// store may switch back to it.
+#[test]
+fn a_dirty_mark_goes_once_the_node_runs_as_replica_again() {
+    let mut s = cluster(3, 3);
+    let mut f = facts();
+    apply(
+        &mut s,
+        Command::Failover {
+            reason: Reason::Failure,
+            moves: vec![Move {
+                store: "st01".into(),
+                epoch: 1,
+                to: 2,
+            }],
+        },
+    );
+    f.reports = caught_up(&s);
+    assert!(failover_command(&s, &f, "st01", Some(1), false)
+        .expect_err("dirty")
+        .to_string()
+        .contains("marked dirty"));
+    // Reported for an older epoch: not this one.
+    f.clean.insert(1, [("st01".to_owned(), 1)].into());
+    assert!(conduct(&s, &f, &|_| Duration::ZERO, &T).is_empty());
+    f.clean.insert(1, [("st01".to_owned(), 2)].into());
+    let c = conduct(&s, &f, &|_| Duration::ZERO, &T);
+    assert_eq!(
+        c,
+        vec![Command::ClearDirty {
+            store: "st01".into(),
+            node: 1
+        }]
+    );
+    apply(&mut s, c[0].clone());
+    assert!(failover_command(&s, &f, "st01", Some(1), false).is_ok());
 }
