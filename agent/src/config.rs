@@ -126,12 +126,25 @@ impl SwitchoverConfig {
 pub struct CyrusConfig {
     /// Which driver runs Cyrus on this node.
     pub driver: Driver,
+    /// `exec`: the slots' instance directories, `<root>/<slot>/`.
+    pub root: PathBuf,
+    /// `exec`: the cyrmaster binary.
+    pub cyrmaster: PathBuf,
+    /// `exec`: where Cyrus keeps its tools (`sync_client` for the flush).
+    pub bin_dir: PathBuf,
+    /// `exec`: a file holding the password of `sync_authname` (`cyrus`) in
+    /// the replicas' sasldb; required with `exec`.
+    pub sync_password_file: Option<PathBuf>,
 }
 
 impl Default for CyrusConfig {
     fn default() -> Self {
         CyrusConfig {
             driver: Driver::Systemd,
+            root: PathBuf::from("/var/lib/slotd/cyrus"),
+            cyrmaster: PathBuf::from("/usr/sbin/cyrmaster"),
+            bin_dir: PathBuf::from("/usr/lib/cyrus/bin"),
+            sync_password_file: None,
         }
     }
 }
@@ -477,6 +490,12 @@ impl Config {
                 ));
             }
         }
+        if self.cyrus.driver == Driver::Exec && self.cyrus.sync_password_file.is_none() {
+            return Err(invalid(
+                "cyrus.sync_password_file",
+                "is required with driver = \"exec\" (the password of cyrus in the replicas' sasldb)".to_owned(),
+            ));
+        }
         let sw = &self.switchover;
         for (field, value) in [
             ("switchover.demote_timeout_ms", sw.demote_timeout_ms),
@@ -594,7 +613,10 @@ impl Config {
             data_dir,
             interface: "lo".to_owned(),
             manage_addresses: false,
-            cyrus: CyrusConfig { driver: Driver::None },
+            cyrus: CyrusConfig {
+                driver: Driver::None,
+                ..CyrusConfig::default()
+            },
             timing: Timing::default(),
             switchover: SwitchoverConfig::default(),
         }
@@ -615,7 +637,14 @@ impl Config {
         let _ = writeln!(out, "runtime_dir = {}", quote(&self.runtime_dir.to_string_lossy()));
         let _ = writeln!(out, "interface = {}", quote(&self.interface));
         let _ = writeln!(out, "manage_addresses = {}", self.manage_addresses);
-        let _ = writeln!(out, "\n[cyrus]\ndriver = {}", quote(self.cyrus.driver.as_str()));
+        let cy = &self.cyrus;
+        let _ = writeln!(out, "\n[cyrus]\ndriver = {}", quote(cy.driver.as_str()));
+        let _ = writeln!(out, "root = {}", quote(&cy.root.to_string_lossy()));
+        let _ = writeln!(out, "cyrmaster = {}", quote(&cy.cyrmaster.to_string_lossy()));
+        let _ = writeln!(out, "bin_dir = {}", quote(&cy.bin_dir.to_string_lossy()));
+        if let Some(f) = &cy.sync_password_file {
+            let _ = writeln!(out, "sync_password_file = {}", quote(&f.to_string_lossy()));
+        }
         let t = &self.timing;
         let _ = writeln!(out, "\n[timing]");
         let _ = writeln!(out, "heartbeat_ms = {}", t.heartbeat_ms);
@@ -810,6 +839,8 @@ data_dir = "/var/lib/slotd"
 interface = "eth0"
 [cyrus]
 driver = "exec"
+root = "/srv/cyrus"
+sync_password_file = "/etc/slotd/sync-password"
 [timing]
 heartbeat_ms = 100
 lease_ms = 1300
@@ -845,7 +876,12 @@ interface = "eth0"
             runtime_dir: PathBuf::from("/run/slotd"),
             interface: "eth0".into(),
             manage_addresses: true,
-            cyrus: CyrusConfig { driver: Driver::Exec },
+            cyrus: CyrusConfig {
+                driver: Driver::Exec,
+                root: PathBuf::from("/srv/cyrus"),
+                sync_password_file: Some(PathBuf::from("/etc/slotd/sync-password")),
+                ..CyrusConfig::default()
+            },
             timing: Timing {
                 heartbeat_ms: 100,
                 lease_ms: 1300,

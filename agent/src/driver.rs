@@ -2,14 +2,28 @@
 //! reconciler decides *what*; a driver only does it.
 //!
 //! The `none` driver starts nothing and records what it was told: for
-//! demos, tests and simulations. The systemd and exec drivers come with the
-//! Cyrus issue.
+//! demos, tests and simulations. The `exec` driver runs Cyrus itself
+//! (`cyrus::exec`); the systemd driver is still to come.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::reconcile::Instance;
+
+/// What an instance needs to know of its store to run in a role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotContext {
+    pub store: String,
+    /// The epoch the role is for.
+    pub epoch: u64,
+    /// Where a master's services listen (and clients connect).
+    pub master_ip: IpAddr,
+    /// Where a replica's sync_server listens (and the master's
+    /// sync_client connects).
+    pub replica_ip: IpAddr,
+}
 
 /// Why a driver could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -20,24 +34,79 @@ pub enum DriverError {
 
 /// Starts, stops and observes slot instances.
 pub trait SlotDriver: Send + Sync + 'static {
-    fn start_master(&self, slot: &str, epoch: u64) -> impl Future<Output = Result<(), DriverError>> + Send;
+    fn start_master(&self, slot: &str, ctx: &SlotContext) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Starts the slot as replica. A sync log left over from a life as
     /// master (an unclean failover) is set aside first, never replayed by
     /// this instance: the leader clears the store's dirty mark once the
     /// replica runs (`reconcile::leftovers_settled`).
-    fn start_replica(&self, slot: &str, epoch: u64) -> impl Future<Output = Result<(), DriverError>> + Send;
+    fn start_replica(&self, slot: &str, ctx: &SlotContext) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Stops the whole instance (every process of it).
     fn stop(&self, slot: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// A switchover's old master: stop client services, flush the sync log
     /// to the replica until it is empty (skipped when `force`), stop the
     /// instance. Works from any state (a stopped instance may still hold an
     /// unsent sync log).
-    fn demote(&self, slot: &str, force: bool) -> impl Future<Output = Result<(), DriverError>> + Send;
+    fn demote(
+        &self,
+        slot: &str,
+        ctx: &SlotContext,
+        force: bool,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Bytes of the master's sync log not yet sent to its replica; `None`
     /// when it cannot be told.
     fn backlog(&self, slot: &str) -> impl Future<Output = Option<u64>> + Send;
     /// The state of every slot this driver knows; missing = stopped.
     fn observe(&self) -> impl Future<Output = BTreeMap<String, Instance>> + Send;
+}
+
+/// The driver a node's config names.
+pub enum AnyDriver {
+    None(NoneDriver),
+    Exec(crate::cyrus::ExecDriver),
+}
+
+impl SlotDriver for AnyDriver {
+    async fn start_master(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::None(d) => d.start_master(slot, ctx).await,
+            AnyDriver::Exec(d) => d.start_master(slot, ctx).await,
+        }
+    }
+
+    async fn start_replica(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::None(d) => d.start_replica(slot, ctx).await,
+            AnyDriver::Exec(d) => d.start_replica(slot, ctx).await,
+        }
+    }
+
+    async fn stop(&self, slot: &str) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::None(d) => d.stop(slot).await,
+            AnyDriver::Exec(d) => d.stop(slot).await,
+        }
+    }
+
+    async fn demote(&self, slot: &str, ctx: &SlotContext, force: bool) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::None(d) => d.demote(slot, ctx, force).await,
+            AnyDriver::Exec(d) => d.demote(slot, ctx, force).await,
+        }
+    }
+
+    async fn backlog(&self, slot: &str) -> Option<u64> {
+        match self {
+            AnyDriver::None(d) => d.backlog(slot).await,
+            AnyDriver::Exec(d) => d.backlog(slot).await,
+        }
+    }
+
+    async fn observe(&self) -> BTreeMap<String, Instance> {
+        match self {
+            AnyDriver::None(d) => d.observe().await,
+            AnyDriver::Exec(d) => d.observe().await,
+        }
+    }
 }
 
 /// Starts nothing; remembers what it was told, so the reconciler converges
@@ -57,13 +126,13 @@ impl NoneDriver {
 }
 
 impl SlotDriver for NoneDriver {
-    async fn start_master(&self, slot: &str, epoch: u64) -> Result<(), DriverError> {
-        self.set(slot, Instance::Master { epoch });
+    async fn start_master(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
+        self.set(slot, Instance::Master { epoch: ctx.epoch });
         Ok(())
     }
 
-    async fn start_replica(&self, slot: &str, epoch: u64) -> Result<(), DriverError> {
-        self.set(slot, Instance::Replica { epoch });
+    async fn start_replica(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
+        self.set(slot, Instance::Replica { epoch: ctx.epoch });
         Ok(())
     }
 
@@ -72,7 +141,7 @@ impl SlotDriver for NoneDriver {
         Ok(())
     }
 
-    async fn demote(&self, slot: &str, _force: bool) -> Result<(), DriverError> {
+    async fn demote(&self, slot: &str, _ctx: &SlotContext, _force: bool) -> Result<(), DriverError> {
         // Nothing to flush without Cyrus.
         self.set(slot, Instance::Stopped);
         Ok(())

@@ -112,6 +112,15 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             None
         }
     };
+    // Instances first (the mission's order: no Cyrus runs as master
+    // without its IP, so it stops before the IP goes): with the `exec`
+    // driver every slot's cyrmaster a pidfile names, its whole group.
+    if config.cyrus.driver == crate::config::Driver::Exec {
+        let stopped = crate::cyrus::exec::stop_all(&config.cyrus.root).await;
+        if !stopped.is_empty() {
+            info!(slots = ?stopped, "Cyrus instances stopped");
+        }
+    }
     let done = if config.manage_addresses {
         release_all(config).await?
     } else {
@@ -122,8 +131,6 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             seen_interface: true,
         }
     };
-    // Instances: the `none` driver runs nothing; the Cyrus drivers will
-    // stop every slot's process group here.
     let may_tell = lock.is_some() && done.seen_interface;
     let leader_accepted = tell(config, may_tell, done.state.as_ref()).await;
     Ok(Fenced {

@@ -12,7 +12,7 @@
 //!   (`LeaseBook`: grants in, lease out), `reconcile` (what to do on this
 //!   machine), `l2` (layer-2 verdicts);
 //! - their shells: `leader::{granter, engine}`, `lease::keeper`,
-//!   `reconcile::run`, with `driver` and `addresses` as what they act on;
+//!   `reconcile::run`, with `driver` (and `cyrus`: the exec driver) and `addresses` as what they act on;
 //! - `cluster` (routing calls to the leader), `membership`, `operate`
 //!   (failover, drain, undrain, rebalance, history), `status`, `stop` (stopping is draining);
 //! - `network` (openraft over gRPC), `peer`, `admin` (the gRPC services);
@@ -28,6 +28,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod cyrus;
 pub mod driver;
 pub mod durable;
 pub mod error;

@@ -35,7 +35,8 @@ use crate::admin::AdminService;
 use crate::clock::Mono;
 use crate::cluster::Cluster;
 use crate::config::{Config, Driver};
-use crate::driver::NoneDriver;
+use crate::cyrus::ExecDriver;
+use crate::driver::{AnyDriver, NoneDriver};
 use crate::identity::{Identity, IdentityError};
 use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
 use crate::lease::{self, LeaseState};
@@ -66,8 +67,10 @@ pub enum NodeError {
     Raft(String),
     #[error("netlink: {0}")]
     Netlink(#[from] NetError),
-    #[error("cyrus.driver = {0:?} is not implemented yet (only \"none\"); see the Cyrus driver issue")]
+    #[error("cyrus.driver = {0:?} is not implemented yet (use \"exec\" or \"none\"); see the Cyrus driver issue")]
     Driver(&'static str),
+    #[error("{0}")]
+    Cyrus(String),
     #[error("{what}: cannot bind {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -141,7 +144,8 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         AnyOps::Memory(MemoryOps::new(MacAddr([0x02, 0, 0, 0, 0, 0x01])).with_interface(&config.interface))
     };
     let driver = match config.cyrus.driver {
-        Driver::None => NoneDriver::default(),
+        Driver::None => AnyDriver::None(NoneDriver::default()),
+        Driver::Exec => AnyDriver::Exec(ExecDriver::new(&config.cyrus, &config.name).map_err(NodeError::Cyrus)?),
         other => return Err(NodeError::Driver(other.as_str())),
     };
 

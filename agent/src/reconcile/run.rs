@@ -517,8 +517,14 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 r.driver.stop(slot).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance stopped");
             }
-            Action::Demote { slot, epoch, force, .. } => {
-                r.driver.demote(slot, *force).await.map_err(|e| e.to_string())?;
+            Action::Demote {
+                store,
+                slot,
+                epoch,
+                force,
+            } => {
+                let ctx = context(state, store, *epoch)?;
+                r.driver.demote(slot, &ctx, *force).await.map_err(|e| e.to_string())?;
                 r.demoted
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -574,20 +580,36 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     epoch,
                 });
             }
-            Action::StartMaster { slot, epoch, .. } => {
+            Action::StartMaster { store, slot, epoch } => {
                 if r.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
                     return Err("lease (nearly) expired before starting as master".into());
                 }
-                r.driver.start_master(slot, *epoch).await.map_err(|e| e.to_string())?;
+                let ctx = context(state, store, *epoch)?;
+                r.driver.start_master(slot, &ctx).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance started as master");
             }
-            Action::StartReplica { slot, epoch, .. } => {
-                r.driver.start_replica(slot, *epoch).await.map_err(|e| e.to_string())?;
+            Action::StartReplica { store, slot, epoch } => {
+                let ctx = context(state, store, *epoch)?;
+                r.driver.start_replica(slot, &ctx).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance started as replica");
             }
         }
         Ok(())
     }
+}
+
+/// What the driver needs to know of `store` to run a slot of it at `epoch`.
+fn context(state: &ClusterState, store: &str, epoch: u64) -> Result<crate::driver::SlotContext, String> {
+    let s = state
+        .stores
+        .get(store)
+        .ok_or_else(|| format!("store {store:?} is not in the state"))?;
+    Ok(crate::driver::SlotContext {
+        store: store.to_owned(),
+        epoch,
+        master_ip: s.master_ip.addr,
+        replica_ip: s.replica_ip.addr,
+    })
 }
 
 /// The rest of an announcement whose first round a pass sent.

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::run::Reconciler;
 use super::Instance;
 use crate::clock::Mono;
-use crate::driver::{DriverError, NoneDriver, SlotDriver};
+use crate::driver::{DriverError, NoneDriver, SlotContext, SlotDriver};
 use crate::lease::LeaseState;
 use crate::ledger::Ledger;
 use crate::stats::Stats;
@@ -42,22 +42,22 @@ struct SlowDriver {
 }
 
 impl SlotDriver for SlowDriver {
-    async fn start_master(&self, slot: &str, epoch: u64) -> Result<(), DriverError> {
+    async fn start_master(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
         tokio::time::sleep(self.start).await;
-        self.inner.start_master(slot, epoch).await
+        self.inner.start_master(slot, ctx).await
     }
 
-    async fn start_replica(&self, slot: &str, epoch: u64) -> Result<(), DriverError> {
+    async fn start_replica(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
         tokio::time::sleep(self.start).await;
-        self.inner.start_replica(slot, epoch).await
+        self.inner.start_replica(slot, ctx).await
     }
 
     async fn stop(&self, slot: &str) -> Result<(), DriverError> {
         self.inner.stop(slot).await
     }
 
-    async fn demote(&self, slot: &str, force: bool) -> Result<(), DriverError> {
-        self.inner.demote(slot, force).await
+    async fn demote(&self, slot: &str, ctx: &SlotContext, force: bool) -> Result<(), DriverError> {
+        self.inner.demote(slot, ctx, force).await
     }
 
     async fn backlog(&self, slot: &str) -> Option<u64> {

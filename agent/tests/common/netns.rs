@@ -24,6 +24,9 @@ use serde_json::Value;
 use slotd_agent::config::{Config, Driver};
 use slotd_netops::testkit::{require_root, Lan, IFACE};
 
+#[path = "cyrus.rs"]
+pub mod cyrus;
+
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const PORT: u16 = 8143;
 pub const HOSTS: [&str; 3] = ["a", "b", "c"];
@@ -52,6 +55,9 @@ pub struct SiteOptions {
     pub service_manager: bool,
     /// `timing.probe_timeout_ms` of every agent.
     pub probe_timeout_ms: u64,
+    /// Real Cyrus: the `exec` driver, every slot's instance prepared (see
+    /// `cyrus::prepare`); the site stops them all when dropped.
+    pub cyrus: bool,
 }
 
 impl Default for SiteOptions {
@@ -60,6 +66,7 @@ impl Default for SiteOptions {
             slots: 4,
             service_manager: false,
             probe_timeout_ms: slotd_agent::config::Timing::default().probe_timeout_ms,
+            cyrus: false,
         }
     }
 }
@@ -151,11 +158,27 @@ impl Site {
             c.manage_addresses = true;
             c.cyrus.driver = Driver::None;
             c.timing.probe_timeout_ms = options.probe_timeout_ms;
+            if options.cyrus {
+                let password = site.dir.path().join("sync-password");
+                std::fs::write(&password, format!("{}\n", cyrus::PASSWORD)).expect("sync password");
+                c.cyrus.driver = Driver::Exec;
+                c.cyrus.root = site.cyrus_root(i);
+                c.cyrus.sync_password_file = Some(password);
+                let node = format!("imap{}", i + 1);
+                let topology = site.topology();
+                let slots = &topology.nodes[i].slots;
+                cyrus::prepare(&c.cyrus.root, &node, slots);
+            }
             std::fs::write(site.config(i), c.to_toml()).expect("config");
             site.runtime_dirs.push(c.runtime_dir);
             site.spawn(i);
         }
         site
+    }
+
+    /// Node `i`'s Cyrus instance directories (`cyrus.root`).
+    pub fn cyrus_root(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}-cyrus", i + 1))
     }
 
     pub fn config(&self, i: usize) -> PathBuf {
@@ -473,6 +496,12 @@ impl Drop for Site {
         // SIGKILL ends a stopped agent too.
         for i in 0..HOSTS.len() {
             self.kill9(i);
+        }
+        if self.options.cyrus {
+            // Cyrus runs in process groups of its own: gone with the site.
+            for i in 0..HOSTS.len() {
+                cyrus::kill_all(&self.cyrus_root(i));
+            }
         }
         if std::thread::panicking() {
             for i in 0..HOSTS.len() {

@@ -1,0 +1,359 @@
+//! The `exec` driver: the agent runs `cyrmaster` for each slot itself, in a
+//! process group of its own (cyrmaster's SIGTERM handler signals its whole
+//! group), with the slot's instance directory `<cyrus.root>/<slot>/`
+//! (`etc/` is rendered here; `conf/`, `spool/`, `run/`, `log/` are the
+//! operator's, prepared as `cyrus makedirs` does, with the slot's sasldb).
+//!
+//! Stopping means the whole process group, checked empty through `/proc`
+//! (an orphaned `imapd` keeps accepting clients on the master IP). A start
+//! waits until the role's port answers; cyrmaster refuses to start when the
+//! store IP is not bound here (`master_bind_errors_fatal`), which is the
+//! interlock behind the reconciler's order (bind, announce, then start).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+use super::procs::{members, stop_group};
+use super::render::{render, Role, Values};
+use super::synclog;
+use crate::config::CyrusConfig;
+use crate::driver::{DriverError, SlotContext, SlotDriver};
+use crate::reconcile::Instance;
+
+/// How long a start may take until its port answers (the lab: < 0.2 s).
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// SIGTERM, then SIGKILL after this (the lab: all gone in ~12 ms).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// One `sync_client -R -1` pass of a flush (it retries an unreachable
+/// replica for ever: lab pitfall 9).
+const FLUSH_PASS: Duration = Duration::from_secs(30);
+/// Passes of a flush before it gives up (each sends one file).
+const FLUSH_PASSES: u32 = 20;
+
+/// Ports an instance's role listens on, to tell it has started.
+const IMAP_PORT: u16 = 143;
+const SYNC_PORT: u16 = 2005;
+
+struct Running {
+    pgid: i32,
+    instance: Instance,
+    child: Option<Child>,
+}
+
+pub struct ExecDriver {
+    root: PathBuf,
+    cyrmaster: PathBuf,
+    bin_dir: PathBuf,
+    sync_password: String,
+    /// This node's name, for servernames (`SLOT.NODE`).
+    node: String,
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+fn failed(slot: &str, message: impl Into<String>) -> DriverError {
+    DriverError::Failed {
+        slot: slot.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl ExecDriver {
+    /// Reads the sync password file; refuses a missing or empty one.
+    pub fn new(config: &CyrusConfig, node: &str) -> Result<ExecDriver, String> {
+        let file = config
+            .sync_password_file
+            .as_ref()
+            .ok_or("cyrus.sync_password_file is required with driver = \"exec\"")?;
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| format!("cyrus.sync_password_file {}: {e}", file.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+        if password.is_empty() {
+            return Err(format!("cyrus.sync_password_file {}: empty", file.display()));
+        }
+        Ok(ExecDriver {
+            root: config.root.clone(),
+            cyrmaster: config.cyrmaster.clone(),
+            bin_dir: config.bin_dir.clone(),
+            sync_password: password,
+            node: node.to_owned(),
+            running: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The slot's instance directory.
+    pub fn dir(&self, slot: &str) -> PathBuf {
+        self.root.join(slot)
+    }
+
+    /// The IMAP banner's name and the SASL realm of the slot's users.
+    pub fn servername(&self, slot: &str) -> String {
+        format!("{slot}.{}", self.node)
+    }
+
+    fn take(&self, slot: &str) -> Option<Running> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner).remove(slot)
+    }
+
+    /// Writes the slot's config for `role`.
+    fn configure(&self, slot: &str, role: Role, ctx: &SlotContext) -> Result<PathBuf, DriverError> {
+        let dir = self.dir(slot);
+        if !dir.join("conf").is_dir() {
+            return Err(failed(
+                slot,
+                format!(
+                    "instance directory {} has no conf/ (prepare the slot first)",
+                    dir.display()
+                ),
+            ));
+        }
+        let servername = self.servername(slot);
+        let name = format!("{}-{slot}", self.node);
+        let values = Values {
+            dir: &dir,
+            servername: &servername,
+            name: &name,
+            master_ip: ctx.master_ip,
+            replica_ip: ctx.replica_ip,
+            sync_password: &self.sync_password,
+        };
+        let (imapd, cyrus) = render(role, &values).map_err(|e| failed(slot, e.to_string()))?;
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| failed(slot, format!("{}: {e}", etc.display())))?;
+        for (file, text) in [("imapd.conf", imapd), ("cyrus.conf", cyrus)] {
+            let path = etc.join(file);
+            crate::durable::replace(&path, text.as_bytes())
+                .map_err(|e| failed(slot, format!("{}: {e}", path.display())))?;
+        }
+        Ok(dir)
+    }
+
+    async fn start(&self, slot: &str, role: Role, ctx: &SlotContext) -> Result<(), DriverError> {
+        self.stop(slot).await?;
+        if role == Role::Replica {
+            // Never resend an earlier life's changes (see `synclog`).
+            let conf = self.dir(slot).join("conf");
+            match synclog::set_aside(&conf, crate::clock::unix_ms()) {
+                Ok(Some(aside)) => {
+                    warn!(slot, aside = %aside.display(), "leftover sync log of an earlier life as master set aside")
+                }
+                Ok(None) => {}
+                Err(e) => return Err(failed(slot, format!("setting the leftover sync log aside: {e}"))),
+            }
+        }
+        let dir = self.configure(slot, role, ctx)?;
+        let log_path = dir.join("log").join("master.out");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| failed(slot, format!("{}: {e}", log_path.display())))?;
+        let err = log.try_clone().map_err(|e| failed(slot, e.to_string()))?;
+        let mut child = Command::new(&self.cyrmaster)
+            .arg("-C")
+            .arg(dir.join("etc/imapd.conf"))
+            .arg("-M")
+            .arg(dir.join("etc/cyrus.conf"))
+            .arg("-p")
+            .arg(dir.join("run/master.pid"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own group: cyrmaster's SIGTERM handler signals its group.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| failed(slot, format!("{}: {e}", self.cyrmaster.display())))?;
+        let pgid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| failed(slot, "cyrmaster exited at once"))?;
+        let (ip, port) = match role {
+            Role::Master => (ctx.master_ip, IMAP_PORT),
+            Role::Replica => (ctx.replica_ip, SYNC_PORT),
+        };
+        if let Err(why) = wait_listening(&mut child, ip, port).await {
+            stop_group(pgid, STOP_GRACE).await;
+            let _ = child.wait().await;
+            let tail = tail(&log_path);
+            return Err(failed(
+                slot,
+                format!("cyrmaster did not serve {ip}:{port}: {why}; {tail}"),
+            ));
+        }
+        let instance = match role {
+            Role::Master => Instance::Master { epoch: ctx.epoch },
+            Role::Replica => Instance::Replica { epoch: ctx.epoch },
+        };
+        info!(slot, pgid, ?role, "cyrmaster serving");
+        self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            slot.to_owned(),
+            Running {
+                pgid,
+                instance,
+                child: Some(child),
+            },
+        );
+        Ok(())
+    }
+
+    /// One sync_client pass after another until the sync log is empty.
+    async fn flush(&self, slot: &str) -> Result<u32, DriverError> {
+        let dir = self.dir(slot);
+        let conf = dir.join("conf");
+        for pass in 0..FLUSH_PASSES {
+            if !synclog::has_pending(&conf) {
+                return Ok(pass);
+            }
+            let mut child = Command::new(self.bin_dir.join("sync_client"))
+                .arg("-C")
+                .arg(dir.join("etc/imapd.conf"))
+                .args(["-R", "-1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| failed(slot, format!("sync_client: {e}")))?;
+            match tokio::time::timeout(FLUSH_PASS, child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => return Err(failed(slot, format!("flush: sync_client -R -1 exited with {status}"))),
+                Ok(Err(e)) => return Err(failed(slot, format!("flush: sync_client: {e}"))),
+                Err(_) => {
+                    return Err(failed(
+                        slot,
+                        format!("flush: sync_client gave no result within {FLUSH_PASS:?}"),
+                    ))
+                }
+            }
+        }
+        if synclog::has_pending(&conf) {
+            return Err(failed(
+                slot,
+                format!("sync log still not empty after {FLUSH_PASSES} passes"),
+            ));
+        }
+        Ok(FLUSH_PASSES)
+    }
+}
+
+/// Until `ip:port` accepts a connection (or cyrmaster exits, or time is up).
+async fn wait_listening(child: &mut Child, ip: IpAddr, port: u16) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("cyrmaster exited with {status}"));
+        }
+        let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("nothing listening after {START_TIMEOUT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The last lines of cyrmaster's output, for an error message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    let shown: Vec<&str> = lines.into_iter().rev().collect();
+    format!("{} says: {}", path.display(), shown.join(" | "))
+}
+
+/// The pid in a pidfile, if it names a running cyrmaster.
+fn pidfile_cyrmaster(path: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    matches!(comm.trim(), "cyrmaster" | "master").then_some(pid)
+}
+
+/// Stops every slot's cyrmaster named by a pidfile below `root` (for
+/// `slotd fence`, which runs without the agent): their whole groups.
+pub async fn stop_all(root: &Path) -> Vec<String> {
+    let mut stopped = Vec::new();
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return stopped;
+    };
+    for entry in dir.flatten() {
+        let slot = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pgid) = pidfile_cyrmaster(&entry.path().join("run/master.pid")) {
+            if stop_group(pgid, STOP_GRACE).await {
+                stopped.push(slot);
+            } else {
+                warn!(slot, pgid, "processes of the instance survive SIGKILL");
+            }
+        }
+    }
+    stopped
+}
+
+impl SlotDriver for ExecDriver {
+    async fn start_master(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
+        self.start(slot, Role::Master, ctx).await
+    }
+
+    async fn start_replica(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
+        self.start(slot, Role::Replica, ctx).await
+    }
+
+    async fn stop(&self, slot: &str) -> Result<(), DriverError> {
+        // One this agent started, or one a previous agent left (pidfile).
+        let (pgid, child) = match self.take(slot) {
+            Some(r) => (Some(r.pgid), r.child),
+            None => (pidfile_cyrmaster(&self.dir(slot).join("run/master.pid")), None),
+        };
+        let Some(pgid) = pgid else { return Ok(()) };
+        let empty = stop_group(pgid, STOP_GRACE).await;
+        if let Some(mut child) = child {
+            let _ = child.wait().await;
+        }
+        if !empty {
+            return Err(failed(
+                slot,
+                format!("processes of group {pgid} survive SIGKILL: {:?}", members(pgid)),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn demote(&self, slot: &str, ctx: &SlotContext, force: bool) -> Result<(), DriverError> {
+        // Clients first: the whole instance stops (imapd, lmtpd, the rolling
+        // sync_client); what its sync log still lists is sent by hand.
+        self.stop(slot).await?;
+        if force {
+            return Ok(());
+        }
+        // The master's config (sync_host = the replica IP), whatever ran last.
+        self.configure(slot, Role::Master, ctx)?;
+        let passes = self.flush(slot).await?;
+        info!(slot, passes, "sync log flushed to the replica");
+        Ok(())
+    }
+
+    async fn backlog(&self, slot: &str) -> Option<u64> {
+        Some(synclog::pending_bytes(&self.dir(slot).join("conf")))
+    }
+
+    async fn observe(&self) -> BTreeMap<String, Instance> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        // An instance whose group died (crash, OOM kill) is stopped: the
+        // reconciler starts it again.
+        running.retain(|slot, r| {
+            let alive = !members(r.pgid).is_empty();
+            if !alive {
+                warn!(slot, pgid = r.pgid, "cyrmaster is gone");
+            }
+            alive
+        });
+        running.iter().map(|(slot, r)| (slot.clone(), r.instance)).collect()
+    }
+}

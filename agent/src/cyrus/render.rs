@@ -1,0 +1,185 @@
+//! A slot's configuration for a role: the built-in templates (the lab's,
+//! `agent/cyrus/*.conf`) with `@NAME@` placeholders filled in. A role change
+//! renders the other pair into the same instance directory.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// The role a slot's configuration is rendered for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+const IMAPD_MASTER: &str = include_str!("../../cyrus/imapd-master.conf");
+const IMAPD_REPLICA: &str = include_str!("../../cyrus/imapd-replica.conf");
+const CYRUS_MASTER: &str = include_str!("../../cyrus/cyrus-master.conf");
+const CYRUS_REPLICA: &str = include_str!("../../cyrus/cyrus-replica.conf");
+
+/// What the templates are filled with.
+#[derive(Clone, Debug)]
+pub struct Values<'a> {
+    /// The instance directory: every file of the slot lives below it.
+    pub dir: &'a Path,
+    /// IMAP banner and SASL realm of the instance's sasldb users.
+    pub servername: &'a str,
+    /// Short name for syslog lines.
+    pub name: &'a str,
+    pub master_ip: IpAddr,
+    pub replica_ip: IpAddr,
+    /// The replica's password for `sync_authname` (`cyrus`).
+    pub sync_password: &'a str,
+}
+
+/// Why a configuration could not be rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("{what}: {value:?} cannot go into a Cyrus config ({why})")]
+    Unsafe {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("template {template}: placeholder @{name}@ has no value")]
+    Unfilled { template: &'static str, name: String },
+}
+
+/// `(imapd.conf, cyrus.conf)` for `role`.
+pub fn render(role: Role, v: &Values<'_>) -> Result<(String, String), RenderError> {
+    let dir = v.dir.to_str().ok_or(RenderError::Unsafe {
+        what: "instance directory",
+        value: v.dir.display().to_string(),
+        why: "not UTF-8",
+    })?;
+    // cyrus.conf cuts a line at the first '#', imapd.conf values end at the
+    // line: a value with either would silently change the config.
+    for (what, value) in [
+        ("instance directory", dir),
+        ("servername", v.servername),
+        ("name", v.name),
+        ("sync password", v.sync_password),
+    ] {
+        let why = if value.contains(['\n', '\r']) {
+            Some("a line break")
+        } else if value.contains('#') {
+            Some("a '#'")
+        } else if value.contains('"') || value.contains(' ') && what == "instance directory" {
+            Some("a quote or a space")
+        } else if value.is_empty() {
+            Some("empty")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let value = if what == "sync password" {
+                "…".to_owned()
+            } else {
+                value.to_owned()
+            };
+            return Err(RenderError::Unsafe { what, value, why });
+        }
+    }
+    let values: BTreeMap<&str, String> = [
+        ("DIR", dir.to_owned()),
+        ("SERVERNAME", v.servername.to_owned()),
+        ("NAME", v.name.to_owned()),
+        ("MASTER_IP", v.master_ip.to_string()),
+        ("REPLICA_IP", v.replica_ip.to_string()),
+        ("SYNC_PASSWORD", v.sync_password.to_owned()),
+    ]
+    .into();
+    let (imapd, cyrus) = match role {
+        Role::Master => (("imapd-master.conf", IMAPD_MASTER), ("cyrus-master.conf", CYRUS_MASTER)),
+        Role::Replica => (
+            ("imapd-replica.conf", IMAPD_REPLICA),
+            ("cyrus-replica.conf", CYRUS_REPLICA),
+        ),
+    };
+    Ok((fill(imapd, &values)?, fill(cyrus, &values)?))
+}
+
+/// Replaces every `@NAME@` outside comment lines; a placeholder without a
+/// value is an error, not left in.
+fn fill((template, text): (&'static str, &str), values: &BTreeMap<&str, String>) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(text.len() + 256);
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find('@') {
+            let Some(len) = rest[start + 1..].find('@') else { break };
+            let name = &rest[start + 1..start + 1 + len];
+            out.push_str(&rest[..start]);
+            match values.get(name) {
+                Some(v) => out.push_str(v),
+                None => {
+                    return Err(RenderError::Unfilled {
+                        template,
+                        name: name.to_owned(),
+                    })
+                }
+            }
+            rest = &rest[start + len + 2..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(dir: &Path) -> Values<'_> {
+        Values {
+            dir,
+            servername: "s01.imap1",
+            name: "imap1-s01",
+            master_ip: "10.64.0.1".parse().unwrap(),
+            replica_ip: "10.128.0.1".parse().unwrap(),
+            sync_password: "secret",
+        }
+    }
+
+    #[test]
+    fn each_role_listens_on_its_ip_and_replicates_the_right_way() {
+        let dir = Path::new("/var/lib/slotd/cyrus/s01");
+        let (imapd, cyrus) = render(Role::Master, &values(dir)).unwrap();
+        assert!(imapd.contains("configdirectory: /var/lib/slotd/cyrus/s01/conf\n"));
+        assert!(imapd.contains("sync_log: 1\n") && imapd.contains("sync_host: 10.128.0.1\n"));
+        assert!(imapd.contains("sync_password: secret\n"));
+        assert!(cyrus.contains(r#"listen="10.64.0.1:143""#) && cyrus.contains(r#"listen="10.64.0.1:24""#));
+        assert!(cyrus.contains("sync_client -C /var/lib/slotd/cyrus/s01/etc/imapd.conf -r"));
+        assert!(!imapd.contains('@') || imapd.lines().filter(|l| !l.starts_with('#')).all(|l| !l.contains('@')));
+
+        let (imapd, cyrus) = render(Role::Replica, &values(dir)).unwrap();
+        assert!(imapd.contains("sync_log: 0\n") && !imapd.contains("sync_host"));
+        assert!(cyrus.contains(r#"listen="10.128.0.1:2005""#) && !cyrus.contains("10.64.0.1"));
+        assert!(!cyrus.contains("sync_client"));
+    }
+
+    #[test]
+    fn values_that_would_change_the_config_are_refused() {
+        let dir = Path::new("/srv/cyrus/s01");
+        let mut v = values(dir);
+        v.sync_password = "a#b";
+        let e = render(Role::Master, &v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sync password: \"…\" cannot go into a Cyrus config (a '#')"
+        );
+        let odd = Path::new("/srv/cy rus/s01");
+        let e = render(Role::Master, &values(odd)).unwrap_err();
+        assert!(e.to_string().contains("a quote or a space"), "{e}");
+        assert!(matches!(
+            fill(("t", "x: @NOPE@"), &BTreeMap::new()),
+            Err(RenderError::Unfilled { .. })
+        ));
+    }
+}
