@@ -156,6 +156,16 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
         doubles.lock()
     );
     assert!(samples >= 10, "the sampler looked only {samples} times");
+    let (mut starts, mut releases) = (0, 0);
+    for i in 0..3 {
+        let (s, r) = check_order(&site.log(i), "st0001", ip, &format!("imap{}", i + 1));
+        starts += s;
+        releases += r;
+    }
+    assert!(
+        starts >= 3 && releases >= 2,
+        "the logs show {starts} starts as master, {releases} releases"
+    );
     let history = ok(site.slotctl(0, &["history", "st0001"]));
     assert!(history.matches("switchover").count() >= 2, "{history}");
     eprintln!(
@@ -163,4 +173,34 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
         acked.len(),
         attempted
     );
+}
+
+/// The mission's order in one agent's log, for `store` with master IP `ip`:
+/// Cyrus starts as master only while the master IP is bound here, and the
+/// master IP is released only once no master instance runs.
+/// Returns how many starts as master and releases it checked.
+fn check_order(log: &str, store: &str, ip: IpAddr, node: &str) -> (usize, usize) {
+    let span = format!("act{{store={store} ");
+    let (bound, released) = (format!("bound ip={ip}/32"), format!("released ip={ip}/32"));
+    let (mut holding, mut serving) = (false, false);
+    let (mut starts, mut releases) = (0, 0);
+    for line in log.lines().filter(|l| l.contains(&span)) {
+        if line.ends_with(&bound) {
+            holding = true;
+        } else if line.contains("cyrmaster serving") && line.contains("role=Master") {
+            assert!(holding, "{node}: Cyrus started as master without the master IP: {line}");
+            serving = true;
+            starts += 1;
+        } else if line.contains("demoted") || line.contains("instance stopped") {
+            serving = false;
+        } else if line.ends_with(&released) {
+            assert!(
+                !serving,
+                "{node}: master IP released while Cyrus served as master: {line}"
+            );
+            holding = false;
+            releases += 1;
+        }
+    }
+    (starts, releases)
 }

@@ -11,8 +11,11 @@
 //!   instance: that is self-fencing.
 //! - Taking over comes in DESIGN order: bind the master IP, announce it, and
 //!   only then start Cyrus as master.
-//! - All giving up (release, then stop) comes before any taking, so a node
-//!   never holds two roles of one store at once.
+//! - All giving up comes before any taking, so a node never holds two roles
+//!   of one store at once. A master that hands over (the log still names it,
+//!   its lease holds) stops its instance before it releases the address;
+//!   every other address (fencing, an address the log gives elsewhere) goes
+//!   first.
 //! - A replica holds the store's replica IP (the first replica in slot order
 //!   if there are several) and runs its instance as replica. Replicas need no
 //!   lease: a replica cannot lose mail.
@@ -218,10 +221,26 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
             ip: *ip,
         });
     }
-    // Releases before stops (DESIGN: unbind the master IP, then stop):
-    // without its address an instance can take no new client at once, and
-    // the address is free for the new master sooner.
-    give_up.sort_by_key(|a| !matches!(a, Action::Release { .. }));
+    // The mission's order while the log still names this node master and
+    // its lease holds (a demote): the instance stops (its whole process
+    // group, the flush included) before the address goes, so that nothing
+    // behind the address still takes mail once another machine may hold
+    // it; nobody else may take it before this node acks. Any other address
+    // goes first of all: fencing for a lost lease must finish within the
+    // margin whatever a hanging stop does, and an address the log gives to
+    // another master must not stay bound here a moment longer.
+    let order = |a: &Action| match a {
+        Action::Release { store, .. } => {
+            let own = lease_valid && state.stores.get(store).is_some_and(|s| s.master == me);
+            if own {
+                2
+            } else {
+                0
+            }
+        }
+        _ => 1,
+    };
+    give_up.sort_by_key(order);
     give_up.extend(take);
     give_up
 }

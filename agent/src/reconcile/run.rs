@@ -393,8 +393,10 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         }
     }
 
-    /// One store's steps, in order; a failed step ends the chain (never
-    /// start Cyrus as master without its IP bound). True if a release failed.
+    /// One store's steps, in order; a failed taking step ends the chain
+    /// (never start Cyrus as master without its IP bound), a failed giving
+    /// up does not (a stop that fails must not keep the address bound).
+    /// True if a release failed.
     async fn chain(
         &self,
         steps: &[Action],
@@ -403,6 +405,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         probes: &Probes,
     ) -> bool {
         let r = self.r;
+        let mut release_failed = false;
         for action in steps {
             let store = action.store().to_owned();
             // Taking is decided on the state this pass started from: if the
@@ -426,14 +429,16 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             if let Err(e) = result {
                 Stats::add(&r.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
-                let release = matches!(action, Action::Release { .. });
-                if release {
+                if matches!(action, Action::Release { .. }) {
                     r.progress.release_failed();
+                    release_failed = true;
                 }
-                return release;
+                if !action.is_give_up() {
+                    return release_failed;
+                }
             }
         }
-        false
+        release_failed
     }
 
     /// Fences without being able to see the interface: release every master

@@ -203,7 +203,8 @@ fn failed_away_old_master_gives_up_then_becomes_replica() {
             },
         ]
     );
-    // imap2, the new master, first gives up st01's replica role.
+    // imap2, the new master, first gives up st01's replica role (instance,
+    // then address: the log names it master, its lease holds).
     let o = observed(
         &["10.0.2.1", "10.0.1.2"],
         &[
@@ -214,13 +215,13 @@ fn failed_away_old_master_gives_up_then_becomes_replica() {
     assert_eq!(
         reconcile(&s, 2, true, &o),
         vec![
-            Action::Release {
-                store: "st01".into(),
-                ip: ip("10.0.2.1/32")
-            },
             Action::Stop {
                 store: "st01".into(),
                 slot: "s01".into()
+            },
+            Action::Release {
+                store: "st01".into(),
+                ip: ip("10.0.2.1/32")
             },
             Action::Bind {
                 store: "st01".into(),
@@ -254,7 +255,7 @@ fn switchover_phases() {
         },
     );
     assert!(matches!(s.stores["st01"].phase, Phase::Demoting { .. }));
-    // Demoting: the old master lets go of IP and instance, lease or not.
+    // Demoting: the old master stops (and flushes), then lets the IP go.
     let o = observed(
         &["10.0.1.1", "10.0.2.2"],
         &[
@@ -265,15 +266,15 @@ fn switchover_phases() {
     assert_eq!(
         reconcile(&s, 1, true, &o),
         vec![
-            Action::Release {
-                store: "st01".into(),
-                ip: ip("10.0.1.1/32")
-            },
             Action::Demote {
                 store: "st01".into(),
                 slot: "s01".into(),
                 epoch: 2,
                 force: false,
+            },
+            Action::Release {
+                store: "st01".into(),
+                ip: ip("10.0.1.1/32")
             },
         ]
     );

@@ -192,8 +192,8 @@ fn each_step_leads_to_its_phase_and_actions() {
             .collect()
     };
 
-    // Begin: Demoting; the old master lets go of the IP, then demotes
-    // (flush + stop); the target waits as replica.
+    // Begin: Demoting; the old master demotes (stops, flushes), then lets
+    // the IP go; the target waits as replica.
     let mut s = in_phase("demoting");
     assert!(matches!(
         st(&s).phase,
@@ -204,7 +204,7 @@ fn each_step_leads_to_its_phase_and_actions() {
             ..
         }
     ));
-    assert_eq!(kinds(reconcile(&s, 1, true, &old_master(1))), ["Release", "Demote"]);
+    assert_eq!(kinds(reconcile(&s, 1, true, &old_master(1))), ["Demote", "Release"]);
     assert_eq!(kinds(reconcile(&s, 2, true, &replica(1))), Vec::<String>::new());
 
     // Advance: Promoting, the master is the target; it lets go of the
@@ -215,7 +215,7 @@ fn each_step_leads_to_its_phase_and_actions() {
     assert_eq!(st(&s).master, 2);
     assert_eq!(
         kinds(reconcile(&s, 2, true, &replica(1))),
-        ["Release", "Stop", "Bind", "Announce", "StartMaster"]
+        ["Stop", "Release", "Bind", "Announce", "StartMaster"]
     );
     let demoted = Observed {
         demoted: [("s01".to_owned(), 2)].into(),
@@ -273,7 +273,7 @@ fn each_step_leads_to_its_phase_and_actions() {
         instances: [("s01".to_owned(), Instance::Stopped)].into(),
         ..Observed::default()
     };
-    assert_eq!(kinds(reconcile(&s, 2, true, &half)), ["Release", "Demote"]);
+    assert_eq!(kinds(reconcile(&s, 2, true, &half)), ["Demote", "Release"]);
     let last = s.history.back().map(|t| t.what.clone()).unwrap_or_default();
     assert_eq!(
         last,
