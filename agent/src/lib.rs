@@ -17,7 +17,7 @@
 //!   (failover, drain, undrain, rebalance, history), `status`, `stop` (stopping is draining);
 //! - `network` (openraft over gRPC), `peer`, `admin` (the gRPC services);
 //! - `node`: start-up and shutdown of one agent; `fence`: `slotd fence`;
-//! - `client`, `follow`: what `slotctl` uses; `metrics`, `notify`, `stats`.
+//! - `client`, `follow`, `verify`: what `slotctl` uses; `metrics`, `notify`, `stats`.
 //!
 //! The agent acts on what the Raft log decided; it never decides again by
 //! itself.
@@ -52,6 +52,7 @@ pub mod random;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod verify;
 pub mod stop;
 pub mod watchdog;
 pub mod wire;

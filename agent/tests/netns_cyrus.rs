@@ -156,6 +156,29 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
         doubles.lock()
     );
     assert!(samples >= 10, "the sampler looked only {samples} times");
+    // Master and replica agree, once replication has caught up.
+    let password = site.dir.path().join("sync-password");
+    let password = password.to_str().expect("path");
+    let mut last = String::new();
+    let deadline = Instant::now() + WAIT;
+    let agreed = loop {
+        let out = site.slotctl(0, &["verify", "st0001", "--password-file", password]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slotctl verify still finds differences: {last}"
+        );
+        last = text;
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(agreed.contains("master and replica agree on"), "{agreed}");
     let (mut starts, mut releases) = (0, 0);
     for i in 0..3 {
         let (s, r) = check_order(&site.log(i), "st0001", ip, &format!("imap{}", i + 1));

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use slotd_agent::client::{self, Failure, DEFAULT_ENDPOINT};
-use slotd_agent::follow;
 use slotd_agent::status::StatusView;
+use slotd_agent::{follow, verify};
 use slotd_netops::cli::NetCommand;
 use slotd_proto::v1 as pb;
 use slotd_raft_store::plan::{plan, Naming};
@@ -119,6 +119,17 @@ enum Cmd {
         /// Wait until done.
         #[arg(long)]
         wait: bool,
+    },
+    /// Compare a store's master and replica mailbox by mailbox (IMAP STATUS
+    /// as an admin on the master IP and the replica IP); exit 1 if they differ.
+    Verify {
+        store: String,
+        /// The IMAP admin.
+        #[arg(long, default_value = "cyrus")]
+        user: String,
+        /// A file holding the admin's password (or SLOTCTL_IMAP_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
     /// The last changes of masters: switchovers, failovers, rollbacks.
     History {
@@ -263,6 +274,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Cmd::Drain { .. }
         | Cmd::Undrain { .. }
         | Cmd::Rebalance { .. }
+        | Cmd::Verify { .. }
         | Cmd::History { .. }) => moves(&cli.endpoint, json, command).await,
         Cmd::Status { stale } => {
             let mut c = client::connect(&cli.endpoint).await?;
@@ -474,6 +486,61 @@ async fn moves(cli_endpoint: &str, json: bool, command: Cmd) -> Result<(), Failu
                 follow::rebalance(&mut c, WAIT_LONG).await?;
             }
             Ok(())
+        }
+        Cmd::Verify {
+            store,
+            user,
+            password_file,
+        } => {
+            let password = match (password_file, std::env::var("SLOTCTL_IMAP_PASSWORD")) {
+                (Some(f), _) => std::fs::read_to_string(&f)
+                    .map_err(|e| Failure::refused(format!("--password-file {}: {e}", f.display())))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+                (None, Ok(p)) => p,
+                (None, Err(_)) => {
+                    return Err(Failure::refused(
+                        "verify: give the IMAP admin's password (--password-file FILE or SLOTCTL_IMAP_PASSWORD)",
+                    ))
+                }
+            };
+            let view = c.status(pb::StatusRequest { stale: false }).await?.into_inner();
+            let Some(st) = view.stores.iter().find(|s| s.name == store) else {
+                return Err(Failure::refused(format!("unknown store {store:?}")));
+            };
+            let ip = |field: &str, v: &str| {
+                v.split('/')
+                    .next()
+                    .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                    .ok_or_else(|| Failure::failed(format!("store {store:?}: bad {field} {v:?}")))
+            };
+            let (mip, rip) = (ip("master_ip", &st.master_ip)?, ip("replica_ip", &st.replica_ip)?);
+            let (master, replica) = tokio::join!(
+                verify::mailboxes(mip, &user, &password),
+                verify::mailboxes(rip, &user, &password)
+            );
+            let master = master.map_err(|e| Failure::failed(format!("master {}: {e}", st.master)))?;
+            let replica = replica.map_err(|e| Failure::failed(format!("replica: {e}")))?;
+            let diff = verify::compare(&master, &replica);
+            if json {
+                print_json(&serde_json::json!({
+                    "store": store,
+                    "mailboxes": master.len(),
+                    "differences": diff.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                for d in &diff {
+                    println!("{store}: {d}");
+                }
+            }
+            if diff.is_empty() {
+                if !json {
+                    println!("{store}: master and replica agree on {} mailboxes", master.len());
+                }
+                Ok(())
+            } else {
+                Err(Failure::failed(format!("{store}: {} differences", diff.len())))
+            }
         }
         Cmd::History { store, limit } => {
             let reply = c.history(pb::HistoryRequest { store, limit }).await?.into_inner();
