@@ -135,6 +135,9 @@ pub struct CyrusConfig {
     /// `exec`: a file holding the password of `sync_authname` (`cyrus`) in
     /// the replicas' sasldb; required with `exec`.
     pub sync_password_file: Option<PathBuf>,
+    /// After an unclean failover, have the new master replay this node's
+    /// leftover sync log when it returns (else it is kept aside).
+    pub replay_leftover: bool,
 }
 
 impl Default for CyrusConfig {
@@ -145,6 +148,7 @@ impl Default for CyrusConfig {
             cyrmaster: PathBuf::from("/usr/sbin/cyrmaster"),
             bin_dir: PathBuf::from("/usr/lib/cyrus/bin"),
             sync_password_file: None,
+            replay_leftover: false,
         }
     }
 }
@@ -645,6 +649,7 @@ impl Config {
         if let Some(f) = &cy.sync_password_file {
             let _ = writeln!(out, "sync_password_file = {}", quote(&f.to_string_lossy()));
         }
+        let _ = writeln!(out, "replay_leftover = {}", cy.replay_leftover);
         let t = &self.timing;
         let _ = writeln!(out, "\n[timing]");
         let _ = writeln!(out, "heartbeat_ms = {}", t.heartbeat_ms);

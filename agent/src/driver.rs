@@ -57,6 +57,14 @@ pub trait SlotDriver: Send + Sync + 'static {
     fn backlog(&self, slot: &str) -> impl Future<Output = Option<u64>> + Send;
     /// The state of every slot this driver knows; missing = stopped.
     fn observe(&self) -> impl Future<Output = BTreeMap<String, Instance>> + Send;
+    /// A leftover sync log set aside and not yet dealt with, if any.
+    fn leftover_log(&self, slot: &str) -> impl Future<Output = Option<String>> + Send;
+    /// The leftovers were replayed (`true`) or are kept without a replay:
+    /// put them where they no longer count as waiting.
+    fn finish_leftovers(&self, slot: &str, replayed: bool) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// As master: replay a dirty replica's leftover `log` (pull what only
+    /// that replica has); a note on how it went.
+    fn replay(&self, slot: &str, log: &str) -> impl Future<Output = Result<String, DriverError>> + Send;
 }
 
 /// The driver a node's config names.
@@ -107,6 +115,27 @@ impl SlotDriver for AnyDriver {
             AnyDriver::Exec(d) => d.observe().await,
         }
     }
+
+    async fn leftover_log(&self, slot: &str) -> Option<String> {
+        match self {
+            AnyDriver::None(d) => d.leftover_log(slot).await,
+            AnyDriver::Exec(d) => d.leftover_log(slot).await,
+        }
+    }
+
+    async fn finish_leftovers(&self, slot: &str, replayed: bool) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::None(d) => d.finish_leftovers(slot, replayed).await,
+            AnyDriver::Exec(d) => d.finish_leftovers(slot, replayed).await,
+        }
+    }
+
+    async fn replay(&self, slot: &str, log: &str) -> Result<String, DriverError> {
+        match self {
+            AnyDriver::None(d) => d.replay(slot, log).await,
+            AnyDriver::Exec(d) => d.replay(slot, log).await,
+        }
+    }
 }
 
 /// Starts nothing; remembers what it was told, so the reconciler converges
@@ -154,5 +183,17 @@ impl SlotDriver for NoneDriver {
 
     async fn observe(&self) -> BTreeMap<String, Instance> {
         self.instances.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    async fn leftover_log(&self, _slot: &str) -> Option<String> {
+        None
+    }
+
+    async fn finish_leftovers(&self, _slot: &str, _replayed: bool) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    async fn replay(&self, _slot: &str, log: &str) -> Result<String, DriverError> {
+        Ok(format!("{} lines, nothing to pull without Cyrus", log.lines().count()))
     }
 }

@@ -52,7 +52,7 @@ pub mod random;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
-pub mod verify;
 pub mod stop;
+pub mod verify;
 pub mod watchdog;
 pub mod wire;

@@ -251,6 +251,8 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
             demoted: Mutex::new(Default::default()),
             demote_timeout: config.switchover.demote_timeout(),
             renew_now,
+            replay_leftover: config.cyrus.replay_leftover,
+            replayed: Mutex::new(Default::default()),
         }
         .run(loops_rx.clone()),
     );

@@ -28,7 +28,7 @@ pub const STOP_CONCURRENCY: u32 = 8;
 pub const STOP_ORDER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the agent tries, after start, to make its node active again.
-const UNDRAIN_TRIES: u32 = 60;
+pub const UNDRAIN_TRIES: u32 = 60;
 
 /// Whether this node still masters stores that could go elsewhere, or has
 /// switchovers away from it under way. A store can go elsewhere only to an

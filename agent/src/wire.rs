@@ -36,6 +36,20 @@ pub struct HealthReport {
     /// this epoch (its leftovers are set aside): store → epoch
     /// (`reconcile::leftovers_settled`). The leader clears the mark.
     pub clean: BTreeMap<String, u64>,
+    /// Leftover sync logs this node (dirty, now a replica) set aside and
+    /// offers for replay (`cyrus.replay_leftover`): store → the log.
+    pub leftovers: BTreeMap<String, String>,
+    /// Replays this node ran as master: store → how it went.
+    pub replayed: BTreeMap<String, Replayed>,
+}
+
+/// What a master's replay of a leftover sync log came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// Whose leftover log it was.
+    pub from: NodeId,
+    pub ok: bool,
+    pub note: String,
 }
 
 /// What a replica saw when it probed a store's master IP.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::cyrus::{banner, deliver, delivered, imap};
+use common::netns::cyrus::{banner, deliver, delivered, imap, kill_all};
 use common::netns::{find_store, master_ip, wait_for, Site, SiteOptions, WAIT};
 
 /// Bounds of the delivery loop.
@@ -226,4 +226,168 @@ fn check_order(log: &str, store: &str, ip: IpAddr, node: &str) -> (usize, usize)
         }
     }
     (starts, releases)
+}
+
+/// The pids of `comm` processes in the process group of the cyrmaster
+/// whose pidfile is `pidfile`.
+fn group_processes(pidfile: &std::path::Path, comm: &str) -> Vec<i32> {
+    let Some(pgid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return Vec::new();
+    };
+    slotd_agent::cyrus::procs::members(pgid)
+        .into_iter()
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+        .collect()
+}
+
+#[test]
+fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_replayed() {
+    let site = Arc::new(Site::start_with(
+        "cyu",
+        SiteOptions {
+            slots: 2,
+            cyrus: true,
+            ..SiteOptions::default()
+        },
+    ));
+    let s = site.init();
+    let st = find_store(&s, "st0001");
+    let ip: IpAddr = master_ip(st).expect("master ip");
+    let old = st["master"].as_str().expect("master").to_owned();
+    let oi: usize = old.trim_start_matches("imap").parse::<usize>().expect("node number") - 1;
+    let topology = site.topology();
+    let slot = topology
+        .stores
+        .iter()
+        .find(|x| x.name == "st0001")
+        .and_then(|x| x.slots.iter().find(|r| r.node == oi as u64 + 1))
+        .map(|r| r.slot.clone())
+        .expect("the master's slot");
+    let client = site.lan.host("cl");
+    wait_for("Cyrus to answer IMAP on the master IP", WAIT, || {
+        client.spawn_blocking(move || banner(ip)).join().ok().flatten()
+    });
+    let created = client
+        .spawn_blocking(move || imap(ip, "cyrus", &["CREATE user.alice"]))
+        .join()
+        .expect("imap thread");
+    assert!(created.is_ok(), "CREATE user.alice: {created:?}");
+
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (load, stop) = (load.clone(), stop.clone());
+        client.spawn_blocking(move || {
+            let until = Instant::now() + MAX_LOAD;
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < until && n < MAX_MESSAGES {
+                n += 1;
+                load.attempted.store(n, Ordering::SeqCst);
+                match deliver(ip, n) {
+                    Ok(()) => load.acked.lock().expect("acked").push(n),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    let acked_now = |load: &Load| load.acked.lock().map(|a| a.len()).unwrap_or(0);
+    let more = |load: &Load, k: usize| {
+        let from = acked_now(load);
+        wait_for("deliveries to go on", WAIT, || {
+            (acked_now(load) >= from + k).then_some(())
+        });
+    };
+    more(&load, 20);
+
+    // The master's rolling sync_client stops: what is delivered from now
+    // on exists only on the master (in its sync log), as after a stall.
+    let pidfile = site.cyrus_root(oi).join(&slot).join("run/master.pid");
+    let senders = group_processes(&pidfile, "sync_client");
+    assert!(!senders.is_empty(), "no rolling sync_client in {}", pidfile.display());
+    for pid in &senders {
+        // SAFETY: kill(2) on a test-owned process; no memory involved.
+        unsafe {
+            libc::kill(*pid, libc::SIGSTOP);
+        }
+    }
+    more(&load, 10);
+
+    // The machine dies uncleanly: kill -9 of the agent and of every Cyrus
+    // process; then what systemd's ExecStopPost does: slotd fence.
+    let t0 = Instant::now();
+    site.kill9(oi);
+    kill_all(&site.cyrus_root(oi));
+    let fenced = site.fence(oi);
+    assert!(
+        fenced.status.success(),
+        "slotd fence: {}",
+        String::from_utf8_lossy(&fenced.stderr)
+    );
+    let new = wait_for("another machine's Cyrus on the master IP", WAIT, || {
+        let b = client.spawn_blocking(move || banner(ip)).join().ok().flatten()?;
+        (!b.ends_with(&format!(".{old}"))).then_some(b)
+    });
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(15), "IMAP on the master IP after {took:?}");
+    more(&load, 20);
+
+    // The old machine returns: its leftover sync log is set aside, offered,
+    // and replayed by the new master.
+    site.spawn(oi);
+    let history = wait_for("the replay in the history", WAIT, || {
+        let out = site.slotctl(0, &["history", "st0001"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("replayed the leftover sync log").then_some(text)
+    });
+    more(&load, 10);
+    stop.store(true, Ordering::SeqCst);
+    loader.join().expect("loader");
+    let acked = load.acked.lock().expect("acked").clone();
+
+    let s = site.status(0).expect("status");
+    let st = find_store(&s, "st0001");
+    assert!(
+        st["dirty"].as_array().is_some_and(Vec::is_empty),
+        "the dirty mark is gone: {st}"
+    );
+    let mut last_missing = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = client
+            .spawn_blocking(move || delivered(ip).ok())
+            .join()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::<u64, usize>::new();
+        for n in &found {
+            *counts.entry(*n).or_default() += 1;
+        }
+        let missing: Vec<u64> = acked.iter().copied().filter(|n| !counts.contains_key(n)).collect();
+        let twice: Vec<u64> = counts.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+        assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged but lost: {last_missing:?} (of {}; history: {history})",
+            acked.len()
+        );
+        last_missing = missing;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let leftovers = site.cyrus_root(oi).join(&slot).join("conf/sync-replayed");
+    assert!(
+        leftovers.is_dir(),
+        "the replayed leftovers are put away in {}",
+        leftovers.display()
+    );
+    eprintln!(
+        "{} acknowledged, all there; {new} served the master IP {took:?} after the kill",
+        acked.len()
+    );
 }

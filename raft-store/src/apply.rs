@@ -17,6 +17,10 @@ use crate::state::{
 /// Longest accepted node, slot or store name.
 pub const MAX_NAME_LEN: usize = 64;
 
+/// Largest leftover sync log carried in the log for a replay (it lists
+/// mailbox names, not mail: far more than any real one).
+pub const MAX_REPLAY_LOG: usize = 1 << 20;
+
 /// Most switchovers a drain or rebalance may run at once.
 pub const MAX_CONCURRENCY: u32 = 64;
 
@@ -129,6 +133,38 @@ impl ClusterState {
                 Ok(())
             }
             Command::Failover { moves, .. } => self.check_failover(moves),
+            Command::Replay { store, from, log } => {
+                let s = self.store(store)?;
+                let bad = |problem: &str| {
+                    Err(Rejection::BadReplay {
+                        store: store.clone(),
+                        problem: problem.to_owned(),
+                    })
+                };
+                if !s.dirty.contains(from) || s.master == *from {
+                    return bad("the node is not a dirty replica of it");
+                }
+                if s.replay.is_some() {
+                    return bad("a replay is already pending");
+                }
+                if s.replay_failed.contains(from) {
+                    return bad("a replay of this node's leftovers failed before");
+                }
+                if log.is_empty() || log.len() > MAX_REPLAY_LOG {
+                    return bad("the leftover log is empty or larger than 1 MiB");
+                }
+                Ok(())
+            }
+            Command::ReplayDone { store, from, .. } => {
+                let s = self.store(store)?;
+                match &s.replay {
+                    Some(r) if r.from == *from => Ok(()),
+                    _ => Err(Rejection::BadReplay {
+                        store: store.clone(),
+                        problem: format!("no replay from {} is pending", self.node_name(*from)),
+                    }),
+                }
+            }
             Command::ClearDirty { store, node } => {
                 let s = self.store(store)?;
                 if s.dirty.contains(node) {
@@ -362,7 +398,32 @@ impl ClusterState {
             Command::ClearDirty { store, node } => {
                 if let Some(s) = self.stores.get_mut(store) {
                     s.dirty.remove(node);
+                    s.replay_failed.remove(node);
                 }
+            }
+            Command::Replay { store, from, log } => {
+                if let Some(s) = self.stores.get_mut(store) {
+                    s.replay = Some(crate::state::Replay {
+                        from: *from,
+                        log: log.clone(),
+                    });
+                }
+            }
+            Command::ReplayDone { store, from, ok, note } => {
+                let Some(s) = self.stores.get_mut(store) else { return };
+                s.replay = None;
+                if *ok {
+                    s.dirty.remove(from);
+                } else {
+                    s.replay_failed.insert(*from);
+                }
+                let (master, epoch) = (s.master, s.epoch);
+                let what = if *ok {
+                    format!("replayed the leftover sync log: {note}")
+                } else {
+                    format!("replay of the leftover sync log failed: {note}")
+                };
+                self.record(Change::new(store, *from, master, epoch, Reason::Failure, what), at_ms);
             }
         }
     }
@@ -408,6 +469,8 @@ impl ClusterState {
             epoch: self.retired_epochs.get(&spec.name).map_or(1, |e| e + 1),
             phase: Phase::Stable,
             dirty: BTreeSet::new(),
+            replay: None,
+            replay_failed: BTreeSet::new(),
         };
         self.stores.insert(spec.name.clone(), store);
     }
@@ -490,7 +553,28 @@ impl ClusterState {
                 return Err(Rejection::DuplicateMove(m.store.clone()));
             }
             let s = self.store_at(&m.store, m.epoch)?;
-            self.check_new_master(s, m.to)?;
+            // A failover may take a draining replica when nothing better is
+            // left (`decide::failover_targets`): served beats unserved.
+            if !s.has_node(m.to) {
+                return Err(Rejection::NotASlotOfStore {
+                    store: s.name.clone(),
+                    node: self.node_name(m.to),
+                });
+            }
+            if s.master == m.to {
+                return Err(Rejection::AlreadyMaster {
+                    store: s.name.clone(),
+                    node: self.node_name(m.to),
+                });
+            }
+            let node = self.node(m.to)?;
+            if node.mode == NodeMode::Drained {
+                return Err(Rejection::TargetUnavailable {
+                    store: s.name.clone(),
+                    node: node.name.clone(),
+                    mode: node.mode,
+                });
+            }
         }
         Ok(())
     }

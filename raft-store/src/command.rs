@@ -98,6 +98,21 @@ pub enum Command {
         reason: Reason,
         moves: Vec<Move>,
     },
+    /// Dirty node `from` set its leftover sync log aside; the master is to
+    /// replay it.
+    Replay {
+        store: String,
+        from: NodeId,
+        log: String,
+    },
+    /// The master replayed `from`'s leftover log (`ok`), or could not;
+    /// `note` says how it went. A replayed log clears the dirty mark.
+    ReplayDone {
+        store: String,
+        from: NodeId,
+        ok: bool,
+        note: String,
+    },
     /// The node's leftover changes for this store were replayed or given up.
     ClearDirty {
         store: String,
@@ -229,6 +244,8 @@ pub enum Rejection {
     LastVoter(String),
     #[error("store {store:?}: node {node} is not marked dirty")]
     NotDirty { store: String, node: String },
+    #[error("store {store:?}: {problem}")]
+    BadReplay { store: String, problem: String },
     #[error("a failover must move at least one store")]
     EmptyFailover,
     #[error("store {0:?} appears twice in one failover")]

@@ -145,6 +145,10 @@ pub fn rebalance_moves(
         master.insert(&s.name, s.master);
     }
     let eligible = |s: &Store, to: NodeId| {
+        // Back where it is now: no switchover at all, always fine.
+        if to == s.master {
+            return true;
+        }
         live.contains(&to)
             && s.has_node(to)
             && !s.dirty.contains(&to)
@@ -158,6 +162,9 @@ pub fn rebalance_moves(
     // Each iteration makes one move; the potential argument bounds them, the
     // explicit bound is a guard against a mistake in that argument.
     let bound = movable.len() * (state.nodes.len() + 1) + 1;
+    // The order stores were first chosen in: a rebalance begins its moves
+    // in this order, and every prefix of it lowers the imbalance.
+    let mut chosen_order: Vec<String> = Vec::new();
     for _ in 0..bound {
         let mut chosen: Option<(&str, NodeId, NodeId)> = None;
         // (P) back to the preferred node, if that does not raise imbalance.
@@ -190,13 +197,17 @@ pub fn rebalance_moves(
             }
         }
         let Some((name, from, to)) = chosen else { break };
+        if !chosen_order.iter().any(|n| n == name) {
+            chosen_order.push(name.to_owned());
+        }
         *counts.entry(from).or_default() -= 1;
         *counts.entry(to).or_default() += 1;
         master.insert(name, to);
     }
 
-    movable
+    chosen_order
         .iter()
+        .filter_map(|name| movable.iter().find(|s| s.name == *name))
         .filter(|s| master[s.name.as_str()] != s.master)
         .map(|s| Move {
             store: s.name.clone(),

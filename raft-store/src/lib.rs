@@ -27,6 +27,6 @@ pub mod types;
 pub use command::{Command, Move, NodeSpec, Rejection, Request, Response, StoreSpec, Topology};
 pub use ip::ServiceIp;
 pub use state::{
-    ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, RebalanceJob, SlotRef, Store, Transition,
+    ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, RebalanceJob, Replay, SlotRef, Store, Transition,
 };
 pub use types::{typ, TypeConfig};

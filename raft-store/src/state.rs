@@ -143,6 +143,22 @@ pub struct Store {
     /// Nodes that were master when the store was failed away from them, and
     /// may hold changes the new master never received.
     pub dirty: BTreeSet<NodeId>,
+    /// A dirty node's leftover sync log, for the master to replay
+    /// (`sync_client -r -f`: it pulls what only that replica has).
+    pub replay: Option<Replay>,
+    /// Dirty nodes whose leftover log the master failed to replay: not
+    /// offered again by themselves (an operator looks first); they stay
+    /// dirty.
+    pub replay_failed: BTreeSet<NodeId>,
+}
+
+/// A leftover sync log waiting to be replayed by the store's master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// The dirty node the log comes from.
+    pub from: NodeId,
+    /// The sync log's lines (mailbox names to look at; no mail).
+    pub log: String,
 }
 
 impl Store {

@@ -34,6 +34,13 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// One `sync_client -R -1` pass of a flush (it retries an unreachable
 /// replica for ever: lab pitfall 9).
 const FLUSH_PASS: Duration = Duration::from_secs(30);
+/// One replay of a leftover sync log, and how often (and how far apart)
+/// it is tried: all of it fits the reconciler's bound on a replay.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
+const REPLAY_ATTEMPTS: u32 = 5;
+const REPLAY_RETRY: Duration = Duration::from_secs(1);
+/// The longest a replay action may take (all its attempts).
+pub const REPLAY_BOUND: Duration = Duration::from_secs(60);
 /// Passes of a flush before it gives up (each sends one file).
 const FLUSH_PASSES: u32 = 20;
 
@@ -203,6 +210,54 @@ impl ExecDriver {
         Ok(())
     }
 
+    /// One `sync_client -r -f FILE` on the master: for each mailbox the file
+    /// names, it pulls the records only the replica has (lab pitfall 13).
+    async fn replay_once(&self, slot: &str, log: &str) -> Result<String, DriverError> {
+        let dir = self.dir(slot);
+        let file = dir.join("conf").join(format!("replay-{}", crate::clock::unix_ms()));
+        std::fs::write(&file, log).map_err(|e| failed(slot, format!("{}: {e}", file.display())))?;
+        // sync_client runs as the Cyrus user and locks the file it reads:
+        // it must own it, as it owns the configuration directory.
+        let conf = std::fs::metadata(dir.join("conf")).map_err(|e| failed(slot, e.to_string()))?;
+        use std::os::unix::fs::MetadataExt;
+        std::os::unix::fs::chown(&file, Some(conf.uid()), Some(conf.gid()))
+            .map_err(|e| failed(slot, format!("chown {}: {e}", file.display())))?;
+        let child = Command::new(self.bin_dir.join("sync_client"))
+            .arg("-C")
+            .arg(dir.join("etc/imapd.conf"))
+            .args(["-v", "-r", "-f"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(slot, format!("sync_client: {e}")))?;
+        let result = tokio::time::timeout(REPLAY_TIMEOUT, child.wait_with_output()).await;
+        let _ = std::fs::remove_file(&file);
+        let lines = log.lines().count();
+        match result {
+            Ok(Ok(out)) if out.status.success() => Ok(format!("{lines} lines")),
+            Ok(Ok(out)) => {
+                let said = String::from_utf8_lossy(&out.stderr);
+                let said: Vec<&str> = said
+                    .lines()
+                    .chain(std::str::from_utf8(&out.stdout).unwrap_or("").lines())
+                    .take(3)
+                    .collect();
+                Err(failed(
+                    slot,
+                    format!("sync_client -r -f exited with {}: {}", out.status, said.join(" | ")),
+                ))
+            }
+            Ok(Err(e)) => Err(failed(slot, format!("sync_client: {e}"))),
+            Err(_) => Err(failed(
+                slot,
+                format!("sync_client -r -f gave no result within {REPLAY_TIMEOUT:?}"),
+            )),
+        }
+    }
+
     /// One sync_client pass after another until the sync log is empty.
     async fn flush(&self, slot: &str) -> Result<u32, DriverError> {
         let dir = self.dir(slot);
@@ -341,6 +396,38 @@ impl SlotDriver for ExecDriver {
 
     async fn backlog(&self, slot: &str) -> Option<u64> {
         Some(synclog::pending_bytes(&self.dir(slot).join("conf")))
+    }
+
+    async fn leftover_log(&self, slot: &str) -> Option<String> {
+        let conf = self.dir(slot).join("conf");
+        match synclog::leftover_log(&conf, slotd_raft_store::apply::MAX_REPLAY_LOG) {
+            Ok(log) => log,
+            Err(e) => {
+                warn!(slot, error = %e, "cannot read the leftover sync log; keeping it aside");
+                let _ = synclog::finish(&conf, false);
+                None
+            }
+        }
+    }
+
+    async fn finish_leftovers(&self, slot: &str, replayed: bool) -> Result<(), DriverError> {
+        synclog::finish(&self.dir(slot).join("conf"), replayed).map_err(|e| failed(slot, e.to_string()))
+    }
+
+    async fn replay(&self, slot: &str, log: &str) -> Result<String, DriverError> {
+        // Right after the replica came back, the rolling sync_client may
+        // still be repairing the same mailboxes: a replay that fails then is
+        // tried again a little later.
+        let mut last = None;
+        for attempt in 0..REPLAY_ATTEMPTS {
+            match self.replay_once(slot, log).await {
+                Ok(note) if attempt == 0 => return Ok(note),
+                Ok(note) => return Ok(format!("{note} (attempt {})", attempt + 1)),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(REPLAY_RETRY).await;
+        }
+        Err(last.unwrap_or_else(|| failed(slot, "no replay attempt")))
     }
 
     async fn observe(&self) -> BTreeMap<String, Instance> {

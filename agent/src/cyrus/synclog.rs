@@ -57,6 +57,62 @@ pub fn set_aside(conf: &Path, stamp: u64) -> io::Result<Option<PathBuf>> {
     Ok(Some(aside))
 }
 
+/// Where leftovers go once replayed, or kept without a replay.
+pub const REPLAYED_DIR: &str = "sync-replayed";
+pub const KEPT_DIR: &str = "sync-kept";
+
+/// Every leftover set aside and not yet dealt with, one after another
+/// (oldest first), at most `limit` bytes; `None` if there is none.
+pub fn leftover_log(conf: &Path, limit: usize) -> io::Result<Option<String>> {
+    let dir = conf.join(LEFTOVER_DIR);
+    let mut stamps: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if stamps.is_empty() {
+        return Ok(None);
+    }
+    stamps.sort();
+    let mut log = String::new();
+    for stamp in stamps {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&stamp)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        // log-run was being sent when the master died: it comes first.
+        files.sort_by_key(|f| (f.file_name().is_none_or(|n| n != "log-run"), f.clone()));
+        for f in files {
+            let text = std::fs::read_to_string(&f)?;
+            if log.len() + text.len() > limit {
+                return Err(io::Error::other(format!("leftover sync log over {limit} bytes")));
+            }
+            log.push_str(&text);
+        }
+    }
+    Ok(Some(log))
+}
+
+/// Moves every waiting leftover to `sync-replayed/` or `sync-kept/`.
+pub fn finish(conf: &Path, replayed: bool) -> io::Result<()> {
+    let dir = conf.join(LEFTOVER_DIR);
+    let to = conf.join(if replayed { REPLAYED_DIR } else { KEPT_DIR });
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    std::fs::create_dir_all(&to)?;
+    for e in entries.flatten() {
+        std::fs::rename(e.path(), to.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +134,11 @@ mod tests {
         assert!(aside.join("log").exists() && aside.join("log-run").exists() && aside.join("log-1234").exists());
         assert!(!has_pending(conf));
         assert_eq!(pending_bytes(conf), 0);
+        let log = leftover_log(conf, 1 << 20).unwrap().expect("waiting");
+        assert!(log.starts_with("MAILBOX user.bob\n"), "log-run first: {log:?}");
+        assert!(leftover_log(conf, 4).is_err(), "over the limit");
+        finish(conf, true).unwrap();
+        assert_eq!(leftover_log(conf, 1 << 20).unwrap(), None);
+        assert!(conf.join("sync-replayed/7/log").exists());
     }
 }

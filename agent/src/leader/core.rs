@@ -77,6 +77,11 @@ struct TicketOut {
     issued: Mono,
 }
 
+/// Leftover sync logs offered, by node and store.
+pub type Offered = BTreeMap<NodeId, BTreeMap<String, String>>;
+/// Replays run, by (master) node and store.
+pub type Ran = BTreeMap<NodeId, BTreeMap<String, crate::wire::Replayed>>;
+
 /// A grant's numbers, for the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -344,6 +349,22 @@ impl LeaderCore {
             return false;
         }
         self.books.get(&node).is_some_and(|b| b.fenced) || (self.settled(now) && !self.granted_within(node, now))
+    }
+
+    /// Leftover sync logs each node offers for a replay, and the replays
+    /// each node ran as master.
+    pub fn leftovers(&self) -> (Offered, Ran) {
+        let mut offered = BTreeMap::new();
+        let mut ran = BTreeMap::new();
+        for (n, b) in &self.books {
+            if !b.report.leftovers.is_empty() {
+                offered.insert(*n, b.report.leftovers.clone());
+            }
+            if !b.report.replayed.is_empty() {
+                ran.insert(*n, b.report.replayed.clone());
+            }
+        }
+        (offered, ran)
     }
 
     /// Stores each node reported it settled its leftovers of.

@@ -8,7 +8,7 @@
 //! each (at once when a node acks one: the granter wakes it), rollbacks,
 //! and the switchovers of drains and rebalances.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use slotd_raft_store::{Command, Reason, Store};
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::switchover::{conduct, Facts, SwitchoverTiming};
+use super::switchover::{conduct, Facts, Memory, SwitchoverTiming};
 use crate::clock::{sleep_until, unix_ms, Mono};
 use crate::cluster::Cluster;
 use crate::config::SwitchoverConfig;
@@ -35,33 +35,13 @@ pub struct FailoverEngine {
     pub switchover: SwitchoverConfig,
 }
 
-/// The longest a drain leaves a store alone after rollbacks.
-const MAX_COOLING: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// What the engine remembers of switchovers while it leads (one term).
-#[derive(Default)]
-struct Conducting {
-    /// The term this is about: a new term starts afresh.
-    term: u64,
-    /// Rollbacks per store (cooling grows with each: 5 s, 10 s, … 5 min).
-    rollbacks: BTreeMap<String, u32>,
-    /// When this leadership first saw each store in its current phase and
-    /// epoch (a new leader starts the clock again: never a timeout early).
-    seen: BTreeMap<String, (u64, Mono)>,
-    /// Stores rolled back, and until when a drain leaves them alone.
-    cooling: BTreeMap<String, Mono>,
-    /// Stores whose rebalance switchover rolled back: this rebalance leaves
-    /// them be.
-    given_up: BTreeSet<String>,
-}
-
 impl FailoverEngine {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported_stranded: BTreeSet<String> = BTreeSet::new();
         let mut l2_alarms: BTreeSet<String> = BTreeSet::new();
-        let mut conducting = Conducting::default();
+        let mut memory = Memory::default();
         loop {
             // Also exactly when the next silent node's lease + margin is
             // over, not up to a tick later.
@@ -84,18 +64,15 @@ impl FailoverEngine {
                     "leading: no failover of a silent node before lease + margin"
                 );
             }
-            if began || leading.is_none() || leading != Some(conducting.term) {
-                conducting = Conducting {
-                    term: leading.unwrap_or(0),
-                    ..Conducting::default()
-                };
+            if leading.is_none() {
+                memory = Memory::default();
             }
             if leading.is_none() {
                 continue;
             }
             self.watch_l2(&mut l2_alarms);
             self.fail_over(now, m.current_term, &mut reported_stranded).await;
-            self.conduct(&mut conducting).await;
+            self.conduct(m.current_term, &mut memory).await;
         }
     }
 
@@ -151,35 +128,14 @@ impl FailoverEngine {
 
     /// Writes what `switchover::conduct` says, one entry after another; a
     /// refused entry (the state moved on) is decided again next time.
-    async fn conduct(&self, c: &mut Conducting) {
+    async fn conduct(&self, term: u64, memory: &mut Memory) {
         let now = Mono::now();
         let timing = SwitchoverTiming::of(&self.switchover);
-        c.cooling.retain(|_, until| now < *until);
-        let commands = self.cluster.reader.with(|d| {
+        let (commands, rebalancing) = self.cluster.reader.with(|d| {
             let state = &d.state;
-            // Phase clocks: started when this leadership first sees a phase.
-            c.seen.retain(|name, (epoch, _)| {
-                state
-                    .stores
-                    .get(name)
-                    .is_some_and(|s| s.epoch == *epoch && s.phase.switchover().is_some())
-            });
-            for s in state.stores.values().filter(|s| s.phase.switchover().is_some()) {
-                c.seen.entry(s.name.clone()).or_insert((s.epoch, now));
-            }
-            if state.rebalance.is_none() {
-                c.given_up.clear();
-            }
-            let facts = Facts {
-                cooling: c.cooling.keys().cloned().collect(),
-                given_up: c.given_up.clone(),
-                ..Facts::of(&self.cluster.core(), state, now, &self.switchover, unix_ms())
-            };
-            let seen = &c.seen;
-            let age = |s: &Store| {
-                seen.get(&s.name)
-                    .map_or(std::time::Duration::ZERO, |(_, t)| now.since(*t))
-            };
+            memory.prepare(term, state, now);
+            let facts = memory.facts(Facts::of(&self.cluster.core(), state, now, &self.switchover, unix_ms()));
+            let age = |s: &Store| memory.age(s, now);
             let rebalancing: BTreeSet<String> = state
                 .stores
                 .values()
@@ -188,29 +144,13 @@ impl FailoverEngine {
                 .collect();
             (conduct(state, &facts, &age, &timing), rebalancing)
         });
-        let (commands, rebalancing) = commands;
         for command in commands {
-            let rolled_back = match &command {
-                Command::RollbackSwitchover { store, .. } => Some(store.clone()),
-                _ => None,
-            };
             let what = format!("{command:?}");
-            match self.cluster.write(command).await {
+            match self.cluster.write(command.clone()).await {
                 Ok(index) => {
                     info!(index, entry = %what, "switchover step");
-                    if let Some(store) = rolled_back {
-                        // Each rollback of the same store doubles the wait
-                        // before a drain tries it again: a target that
-                        // keeps failing costs an outage now and then, not
-                        // every few seconds.
-                        let n = c.rollbacks.entry(store.clone()).or_default();
-                        *n += 1;
-                        let wait = (timing.retry_after * 2u32.saturating_pow(*n - 1)).min(MAX_COOLING);
-                        warn!(store = %store, rollbacks = *n, ?wait, "switchover rolled back; not retried before the wait");
-                        c.cooling.insert(store.clone(), Mono::now() + wait);
-                        if rebalancing.contains(&store) {
-                            c.given_up.insert(store);
-                        }
+                    if let Some(wait) = memory.written(&command, &rebalancing, Mono::now(), &timing) {
+                        warn!(entry = %what, ?wait, "switchover rolled back; a drain tries it again after the wait");
                     }
                 }
                 Err(e) => {

@@ -72,6 +72,10 @@ pub struct Facts {
     /// Stores each node, as a replica, has settled its leftovers of (its
     /// instance runs as replica at this epoch): store → epoch.
     pub clean: BTreeMap<NodeId, BTreeMap<String, u64>>,
+    /// Leftover sync logs dirty nodes offer for a replay: store → log.
+    pub leftovers: BTreeMap<NodeId, BTreeMap<String, String>>,
+    /// Replays masters ran: store → outcome.
+    pub replayed: BTreeMap<NodeId, BTreeMap<String, crate::wire::Replayed>>,
     /// Unix ms, for the entries' stamps (history durations).
     pub now_ms: u64,
 }
@@ -87,10 +91,13 @@ impl Facts {
         config: &crate::config::SwitchoverConfig,
         now_ms: u64,
     ) -> Facts {
+        let (leftovers, replayed) = core.leftovers();
         Facts {
             down: state.nodes.keys().copied().filter(|n| core.down(*n, now)).collect(),
             done: core.acks(),
             clean: core.clean(),
+            leftovers,
+            replayed,
             settled: core.settled(now),
             reports: core.backlog(state),
             max_backlog: config.max_backlog_bytes,
@@ -109,6 +116,107 @@ impl Facts {
             .get(&node)
             .and_then(|d| d.get(&store.name))
             .is_some_and(|e| *e == store.epoch)
+    }
+}
+
+/// The longest a drain leaves a store alone after rollbacks.
+pub const MAX_COOLING: Duration = Duration::from_secs(300);
+
+/// What the leader remembers of switchovers while it leads one term (the
+/// engine and the simulation both keep one): phase clocks, cooling after
+/// rollbacks, and the stores the rebalance under way is done with. A new
+/// term, or a new process, starts afresh.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    term: Option<u64>,
+    /// Rollbacks per store (cooling doubles with each: 5 s, 10 s, … 5 min).
+    rollbacks: BTreeMap<String, u32>,
+    /// When this leadership first saw each store in its current phase and
+    /// epoch.
+    seen: BTreeMap<String, (u64, crate::clock::Mono)>,
+    /// Stores rolled back, and until when a drain leaves them alone.
+    cooling: BTreeMap<String, crate::clock::Mono>,
+    /// Stores the rebalance under way is done with (moved, or rolled back):
+    /// it plans again without them, so it can neither flap nor retry.
+    given_up: BTreeSet<String>,
+}
+
+impl Memory {
+    /// At the start of a round at `now`, leading `term`: the phase clocks
+    /// follow the state, cooling runs out, a rebalance over forgets.
+    pub fn prepare(&mut self, term: u64, state: &ClusterState, now: crate::clock::Mono) {
+        if self.term != Some(term) {
+            *self = Memory {
+                term: Some(term),
+                ..Memory::default()
+            };
+        }
+        self.cooling.retain(|_, until| now < *until);
+        self.seen.retain(|name, (epoch, _)| {
+            state
+                .stores
+                .get(name)
+                .is_some_and(|s| s.epoch == *epoch && s.phase.switchover().is_some())
+        });
+        for s in state.stores.values().filter(|s| s.phase.switchover().is_some()) {
+            self.seen.entry(s.name.clone()).or_insert((s.epoch, now));
+        }
+        if state.rebalance.is_none() {
+            self.given_up.clear();
+        }
+    }
+
+    /// `base` (`Facts::of`) with this memory's cooling and given-up stores.
+    pub fn facts(&self, base: Facts) -> Facts {
+        Facts {
+            cooling: self.cooling.keys().cloned().collect(),
+            given_up: self.given_up.clone(),
+            ..base
+        }
+    }
+
+    /// How long this leadership has seen `store` in its phase.
+    pub fn age(&self, store: &Store, now: crate::clock::Mono) -> Duration {
+        self.seen
+            .get(&store.name)
+            .map_or(Duration::ZERO, |(_, t)| now.since(*t))
+    }
+
+    /// When this leadership first saw `store` in its phase, if it is in one.
+    pub fn seen(&self, store: &str) -> Option<crate::clock::Mono> {
+        self.seen.get(store).map(|(_, t)| *t)
+    }
+
+    /// `command` was written at `now`; `rebalancing`: the stores whose
+    /// switchover was the rebalance's when the round began. Returns, for a
+    /// rollback, how long a drain now leaves the store alone.
+    pub fn written(
+        &mut self,
+        command: &Command,
+        rebalancing: &BTreeSet<String>,
+        now: crate::clock::Mono,
+        timing: &SwitchoverTiming,
+    ) -> Option<Duration> {
+        match command {
+            Command::RollbackSwitchover { store, .. } => {
+                // Each rollback of the same store doubles the wait: a target
+                // that keeps failing costs an outage now and then, not every
+                // few seconds.
+                let n = self.rollbacks.entry(store.clone()).or_default();
+                *n += 1;
+                let wait = (timing.retry_after * 2u32.saturating_pow(*n - 1)).min(MAX_COOLING);
+                self.cooling.insert(store.clone(), now + wait);
+                if rebalancing.contains(store) {
+                    self.given_up.insert(store.clone());
+                }
+                Some(wait)
+            }
+            Command::CompleteSwitchover { store, .. } if rebalancing.contains(store) => {
+                self.given_up.insert(store.clone());
+                None
+            }
+            _ => None,
+        }
     }
 }
 
@@ -292,6 +400,51 @@ pub fn conduct(
                     node: *node,
                 };
                 push(&mut scratch, &mut out, clear);
+            }
+        }
+    }
+
+    // Leftover sync logs: a dirty replica's goes into the log for the
+    // master to replay; the master's outcome ends it (and, replayed, the
+    // dirty mark).
+    for store in state.stores.values() {
+        match &store.replay {
+            Some(pending) => {
+                let outcome = facts
+                    .replayed
+                    .get(&store.master)
+                    .and_then(|r| r.get(&store.name))
+                    .filter(|o| o.from == pending.from);
+                if let Some(o) = outcome {
+                    let done = Command::ReplayDone {
+                        store: store.name.clone(),
+                        from: o.from,
+                        ok: o.ok,
+                        note: o.note.clone(),
+                    };
+                    push(&mut scratch, &mut out, done);
+                }
+            }
+            None => {
+                let offer = store
+                    .dirty
+                    .iter()
+                    .filter(|n| **n != store.master && !store.replay_failed.contains(n))
+                    .find_map(|n| {
+                        facts
+                            .leftovers
+                            .get(n)
+                            .and_then(|l| l.get(&store.name))
+                            .map(|log| (*n, log))
+                    });
+                if let Some((from, log)) = offer {
+                    let replay = Command::Replay {
+                        store: store.name.clone(),
+                        from,
+                        log: log.clone(),
+                    };
+                    push(&mut scratch, &mut out, replay);
+                }
             }
         }
     }

@@ -49,6 +49,9 @@ pub struct Observed {
     /// Slots demoted (clients stopped, sync log flushed unless forced,
     /// instance stopped) by this agent, with the epoch of the attempt.
     pub demoted: BTreeMap<String, u64>,
+    /// Stores whose pending replay this agent has run (well or not), with
+    /// the node the log came from.
+    pub replayed: BTreeMap<String, NodeId>,
 }
 
 /// One thing to do. The executor runs them in the order given.
@@ -93,6 +96,13 @@ pub enum Action {
         store: String,
         slot: String,
         epoch: u64,
+    },
+    /// As master: replay a dirty replica's leftover sync log (pull what
+    /// only that replica has).
+    Replay {
+        store: String,
+        slot: String,
+        from: NodeId,
     },
 }
 
@@ -153,10 +163,19 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
                 }
                 if !matches!(instance, Instance::Master { .. }) {
                     take.push(Action::StartMaster {
-                        store: name,
-                        slot,
+                        store: name.clone(),
+                        slot: slot.clone(),
                         epoch: store.epoch,
                     });
+                }
+                if let Some(r) = &store.replay {
+                    if observed.replayed.get(&name) != Some(&r.from) {
+                        take.push(Action::Replay {
+                            store: name,
+                            slot,
+                            from: r.from,
+                        });
+                    }
                 }
             }
             Role::Fenced => {
@@ -323,7 +342,8 @@ impl Action {
             | Action::Bind { store, .. }
             | Action::Announce { store, .. }
             | Action::StartMaster { store, .. }
-            | Action::StartReplica { store, .. } => store,
+            | Action::StartReplica { store, .. }
+            | Action::Replay { store, .. } => store,
         }
     }
 
@@ -390,13 +410,20 @@ pub fn phase_done(state: &ClusterState, me: NodeId, lease_valid: bool, observed:
 }
 
 /// The stores this node is marked dirty for and runs as replica again, at
-/// the store's epoch: the driver set its leftover sync log aside before it
+/// the store's epoch, with no leftover sync log waiting for a replay
+/// (`waiting`: slots that have one): the driver set it aside before it
 /// started the replica (see `SlotDriver::start_replica`), so the mark can go.
-pub fn leftovers_settled(state: &ClusterState, me: NodeId, observed: &Observed) -> BTreeMap<String, u64> {
+pub fn leftovers_settled(
+    state: &ClusterState,
+    me: NodeId,
+    observed: &Observed,
+    waiting: &BTreeSet<String>,
+) -> BTreeMap<String, u64> {
     state
         .stores
         .values()
         .filter(|s| s.dirty.contains(&me) && s.master != me)
+        .filter(|s| s.slot_on(me).is_some_and(|slot| !waiting.contains(&slot.slot)))
         .filter(|s| {
             s.slot_on(me)
                 .is_some_and(|slot| observed.instances.get(&slot.slot) == Some(&Instance::Replica { epoch: s.epoch }))

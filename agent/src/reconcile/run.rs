@@ -33,7 +33,7 @@ use crate::lease::LeaseState;
 use crate::ledger::{Entries, Ledger};
 use crate::stats::Stats;
 use crate::watchdog::{Part, Progress, MARK_EVERY};
-use crate::wire::HealthReport;
+use crate::wire::{HealthReport, Replayed};
 
 /// How often the machine is compared with the log even when nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(1);
@@ -94,6 +94,10 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     /// Asks the lease keeper to renew now: a finished phase is acked in the
     /// next health report, and the switchover should not wait a heartbeat.
     pub renew_now: Arc<Notify>,
+    /// Offer leftover sync logs for a replay (`cyrus.replay_leftover`).
+    pub replay_leftover: bool,
+    /// Replays run as master, by store.
+    pub replayed: Mutex<BTreeMap<String, Replayed>>,
 }
 
 fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
@@ -258,6 +262,13 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         let mut observed = Observed {
             instances: r.driver.observe().await,
             demoted: r.demoted.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            replayed: r
+                .replayed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(s, o)| (s.clone(), o.from))
+                .collect(),
             ..Observed::default()
         };
         for b in list {
@@ -420,6 +431,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // A demote flushes the sync log: it has the phase's time.
             let limit = match action {
                 Action::Demote { .. } => r.demote_timeout,
+                Action::Replay { .. } => crate::cyrus::exec::REPLAY_BOUND,
                 _ => ACTION_TIMEOUT,
             };
             let result = match tokio::time::timeout(limit, self.execute(action, state, probes).instrument(span)).await {
@@ -470,7 +482,44 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
     async fn publish(&self, state: &ClusterState, observed: &Observed, lease_valid: bool, fenced: bool) {
         let r = self.r;
         let done = phase_done(state, r.me, lease_valid, observed);
-        let clean = leftovers_settled(state, r.me, observed);
+        // Leftover sync logs of a life as master: offered for a replay while
+        // this node is dirty for the store (if configured), put away once it
+        // is not (replayed) or when no replay is wanted (kept).
+        let mut waiting = BTreeSet::new();
+        let mut leftovers = BTreeMap::new();
+        for s in state.stores.values() {
+            let Some(slot) = s.slot_on(r.me) else { continue };
+            let Some(log) = r.driver.leftover_log(&slot.slot).await else {
+                continue;
+            };
+            let dirty = s.dirty.contains(&r.me) && s.master != r.me;
+            if dirty && r.replay_leftover {
+                waiting.insert(slot.slot.clone());
+                leftovers.insert(s.name.clone(), log);
+            } else if let Err(e) = r.driver.finish_leftovers(&slot.slot, !dirty).await {
+                warn!(store = %s.name, error = %e, "cannot put the leftover sync log away");
+            } else if dirty {
+                warn!(store = %s.name, "leftover sync log kept aside, not replayed (cyrus.replay_leftover = false)");
+            } else {
+                info!(store = %s.name, "leftover sync log replayed by the master; put away");
+            }
+        }
+        let clean = leftovers_settled(state, r.me, observed, &waiting);
+        // Replays run here as master, while the store still waits for them.
+        let replayed: BTreeMap<String, Replayed> = r
+            .replayed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(store, out)| {
+                state
+                    .stores
+                    .get(*store)
+                    .and_then(|s| s.replay.as_ref())
+                    .is_some_and(|p| p.from == out.from)
+            })
+            .map(|(s, o)| (s.clone(), o.clone()))
+            .collect();
         let mut backlog = BTreeMap::new();
         for s in state.stores.values().filter(|s| s.master == r.me) {
             let Some(slot) = s.slot_on(r.me) else { continue };
@@ -488,11 +537,14 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         let acks = rep.done != done && !done.is_empty();
         let new_backlog = backlog.keys().any(|s| !rep.backlog.contains_key(s));
         let new_clean = clean.iter().any(|(s, e)| rep.clean.get(s) != Some(e));
-        if acks || new_backlog || new_clean {
+        let news = rep.leftovers != leftovers || rep.replayed != replayed;
+        if acks || new_backlog || new_clean || news {
             r.renew_now.notify_one();
         }
         rep.done = done;
         rep.clean = clean;
+        rep.leftovers = leftovers;
+        rep.replayed = replayed;
         rep.backlog = backlog;
         rep.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
         rep.instances = observed
@@ -592,6 +644,37 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 let ctx = context(state, store, *epoch)?;
                 r.driver.start_master(slot, &ctx).await.map_err(|e| e.to_string())?;
                 info!(slot, "instance started as master");
+            }
+            Action::Replay { store, slot, from } => {
+                let log = state
+                    .stores
+                    .get(store)
+                    .and_then(|s| s.replay.as_ref())
+                    .filter(|p| p.from == *from)
+                    .map(|p| p.log.clone())
+                    .ok_or("the replay is no longer pending")?;
+                let outcome = match r.driver.replay(slot, &log).await {
+                    Ok(note) => {
+                        info!(slot, from, %note, "leftover sync log replayed");
+                        Replayed {
+                            from: *from,
+                            ok: true,
+                            note,
+                        }
+                    }
+                    Err(e) => {
+                        warn!(slot, from, error = %e, "replay of the leftover sync log failed");
+                        Replayed {
+                            from: *from,
+                            ok: false,
+                            note: e.to_string(),
+                        }
+                    }
+                };
+                r.replayed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(store.clone(), outcome);
             }
             Action::StartReplica { store, slot, epoch } => {
                 let ctx = context(state, store, *epoch)?;

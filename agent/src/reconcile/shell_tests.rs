@@ -64,6 +64,18 @@ impl SlotDriver for SlowDriver {
         self.inner.backlog(slot).await
     }
 
+    async fn leftover_log(&self, slot: &str) -> Option<String> {
+        self.inner.leftover_log(slot).await
+    }
+
+    async fn finish_leftovers(&self, slot: &str, replayed: bool) -> Result<(), DriverError> {
+        self.inner.finish_leftovers(slot, replayed).await
+    }
+
+    async fn replay(&self, slot: &str, log: &str) -> Result<String, DriverError> {
+        self.inner.replay(slot, log).await
+    }
+
     async fn observe(&self) -> std::collections::BTreeMap<String, Instance> {
         self.inner.observe().await
     }
@@ -153,6 +165,8 @@ impl Shell {
                 demoted: Default::default(),
                 demote_timeout: Duration::from_secs(20),
                 renew_now: Default::default(),
+                replay_leftover: false,
+                replayed: Default::default(),
             }
             .run(stop_rx),
         );

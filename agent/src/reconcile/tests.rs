@@ -55,6 +55,7 @@ fn observed(ips: &[&str], instances: &[(&str, Instance)]) -> Observed {
             .collect::<BTreeMap<_, _>>(),
         leftovers: BTreeMap::new(),
         demoted: BTreeMap::new(),
+        replayed: BTreeMap::new(),
     }
 }
 

@@ -164,6 +164,7 @@ impl Site {
                 c.cyrus.driver = Driver::Exec;
                 c.cyrus.root = site.cyrus_root(i);
                 c.cyrus.sync_password_file = Some(password);
+                c.cyrus.replay_leftover = true;
                 let node = format!("imap{}", i + 1);
                 let topology = site.topology();
                 let slots = &topology.nodes[i].slots;

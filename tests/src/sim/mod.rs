@@ -1,16 +1,24 @@
 //! A seeded, reproducible discrete-event simulation of a slotd cluster in
 //! virtual time, under crashes, hangs, stalls, partitions, message loss and
-//! delay and clock drift, checking DESIGN's safety invariant S1 and the
-//! liveness rule beside it after every step.
+//! delay and clock drift, with operators ordering switchovers, drains,
+//! undrains and rebalances meanwhile, checking DESIGN's safety invariant S1
+//! and the liveness rules beside it after every step.
 //!
 //! It runs the agent's own code for everything it models: the state machine
 //! (`ClusterState::apply`), the leader's core (`leader::core::LeaderCore`:
-//! lease ledger, fresh-leader wait, who is dead, fence notices, failover
-//! targets), the node's lease rules (`lease::LeaseBook`), the reconciler's
-//! decision and the shape of its passes (`reconcile::{reconcile,
-//! plan_pass}`), the watchdog rule (`watchdog::verdict`), the timing
-//! defaults (`config::Timing`) and `slotd fence`'s timings. The simulation supplies time, the network,
-//! Raft, the machines, and how long each action takes.
+//! lease ledger, fresh-leader wait, who is dead, who is down, fence
+//! notices, failover targets, phase acks and backlogs from health reports),
+//! the switchover conductor (`leader::switchover::conduct`) with the facts
+//! (`Facts::of`) and phase clocks the engine gives it, the operator's
+//! commands as the leader checks them (`switchover::{failover_command,
+//! stranded, rebalance_plan}`), the node's lease rules
+//! (`lease::LeaseBook`), the reconciler's decision, its reports and the
+//! shape of its passes (`reconcile::{reconcile, phase_done,
+//! leftovers_settled, plan_pass}`), the watchdog rule
+//! (`watchdog::verdict`), the timing defaults (`config::Timing`,
+//! `config::SwitchoverConfig`) and `slotd fence`'s timings. The simulation
+//! supplies time, the network, Raft, the machines, the operators, and how
+//! long each action takes.
 //!
 //! Modules, one concept each:
 //! - `rng`: the seeded generator every choice comes from;
@@ -20,7 +28,10 @@
 //! - `pass`: a reconciler pass in time (probes, binds, announcements and
 //!   Cyrus starts take time);
 //! - `node`: a machine (IPs, instances) and its agent;
-//! - `checker`: S1, the lease rule, liveness and convergence;
+//! - `switchover`: the leader engine's memory while it conducts
+//!   switchovers, and the operators' schedule;
+//! - `checker`: S1, the lease rule, liveness, stuck switchovers and
+//!   convergence;
 //! - `world`: the step loop and the fault schedule.
 //!
 //! See `tests/tests/simulation.rs` for the model in full.
@@ -32,12 +43,14 @@ pub mod node;
 pub mod pass;
 pub mod raft;
 pub mod rng;
+pub mod switchover;
 pub mod world;
 
 use std::time::Duration;
 
-use slotd_agent::config::Timing;
+use slotd_agent::config::{SwitchoverConfig, Timing};
 use slotd_agent::fence;
+use slotd_agent::leader::switchover::SwitchoverTiming;
 use slotd_agent::leader::LeaderTiming;
 
 pub use world::{run_seed, Failure, SeedReport};
@@ -75,6 +88,13 @@ pub struct Variant {
     /// The former unit's watchdog: 1 s, longer than the margin (broken:
     /// a hung agent outlives its lease by more than the margin).
     pub old_watchdog: bool,
+    /// The leader drops every `RollbackSwitchover` the conductor asks for
+    /// (broken: a switchover whose attempt failed never ends).
+    pub no_rollback: bool,
+    /// Operators order rebalances (real: yes). Off, the same seeds run
+    /// every other command: the rest of the switchover machinery apart
+    /// from the rebalance.
+    pub rebalances: bool,
 }
 
 impl Variant {
@@ -90,6 +110,8 @@ impl Variant {
         old_reconciler: false,
         old_elections: false,
         old_watchdog: false,
+        no_rollback: false,
+        rebalances: true,
     };
     pub const OLD_RECONCILER: Variant = Variant {
         old_reconciler: true,
@@ -132,6 +154,16 @@ impl Variant {
         ..Variant::REAL
     };
 
+    pub const NO_ROLLBACK: Variant = Variant {
+        no_rollback: true,
+        ..Variant::REAL
+    };
+    /// The protocol as implemented, operators that never rebalance.
+    pub const NO_REBALANCE: Variant = Variant {
+        rebalances: false,
+        ..Variant::REAL
+    };
+
     /// Every variant by the name `SLOTD_SIM_VARIANT` and `sim-survey` use.
     pub const NAMED: &[(&str, Variant)] = &[
         ("real", Variant::REAL),
@@ -143,6 +175,8 @@ impl Variant {
         ("no-stalls", Variant::NO_STALLS),
         ("ignore-lease", Variant::IGNORE_LEASE),
         ("no-detector-wait", Variant::NO_DETECTOR_WAIT),
+        ("no-rollback", Variant::NO_ROLLBACK),
+        ("no-rebalance", Variant::NO_REBALANCE),
     ];
 
     /// From `SLOTD_SIM_VARIANT` (a name of [`Variant::NAMED`]; `real` when
@@ -153,6 +187,11 @@ impl Variant {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(Variant::REAL, |(_, v)| *v)
+    }
+
+    /// The `[switchover]` table every agent runs with (the defaults).
+    pub fn switchover(&self) -> SwitchoverConfig {
+        SwitchoverConfig::default()
     }
 
     /// The timings this variant runs with.
@@ -167,6 +206,7 @@ impl Variant {
         } else {
             Timing::default()
         };
+        let switchover = self.switchover();
         let mut leader = LeaderTiming::of(&t);
         if self.detector_without_margin {
             leader.margin = Duration::ZERO;
@@ -189,6 +229,9 @@ impl Variant {
             fence_telling: ms(fence::telling_for(&t)),
             fence_in_doubt: ms(fence::in_doubt_for(&t)),
             leader,
+            switchover: SwitchoverTiming::of(&switchover),
+            demote_timeout: ms(switchover.demote_timeout()),
+            stuck: 2.0 * (ms(switchover.demote_timeout()) + ms(switchover.promote_timeout())) + 10_000.0,
         }
     }
 }
@@ -221,6 +264,16 @@ pub struct SimTiming {
     pub fence_in_doubt: f64,
     /// What the leader core runs with (the variant's detector margin).
     pub leader: LeaderTiming,
+    /// The conductor's timings (`[switchover]` defaults: demote 20 s,
+    /// promote 10 s, a drain retries a rolled-back store after 5 s).
+    pub switchover: SwitchoverTiming,
+    /// How long a node's demote action may take before it fails (the
+    /// reconciler gives it the phase's time, `demote_timeout_ms`).
+    pub demote_timeout: f64,
+    /// Once faults are over and a leader has settled, a switchover, a
+    /// drain or a rebalance that makes no progress for this long is stuck:
+    /// 2 × (demote + promote timeouts) + 10 s.
+    pub stuck: f64,
 }
 
 /// How long the agent's actions take on a machine (true ms), and the run's
@@ -251,10 +304,17 @@ pub mod timing {
     pub const FENCE_CALL_TIMEOUT: f64 = ms(slotd_agent::fence::CALL_TIMEOUT);
     /// One simulation step.
     pub const STEP: u64 = 10;
-    /// Faults start in `FAULTS_FROM..FAULTS_UNTIL` and are all over by `HEALED_BY`.
+    /// Faults (and operators' commands) start in `FAULTS_FROM..FAULTS_UNTIL`
+    /// and are all over by `HEALED_BY`.
     pub const FAULTS_FROM: u64 = 1_000;
     pub const FAULTS_UNTIL: u64 = 36_000;
     pub const HEALED_BY: u64 = 42_000;
     /// Virtual time per seed; the quiet time before it is for liveness.
     pub const END: u64 = 58_000;
+    /// A seed whose switchovers, drains or rebalance are still under way at
+    /// `END` (or with a failed attempt's action still in flight) runs on
+    /// until they are over and `SETTLE` more has passed, but not past
+    /// `END_MAX`: the stuck checker has long caught a stuck one by then.
+    pub const SETTLE: u64 = 5_000;
+    pub const END_MAX: u64 = 200_000;
 }

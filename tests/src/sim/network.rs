@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use slotd_agent::wire::HealthReport;
+
 use super::raft::Vote;
 use super::rng::Rng;
 
@@ -23,8 +25,12 @@ pub enum Msg {
     /// log length.
     VoteReply { vote: Vote, granted: bool, log: usize },
     /// Node → the leader it believes in: a lease renewal, sent when the
-    /// node's local clock read `sent_local`.
-    Renew { sent_local: f64, incarnation: u64 },
+    /// node's local clock read `sent_local`, with its health report.
+    Renew {
+        sent_local: f64,
+        incarnation: u64,
+        report: HealthReport,
+    },
     /// Leader-internal timer: the quorum round started when the renewal
     /// arrived is over now (never lost; it checks the quorum itself).
     RoundDone {
@@ -32,6 +38,7 @@ pub enum Msg {
         node: usize,
         sent_local: f64,
         incarnation: u64,
+        report: HealthReport,
     },
     /// Leader → node: the renewal sent at `sent_local` is granted with this
     /// read index.

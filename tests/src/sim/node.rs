@@ -1,8 +1,10 @@
 //! One storage machine and its agent: the machine state (held IPs, Cyrus
 //! instance roles) that the checker inspects, and the agent process — its
 //! Raft, its lease (the agent's `LeaseBook`), its leader core (the agent's
-//! `LeaderCore`), its reconciler pass in flight, its watchdog pings and,
-//! after it dies, `slotd fence` — all on its own clock.
+//! `LeaderCore`) and engine memory, its reconciler pass in flight and the
+//! health report it publishes after each pass (phase acks by the agent's
+//! `phase_done`, backlogs), its watchdog pings and, after it dies, `slotd
+//! fence` — all on its own clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -10,12 +12,14 @@ use std::time::Duration;
 
 use slotd_agent::leader::LeaderCore;
 use slotd_agent::lease::LeaseBook;
-use slotd_agent::reconcile::{reconcile, Action, Instance, Observed};
+use slotd_agent::reconcile::{leftovers_settled, phase_done, reconcile, Action, Instance, Observed};
+use slotd_agent::wire::HealthReport;
 use slotd_raft_store::{ClusterState, NodeId, Request};
 
 use super::clock::Clock;
 use super::pass::{Host, Pass};
 use super::raft::{RaftNode, Vote};
+use super::switchover::Conducting;
 use super::SimTiming;
 
 /// What is really true on the machine: the addresses bound on its interface
@@ -39,6 +43,35 @@ impl Machine {
         self.instances.clear();
         self.demoted.clear();
         self.version += 1;
+    }
+}
+
+/// Switchover attempts that fail on the machines (a fault of the schedule),
+/// by (store, epoch of the phase): an old master's flush that wedges (its
+/// demote fails after `demote_timeout`, again at every try), and a new
+/// master whose Cyrus start as master fails (at every try). A later attempt
+/// — a new epoch, new processes — goes through.
+#[derive(Clone, Debug, Default)]
+pub struct Wedges {
+    pub flush: BTreeSet<(String, u64)>,
+    pub start: BTreeSet<(String, u64)>,
+}
+
+impl Wedges {
+    /// Whether action `a` fails.
+    pub fn fails(&self, a: &Action) -> bool {
+        let hit =
+            |set: &BTreeSet<(String, u64)>, store: &str, epoch: u64| set.iter().any(|(s, e)| s == store && *e == epoch);
+        match a {
+            Action::Demote {
+                store,
+                epoch,
+                force: false,
+                ..
+            } => hit(&self.flush, store, *epoch),
+            Action::StartMaster { store, epoch, .. } => hit(&self.start, store, *epoch),
+            _ => false,
+        }
     }
 }
 
@@ -95,6 +128,29 @@ pub struct Node {
     pub needs_pass: bool,
     pub pass: Option<Pass>,
     pub last_valid: bool,
+    /// The health report the reconciler last published (phase acks,
+    /// backlogs): every renewal carries it.
+    pub report: HealthReport,
+    /// What it was made from: (applied, machine version, lease validity).
+    published: Option<(usize, u64, bool)>,
+    /// Whether the applied state has a switchover under way on this node
+    /// (if not, `phase_done` has nothing to say), and a store marked dirty
+    /// for it (if not, neither has `leftovers_settled`).
+    switching: bool,
+    dirty_here: bool,
+    /// The leader engine's memory of switchovers (gone with the process).
+    pub conducting: Conducting,
+    /// As leader: the reports its core was last given, by node, and how
+    /// many times one changed (the simulation's, to know when the
+    /// conductor's facts may have changed).
+    pub last_reports: BTreeMap<NodeId, HealthReport>,
+    pub reports_seen: u64,
+    /// Until when (true ms) a failing action is in flight here.
+    pub wedge_ends: f64,
+    /// `stop::undrain_after_stop` after a start: tries left, and the next
+    /// (local).
+    pub undrain_tries: u32,
+    pub next_undrain: f64,
     pub machine: Machine,
     /// How long a Cyrus start takes on this machine (true ms).
     pub cyrus_start: f64,
@@ -126,6 +182,16 @@ impl Node {
             needs_pass: true,
             pass: None,
             last_valid: false,
+            report: HealthReport::default(),
+            published: None,
+            switching: false,
+            dirty_here: false,
+            conducting: Conducting::default(),
+            last_reports: BTreeMap::new(),
+            reports_seen: 0,
+            wedge_ends: f64::NEG_INFINITY,
+            undrain_tries: 0,
+            next_undrain: now,
             machine: Machine::default(),
             cyrus_start: 0.0,
         }
@@ -157,6 +223,14 @@ impl Node {
         self.needs_pass = true;
         self.pass = None;
         self.last_valid = false;
+        self.report = HealthReport::default();
+        self.published = None;
+        self.conducting = Conducting::default();
+        self.last_reports.clear();
+        self.reports_seen = 0;
+        self.wedge_ends = f64::NEG_INFINITY;
+        self.undrain_tries = UNDRAIN_TRIES;
+        self.next_undrain = local;
     }
 
     /// The agent runs and is not hung: it can act and receive.
@@ -197,19 +271,82 @@ impl Node {
         }
         if any {
             self.book.applied(self.applied as u64, self.clock.mono(now));
+            let me = self.id;
+            self.switching = self
+                .state
+                .stores
+                .values()
+                .any(|s| s.phase.switchover().is_some_and(|(f, t)| f == me || t == me));
+            self.dirty_here = self.state.stores.values().any(|s| s.dirty.contains(&me));
         }
         any
+    }
+
+    /// What the reconciler observes on the machine now.
+    fn observed(&self) -> Observed {
+        Observed {
+            addresses: self.machine.addresses.clone(),
+            instances: self.machine.instances.clone(),
+            leftovers: Default::default(),
+            demoted: self.machine.demoted.clone(),
+            // The machines here keep no sync log: nothing is ever left
+            // over, offered or replayed.
+            replayed: Default::default(),
+        }
+    }
+
+    /// The end of a pass planned with `lease_valid`: the reconciler
+    /// publishes its report (as `run.rs`'s `publish`) — the phases it
+    /// finished (`phase_done`, on the state applied now), the stores whose
+    /// leftovers it settled (`leftovers_settled`) and the backlog of every
+    /// master it runs (0 bytes: replication keeps up in this model). News
+    /// (new acks, a new backlog, newly settled leftovers) makes the keeper
+    /// renew at once.
+    fn publish(&mut self, now: u64, lease_valid: bool) {
+        let key = (self.applied, self.machine.version, lease_valid);
+        if self.published == Some(key) {
+            return;
+        }
+        self.published = Some(key);
+        // With no switchover on this node and no dirty mark for it, both
+        // would find nothing: spare the copy of the machine.
+        let (done, clean) = if self.switching || self.dirty_here {
+            let observed = self.observed();
+            (
+                phase_done(&self.state, self.id, lease_valid, &observed),
+                leftovers_settled(&self.state, self.id, &observed, &Default::default()),
+            )
+        } else {
+            (BTreeMap::new(), BTreeMap::new())
+        };
+        let me = self.id;
+        let instances = &self.machine.instances;
+        let backlog: BTreeMap<String, u64> = self
+            .state
+            .stores
+            .values()
+            .filter(|s| s.master == me)
+            .filter(|s| {
+                s.slot_on(me)
+                    .is_some_and(|r| matches!(instances.get(&r.slot), Some(Instance::Master { .. })))
+            })
+            .map(|s| (s.name.clone(), 0))
+            .collect();
+        let acks = self.report.done != done && !done.is_empty();
+        let new_backlog = backlog.keys().any(|s| !self.report.backlog.contains_key(s));
+        let new_clean = clean.iter().any(|(s, e)| self.report.clean.get(s) != Some(e));
+        if acks || new_backlog || new_clean {
+            self.next_heartbeat = self.clock.local(now);
+        }
+        self.report.done = done;
+        self.report.clean = clean;
+        self.report.backlog = backlog;
     }
 
     /// Starts a reconciler pass at true time `now` with the agent's own
     /// decision code.
     pub fn start_pass(&mut self, now: u64, lease_valid: bool, probe_ms: f64, old: bool) {
-        let observed = Observed {
-            addresses: self.machine.addresses.clone(),
-            instances: self.machine.instances.clone(),
-            leftovers: Default::default(),
-            demoted: self.machine.demoted.clone(),
-        };
+        let observed = self.observed();
         let actions = reconcile(&self.state, self.id, lease_valid, &observed);
         self.pass = Some(Pass::new(
             &self.state,
@@ -224,21 +361,35 @@ impl Node {
         self.last_valid = lease_valid;
     }
 
-    /// Advances the pass in flight; drops it once it is over.
-    pub fn advance_pass(&mut self, now: u64, others: &dyn Fn(IpAddr) -> bool, ignore_lease: bool) {
+    /// Advances the pass in flight; drops it once it is over, and
+    /// publishes the report.
+    pub fn advance_pass(
+        &mut self,
+        now: u64,
+        others: &dyn Fn(IpAddr) -> bool,
+        ignore_lease: bool,
+        wedges: &Wedges,
+        demote_timeout: f64,
+    ) {
         let Some(mut pass) = self.pass.take() else { return };
         let mut host = NodeHost {
             node: self,
             now,
             others,
             ignore_lease,
+            wedges,
+            demote_timeout,
         };
         pass.advance(now as f64, &mut host);
-        if !pass.done() {
+        if pass.done() {
+            self.publish(now, pass.lease_valid);
+        } else {
             self.pass = Some(pass);
         }
     }
 }
+
+pub use slotd_agent::stop::UNDRAIN_TRIES;
 
 fn core(idx: usize, t: &SimTiming) -> LeaderCore {
     LeaderCore::new(idx as NodeId + 1, t.leader)
@@ -250,6 +401,8 @@ struct NodeHost<'a> {
     now: u64,
     others: &'a dyn Fn(IpAddr) -> bool,
     ignore_lease: bool,
+    wedges: &'a Wedges,
+    demote_timeout: f64,
 }
 
 impl Host for NodeHost<'_> {
@@ -269,6 +422,28 @@ impl Host for NodeHost<'_> {
         (self.others)(ip)
     }
 
+    fn begin(&mut self, action: &Action, end: f64, fails: bool) {
+        if fails {
+            self.node.wedge_ends = self.node.wedge_ends.max(end);
+        }
+        // A demote stops the client services first: from now on the
+        // instance serves nobody (its sync client flushes, then it stops).
+        if let Action::Demote { slot, .. } = action {
+            let m = &mut self.node.machine;
+            if m.instances.remove(slot).is_some() {
+                m.version += 1;
+            }
+        }
+    }
+
+    fn fails(&self, a: &Action) -> bool {
+        self.wedges.fails(a)
+    }
+
+    fn demote_timeout(&self) -> f64 {
+        self.demote_timeout
+    }
+
     fn apply(&mut self, action: &Action) {
         let m = &mut self.node.machine;
         m.version += 1;
@@ -286,7 +461,8 @@ impl Host for NodeHost<'_> {
             Action::Bind { ip, .. } => {
                 m.addresses.insert(ip.addr);
             }
-            Action::Announce { .. } => {}
+            // No Cyrus in the simulation: nothing to pull.
+            Action::Announce { .. } | Action::Replay { .. } => {}
             Action::StartMaster { slot, epoch, .. } => {
                 m.instances.insert(slot.clone(), Instance::Master { epoch: *epoch });
             }

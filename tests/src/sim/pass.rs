@@ -6,6 +6,11 @@
 //! pass checks, as `run.rs` does, that the log has not moved on, and before a
 //! master bind or start that the lease (as it stands then) has room left.
 //!
+//! A step may fail (a switchover attempt whose flush wedges, or whose new
+//! master will not start, see `world`): it takes its time and changes
+//! nothing more; as in `run.rs`, a failed taking step ends its store's
+//! chain, a failed giving up does not (the address must still go).
+//!
 //! With `Variant::old_reconciler`, the pass of before: taking steps one
 //! store after another, each announcement in full (three rounds 100 ms
 //! apart) inside the pass.
@@ -23,8 +28,9 @@ use super::timing::*;
 struct Chain {
     steps: Vec<Action>,
     next: usize,
-    /// The step in flight and when it completes (true ms).
-    in_flight: Option<(Action, f64)>,
+    /// The step in flight, when it completes (true ms), and whether it
+    /// fails then.
+    in_flight: Option<(Action, f64, bool)>,
     /// When the last step completed.
     last_end: f64,
     /// When the chain ended (all done, or a step could not start).
@@ -60,10 +66,17 @@ pub trait Host {
     fn log_moved(&self, since: usize) -> bool;
     /// Whether another machine holds `ip` now (an RFC 5227 probe's answer).
     fn someone_else_holds(&self, ip: IpAddr) -> bool;
+    /// A step begins, to end at `end` (true ms), failing then if `fails`
+    /// (a demote stops client services at once).
+    fn begin(&mut self, action: &Action, end: f64, fails: bool);
     /// Carries out a completed step on the machine.
     fn apply(&mut self, action: &Action);
+    /// Whether step `a` fails (its switchover attempt is broken here).
+    fn fails(&self, a: &Action) -> bool;
     /// How long starting a Cyrus instance takes here.
     fn cyrus_start(&self) -> f64;
+    /// How long a demote may take before it fails (`demote_timeout`).
+    fn demote_timeout(&self) -> f64;
 }
 
 /// One pass in flight.
@@ -165,9 +178,11 @@ impl Pass {
         }
     }
 
-    fn duration(&self, a: &Action, host: &impl Host) -> f64 {
+    fn duration(&self, a: &Action, fails: bool, host: &impl Host) -> f64 {
         match a {
-            Action::Release { .. } | Action::Bind { .. } => CHANGE,
+            // A wedged flush: the action gives up at its timeout.
+            Action::Demote { .. } if fails => host.demote_timeout(),
+            Action::Release { .. } | Action::Bind { .. } | Action::Replay { .. } => CHANGE,
             Action::Stop { .. } | Action::Demote { .. } => STOP,
             Action::Announce { .. } if self.old => {
                 ANNOUNCE_ROUNDS as f64 * ANNOUNCE_ROUND + (ANNOUNCE_ROUNDS - 1) as f64 * ANNOUNCE_INTERVAL
@@ -231,14 +246,23 @@ fn run_chain(c: &mut Chain, from: f64, now: f64, pass: &Pass, host: &mut impl Ho
     }
     loop {
         let mut at = from.max(c.last_end);
-        if let Some((a, end)) = c.in_flight.take() {
+        if let Some((a, end, fails)) = c.in_flight.take() {
             if end > now {
-                c.in_flight = Some((a, end));
+                c.in_flight = Some((a, end, fails));
                 return None;
             }
-            host.apply(&a);
             c.last_end = end;
             at = from.max(end);
+            if fails {
+                // A failed taking step ends the store's chain.
+                if !a.is_give_up() {
+                    c.next = c.steps.len();
+                    c.finished = Some(at);
+                    return Some(at);
+                }
+            } else {
+                host.apply(&a);
+            }
         }
         if c.next >= c.steps.len() {
             c.finished = Some(at);
@@ -252,7 +276,9 @@ fn run_chain(c: &mut Chain, from: f64, now: f64, pass: &Pass, host: &mut impl Ho
             return Some(at);
         }
         c.next += 1;
-        let d = pass.duration(&a, host);
-        c.in_flight = Some((a, at + d));
+        let fails = host.fails(&a);
+        let end = at + pass.duration(&a, fails, host);
+        host.begin(&a, end, fails);
+        c.in_flight = Some((a, end, fails));
     }
 }

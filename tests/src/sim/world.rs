@@ -1,5 +1,6 @@
-//! The step loop: faults, the machines' lifecycle (watchdog kills, `slotd
-//! fence`, restarts), message delivery, each node's Raft, leader work and
+//! The step loop: faults and operators' commands, the machines' lifecycle
+//! (watchdog kills, `slotd fence`, restarts), message delivery, each node's
+//! Raft, leader work (failure detector, then the switchover conductor) and
 //! agent, then the checkers — every `STEP` ms of true time, all in a
 //! deterministic order so a seed replays exactly.
 
@@ -7,17 +8,20 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use slotd_agent::clock::Mono;
+use slotd_agent::config::SwitchoverConfig;
+use slotd_agent::leader::core::Decision;
+use slotd_agent::leader::switchover::{conduct, failover_command, rebalance_plan, stranded, Facts};
 use slotd_agent::watchdog;
-use slotd_agent::wire::HealthReport;
 use slotd_raft_store::plan::{plan, Naming};
-use slotd_raft_store::{ClusterState, Command, NodeId, Reason, Request};
+use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Phase, Reason, Rejection, Request, Store};
 
-use super::checker::Checker;
+use super::checker::{drain_resting, Checker, Stuck};
 use super::clock::{to_mono, Clock};
 use super::network::{Msg, Network};
-use super::node::{FenceRun, Node};
+use super::node::{FenceRun, Node, Wedges};
 use super::raft::{Role, Vote};
 use super::rng::Rng;
+use super::switchover::{self as sw, Op, To};
 use super::timing::*;
 use super::{SimTiming, Variant};
 
@@ -42,6 +46,13 @@ enum Fault {
     Split { dur: u64 },
     /// Message loss `p` for `dur`.
     LossBurst { dur: u64, p: f64 },
+    /// The next switchover attempt (begun before `HEALED_BY`, not forced)
+    /// fails to flush: the old master's sync client wedges, its demote
+    /// fails after `demote_timeout`, at every try of that attempt.
+    WedgedFlush,
+    /// The next promotion (before `HEALED_BY`) fails: the new master's
+    /// Cyrus will not start as master, at every try of that attempt.
+    FailedStart,
 }
 
 impl Fault {
@@ -57,6 +68,8 @@ impl Fault {
             Fault::Minority { .. } => "minority partition",
             Fault::Split { .. } => "three-way split",
             Fault::LossBurst { .. } => "loss burst",
+            Fault::WedgedFlush => "wedged flush",
+            Fault::FailedStart => "failed start",
         }
     }
 }
@@ -64,6 +77,8 @@ impl Fault {
 #[derive(Clone, Debug)]
 enum Event {
     Fault(Fault),
+    /// An operator's command, through whoever leads.
+    Op(Op),
     /// End of the partition of generation `gen` (a later one replaces it).
     Heal {
         gen: u64,
@@ -91,6 +106,19 @@ pub struct SeedReport {
     pub liveness_checked: bool,
     pub messages: u64,
     pub lost: u64,
+    /// Operators' commands by kind: ordered, refused by the rules or the
+    /// state machine, skipped (no leader or no quorum).
+    pub ops: BTreeMap<&'static str, u64>,
+    pub ops_refused: u64,
+    pub ops_skipped: u64,
+    /// Switchover entries written (by anyone), by what they do.
+    pub entries: BTreeMap<&'static str, u64>,
+    /// Entries the conductor asked for that the state machine refused.
+    pub rejected_switchover_entries: u64,
+    /// Switchover attempts a wedged flush or a failed start broke.
+    pub broken_attempts: u64,
+    /// How long the seed ran (true ms).
+    pub ran_ms: u64,
 }
 
 /// A broken invariant: which seed, when, what, and the recent trace.
@@ -121,6 +149,8 @@ struct World {
     now: u64,
     variant: Variant,
     t: SimTiming,
+    /// The `[switchover]` table every agent runs with.
+    config: SwitchoverConfig,
     rng: Rng,
     nodes: Vec<Node>,
     voters: Vec<usize>,
@@ -143,6 +173,21 @@ struct World {
     /// it sends none (500 ms, openraft's default `RaftNetwork::backoff`);
     /// lease renewals are not held back.
     backoff: BTreeMap<(usize, usize), u64>,
+    /// The operators' draws (their own stream, so that the fault schedule
+    /// of a seed does not depend on them).
+    ops_rng: Rng,
+    /// Switchover attempts that fail on the machines, and faults armed for
+    /// the next attempt.
+    wedges: Wedges,
+    armed_flush: bool,
+    armed_start: bool,
+    /// Stuck switchovers, drains, rebalances; from when faults were over
+    /// and a leader had settled.
+    stuck: Stuck,
+    settled_since: Option<u64>,
+    /// A broken rule found outside the checkers (a refused operator command
+    /// that changed the state, a conductor entry refused).
+    violation: Option<String>,
 }
 
 const TRACE_LEN: usize = 150;
@@ -164,7 +209,10 @@ pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
         what,
         trace: w.trace.iter().cloned().collect(),
     };
-    while w.now <= END {
+    // Until `END`; on while switchovers are under way (or a failing action
+    // is in flight), then `SETTLE` more; never past `END_MAX`.
+    let mut quiet_since: Option<u64> = None;
+    loop {
         w.step();
         let ignore = w.variant.ignore_lease;
         if let Err(what) = w.checker.check(w.now, &w.nodes, ignore) {
@@ -180,7 +228,35 @@ pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
                 return Err(fail(&w, what));
             }
         }
+        if let Err(what) = w.check_stuck() {
+            return Err(fail(&w, what));
+        }
+        if let Some(what) = w.violation.take() {
+            return Err(fail(&w, what));
+        }
         w.now += STEP;
+        if w.now <= END {
+            continue;
+        }
+        if w.now > END_MAX {
+            break;
+        }
+        if w.switchover_work() || w.wedge_in_flight() {
+            quiet_since = None;
+            continue;
+        }
+        if w.now > END + STEP {
+            let since = *quiet_since.get_or_insert(w.now);
+            if w.now - since < SETTLE {
+                continue;
+            }
+        }
+        break;
+    }
+    w.report.ran_ms = w.now;
+    if w.switchover_work() {
+        let what = format!("switchovers, a drain or a rebalance still under way at t={}", w.now);
+        return Err(fail(&w, what));
     }
     if let Some(n) = w.nodes.iter().find(|n| !n.running()) {
         let what = format!("node {} is still down at the end", n.id);
@@ -208,6 +284,7 @@ pub fn run_seed(seed: u64, variant: Variant) -> Result<SeedReport, Failure> {
 impl World {
     fn new(seed: u64, variant: Variant) -> Result<World, String> {
         let mut rng = Rng::new(seed);
+        let ops_rng = Rng::new(seed ^ 0x0b5e_55ed_0f5e_ed00);
         let t = variant.timing();
         let n = rng.range(3, 7) as usize;
         // Up to 40 slots a machine: 20 masters per node.
@@ -261,6 +338,7 @@ impl World {
             now: 0,
             variant,
             t,
+            config: variant.switchover(),
             rng,
             nodes,
             voters: (0..voters).collect(),
@@ -280,8 +358,16 @@ impl World {
             leaderless_since: Some(0),
             realistic_clocks,
             backoff: BTreeMap::new(),
+            ops_rng,
+            wedges: Wedges::default(),
+            armed_flush: false,
+            armed_start: false,
+            stuck: Stuck::new(t.stuck),
+            settled_since: None,
+            violation: None,
         };
         w.schedule_faults();
+        w.schedule_ops();
         w.log(format!(
             "{n} nodes ({voters} voters), {slots} slots each, {} stores, loss {loss}, max delay {max_delay} ms, \
              Cyrus start {cyrus_start} ms, clock rates {:?}{}",
@@ -346,6 +432,23 @@ impl World {
                 },
             };
             self.events.insert((at, k), Event::Fault(fault));
+        }
+    }
+
+    /// The operators' commands, and the faults that break a switchover
+    /// attempt, from their own stream.
+    fn schedule_ops(&mut self) {
+        for (k, (at, op)) in sw::schedule(&mut self.ops_rng, self.variant.rebalances)
+            .into_iter()
+            .enumerate()
+        {
+            self.events.insert((at, 1_000_000 + k as u64), Event::Op(op));
+        }
+        for (k, fault) in [Fault::WedgedFlush, Fault::FailedStart].into_iter().enumerate() {
+            if self.ops_rng.chance(0.35) {
+                let at = self.ops_rng.range(FAULTS_FROM, FAULTS_UNTIL);
+                self.events.insert((at, 2_000_000 + k as u64), Event::Fault(fault));
+            }
         }
     }
 
@@ -424,6 +527,7 @@ impl World {
                     }
                 }
                 Event::Fault(f) => self.inject(f),
+                Event::Op(op) => self.operate(op),
             }
         }
     }
@@ -503,6 +607,14 @@ impl World {
                 self.net.burst_loss = *p;
                 self.log(format!("loss {p:.2} for {dur} ms"));
             }
+            Fault::WedgedFlush => {
+                self.armed_flush = true;
+                self.log("the next switchover attempt's flush will wedge".into());
+            }
+            Fault::FailedStart => {
+                self.armed_start = true;
+                self.log("the next promotion's Cyrus start will fail".into());
+            }
         }
         *self.report.faults.entry(f.kind()).or_default() += 1;
     }
@@ -518,6 +630,7 @@ impl World {
         node.frozen_until = None;
         node.stalled = None;
         node.pass = None;
+        node.wedge_ends = f64::NEG_INFINITY;
         node.raft.role = Role::Follower;
         node.restart_at = Some(self.now + down);
         if power {
@@ -754,6 +867,7 @@ impl World {
             Msg::Renew {
                 sent_local,
                 incarnation,
+                report,
             } => {
                 let node = &self.nodes[to];
                 if node.raft.is_leader() {
@@ -764,6 +878,7 @@ impl World {
                         node: from,
                         sent_local,
                         incarnation,
+                        report,
                     };
                     self.net.push(at, to, to, msg);
                 }
@@ -773,6 +888,7 @@ impl World {
                 node,
                 sent_local,
                 incarnation,
+                report,
             } => {
                 if self.nodes[to].raft.term() != term || !self.round_ok(to) {
                     return;
@@ -781,13 +897,23 @@ impl World {
                 let asker = self.nodes[node].id;
                 let l = &mut self.nodes[to];
                 l.core.observe(Some(term), mono);
-                if let Some(g) = l.core.grant(asker, mono, HealthReport::default(), read_index as u64) {
+                let changed = l.last_reports.get(&asker) != Some(&report);
+                let copy = changed.then(|| report.clone());
+                if let Some(g) = l.core.grant(asker, mono, report, read_index as u64) {
+                    if let Some(copy) = copy {
+                        l.last_reports.insert(asker, copy);
+                        l.reports_seen += 1;
+                    }
                     let msg = Msg::Grant {
                         sent_local,
                         incarnation,
                         read_index: g.read_index as usize,
                     };
                     self.net.send(now, to, node, msg, &mut self.rng);
+                    // The granter wakes the engine when a phase is acked.
+                    if g.acks {
+                        self.detect(to);
+                    }
                 }
             }
             Msg::Grant {
@@ -937,8 +1063,9 @@ impl World {
         }
     }
 
-    /// The failure detector on leader `li`: the core decides, and the
-    /// failover is appended if it can commit.
+    /// The engine on leader `li` (`leader::engine`): the failure detector
+    /// — the core decides, and the failover is written if it can commit —
+    /// then the switchover conductor.
     fn detect(&mut self, li: usize) {
         if !self.nodes[li].raft.is_leader() || !self.nodes[li].running() {
             return;
@@ -948,42 +1075,433 @@ impl World {
         let node = &mut self.nodes[li];
         node.core.observe(Some(term), mono);
         let decision = node.core.decide(&node.state, mono);
-        if decision.plan.moves.is_empty() {
-            return;
+        if !decision.plan.moves.is_empty() {
+            self.fail_over(li, decision);
         }
+        self.conduct(li);
+    }
+
+    fn fail_over(&mut self, li: usize, decision: Decision) {
         let dead = decision.dead;
         let moves = decision.plan.moves.len() as u64;
         let command = Command::Failover {
             reason: Reason::Failure,
             moves: decision.plan.moves,
         };
+        match self.write(li, command) {
+            Err(None) => self.nodes[li].core.pardon(&dead),
+            Err(Some(r)) => {
+                self.nodes[li].core.pardon(&dead);
+                self.report.rejected_failovers += 1;
+                self.log(format!("leader node {}: failover of {dead:?} REJECTED: {r}", li + 1));
+            }
+            Ok(len) => {
+                self.nodes[li].core.failed_over(&dead, len as u64);
+                self.report.failovers += 1;
+                self.report.stores_moved += moves;
+                self.log(format!(
+                    "leader node {}: failover of dead {dead:?}, {moves} stores (entry {len})",
+                    li + 1
+                ));
+                self.broadcast_append(li);
+            }
+        }
+    }
+
+    /// The engine's `conduct` on leader `li`: its memory brought up to
+    /// date, the agent's `conduct` asked what to write, each entry written
+    /// in turn until one cannot be.
+    fn conduct(&mut self, li: usize) {
+        let (now, t) = (self.now, self.t);
+        let no_rollback = self.variant.no_rollback;
+        let node = &mut self.nodes[li];
+        let mono = node.clock.mono(now);
+        let term = node.raft.term();
+        node.conducting.prepare(term, &node.state, mono);
+        if sw::idle(&node.state) {
+            return;
+        }
+        let inputs = node
+            .conducting
+            .inputs(&node.core, &node.state, node.applied, node.reports_seen, mono);
+        if node.conducting.still_quiet(&inputs, mono) {
+            return;
+        }
+        let facts = node.conducting.facts(&node.core, &node.state, mono, &self.config, now);
+        let conducting = &node.conducting;
+        let age = |s: &Store| conducting.age(s, mono);
+        let mut commands = conduct(&node.state, &facts, &age, &t.switchover);
+        let timing = t.switchover;
+        node.conducting
+            .answered(inputs, commands.is_empty(), &node.state, &timing);
+        let rebalancing = sw::rebalancing(&node.state);
+        if no_rollback {
+            commands.retain(|c| !matches!(c, Command::RollbackSwitchover { .. }));
+        }
+        let mut wrote = false;
+        for command in commands {
+            let what = describe(&command);
+            match self.write(li, command.clone()) {
+                Ok(len) => {
+                    self.nodes[li]
+                        .conducting
+                        .written(&command, &rebalancing, mono, &t.switchover);
+                    self.log(format!("leader node {}: {what} (entry {len})", li + 1));
+                    wrote = true;
+                }
+                Err(None) => break,
+                Err(Some(r)) => {
+                    self.report.rejected_switchover_entries += 1;
+                    self.log(format!("leader node {}: {what} REJECTED: {r}", li + 1));
+                    // Dropping rollbacks leaves the conductor's later
+                    // entries out of step: expected there.
+                    if !no_rollback && self.violation.is_none() {
+                        self.violation = Some(format!("the conductor's entry was refused: {what}: {r}"));
+                    }
+                    break;
+                }
+            }
+        }
+        if wrote {
+            self.broadcast_append(li);
+        }
+    }
+
+    /// Writes `command` as leader `li`: only with a quorum (`Err(None)`),
+    /// and only if the state machine takes it (the leader's state is the
+    /// whole log); then it is committed, and applied on the leader. The
+    /// new entry's length of log.
+    fn write(&mut self, li: usize, command: Command) -> Result<usize, Option<Rejection>> {
         if !self.quorum_ok(li) {
-            self.nodes[li].core.pardon(&dead);
-            return;
+            return Err(None);
         }
-        if let Err(r) = self.nodes[li].state.check(&command) {
-            self.nodes[li].core.pardon(&dead);
-            self.report.rejected_failovers += 1;
-            self.log(format!("leader node {}: failover of {dead:?} REJECTED: {r}", li + 1));
-            return;
-        }
+        self.nodes[li].state.check(&command).map_err(Some)?;
         let request = Request {
             at_ms: self.now,
             command,
         };
         let _ = self.log_state.apply(&request);
+        let term = self.nodes[li].raft.term();
+        if let Err(what) = self.stuck.entry(self.now, term, &request.command, &self.log_state) {
+            self.violation.get_or_insert(what);
+        }
+        self.count_entry(&request.command);
         self.log.push(Some(request));
         let len = self.log.len();
         let now = self.now;
         self.nodes[li].catch_up(&self.log, len, now);
-        self.nodes[li].core.failed_over(&dead, len as u64);
-        self.report.failovers += 1;
-        self.report.stores_moved += moves;
-        self.log(format!(
-            "leader node {}: failover of dead {dead:?}, {moves} stores (entry {len})",
-            li + 1
-        ));
-        self.broadcast_append(li);
+        Ok(len)
+    }
+
+    /// Counts a written entry, and gives an armed fault its attempt.
+    fn count_entry(&mut self, command: &Command) {
+        let kind = match command {
+            Command::BeginSwitchover { .. } => "begin",
+            Command::AdvanceSwitchover { .. } => "advance",
+            Command::CompleteSwitchover { .. } => "complete",
+            Command::RollbackSwitchover { .. } => "rollback",
+            Command::Drain { .. } => "drain",
+            Command::SetNodeMode {
+                mode: NodeMode::Drained,
+                ..
+            } => "drained",
+            Command::SetNodeMode { .. } => "undrain",
+            Command::Rebalance { .. } => "rebalance",
+            Command::RebalanceDone { .. } => "rebalance done",
+            Command::Failover {
+                reason: Reason::Operator,
+                ..
+            } => "forced failover",
+            Command::ClearDirty { .. } => "clear dirty",
+            Command::EndStopDrain { .. } => "end stop drain",
+            _ => return,
+        };
+        *self.report.entries.entry(kind).or_default() += 1;
+        if self.now >= HEALED_BY {
+            return;
+        }
+        let (store, wedges) = match command {
+            Command::BeginSwitchover {
+                store, force: false, ..
+            } if self.armed_flush => {
+                self.armed_flush = false;
+                (store, &mut self.wedges.flush)
+            }
+            Command::AdvanceSwitchover { store, .. } if self.armed_start => {
+                self.armed_start = false;
+                (store, &mut self.wedges.start)
+            }
+            _ => return,
+        };
+        let epoch = self.log_state.stores.get(store).map_or(0, |s| s.epoch);
+        wedges.insert((store.clone(), epoch));
+        self.report.broken_attempts += 1;
+        let line = format!("store {store}: this attempt (epoch {epoch}) will fail on its node");
+        self.log(line);
+    }
+
+    /// An operator's command through whoever leads, as the admin service
+    /// carries it out (`operate.rs`): checked by the agent's rules with the
+    /// leader's facts, refused with a reason, or written.
+    fn operate(&mut self, op: Op) {
+        *self.report.ops.entry(op.kind()).or_default() += 1;
+        let Some(li) = self.leader() else {
+            self.report.ops_skipped += 1;
+            self.log(format!("operator: {}: no leader, skipped", op.kind()));
+            return;
+        };
+        let mono = self.nodes[li].clock.mono(self.now);
+        if !self.confirm_leader(li, mono) {
+            self.report.ops_skipped += 1;
+            return;
+        }
+        let n = self.nodes.len() as u64;
+        let node = &self.nodes[li];
+        let state = &node.state;
+        let facts = Facts::of(&node.core, state, mono, &self.config, self.now);
+        // What to write and whether to wake the engine, or why not, with
+        // the command an operator without the rules would have written.
+        let (decided, wake, naive): (Result<Command, String>, bool, Option<Command>) = match op {
+            Op::Failover { store, to, force } => {
+                let names: Vec<&String> = state.stores.keys().collect();
+                let name = names[(store % names.len() as u64) as usize].clone();
+                let s = &state.stores[&name];
+                let to = match to {
+                    To::Auto => None,
+                    To::Replica => s.nodes().find(|x| *x != s.master),
+                    To::Any(k) => Some(k % n + 1),
+                };
+                let naive = Command::BeginSwitchover {
+                    store: name.clone(),
+                    epoch: s.epoch,
+                    to: to.or_else(|| s.nodes().find(|x| *x != s.master)).unwrap_or(s.master),
+                    force,
+                    reason: Reason::Operator,
+                };
+                let decided = failover_command(state, &facts, &name, to, force)
+                    .map_err(|r| format!("failover {name} to {to:?} (force {force}): {r}"));
+                (decided, false, Some(naive))
+            }
+            Op::Drain {
+                node,
+                concurrency,
+                on_stop,
+            } => {
+                let id = node % n + 1;
+                let stranded = stranded(state, &facts, id);
+                let command = Command::Drain {
+                    node: id,
+                    concurrency,
+                    on_stop,
+                };
+                if !on_stop && !stranded.is_empty() {
+                    let why = format!("drain node {id}: {} masters stranded", stranded.len());
+                    (Err(why), false, Some(command))
+                } else {
+                    (Ok(command), true, None)
+                }
+            }
+            Op::Undrain { node } => {
+                let resting: Vec<NodeId> = state
+                    .nodes
+                    .values()
+                    .filter(|x| x.mode != NodeMode::Active)
+                    .map(|x| x.id)
+                    .collect();
+                let id = if resting.is_empty() {
+                    node % n + 1
+                } else {
+                    resting[(node % resting.len() as u64) as usize]
+                };
+                let command = Command::SetNodeMode {
+                    node: id,
+                    mode: NodeMode::Active,
+                };
+                (Ok(command), false, None)
+            }
+            Op::Rebalance { concurrency } => {
+                let command = Command::Rebalance { concurrency };
+                if rebalance_plan(state, &facts).is_empty() {
+                    let checked = state.check(&command).map_err(|r| r.to_string());
+                    let why = checked.map_or_else(|r| r, |()| "nothing to move".to_owned());
+                    (Err(format!("rebalance: {why}")), false, None)
+                } else {
+                    (Ok(command), true, None)
+                }
+            }
+        };
+        // A failover without the two phases, of a master that is down: no
+        // grant may slip in between the decision and the entry (as the
+        // admin service does it).
+        let condemned = match &decided {
+            Ok(Command::Failover { moves, .. }) => {
+                let from = moves
+                    .first()
+                    .and_then(|m| self.nodes[li].state.stores.get(&m.store))
+                    .map(|s| s.master);
+                let from = from.unwrap_or_default();
+                if self.nodes[li].core.condemn_if_down(from, mono) {
+                    Some(std::collections::BTreeSet::from([from]))
+                } else {
+                    let why = format!("forced failover: the master, node {from}, answered meanwhile");
+                    self.report.ops_refused += 1;
+                    self.log(format!("operator: refused: {why}"));
+                    return;
+                }
+            }
+            _ => None,
+        };
+        let command = match decided {
+            Ok(c) => c,
+            Err(why) => {
+                self.report.ops_refused += 1;
+                self.log(format!("operator: refused: {why}"));
+                if let Some(naive) = naive {
+                    self.refusal_changes_nothing(li, naive);
+                }
+                return;
+            }
+        };
+        let what = describe(&command);
+        let before = self.log.len();
+        let written = self.write(li, command.clone());
+        if let Some(nodes) = &condemned {
+            match written {
+                Ok(len) => self.nodes[li].core.failed_over(nodes, len as u64),
+                Err(_) => self.nodes[li].core.pardon(nodes),
+            }
+        }
+        match written {
+            Ok(len) => {
+                self.log(format!("operator via leader node {}: {what} (entry {len})", li + 1));
+                self.broadcast_append(li);
+                if wake {
+                    self.detect(li);
+                }
+            }
+            Err(None) => {
+                self.report.ops_skipped += 1;
+            }
+            Err(Some(r)) => {
+                self.report.ops_refused += 1;
+                self.log(format!("operator: {what} REFUSED by the state machine: {r}"));
+                if self.log.len() != before {
+                    self.violation = Some(format!("a refused command was written: {what}"));
+                }
+                self.refusal_changes_nothing(li, command);
+            }
+        }
+    }
+
+    /// One try of `stop::undrain_after_stop` on node `i` (local time
+    /// `local`): done if its own state shows no stop's drain; else through
+    /// the leader it follows, if reachable, `EndStopDrain`; again in 1 s.
+    fn undrain_after_stop(&mut self, i: usize, local: f64) {
+        let node = &mut self.nodes[i];
+        node.undrain_tries -= 1;
+        node.next_undrain = local + 1000.0;
+        let id = node.id;
+        let job = node
+            .state
+            .nodes
+            .get(&id)
+            .map(|n| (n.mode, n.drain.is_some_and(|j| j.on_stop)));
+        match job {
+            Some((NodeMode::Active, _)) | Some((_, false)) => {
+                node.undrain_tries = 0;
+                return;
+            }
+            Some((_, true)) => {}
+            None => return,
+        }
+        let Some(l) = node
+            .raft
+            .leader
+            .filter(|&l| self.net.connected(i, l) && self.leader() == Some(l))
+        else {
+            return;
+        };
+        let mono = self.nodes[l].clock.mono(self.now);
+        if !self.confirm_leader(l, mono) {
+            return;
+        }
+        let command = Command::EndStopDrain { node: id };
+        match self.write(l, command) {
+            Ok(len) => {
+                self.nodes[i].undrain_tries = 0;
+                self.log(format!("node {id}: started again, ends its stop's drain (entry {len})"));
+                self.broadcast_append(l);
+            }
+            Err(Some(r)) => self.log(format!("node {id}: cannot end its stop's drain: {r}")),
+            Err(None) => {}
+        }
+    }
+
+    /// Applies `command` to a copy of leader `li`'s state: if the state
+    /// machine refuses it, the copy must be unchanged.
+    fn refusal_changes_nothing(&mut self, li: usize, command: Command) {
+        let state = &self.nodes[li].state;
+        let mut copy = state.clone();
+        let request = Request {
+            at_ms: self.now,
+            command,
+        };
+        if !copy.apply(&request).is_applied() && copy != *state {
+            let what = describe(&request.command);
+            self.violation = Some(format!("a refused command changed the state: {what}"));
+        }
+    }
+
+    /// Checks that no switchover, drain or rebalance is stuck, once faults
+    /// are over and a leader has settled.
+    fn check_stuck(&mut self) -> Result<(), String> {
+        if self.settled_since.is_none() && self.now >= HEALED_BY {
+            let settled = self.leader().is_some_and(|l| {
+                let n = &self.nodes[l];
+                n.core.settled(n.clock.mono(self.now))
+            });
+            if settled {
+                self.settled_since = Some(self.now);
+                self.log("faults over, a leader has settled: stuck switchovers are failures from now".into());
+            }
+        }
+        let Some(settled) = self.settled_since else {
+            return Ok(());
+        };
+        let mut stuck = std::mem::take(&mut self.stuck);
+        let r = stuck.check(self.now, settled, &self.log_state, |n| self.drain_resting(n));
+        self.stuck = stuck;
+        r
+    }
+
+    /// Whether draining `node` has nothing left a drain could do, by the
+    /// leader's facts (`None`: no leader).
+    fn drain_resting(&self, node: NodeId) -> Option<bool> {
+        let l = self.leader()?;
+        let n = &self.nodes[l];
+        let facts = Facts::of(&n.core, &self.log_state, n.clock.mono(self.now), &self.config, self.now);
+        let stranded = stranded(&self.log_state, &facts, node).len();
+        Some(drain_resting(&self.log_state, node, stranded))
+    }
+
+    /// Whether a switchover, a drain that could still move something, or a
+    /// rebalance is under way in the log.
+    fn switchover_work(&self) -> bool {
+        let s = &self.log_state;
+        s.rebalance.is_some()
+            || s.stores.values().any(|x| x.phase != Phase::Stable)
+            || s.nodes
+                .values()
+                .filter(|x| x.mode == NodeMode::Draining)
+                .any(|x| self.drain_resting(x.id) != Some(true))
+    }
+
+    /// Whether a failing action (a broken attempt's) is in flight somewhere,
+    /// or ended less than `SETTLE` ago: a fault still in effect.
+    fn wedge_in_flight(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.wedge_ends + SETTLE as f64 > self.now as f64)
     }
 
     fn agent_step(&mut self, i: usize) {
@@ -1010,6 +1528,7 @@ impl World {
                 let msg = Msg::Renew {
                     sent_local: local,
                     incarnation: self.nodes[i].incarnation,
+                    report: self.nodes[i].report.clone(),
                 };
                 self.net.send(now, i, l, msg, &mut self.rng);
             }
@@ -1021,6 +1540,11 @@ impl World {
             self.nodes[i].next_detect = local + self.t.heartbeat;
             self.detect(i);
         }
+        // After a start, `stop::undrain_after_stop`: a stop's drain left
+        // this node draining or drained: the leader ends it.
+        if self.nodes[i].undrain_tries > 0 && local >= self.nodes[i].next_undrain {
+            self.undrain_after_stop(i, local);
+        }
         // The reconciler.
         if !self.nodes[i].reconciling() {
             return;
@@ -1029,6 +1553,7 @@ impl World {
         let old = self.variant.old_reconciler;
         let probes = self.variant.probes;
         let probe = self.t.probe;
+        let demote_timeout = self.t.demote_timeout;
         let valid = ignore || self.nodes[i].lease_valid(now);
         // This node, and the others' machines (looked at only when a probe
         // ends).
@@ -1054,10 +1579,10 @@ impl World {
             if cut {
                 node.pass = None;
                 node.start_pass(now, false, probe, old);
-                node.advance_pass(now, &others, ignore);
+                node.advance_pass(now, &others, ignore, &self.wedges, demote_timeout);
                 note = Some(format!("node {}: lease ran out during a pass: fenced", node.id));
             } else {
-                node.advance_pass(now, &others, ignore);
+                node.advance_pass(now, &others, ignore, &self.wedges, demote_timeout);
             }
         } else {
             if local >= node.next_resync {
@@ -1069,7 +1594,7 @@ impl World {
                 let was = node.last_valid;
                 node.start_pass(now, valid, probe, old);
                 let acted = node.pass.as_ref().map_or(0, |p| p.actions);
-                node.advance_pass(now, &others, ignore);
+                node.advance_pass(now, &others, ignore, &self.wedges, demote_timeout);
                 if was && !valid && acted > 0 {
                     note = Some(format!("node {}: lease expired, fenced ({acted} actions)", node.id));
                 }
@@ -1087,4 +1612,33 @@ fn election_draw(rng: &mut Rng, t: &SimTiming) -> (f64, f64) {
     let timeout = t.election_min + span * rng.unit();
     let phase = t.raft_tick * rng.unit();
     (timeout, phase)
+}
+
+/// A switchover entry in a line of the trace.
+fn describe(command: &Command) -> String {
+    match command {
+        Command::BeginSwitchover {
+            store,
+            epoch,
+            to,
+            force,
+            reason,
+        } => {
+            let forced = if *force { ", forced" } else { "" };
+            format!("begin switchover of {store} (epoch {epoch}) to node {to} ({reason}{forced})")
+        }
+        Command::AdvanceSwitchover { store, epoch } => format!("advance {store} (epoch {epoch}): promoting"),
+        Command::CompleteSwitchover { store, epoch } => format!("complete {store} (epoch {epoch})"),
+        Command::RollbackSwitchover { store, epoch, why } => format!("roll back {store} (epoch {epoch}): {why}"),
+        Command::Drain {
+            node,
+            concurrency,
+            on_stop,
+        } => format!("drain node {node}, {concurrency} at a time (on stop: {on_stop})"),
+        Command::SetNodeMode { node, mode } => format!("node {node} {mode:?}"),
+        Command::Rebalance { concurrency } => format!("rebalance, {concurrency} at a time"),
+        Command::RebalanceDone { .. } => "rebalance done".into(),
+        Command::Failover { reason, moves } => format!("failover ({reason}) {moves:?}"),
+        other => format!("{other:?}"),
+    }
 }
