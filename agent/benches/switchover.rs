@@ -200,4 +200,109 @@ fn main() {
     if run("sigterm") {
         sigterms(runs);
     }
+    if run("cyrus") {
+        cyrus(runs);
+    }
+}
+
+/// Whose Cyrus answers IMAP on `ip` (the banner's `SLOT.NODE`), from the
+/// client namespace.
+fn banner(site: &Site, ip: IpAddr) -> Option<String> {
+    site.lan
+        .host("cl")
+        .spawn_blocking(move || netns::cyrus::banner(ip))
+        .join()
+        .ok()
+        .flatten()
+}
+
+fn served_by(site: &Site, ip: IpAddr, node: &str) {
+    wait_for("the new master's Cyrus on the master IP", WAIT, || {
+        banner(site, ip)
+            .filter(|b| b.ends_with(&format!(".{node}")))
+            .map(|_| ())
+    });
+}
+
+fn cyrus(runs: usize) {
+    let site = Site::start_with(
+        "bcy",
+        SiteOptions {
+            slots: 8,
+            cyrus: true,
+            ..SiteOptions::default()
+        },
+    );
+    site.init();
+    let (mut phases, mut served, mut drains, mut deaths) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        // One store's switchover, flush included.
+        let s = settled(&site);
+        let st = &s["stores"][run % 12];
+        let name = st["name"].as_str().expect("name").to_owned();
+        let ip = netns::master_ip(st).expect("ip");
+        let to = st["replicas"][0].as_str().expect("replica").to_owned();
+        let t0 = Instant::now();
+        run_ok(site.slotctl(0, &["failover", &name, "--to", &to, "--wait"]));
+        served_by(&site, ip, &to);
+        served.push(t0.elapsed());
+        let h: Value = serde_json::from_str(&run_ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"])))
+            .expect("json");
+        phases.push(Duration::from_millis(
+            h["entries"][0]["duration_ms"].as_u64().unwrap_or(0),
+        ));
+    }
+    for _ in 0..runs {
+        // A drain of a node with its 4 Cyrus masters, then back.
+        let s = settled(&site);
+        let n = masters(&s, "imap1").len();
+        let t0 = Instant::now();
+        run_ok(site.slotctl(1, &["drain", "imap1", "--wait"]));
+        drains.push(t0.elapsed());
+        run_ok(site.slotctl(1, &["undrain", "imap1"]));
+        run_ok(site.slotctl(1, &["rebalance", "--wait"]));
+        assert!(n > 0, "imap1 had masters");
+    }
+    for run in 0..runs {
+        // The unclean death of a master's machine.
+        let s = settled(&site);
+        let victim = run % 3;
+        let node = format!("imap{}", victim + 1);
+        let Some((_, ip)) = masters(&s, &node).into_iter().next() else {
+            continue;
+        };
+        let t0 = Instant::now();
+        site.kill9(victim);
+        netns::cyrus::kill_all(&site.cyrus_root(victim));
+        site.fence(victim);
+        wait_for("another node's Cyrus on the master IP", WAIT, || {
+            banner(&site, ip)
+                .filter(|b| !b.ends_with(&format!(".{node}")))
+                .map(|_| ())
+        });
+        deaths.push(t0.elapsed());
+        site.spawn(victim);
+        wait_for("the dirty marks cleared", Duration::from_secs(60), || {
+            let s = site.status(0)?;
+            s["stores"]
+                .as_array()?
+                .iter()
+                .all(|st| st["dirty"].as_array().is_some_and(Vec::is_empty))
+                .then_some(())
+        });
+        run_ok(site.slotctl(0, &["rebalance", "--wait"]));
+    }
+    row(
+        "Cyrus: one store's switchover, begin → complete (history, flush included)",
+        phases,
+    );
+    row(
+        "Cyrus: the same, command → the new master's IMAP banner on the master IP",
+        served,
+    );
+    row("Cyrus: drain of a node with 4 Cyrus masters (--wait)", drains);
+    row(
+        "Cyrus: kill -9 of a master's machine (agent + Cyrus) + fence → another node's IMAP banner",
+        deaths,
+    );
 }

@@ -551,9 +551,9 @@ pub fn planned_rebalance(state: &ClusterState, live: &BTreeSet<NodeId>, facts: &
             s.master = to;
         }
     }
-    let options = RebalanceOptions {
-        max_backlog_bytes: facts.max_backlog,
-    };
+    // Unlike an operator's switchover (bounded lag, flushed), a rebalance
+    // is never urgent: it waits for a replica with nothing left to send.
+    let options = RebalanceOptions { max_backlog_bytes: 0 };
     rebalance_moves(&projected, live, &facts.reports, &options)
         .into_iter()
         .filter(|m| !facts.given_up.contains(&m.store) && !facts.cooling.contains(&m.store))

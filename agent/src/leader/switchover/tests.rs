@@ -608,3 +608,38 @@ fn a_dirty_mark_goes_once_the_node_runs_as_replica_again() {
     apply(&mut s, c[0].clone());
     assert!(failover_command(&s, &f, "st01", Some(1), false).is_ok());
 }
+
+/// A rebalance waits for a replica with nothing left to send (an
+/// operator's switchover accepts a bounded lag; a rebalance is never urgent).
+#[test]
+fn a_rebalance_never_moves_onto_a_replica_with_a_backlog() {
+    let mut s = cluster(3, 6);
+    let mut f = facts();
+    // st01 (preferred imap1) failed over to its replica, then cleared.
+    let to = s.stores["st01"].replicas().next().expect("a replica");
+    apply(
+        &mut s,
+        Command::Failover {
+            reason: Reason::Failure,
+            moves: vec![Move {
+                store: "st01".into(),
+                epoch: 1,
+                to,
+            }],
+        },
+    );
+    apply(
+        &mut s,
+        Command::ClearDirty {
+            store: "st01".into(),
+            node: 1,
+        },
+    );
+    f.reports = caught_up(&s);
+    assert!(rebalance_plan(&s, &f).iter().any(|m| m.store == "st01" && m.to == 1));
+    f.reports.backlog.insert(("st01".into(), 1), 1);
+    assert!(
+        !rebalance_plan(&s, &f).iter().any(|m| m.store == "st01"),
+        "one byte behind: not yet"
+    );
+}
