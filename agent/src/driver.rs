@@ -55,6 +55,11 @@ pub trait SlotDriver: Send + Sync + 'static {
     /// Bytes of the master's sync log not yet sent to its replica; `None`
     /// when it cannot be told.
     fn backlog(&self, slot: &str) -> impl Future<Output = Option<u64>> + Send;
+    /// How long the oldest change not yet sent has waited; `None` when
+    /// nothing waits (or it cannot be told).
+    fn backlog_age(&self, _slot: &str) -> impl Future<Output = Option<std::time::Duration>> + Send {
+        async { None }
+    }
     /// The state of every slot this driver knows; missing = stopped.
     fn observe(&self) -> impl Future<Output = BTreeMap<String, Instance>> + Send;
     /// A leftover sync log set aside and not yet dealt with, if any.
@@ -106,6 +111,13 @@ impl SlotDriver for AnyDriver {
         match self {
             AnyDriver::None(d) => d.backlog(slot).await,
             AnyDriver::Exec(d) => d.backlog(slot).await,
+        }
+    }
+
+    async fn backlog_age(&self, slot: &str) -> Option<std::time::Duration> {
+        match self {
+            AnyDriver::None(d) => d.backlog_age(slot).await,
+            AnyDriver::Exec(d) => d.backlog_age(slot).await,
         }
     }
 

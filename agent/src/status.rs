@@ -36,6 +36,10 @@ pub struct Liveness<'a> {
     pub l2: &'a dyn Fn(&slotd_raft_store::Store) -> String,
     /// The master's last reported backlog of a store (only the leader knows).
     pub backlog: &'a dyn Fn(&slotd_raft_store::Store) -> Option<u64>,
+    /// Instances of a store that fail to start (only the leader knows).
+    pub failing: &'a dyn Fn(&slotd_raft_store::Store) -> Vec<String>,
+    /// How long the master's oldest unsent change has waited (leader only).
+    pub backlog_age: &'a dyn Fn(&slotd_raft_store::Store) -> Option<u64>,
 }
 
 /// The status as this node sees it.
@@ -88,6 +92,8 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
             l2: (live.l2)(s),
             target: s.phase.switchover().map(|(_, to)| name(to)).unwrap_or_default(),
             backlog: (live.backlog)(s),
+            failing: (live.failing)(s),
+            backlog_age_ms: (live.backlog_age)(s),
         })
         .collect();
     StatusView {
@@ -131,6 +137,21 @@ impl Cluster {
                     learners,
                     alive: &alive,
                     backlog: &|s| reports.get(&s.master).and_then(|r| r.backlog.get(&s.name)).copied(),
+                    backlog_age: &|s| {
+                        reports
+                            .get(&s.master)
+                            .and_then(|r| r.backlog_age_ms.get(&s.name))
+                            .copied()
+                    },
+                    failing: &|s| {
+                        s.nodes()
+                            .filter_map(|n| {
+                                let slot = &s.slot_on(n)?.slot;
+                                let why = reports.get(&n)?.failing.get(slot)?;
+                                Some(format!("{}: {why}", data.state.node_name(n)))
+                            })
+                            .collect()
+                    },
                     l2: &|s| {
                         if leading {
                             crate::l2::verdict(s, &reports).to_string()

@@ -22,6 +22,9 @@ pub struct HealthReport {
     pub instances: BTreeMap<String, String>,
     /// Replication backlog in bytes by store, for stores it masters.
     pub backlog: BTreeMap<String, u64>,
+    /// Age in ms of the oldest change not yet sent, by store (stores with
+    /// nothing waiting are absent).
+    pub backlog_age_ms: BTreeMap<String, u64>,
     /// Whether the node is fenced (holds no master role for lack of a lease).
     pub fenced: bool,
     /// The MAC of the node's service interface.
@@ -36,6 +39,9 @@ pub struct HealthReport {
     /// this epoch (its leftovers are set aside): store → epoch
     /// (`reconcile::leftovers_settled`). The leader clears the mark.
     pub clean: BTreeMap<String, u64>,
+    /// Slots whose last start failed, with why (cleared by a start that
+    /// works): the leader promotes them only when nothing else is left.
+    pub failing: BTreeMap<String, String>,
     /// Leftover sync logs this node (dirty, now a replica) set aside and
     /// offers for replay (`cyrus.replay_leftover`): store → the log.
     pub leftovers: BTreeMap<String, String>,

@@ -275,6 +275,8 @@ pub enum Rejection {
         lag: String,
         bound: u64,
     },
+    #[error("store {store:?}: the instance on {node} fails to start ({why})")]
+    TargetFailing { store: String, node: String, why: String },
     #[error("store {store:?}: no replica can take the master ({why})")]
     NoTarget { store: String, why: String },
     #[error("node {node}: stores {stores} have no live active replica to move to")]

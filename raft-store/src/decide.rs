@@ -14,9 +14,18 @@ pub struct Reports {
     /// Bytes a store's master had not yet sent to a replica, by (store,
     /// replica node), as last reported by the master. Missing = unknown.
     pub backlog: BTreeMap<(String, NodeId), u64>,
+    /// Slots whose instance failed to start, by (store, node), with why:
+    /// such a node gets the store's master only when nothing else is left
+    /// (failover), never by a switchover.
+    pub failing: BTreeMap<(String, NodeId), String>,
 }
 
 impl Reports {
+    /// Why `node`'s instance of `store` is failing, if it is.
+    pub fn failing(&self, store: &str, node: NodeId) -> Option<&str> {
+        self.failing.get(&(store.to_owned(), node)).map(String::as_str)
+    }
+
     pub fn backlog(&self, store: &str, node: NodeId) -> Option<u64> {
         self.backlog.get(&(store.to_owned(), node)).copied()
     }
@@ -58,6 +67,7 @@ pub fn failover_targets(state: &ClusterState, dead: &BTreeSet<NodeId>, reports: 
             .min_by_key(|(pos, slot)| {
                 (
                     store.dirty.contains(&slot.node),
+                    reports.failing(&store.name, slot.node).is_some(),
                     state
                         .nodes
                         .get(&slot.node)
@@ -275,6 +285,13 @@ pub fn check_switchover_target(
         return Err(Rejection::TargetDirty {
             store: store.name.clone(),
             node: name,
+        });
+    }
+    if let Some(why) = reports.failing(&store.name, to) {
+        return Err(Rejection::TargetFailing {
+            store: store.name.clone(),
+            node: name,
+            why: why.to_owned(),
         });
     }
     if let Some(bound) = max_backlog {

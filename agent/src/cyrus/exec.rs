@@ -398,6 +398,10 @@ impl SlotDriver for ExecDriver {
         Some(synclog::pending_bytes(&self.dir(slot).join("conf")))
     }
 
+    async fn backlog_age(&self, slot: &str) -> Option<Duration> {
+        synclog::oldest_age(&self.dir(slot).join("conf"))
+    }
+
     async fn leftover_log(&self, slot: &str) -> Option<String> {
         let conf = self.dir(slot).join("conf");
         match synclog::leftover_log(&conf, slotd_raft_store::apply::MAX_REPLAY_LOG) {

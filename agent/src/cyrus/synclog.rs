@@ -22,6 +22,17 @@ pub fn pending_bytes(conf: &Path) -> u64 {
         .sum()
 }
 
+/// How long the oldest pending change has waited: since the sync log file
+/// that holds it was created (`log-run` is older than `log`).
+pub fn oldest_age(conf: &Path) -> Option<std::time::Duration> {
+    PENDING
+        .iter()
+        .filter_map(|f| std::fs::metadata(conf.join("sync").join(f)).ok())
+        .filter_map(|m| m.created().or_else(|_| m.modified()).ok())
+        .min()
+        .and_then(|t| t.elapsed().ok())
+}
+
 /// Whether any sync log file is left.
 pub fn has_pending(conf: &Path) -> bool {
     PENDING.iter().any(|f| conf.join("sync").join(f).exists())
@@ -129,6 +140,7 @@ mod tests {
         std::fs::write(conf.join("sync/log-1234"), b"x\n").unwrap();
         assert_eq!(pending_bytes(conf), 33);
         assert!(has_pending(conf));
+        assert!(oldest_age(conf).is_some_and(|a| a < std::time::Duration::from_secs(60)));
         let aside = set_aside(conf, 7).unwrap().expect("moved");
         assert_eq!(aside, conf.join("sync-leftover/7"));
         assert!(aside.join("log").exists() && aside.join("log-run").exists() && aside.join("log-1234").exists());

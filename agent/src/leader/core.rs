@@ -411,7 +411,16 @@ impl LeaderCore {
     /// not master).
     pub fn backlog(&self, state: &ClusterState) -> Reports {
         let mut r = Reports::default();
-        for book in self.books.values() {
+        for (node, book) in &self.books {
+            for (slot, why) in &book.report.failing {
+                let store = state
+                    .stores
+                    .values()
+                    .find(|s| s.slot_on(*node).is_some_and(|x| &x.slot == slot));
+                if let Some(s) = store {
+                    r.failing.insert((s.name.clone(), *node), why.clone());
+                }
+            }
             for (store, bytes) in &book.report.backlog {
                 if let Some(s) = state.stores.get(store) {
                     for n in s.replicas() {

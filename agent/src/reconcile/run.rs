@@ -479,6 +479,19 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         }
     }
 
+    /// Keeps the outcome of a start for the health report (sent at once
+    /// when it changes: the leader must not promote a failing slot).
+    fn started(&self, slot: &str, outcome: &Result<(), String>) {
+        let mut rep = self.r.report.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = match outcome {
+            Ok(()) => rep.failing.remove(slot).is_some(),
+            Err(e) => rep.failing.insert(slot.to_owned(), e.clone()).as_ref() != Some(e),
+        };
+        if changed {
+            self.r.renew_now.notify_one();
+        }
+    }
+
     async fn publish(&self, state: &ClusterState, observed: &Observed, lease_valid: bool, fenced: bool) {
         let r = self.r;
         let done = phase_done(state, r.me, lease_valid, observed);
@@ -521,6 +534,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             .map(|(s, o)| (s.clone(), o.clone()))
             .collect();
         let mut backlog = BTreeMap::new();
+        let mut backlog_age = BTreeMap::new();
         for s in state.stores.values().filter(|s| s.master == r.me) {
             let Some(slot) = s.slot_on(r.me) else { continue };
             if !matches!(observed.instances.get(&slot.slot), Some(Instance::Master { .. })) {
@@ -528,6 +542,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
             if let Some(bytes) = r.driver.backlog(&slot.slot).await {
                 backlog.insert(s.name.clone(), bytes);
+            }
+            if let Some(age) = r.driver.backlog_age(&slot.slot).await {
+                backlog_age.insert(s.name.clone(), age.as_millis() as u64);
             }
         }
         let mut rep = r.report.lock().unwrap_or_else(PoisonError::into_inner);
@@ -546,6 +563,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         rep.leftovers = leftovers;
         rep.replayed = replayed;
         rep.backlog = backlog;
+        rep.backlog_age_ms = backlog_age;
         rep.addresses = observed.addresses.iter().map(IpAddr::to_string).collect();
         rep.instances = observed
             .instances
@@ -642,7 +660,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     return Err("lease (nearly) expired before starting as master".into());
                 }
                 let ctx = context(state, store, *epoch)?;
-                r.driver.start_master(slot, &ctx).await.map_err(|e| e.to_string())?;
+                let started = r.driver.start_master(slot, &ctx).await.map_err(|e| e.to_string());
+                self.started(slot, &started);
+                started?;
                 info!(slot, "instance started as master");
             }
             Action::Replay { store, slot, from } => {
@@ -678,7 +698,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
             Action::StartReplica { store, slot, epoch } => {
                 let ctx = context(state, store, *epoch)?;
-                r.driver.start_replica(slot, &ctx).await.map_err(|e| e.to_string())?;
+                let started = r.driver.start_replica(slot, &ctx).await.map_err(|e| e.to_string());
+                self.started(slot, &started);
+                started?;
                 info!(slot, "instance started as replica");
             }
         }

@@ -329,6 +329,8 @@ pub fn comparable(v: &Value) -> Value {
             if let Some(o) = s.as_object_mut() {
                 o.remove("l2");
                 o.remove("backlog");
+                o.remove("backlog_age_ms");
+                o.remove("failing");
             }
         }
     }

@@ -643,3 +643,38 @@ fn a_rebalance_never_moves_onto_a_replica_with_a_backlog() {
         "one byte behind: not yet"
     );
 }
+
+/// A replica whose instance fails to start gets no master by a switchover,
+/// not even a forced one (the refusal says why).
+#[test]
+fn a_failing_instance_is_not_promoted() {
+    let s = cluster(3, 6);
+    let mut f = facts();
+    f.reports = caught_up(&s);
+    let to = s.stores["st01"].replicas().next().expect("a replica");
+    f.reports
+        .failing
+        .insert(("st01".into(), to), "cyrmaster exited with exit status: 69".into());
+    let e = failover_command(&s, &f, "st01", None, false).expect_err("failing target");
+    assert!(e.to_string().contains("fails to start (cyrmaster exited"), "{e}");
+    let e = failover_command(&s, &f, "st01", Some(to), true).expect_err("even forced");
+    assert!(e.to_string().contains("fails to start"), "{e}");
+}
+
+/// A dead master's store goes to a replica whose instance works; to a
+/// failing one only when nothing else is left.
+#[test]
+fn a_failover_prefers_a_working_instance() {
+    use slotd_raft_store::decide::failover_targets;
+    let s = cluster(3, 6);
+    let mut r = caught_up(&s);
+    let dead: BTreeSet<u64> = [1].into();
+    // imap1's stores: st01 (replica imap2) and st04 (replica imap3).
+    let plan = failover_targets(&s, &dead, &r);
+    assert_eq!(plan.moves.len(), 2);
+    let st01_to = plan.moves.iter().find(|m| m.store == "st01").map(|m| m.to);
+    r.failing.insert(("st01".into(), st01_to.expect("moved")), "no".into());
+    // Its only other slot fails: still taken (served beats unserved).
+    let plan = failover_targets(&s, &dead, &r);
+    assert_eq!(plan.moves.iter().find(|m| m.store == "st01").map(|m| m.to), st01_to);
+}
