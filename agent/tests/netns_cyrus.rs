@@ -36,10 +36,11 @@ struct Load {
     attempted: AtomicU64,
 }
 
-#[test]
-fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
+/// A site with real Cyrus, st0001's master answering IMAP on its master
+/// IP, and alice's mailbox created there: (site, master IP, master).
+fn cyrus_site(tag: &str) -> (Arc<Site>, IpAddr, String) {
     let site = Arc::new(Site::start_with(
-        "cyr",
+        tag,
         SiteOptions {
             slots: 2,
             cyrus: true,
@@ -51,7 +52,6 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
     let ip: IpAddr = master_ip(st).expect("master ip");
     let first = st["master"].as_str().expect("master").to_owned();
     let client = site.lan.host("cl");
-
     // The master's Cyrus answers on the master IP; the admin creates the
     // mailbox there (replication carries it to the replica).
     let answers = wait_for("Cyrus to answer IMAP on the master IP", WAIT, || {
@@ -63,14 +63,17 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
         .join()
         .expect("imap thread");
     assert!(created.is_ok(), "CREATE user.alice: {created:?}");
+    (site, ip, first)
+}
 
-    // The load: one delivery after another, each with a new number; a
-    // failed one (no 250) is not retried under the same number.
+/// The load: from the client, one delivery after another to `ip`, each
+/// with a new number (a failed one, without 250, is not retried under the
+/// same number), until `stop` (bounded in count and time).
+fn start_load(site: &Site, ip: IpAddr, stop: &Arc<AtomicBool>) -> (Arc<Load>, std::thread::JoinHandle<()>) {
     let load = Arc::new(Load::default());
-    let stop = Arc::new(AtomicBool::new(false));
     let loader = {
         let (load, stop) = (load.clone(), stop.clone());
-        client.spawn_blocking(move || {
+        site.lan.host("cl").spawn_blocking(move || {
             let until = Instant::now() + MAX_LOAD;
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) && Instant::now() < until && n < MAX_MESSAGES {
@@ -83,6 +86,22 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
             }
         })
     };
+    (load, loader)
+}
+
+/// Waits until `k` more deliveries are acknowledged.
+fn more(load: &Load, k: usize) {
+    let acked = |l: &Load| l.acked.lock().map(|a| a.len()).unwrap_or(0);
+    let from = acked(load);
+    wait_for("deliveries to go on", WAIT, || (acked(load) >= from + k).then_some(()));
+}
+
+#[test]
+fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
+    let (site, ip, first) = cyrus_site("cyr");
+    let client = site.lan.host("cl");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (load, loader) = start_load(&site, ip, &stop);
     // Addresses sampled while the master moves.
     let doubles = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
     let sampler = {
@@ -103,13 +122,6 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
             }
             samples
         })
-    };
-    let acked_now = |load: &Load| load.acked.lock().map(|a| a.len()).unwrap_or(0);
-    let more = |load: &Load, k: usize| {
-        let from = acked_now(load);
-        wait_for("deliveries to go on", WAIT, || {
-            (acked_now(load) >= from + k).then_some(())
-        });
     };
 
     more(&load, 20);
@@ -245,18 +257,7 @@ fn group_processes(pidfile: &std::path::Path, comm: &str) -> Vec<i32> {
 
 #[test]
 fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_replayed() {
-    let site = Arc::new(Site::start_with(
-        "cyu",
-        SiteOptions {
-            slots: 2,
-            cyrus: true,
-            ..SiteOptions::default()
-        },
-    ));
-    let s = site.init();
-    let st = find_store(&s, "st0001");
-    let ip: IpAddr = master_ip(st).expect("master ip");
-    let old = st["master"].as_str().expect("master").to_owned();
+    let (site, ip, old) = cyrus_site("cyu");
     let oi: usize = old.trim_start_matches("imap").parse::<usize>().expect("node number") - 1;
     let topology = site.topology();
     let slot = topology
@@ -267,39 +268,8 @@ fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_repl
         .map(|r| r.slot.clone())
         .expect("the master's slot");
     let client = site.lan.host("cl");
-    wait_for("Cyrus to answer IMAP on the master IP", WAIT, || {
-        client.spawn_blocking(move || banner(ip)).join().ok().flatten()
-    });
-    let created = client
-        .spawn_blocking(move || imap(ip, "cyrus", &["CREATE user.alice"]))
-        .join()
-        .expect("imap thread");
-    assert!(created.is_ok(), "CREATE user.alice: {created:?}");
-
-    let load = Arc::new(Load::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let loader = {
-        let (load, stop) = (load.clone(), stop.clone());
-        client.spawn_blocking(move || {
-            let until = Instant::now() + MAX_LOAD;
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < until && n < MAX_MESSAGES {
-                n += 1;
-                load.attempted.store(n, Ordering::SeqCst);
-                match deliver(ip, n) {
-                    Ok(()) => load.acked.lock().expect("acked").push(n),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        })
-    };
-    let acked_now = |load: &Load| load.acked.lock().map(|a| a.len()).unwrap_or(0);
-    let more = |load: &Load, k: usize| {
-        let from = acked_now(load);
-        wait_for("deliveries to go on", WAIT, || {
-            (acked_now(load) >= from + k).then_some(())
-        });
-    };
+    let (load, loader) = start_load(&site, ip, &stop);
     more(&load, 20);
 
     // The master's rolling sync_client stops: what is delivered from now

@@ -77,13 +77,13 @@ impl ClusterState {
             }
             Command::AddStore(spec) => {
                 self.check_store_spec(spec)?;
-                self.check_target_mode(&spec.name, spec.slots[0].node)
+                self.check_target_mode(&spec.name, spec.slots[0].node, false)
             }
             Command::RemoveStore { store, epoch } => self.store_at(store, *epoch).map(|_| ()),
             Command::BeginSwitchover { store, epoch, to, .. } => {
                 let s = self.store_at(store, *epoch)?;
                 self.check_phase(s, "stable", |p| matches!(p, Phase::Stable))?;
-                self.check_new_master(s, *to)?;
+                self.check_new_master(s, *to, false)?;
                 if s.dirty.contains(to) {
                     return Err(Rejection::TargetDirty {
                         store: s.name.clone(),
@@ -100,14 +100,7 @@ impl ClusterState {
                 // or a target whose drain began meanwhile (the drain moves
                 // the store on afterwards).
                 if let Phase::Demoting { to, .. } = s.phase {
-                    let node = self.node(to)?;
-                    if node.mode == NodeMode::Drained {
-                        return Err(Rejection::TargetUnavailable {
-                            store: store.clone(),
-                            node: node.name.clone(),
-                            mode: node.mode,
-                        });
-                    }
+                    self.check_target_mode(store, to, true)?;
                 }
                 Ok(())
             }
@@ -329,11 +322,6 @@ impl ClusterState {
                         s.phase = Phase::Stable;
                         (to, from, reason, since_ms, "demoting")
                     }
-                    // The master already changed, and the new one may hold
-                    // the master IP: going back is a switchover the other
-                    // way (it demotes and acks before the old master takes
-                    // over again), under a new epoch, so nothing the aborted
-                    // attempt does still counts.
                     // Already going back, and failing again: both nodes
                     // failed to serve; stay (the master keeps trying)
                     // rather than bounce between them.
@@ -348,6 +336,11 @@ impl ClusterState {
                         s.phase = Phase::Stable;
                         (from, to, reason, since_ms, "promoting back (staying)")
                     }
+                    // The master already changed, and the new one may hold
+                    // the master IP: going back is a switchover the other
+                    // way (it demotes and acks before the old master takes
+                    // over again), under a new epoch, so nothing the aborted
+                    // attempt does still counts.
                     Phase::Promoting {
                         from,
                         to,
@@ -514,8 +507,9 @@ impl ClusterState {
         }
     }
 
-    /// `to` may become master of `s`: one of its slots, not already master, active.
-    fn check_new_master(&self, s: &Store, to: NodeId) -> Result<(), Rejection> {
+    /// `to` may become master of `s`: one of its slots, not already master,
+    /// active (or, with `draining_ok`, not drained).
+    fn check_new_master(&self, s: &Store, to: NodeId, draining_ok: bool) -> Result<(), Rejection> {
         if !s.has_node(to) {
             return Err(Rejection::NotASlotOfStore {
                 store: s.name.clone(),
@@ -528,12 +522,17 @@ impl ClusterState {
                 node: self.node_name(to),
             });
         }
-        self.check_target_mode(&s.name, to)
+        self.check_target_mode(&s.name, to, draining_ok)
     }
 
-    fn check_target_mode(&self, store: &str, to: NodeId) -> Result<(), Rejection> {
+    fn check_target_mode(&self, store: &str, to: NodeId, draining_ok: bool) -> Result<(), Rejection> {
         let node = self.node(to)?;
-        if node.mode != NodeMode::Active {
+        let ok = match node.mode {
+            NodeMode::Active => true,
+            NodeMode::Draining => draining_ok,
+            NodeMode::Drained => false,
+        };
+        if !ok {
             return Err(Rejection::TargetUnavailable {
                 store: store.to_owned(),
                 node: node.name.clone(),
@@ -555,26 +554,7 @@ impl ClusterState {
             let s = self.store_at(&m.store, m.epoch)?;
             // A failover may take a draining replica when nothing better is
             // left (`decide::failover_targets`): served beats unserved.
-            if !s.has_node(m.to) {
-                return Err(Rejection::NotASlotOfStore {
-                    store: s.name.clone(),
-                    node: self.node_name(m.to),
-                });
-            }
-            if s.master == m.to {
-                return Err(Rejection::AlreadyMaster {
-                    store: s.name.clone(),
-                    node: self.node_name(m.to),
-                });
-            }
-            let node = self.node(m.to)?;
-            if node.mode == NodeMode::Drained {
-                return Err(Rejection::TargetUnavailable {
-                    store: s.name.clone(),
-                    node: node.name.clone(),
-                    mode: node.mode,
-                });
-            }
+            self.check_new_master(s, m.to, true)?;
         }
         Ok(())
     }
