@@ -134,9 +134,15 @@ impl ExecDriver {
         let (imapd, cyrus) = render(role, &values).map_err(|e| failed(slot, e.to_string()))?;
         let etc = dir.join("etc");
         std::fs::create_dir_all(&etc).map_err(|e| failed(slot, format!("{}: {e}", etc.display())))?;
+        // imapd.conf holds the sync password: readable by the Cyrus group
+        // (the one that owns conf/), never by others.
+        let gid = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(dir.join("conf")).map(|m| m.gid()).ok()
+        };
         for (file, text) in [("imapd.conf", imapd), ("cyrus.conf", cyrus)] {
             let path = etc.join(file);
-            crate::durable::replace(&path, text.as_bytes())
+            crate::durable::replace_private(&path, text.as_bytes(), gid)
                 .map_err(|e| failed(slot, format!("{}: {e}", path.display())))?;
         }
         Ok(dir)
