@@ -62,8 +62,9 @@ pub trait SlotDriver: Send + Sync + 'static {
     }
     /// The state of every slot this driver knows; missing = stopped.
     fn observe(&self) -> impl Future<Output = BTreeMap<String, Instance>> + Send;
-    /// A leftover sync log set aside and not yet dealt with, if any.
-    fn leftover_log(&self, slot: &str) -> impl Future<Output = Option<String>> + Send;
+    /// A leftover sync log set aside and not yet dealt with, if any (an
+    /// error when it is there but cannot be offered: too large, unreadable).
+    fn leftover_log(&self, slot: &str) -> impl Future<Output = Option<Result<String, String>>> + Send;
     /// The leftovers were replayed (`true`) or are kept without a replay:
     /// put them where they no longer count as waiting.
     fn finish_leftovers(&self, slot: &str, replayed: bool) -> impl Future<Output = Result<(), DriverError>> + Send;
@@ -128,7 +129,7 @@ impl SlotDriver for AnyDriver {
         }
     }
 
-    async fn leftover_log(&self, slot: &str) -> Option<String> {
+    async fn leftover_log(&self, slot: &str) -> Option<Result<String, String>> {
         match self {
             AnyDriver::None(d) => d.leftover_log(slot).await,
             AnyDriver::Exec(d) => d.leftover_log(slot).await,
@@ -197,7 +198,7 @@ impl SlotDriver for NoneDriver {
         self.instances.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    async fn leftover_log(&self, _slot: &str) -> Option<String> {
+    async fn leftover_log(&self, _slot: &str) -> Option<Result<String, String>> {
         None
     }
 

@@ -126,7 +126,10 @@ impl Session {
                     return Ok(untagged);
                 }
                 // The password never appears: LOGIN's answer is all we print.
-                let shown = if cmd.starts_with("LOGIN") { "LOGIN" } else { cmd };
+                let shown = match cmd.split_whitespace().next() {
+                    Some(c @ ("LOGIN" | "AUTHENTICATE")) => c,
+                    _ => cmd,
+                };
                 return Err(self.err(format!("{shown}: {}", rest.trim_end())));
             }
             if untagged.len() >= MAX_MAILBOXES * 2 {

@@ -49,11 +49,21 @@ pub struct HealthReport {
     pub replayed: BTreeMap<String, Replayed>,
 }
 
+/// A fingerprint of a leftover log (FNV-1a: the same on every node).
+pub fn replay_digest(log: &str) -> u64 {
+    log.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// What a master's replay of a leftover sync log came to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replayed {
     /// Whose leftover log it was.
     pub from: NodeId,
+    /// Which log (`replay_digest`): an outcome answers that very replay,
+    /// never a later one from the same node.
+    pub digest: u64,
     pub ok: bool,
     pub note: String,
 }

@@ -273,6 +273,11 @@ impl ClusterState {
                 };
                 s.master = to;
                 s.epoch += 1;
+                // Without the flush, what the old master had not sent
+                // exists only there: as after a failover.
+                if force {
+                    s.dirty.insert(from);
+                }
                 s.phase = Phase::Promoting {
                     from,
                     to,

@@ -31,6 +31,9 @@ use crate::reconcile::Instance;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// SIGTERM, then SIGKILL after this (the lab: all gone in ~12 ms).
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The longest a start (a stop of what ran first included) or a stop may
+/// take here, SIGKILL's wait included: the reconciler allows this much.
+pub const START_STOP_BOUND: Duration = Duration::from_secs(5 + 2 + 15 + 5 + 2 + 1);
 /// One `sync_client -R -1` pass of a flush (it retries an unreachable
 /// replica for ever: lab pitfall 9).
 const FLUSH_PASS: Duration = Duration::from_secs(30);
@@ -163,11 +166,16 @@ impl ExecDriver {
         }
         let dir = self.configure(slot, role, ctx)?;
         let log_path = dir.join("log").join("master.out");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| failed(slot, format!("{}: {e}", log_path.display())))?;
+        let log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a link planted in the Cyrus-owned log/.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&log_path)
+        }
+        .map_err(|e| failed(slot, format!("{}: {e}", log_path.display())))?;
         let err = log.try_clone().map_err(|e| failed(slot, e.to_string()))?;
         let mut child = Command::new(&self.cyrmaster)
             .arg("-C")
@@ -221,13 +229,25 @@ impl ExecDriver {
     async fn replay_once(&self, slot: &str, log: &str) -> Result<String, DriverError> {
         let dir = self.dir(slot);
         let file = dir.join("conf").join(format!("replay-{}", crate::clock::unix_ms()));
-        std::fs::write(&file, log).map_err(|e| failed(slot, format!("{}: {e}", file.display())))?;
         // sync_client runs as the Cyrus user and locks the file it reads:
-        // it must own it, as it owns the configuration directory.
-        let conf = std::fs::metadata(dir.join("conf")).map_err(|e| failed(slot, e.to_string()))?;
-        use std::os::unix::fs::MetadataExt;
-        std::os::unix::fs::chown(&file, Some(conf.uid()), Some(conf.gid()))
-            .map_err(|e| failed(slot, format!("chown {}: {e}", file.display())))?;
+        // it must own it, as it owns the configuration directory. Created
+        // anew (never through a link the Cyrus user may have planted) and
+        // chowned by its descriptor.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+            let conf = std::fs::metadata(dir.join("conf")).map_err(|e| failed(slot, e.to_string()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&file)
+                .map_err(|e| failed(slot, format!("{}: {e}", file.display())))?;
+            std::os::unix::fs::fchown(&f, Some(conf.uid()), Some(conf.gid()))
+                .and_then(|()| f.write_all(log.as_bytes()))
+                .map_err(|e| failed(slot, format!("{}: {e}", file.display())))?;
+        }
         let child = Command::new(self.bin_dir.join("sync_client"))
             .arg("-C")
             .arg(dir.join("etc/imapd.conf"))
@@ -268,8 +288,11 @@ impl ExecDriver {
     async fn flush(&self, slot: &str) -> Result<u32, DriverError> {
         let dir = self.dir(slot);
         let conf = dir.join("conf");
+        let pending = |conf: &Path| {
+            synclog::has_pending(conf).map_err(|e| failed(slot, format!("cannot look at the sync log: {e}")))
+        };
         for pass in 0..FLUSH_PASSES {
-            if !synclog::has_pending(&conf) {
+            if !pending(&conf)? {
                 return Ok(pass);
             }
             let mut child = Command::new(self.bin_dir.join("sync_client"))
@@ -294,7 +317,7 @@ impl ExecDriver {
                 }
             }
         }
-        if synclog::has_pending(&conf) {
+        if pending(&conf)? {
             return Err(failed(
                 slot,
                 format!("sync log still not empty after {FLUSH_PASSES} passes"),
@@ -401,23 +424,18 @@ impl SlotDriver for ExecDriver {
     }
 
     async fn backlog(&self, slot: &str) -> Option<u64> {
-        Some(synclog::pending_bytes(&self.dir(slot).join("conf")))
+        synclog::pending_bytes(&self.dir(slot).join("conf"))
     }
 
     async fn backlog_age(&self, slot: &str) -> Option<Duration> {
         synclog::oldest_age(&self.dir(slot).join("conf"))
     }
 
-    async fn leftover_log(&self, slot: &str) -> Option<String> {
+    async fn leftover_log(&self, slot: &str) -> Option<Result<String, String>> {
         let conf = self.dir(slot).join("conf");
-        match synclog::leftover_log(&conf, slotd_raft_store::apply::MAX_REPLAY_LOG) {
-            Ok(log) => log,
-            Err(e) => {
-                warn!(slot, error = %e, "cannot read the leftover sync log; keeping it aside");
-                let _ = synclog::finish(&conf, false);
-                None
-            }
-        }
+        synclog::leftover_log(&conf, slotd_raft_store::apply::MAX_REPLAY_LOG)
+            .map_err(|e| e.to_string())
+            .transpose()
     }
 
     async fn finish_leftovers(&self, slot: &str, replayed: bool) -> Result<(), DriverError> {

@@ -81,6 +81,15 @@ pub fn render(role: Role, v: &Values<'_>) -> Result<(String, String), RenderErro
             return Err(RenderError::Unsafe { what, value, why });
         }
     }
+    // Cyrus 3.6 cuts sync_host at its first ':' (backend_connect): an IPv6
+    // replica address would never be reached, every flush would fail.
+    if v.replica_ip.is_ipv6() {
+        return Err(RenderError::Unsafe {
+            what: "replica IP",
+            value: v.replica_ip.to_string(),
+            why: "IPv6: Cyrus 3.6 cannot take it as sync_host",
+        });
+    }
     let values: BTreeMap<&str, String> = [
         ("DIR", dir.to_owned()),
         ("SERVERNAME", v.servername.to_owned()),
@@ -177,6 +186,9 @@ mod tests {
         let odd = Path::new("/srv/cy rus/s01");
         let e = render(Role::Master, &values(odd)).unwrap_err();
         assert!(e.to_string().contains("a quote or a space"), "{e}");
+        let mut v6 = values(dir);
+        v6.replica_ip = "2001:db8::2".parse().unwrap();
+        assert!(render(Role::Master, &v6).unwrap_err().to_string().contains("IPv6"));
         assert!(matches!(
             fill(("t", "x: @NOPE@"), &BTreeMap::new()),
             Err(RenderError::Unfilled { .. })

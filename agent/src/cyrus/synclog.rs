@@ -13,13 +13,18 @@ const PENDING: [&str; 2] = ["log", "log-run"];
 /// Where leftovers go, below the config directory.
 pub const LEFTOVER_DIR: &str = "sync-leftover";
 
-/// Bytes of the sync log not yet replicated (`conf` = configdirectory).
-pub fn pending_bytes(conf: &Path) -> u64 {
-    PENDING
-        .iter()
-        .filter_map(|f| std::fs::metadata(conf.join("sync").join(f)).ok())
-        .map(|m| m.len())
-        .sum()
+/// Bytes of the sync log not yet replicated (`conf` = configdirectory);
+/// `None` if a file cannot be looked at (unknown is not empty).
+pub fn pending_bytes(conf: &Path) -> Option<u64> {
+    let mut total = 0;
+    for f in PENDING {
+        match std::fs::metadata(conf.join("sync").join(f)) {
+            Ok(m) => total += m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(total)
 }
 
 /// How long the oldest pending change has waited: since the sync log file
@@ -33,9 +38,15 @@ pub fn oldest_age(conf: &Path) -> Option<std::time::Duration> {
         .and_then(|t| t.elapsed().ok())
 }
 
-/// Whether any sync log file is left.
-pub fn has_pending(conf: &Path) -> bool {
-    PENDING.iter().any(|f| conf.join("sync").join(f).exists())
+/// Whether any sync log file is left; an error if that cannot be told (a
+/// flush must not report an empty log it could not see).
+pub fn has_pending(conf: &Path) -> io::Result<bool> {
+    for f in PENDING {
+        if conf.join("sync").join(f).try_exists()? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Moves every leftover sync log file (`log`, `log-run`, `log-*`) into
@@ -89,6 +100,9 @@ pub fn leftover_log(conf: &Path, limit: usize) -> io::Result<Option<String>> {
         return Ok(None);
     }
     stamps.sort();
+    // A replay needs each mailbox once: the same line twice says nothing
+    // more (an hour of deliveries is a few distinct lines per mailbox).
+    let mut seen = std::collections::BTreeSet::new();
     let mut log = String::new();
     for stamp in stamps {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&stamp)?
@@ -99,10 +113,16 @@ pub fn leftover_log(conf: &Path, limit: usize) -> io::Result<Option<String>> {
         files.sort_by_key(|f| (f.file_name().is_none_or(|n| n != "log-run"), f.clone()));
         for f in files {
             let text = std::fs::read_to_string(&f)?;
-            if log.len() + text.len() > limit {
-                return Err(io::Error::other(format!("leftover sync log over {limit} bytes")));
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                if !seen.insert(line.to_owned()) {
+                    continue;
+                }
+                if log.len() + line.len() + 1 > limit {
+                    return Err(io::Error::other(format!("leftover sync log over {limit} bytes")));
+                }
+                log.push_str(line);
+                log.push('\n');
             }
-            log.push_str(&text);
         }
     }
     Ok(Some(log))
@@ -132,22 +152,23 @@ mod tests {
     fn backlog_counts_log_and_log_run_and_leftovers_go_aside() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path();
-        assert_eq!(pending_bytes(conf), 0);
+        assert_eq!(pending_bytes(conf), Some(0));
         assert_eq!(set_aside(conf, 1).unwrap(), None);
         std::fs::create_dir_all(conf.join("sync")).unwrap();
         std::fs::write(conf.join("sync/log"), b"APPEND user.bob\n").unwrap();
         std::fs::write(conf.join("sync/log-run"), b"MAILBOX user.bob\n").unwrap();
         std::fs::write(conf.join("sync/log-1234"), b"x\n").unwrap();
-        assert_eq!(pending_bytes(conf), 33);
-        assert!(has_pending(conf));
+        assert_eq!(pending_bytes(conf), Some(33));
+        assert!(has_pending(conf).unwrap());
         assert!(oldest_age(conf).is_some_and(|a| a < std::time::Duration::from_secs(60)));
         let aside = set_aside(conf, 7).unwrap().expect("moved");
         assert_eq!(aside, conf.join("sync-leftover/7"));
         assert!(aside.join("log").exists() && aside.join("log-run").exists() && aside.join("log-1234").exists());
-        assert!(!has_pending(conf));
-        assert_eq!(pending_bytes(conf), 0);
+        assert!(!has_pending(conf).unwrap());
+        assert_eq!(pending_bytes(conf), Some(0));
         let log = leftover_log(conf, 1 << 20).unwrap().expect("waiting");
         assert!(log.starts_with("MAILBOX user.bob\n"), "log-run first: {log:?}");
+        assert_eq!(log.lines().count(), 3, "each line once: {log:?}");
         assert!(leftover_log(conf, 4).is_err(), "over the limit");
         finish(conf, true).unwrap();
         assert_eq!(leftover_log(conf, 1 << 20).unwrap(), None);

@@ -414,7 +414,7 @@ pub fn conduct(
                     .replayed
                     .get(&store.master)
                     .and_then(|r| r.get(&store.name))
-                    .filter(|o| o.from == pending.from);
+                    .filter(|o| o.from == pending.from && o.digest == crate::wire::replay_digest(&pending.log));
                 if let Some(o) = outcome {
                     let done = Command::ReplayDone {
                         store: store.name.clone(),

@@ -49,9 +49,9 @@ pub struct Observed {
     /// Slots demoted (clients stopped, sync log flushed unless forced,
     /// instance stopped) by this agent, with the epoch of the attempt.
     pub demoted: BTreeMap<String, u64>,
-    /// Stores whose pending replay this agent has run (well or not), with
-    /// the node the log came from.
-    pub replayed: BTreeMap<String, NodeId>,
+    /// Stores whose pending replay this agent has run (well or not): the
+    /// node the log came from and its digest (`wire::replay_digest`).
+    pub replayed: BTreeMap<String, (NodeId, u64)>,
 }
 
 /// One thing to do. The executor runs them in the order given.
@@ -169,7 +169,8 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
                     });
                 }
                 if let Some(r) = &store.replay {
-                    if observed.replayed.get(&name) != Some(&r.from) {
+                    let this = (r.from, crate::wire::replay_digest(&r.log));
+                    if observed.replayed.get(&name) != Some(&this) {
                         take.push(Action::Replay {
                             store: name,
                             slot,

@@ -267,7 +267,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .map(|(s, o)| (s.clone(), o.from))
+                .map(|(s, o)| (s.clone(), (o.from, o.digest)))
                 .collect(),
             ..Observed::default()
         };
@@ -429,9 +429,16 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             let epoch = state.stores.get(&store).map_or(0, |s| s.epoch);
             let span = info_span!("act", store = %store, epoch);
             // A demote flushes the sync log: it has the phase's time.
+            // The driver bounds its own steps; the pass gives each kind the
+            // time the driver may take, so that the driver, not a cut
+            // future, ends it (a start cut half-way would leave an
+            // untracked instance behind).
             let limit = match action {
                 Action::Demote { .. } => r.demote_timeout,
                 Action::Replay { .. } => crate::cyrus::exec::REPLAY_BOUND,
+                Action::Stop { .. } | Action::StartMaster { .. } | Action::StartReplica { .. } => {
+                    crate::cyrus::exec::START_STOP_BOUND
+                }
                 _ => ACTION_TIMEOUT,
             };
             let result = match tokio::time::timeout(limit, self.execute(action, state, probes).instrument(span)).await {
@@ -506,6 +513,17 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 continue;
             };
             let dirty = s.dirty.contains(&r.me) && s.master != r.me;
+            let log = match log {
+                Ok(log) => log,
+                Err(why) if dirty => {
+                    // Neither offered nor put away: the node stays dirty for
+                    // the store until an operator looks.
+                    warn!(store = %s.name, %why, "the leftover sync log cannot be offered for a replay; the node stays dirty");
+                    waiting.insert(slot.slot.clone());
+                    continue;
+                }
+                Err(_) => String::new(),
+            };
             if dirty && r.replay_leftover {
                 waiting.insert(slot.slot.clone());
                 leftovers.insert(s.name.clone(), log);
@@ -518,21 +536,19 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
         }
         let clean = leftovers_settled(state, r.me, observed, &waiting);
-        // Replays run here as master, while the store still waits for them.
-        let replayed: BTreeMap<String, Replayed> = r
-            .replayed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(store, out)| {
+        // Replays run here as master, while the store still waits for that
+        // very replay (an outcome of an earlier one is forgotten).
+        let replayed: BTreeMap<String, Replayed> = {
+            let mut ran = r.replayed.lock().unwrap_or_else(PoisonError::into_inner);
+            ran.retain(|store, out| {
                 state
                     .stores
-                    .get(*store)
+                    .get(store)
                     .and_then(|s| s.replay.as_ref())
-                    .is_some_and(|p| p.from == out.from)
-            })
-            .map(|(s, o)| (s.clone(), o.clone()))
-            .collect();
+                    .is_some_and(|p| p.from == out.from && crate::wire::replay_digest(&p.log) == out.digest)
+            });
+            ran.clone()
+        };
         let mut backlog = BTreeMap::new();
         let mut backlog_age = BTreeMap::new();
         for s in state.stores.values().filter(|s| s.master == r.me) {
@@ -673,11 +689,13 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     .filter(|p| p.from == *from)
                     .map(|p| p.log.clone())
                     .ok_or("the replay is no longer pending")?;
+                let digest = crate::wire::replay_digest(&log);
                 let outcome = match r.driver.replay(slot, &log).await {
                     Ok(note) => {
                         info!(slot, from, %note, "leftover sync log replayed");
                         Replayed {
                             from: *from,
+                            digest,
                             ok: true,
                             note,
                         }
@@ -686,6 +704,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                         warn!(slot, from, error = %e, "replay of the leftover sync log failed");
                         Replayed {
                             from: *from,
+                            digest,
                             ok: false,
                             note: e.to_string(),
                         }

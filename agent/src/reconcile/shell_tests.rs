@@ -64,7 +64,7 @@ impl SlotDriver for SlowDriver {
         self.inner.backlog(slot).await
     }
 
-    async fn leftover_log(&self, slot: &str) -> Option<String> {
+    async fn leftover_log(&self, slot: &str) -> Option<Result<String, String>> {
         self.inner.leftover_log(slot).await
     }
 
