@@ -112,8 +112,9 @@ impl ExecDriver {
         self.running.lock().unwrap_or_else(PoisonError::into_inner).remove(slot)
     }
 
-    /// Writes the slot's config for `role`.
-    fn configure(&self, slot: &str, role: Role, ctx: &SlotContext) -> Result<PathBuf, DriverError> {
+    /// Writes the slot's config for `role` (synced writes: off the async
+    /// threads, whose progress the watchdog watches).
+    async fn configure(&self, slot: &str, role: Role, ctx: &SlotContext) -> Result<PathBuf, DriverError> {
         let dir = self.dir(slot);
         if !dir.join("conf").is_dir() {
             return Err(failed(
@@ -135,20 +136,31 @@ impl ExecDriver {
             sync_password: &self.sync_password,
         };
         let (imapd, cyrus) = render(role, &values).map_err(|e| failed(slot, e.to_string()))?;
-        let etc = dir.join("etc");
-        std::fs::create_dir_all(&etc).map_err(|e| failed(slot, format!("{}: {e}", etc.display())))?;
-        // imapd.conf holds the sync password: readable by the Cyrus group
-        // (the one that owns conf/), never by others.
-        let gid = {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(dir.join("conf")).map(|m| m.gid()).ok()
+        let written = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let etc = dir.join("etc");
+                std::fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+                // imapd.conf holds the sync password: readable by the Cyrus
+                // group (the one that owns conf/), never by others.
+                let gid = {
+                    use std::os::unix::fs::MetadataExt;
+                    std::fs::metadata(dir.join("conf")).map(|m| m.gid()).ok()
+                };
+                for (file, text) in [("imapd.conf", imapd), ("cyrus.conf", cyrus)] {
+                    let path = etc.join(file);
+                    crate::durable::replace_private(&path, text.as_bytes(), gid)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                Ok(())
+            })
+            .await
         };
-        for (file, text) in [("imapd.conf", imapd), ("cyrus.conf", cyrus)] {
-            let path = etc.join(file);
-            crate::durable::replace_private(&path, text.as_bytes(), gid)
-                .map_err(|e| failed(slot, format!("{}: {e}", path.display())))?;
+        match written {
+            Ok(Ok(())) => Ok(dir),
+            Ok(Err(e)) => Err(failed(slot, e)),
+            Err(e) => Err(failed(slot, format!("writing the config: {e}"))),
         }
-        Ok(dir)
     }
 
     async fn start(&self, slot: &str, role: Role, ctx: &SlotContext) -> Result<(), DriverError> {
@@ -164,7 +176,7 @@ impl ExecDriver {
                 Err(e) => return Err(failed(slot, format!("setting the leftover sync log aside: {e}"))),
             }
         }
-        let dir = self.configure(slot, role, ctx)?;
+        let dir = self.configure(slot, role, ctx).await?;
         let log_path = dir.join("log").join("master.out");
         let log = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -417,7 +429,7 @@ impl SlotDriver for ExecDriver {
             return Ok(());
         }
         // The master's config (sync_host = the replica IP), whatever ran last.
-        self.configure(slot, Role::Master, ctx)?;
+        self.configure(slot, Role::Master, ctx).await?;
         let passes = self.flush(slot).await?;
         info!(slot, passes, "sync log flushed to the replica");
         Ok(())
@@ -459,11 +471,25 @@ impl SlotDriver for ExecDriver {
     }
 
     async fn observe(&self) -> BTreeMap<String, Instance> {
+        // One scan of /proc for all slots, off the async threads (the
+        // reconciler's progress is what the watchdog watches), and only
+        // when some group still exists.
+        let groups: Vec<i32> = {
+            let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            running.values().map(|r| r.pgid).collect()
+        };
+        let live = if groups.iter().any(|g| super::procs::group_exists(*g)) {
+            tokio::task::spawn_blocking(super::procs::live_groups)
+                .await
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         // An instance whose group died (crash, OOM kill) is stopped: the
         // reconciler starts it again.
         running.retain(|slot, r| {
-            let alive = !members(r.pgid).is_empty();
+            let alive = live.contains(&r.pgid);
             if !alive {
                 warn!(slot, pgid = r.pgid, "cyrmaster is gone");
             }

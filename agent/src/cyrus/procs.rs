@@ -4,7 +4,42 @@
 
 use std::time::Duration;
 
-/// Live (non-zombie) processes of process group `pgid`.
+/// Whether any process (a zombie included) is in group `pgid`: one
+/// system call, no `/proc` scan.
+pub fn group_exists(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 only checks; no memory is involved.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The process groups that have a live (non-zombie) process: one scan of
+/// `/proc` for all of them. Blocking: call it off the async threads.
+pub fn live_groups() -> std::collections::BTreeSet<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .filter(|(state, _)| *state != 'Z' && *state != 'X')
+        .map(|(_, group)| group)
+        .collect()
+}
+
+/// Whether group `pgid` has no live process left (zombies do not count),
+/// without blocking the async threads.
+pub async fn is_empty(pgid: i32) -> bool {
+    if !group_exists(pgid) {
+        return true;
+    }
+    tokio::task::spawn_blocking(move || members(pgid).is_empty())
+        .await
+        .unwrap_or(false)
+}
+
+/// Live (non-zombie) processes of process group `pgid`. Blocking.
 pub fn members(pgid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -55,7 +90,7 @@ pub async fn stop_group(pgid: i32, grace: Duration) -> bool {
 async fn wait_empty(pgid: i32, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if members(pgid).is_empty() {
+        if is_empty(pgid).await {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
