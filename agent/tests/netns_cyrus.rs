@@ -271,6 +271,24 @@ fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_repl
     let stop = Arc::new(AtomicBool::new(false));
     let (load, loader) = start_load(&site, ip, &stop);
     more(&load, 20);
+    // Replication has caught up once (the mailbox and what was delivered
+    // so far are on the replica): the master's sync_client may have
+    // started before the replica listened, and waited out its back-off.
+    let s = site.status(0).expect("status");
+    let replica_ip: IpAddr = find_store(&s, "st0001")["replica_ip"]
+        .as_str()
+        .and_then(|r| r.split('/').next())
+        .and_then(|r| r.parse().ok())
+        .expect("replica ip");
+    let so_far = load.acked.lock().expect("acked").clone();
+    wait_for("the replica to have what was delivered so far", WAIT, || {
+        let there = client
+            .spawn_blocking(move || delivered(replica_ip).ok())
+            .join()
+            .ok()
+            .flatten()?;
+        so_far.iter().all(|n| there.contains(n)).then_some(())
+    });
 
     // The master's rolling sync_client stops: what is delivered from now
     // on exists only on the master (in its sync log), as after a stall.
