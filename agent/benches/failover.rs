@@ -17,6 +17,10 @@
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
+mod common;
+
+use common::{figures, Args};
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -25,16 +29,6 @@ use netns::{leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
 /// The client's connect timeout while it waits for moved IPs: it asks all
 /// of them at once, every `POLL` + 20 ms at most.
 const POLL: Duration = Duration::from_millis(50);
-
-/// Median and max, in ms, of `v`, and how many there are.
-fn figures(mut v: Vec<Duration>) -> (f64, f64, usize) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, 0);
-    }
-    (ms(v[v.len() / 2]), ms(v[v.len() - 1]), v.len())
-}
 
 fn row(what: &str, v: Vec<Duration>, bound: &str) {
     let (median, max, n) = figures(v);
@@ -169,15 +163,9 @@ fn sigstop(site: &Site) -> Duration {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(20);
     // Sections to run (all without names): init, deaths, sigstop.
-    let named: Vec<&str> = args
-        .iter()
-        .filter(|a| a.parse::<usize>().is_err())
-        .map(String::as_str)
-        .collect();
-    let run = |section: &str| named.is_empty() || named.contains(&section);
+    let args = Args::parse(20);
+    let (runs, run) = (args.runs, |section: &str| args.run(section));
     let t = slotd_agent::config::Timing::default();
     println!(
         "slotd failover figures, {runs} runs each, default timings (lease {:?}, margin {:?}, elections {}–{} ms)\n",

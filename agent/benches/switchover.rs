@@ -16,20 +16,15 @@
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
+mod common;
+
+use common::{figures, Args};
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use netns::{masters, wait_for, Site, SiteOptions, WAIT};
 use serde_json::Value;
-
-fn figures(mut v: Vec<Duration>) -> (f64, f64, usize) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, 0);
-    }
-    (ms(v[v.len() / 2]), ms(v[v.len() - 1]), v.len())
-}
 
 fn row(what: &str, v: Vec<Duration>) {
     let (median, max, n) = figures(v);
@@ -170,14 +165,8 @@ fn sigterms(runs: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10);
-    let named: Vec<&str> = args
-        .iter()
-        .filter(|a| a.parse::<usize>().is_err())
-        .map(String::as_str)
-        .collect();
-    let run = |section: &str| named.is_empty() || named.contains(&section);
+    let args = Args::parse(10);
+    let (runs, run) = (args.runs, |section: &str| args.run(section));
     println!("slotd switchover figures, {runs} runs each, default timings, `none` driver (no Cyrus)\n");
     println!("| what | median | max | runs |");
     println!("| --- | --- | --- | --- |");
