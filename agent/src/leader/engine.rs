@@ -18,7 +18,7 @@ use slotd_raft_store::{Command, Reason, Store};
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::switchover::{conduct, Facts, Memory, SwitchoverTiming};
+use super::switchover::{conduct, rebalancing, Facts, Memory, SwitchoverTiming};
 use crate::clock::{sleep_until, unix_ms, Mono};
 use crate::cluster::Cluster;
 use crate::config::SwitchoverConfig;
@@ -136,13 +136,7 @@ impl FailoverEngine {
             memory.prepare(term, state, now);
             let facts = memory.facts(Facts::of(&self.cluster.core(), state, now, &self.switchover, unix_ms()));
             let age = |s: &Store| memory.age(s, now);
-            let rebalancing: BTreeSet<String> = state
-                .stores
-                .values()
-                .filter(|s| s.phase.reason() == Some(Reason::Rebalance))
-                .map(|s| s.name.clone())
-                .collect();
-            (conduct(state, &facts, &age, &timing), rebalancing)
+            (conduct(state, &facts, &age, &timing), rebalancing(state))
         });
         for command in commands {
             let what = format!("{command:?}");

@@ -352,6 +352,10 @@ pub fn conduct(
     age: &dyn Fn(&Store) -> Duration,
     timing: &SwitchoverTiming,
 ) -> Vec<Command> {
+    // Nearly every round on a healthy cluster: nothing to copy the state for.
+    if idle(state) {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     let mut scratch = state.clone();
     // Rolled back in this round: not begun again in it.
@@ -540,6 +544,28 @@ pub fn conduct(
         }
     }
     out
+}
+
+/// Whether `conduct` has nothing to look at in `state`: no switchover under
+/// way, no dirty mark (nor so a replay), no node draining, no rebalance.
+pub fn idle(state: &ClusterState) -> bool {
+    state.rebalance.is_none()
+        && state.nodes.values().all(|n| n.mode != NodeMode::Draining)
+        && state
+            .stores
+            .values()
+            .all(|s| s.phase == Phase::Stable && s.dirty.is_empty())
+}
+
+/// The stores whose switchover under way is the rebalance's (a round's
+/// `Memory::written` needs them as they were when it began).
+pub fn rebalancing(state: &ClusterState) -> BTreeSet<String> {
+    state
+        .stores
+        .values()
+        .filter(|s| s.phase.reason() == Some(Reason::Rebalance))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// The moves a rebalance makes next: `decide::rebalance_moves` on the state

@@ -13,7 +13,7 @@ use slotd_agent::clock::Mono;
 use slotd_agent::config::SwitchoverConfig;
 use slotd_agent::leader::switchover::{Facts, Memory, SwitchoverTiming};
 use slotd_agent::leader::LeaderCore;
-use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Phase, Reason, Store};
+use slotd_raft_store::{ClusterState, Command, NodeId, Phase, Store};
 
 use super::rng::Rng;
 use super::timing::{FAULTS_FROM, FAULTS_UNTIL};
@@ -119,28 +119,6 @@ impl Conducting {
     pub fn written(&mut self, command: &Command, rebalancing: &BTreeSet<String>, now: Mono, timing: &SwitchoverTiming) {
         self.memory.written(command, rebalancing, now, timing);
     }
-}
-
-/// Whether `conduct` has nothing to look at in `state`: no switchover under
-/// way, no dirty mark, no node draining, no rebalance (it returns no command
-/// then; the simulation skips the call, which copies the state).
-pub fn idle(state: &ClusterState) -> bool {
-    state.rebalance.is_none()
-        && state.nodes.values().all(|n| n.mode != NodeMode::Draining)
-        && state
-            .stores
-            .values()
-            .all(|s| s.phase == Phase::Stable && s.dirty.is_empty())
-}
-
-/// The stores whose switchover under way is the rebalance's.
-pub fn rebalancing(state: &ClusterState) -> BTreeSet<String> {
-    state
-        .stores
-        .values()
-        .filter(|s| s.phase.reason() == Some(Reason::Rebalance))
-        .map(|s| s.name.clone())
-        .collect()
 }
 
 /// Whether a node is part of a switchover under way (leaving or taking).

@@ -10,7 +10,7 @@ use std::fmt;
 use slotd_agent::clock::Mono;
 use slotd_agent::config::SwitchoverConfig;
 use slotd_agent::leader::core::Decision;
-use slotd_agent::leader::switchover::{conduct, failover_command, rebalance_plan, stranded, Facts};
+use slotd_agent::leader::switchover::{self, conduct, failover_command, rebalance_plan, stranded, Facts};
 use slotd_agent::watchdog;
 use slotd_raft_store::plan::{plan, Naming};
 use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Phase, Reason, Rejection, Request, Store};
@@ -1118,7 +1118,8 @@ impl World {
         let mono = node.clock.mono(now);
         let term = node.raft.term();
         node.conducting.prepare(term, &node.state, mono);
-        if sw::idle(&node.state) {
+        // The agent's own shortcut, taken here before the inputs are built.
+        if switchover::idle(&node.state) {
             return;
         }
         let inputs = node
@@ -1134,7 +1135,7 @@ impl World {
         let timing = t.switchover;
         node.conducting
             .answered(inputs, commands.is_empty(), &node.state, &timing);
-        let rebalancing = sw::rebalancing(&node.state);
+        let rebalancing = switchover::rebalancing(&node.state);
         if no_rollback {
             commands.retain(|c| !matches!(c, Command::RollbackSwitchover { .. }));
         }
