@@ -23,22 +23,12 @@ use common::{figures, Args};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use netns::{masters, wait_for, Site, SiteOptions, WAIT};
+use netns::{masters, ok, wait_for, Site, SiteOptions, WAIT};
 use serde_json::Value;
 
 fn row(what: &str, v: Vec<Duration>) {
     let (median, max, n) = figures(v);
     println!("| {what} | {median:.0} ms | {max:.0} ms | {n} |");
-}
-
-fn run_ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "slotctl: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the client reaches each of `ips` on a node other than `from`.
@@ -82,11 +72,11 @@ fn one_store(runs: usize, probe_ms: u64) -> (Vec<Duration>, Vec<Duration>) {
         let from = st["master"].as_str().expect("master").to_owned();
         let ip = netns::master_ip(st).expect("ip");
         let t0 = Instant::now();
-        let out = run_ok(site.slotctl(0, &["failover", &name, "--json"]));
+        let out = ok(site.slotctl(0, &["failover", &name, "--json"]));
         let begun: Value = serde_json::from_str(&out).expect("json");
         served_elsewhere(&site, &[ip], &from);
         client.push(t0.elapsed());
-        let done = run_ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"]));
+        let done = ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"]));
         let h: Value = serde_json::from_str(&done).expect("json");
         let e = &h["entries"][0];
         if e["what"] == "switchover" && e["epoch"].as_u64() > begun["epoch"].as_u64() {
@@ -94,8 +84,7 @@ fn one_store(runs: usize, probe_ms: u64) -> (Vec<Duration>, Vec<Duration>) {
         } else {
             wait_for("the switchover completed", WAIT, || {
                 let h: Value =
-                    serde_json::from_str(&run_ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"])))
-                        .ok()?;
+                    serde_json::from_str(&ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"]))).ok()?;
                 let e = &h["entries"][0];
                 (e["epoch"].as_u64() > begun["epoch"].as_u64()).then(|| {
                     phases.push(Duration::from_millis(e["duration_ms"].as_u64().unwrap_or(0)));
@@ -121,10 +110,10 @@ fn drains(runs: usize) {
             let s = settled(&site);
             assert_eq!(masters(&s, "imap1").len(), 20, "imap1 has its 20 masters");
             let t0 = Instant::now();
-            run_ok(site.slotctl(1, &["drain", "imap1", "--concurrency", &k.to_string(), "--wait"]));
+            ok(site.slotctl(1, &["drain", "imap1", "--concurrency", &k.to_string(), "--wait"]));
             took.push(t0.elapsed());
-            run_ok(site.slotctl(1, &["undrain", "imap1"]));
-            run_ok(site.slotctl(1, &["rebalance", "--concurrency", "8", "--wait"]));
+            ok(site.slotctl(1, &["undrain", "imap1"]));
+            ok(site.slotctl(1, &["rebalance", "--concurrency", "8", "--wait"]));
         }
         row(&format!("drain of a node with 20 masters, concurrency {k}"), took);
     }
@@ -158,7 +147,7 @@ fn sigterms(runs: usize) {
             let n = s["nodes"].as_array()?.iter().find(|n| n["name"] == "imap2")?.clone();
             (n["mode"] == "active").then_some(())
         });
-        run_ok(site.slotctl(0, &["rebalance", "--concurrency", "8", "--wait"]));
+        ok(site.slotctl(0, &["rebalance", "--concurrency", "8", "--wait"]));
     }
     row("SIGTERM of an agent with 20 masters → all 20 served elsewhere", moved);
     row("SIGTERM of an agent with 20 masters → the agent has exited", exited);
@@ -232,11 +221,11 @@ fn cyrus(runs: usize) {
         let ip = netns::master_ip(st).expect("ip");
         let to = st["replicas"][0].as_str().expect("replica").to_owned();
         let t0 = Instant::now();
-        run_ok(site.slotctl(0, &["failover", &name, "--to", &to, "--wait"]));
+        ok(site.slotctl(0, &["failover", &name, "--to", &to, "--wait"]));
         served_by(&site, ip, &to);
         served.push(t0.elapsed());
-        let h: Value = serde_json::from_str(&run_ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"])))
-            .expect("json");
+        let h: Value =
+            serde_json::from_str(&ok(site.slotctl(0, &["history", &name, "--limit", "1", "--json"]))).expect("json");
         phases.push(Duration::from_millis(
             h["entries"][0]["duration_ms"].as_u64().unwrap_or(0),
         ));
@@ -246,10 +235,10 @@ fn cyrus(runs: usize) {
         let s = settled(&site);
         let n = masters(&s, "imap1").len();
         let t0 = Instant::now();
-        run_ok(site.slotctl(1, &["drain", "imap1", "--wait"]));
+        ok(site.slotctl(1, &["drain", "imap1", "--wait"]));
         drains.push(t0.elapsed());
-        run_ok(site.slotctl(1, &["undrain", "imap1"]));
-        run_ok(site.slotctl(1, &["rebalance", "--wait"]));
+        ok(site.slotctl(1, &["undrain", "imap1"]));
+        ok(site.slotctl(1, &["rebalance", "--wait"]));
         assert!(n > 0, "imap1 had masters");
     }
     for run in 0..runs {
@@ -279,7 +268,7 @@ fn cyrus(runs: usize) {
                 .all(|st| st["dirty"].as_array().is_some_and(Vec::is_empty))
                 .then_some(())
         });
-        run_ok(site.slotctl(0, &["rebalance", "--wait"]));
+        ok(site.slotctl(0, &["rebalance", "--wait"]));
     }
     row(
         "Cyrus: one store's switchover, begin → complete (history, flush included)",

@@ -13,21 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::netns::cyrus::{banner, deliver, delivered, imap, kill_all};
-use common::netns::{find_store, master_ip, wait_for, Site, SiteOptions, WAIT};
+use common::netns::{find_store, master_ip, ok, wait_for, Site, SiteOptions, WAIT};
 
 /// Bounds of the delivery loop.
 const MAX_MESSAGES: u64 = 5000;
 const MAX_LOAD: Duration = Duration::from_secs(120);
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "slotctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Deliveries acknowledged (250 after DATA) and attempted.
 #[derive(Default)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{masters, wait_for, Site, SiteOptions, WAIT};
+use common::netns::{masters, ok, wait_for, Site, SiteOptions, WAIT};
 use serde_json::Value;
 
 /// What the sampler saw while it ran.
@@ -49,16 +49,6 @@ fn sample(site: &Site, ips: &[IpAddr], stop: &AtomicBool, limit: Duration) -> Se
         seen.answered += answers.iter().filter(|a| a.is_some()).count() as u64;
     }
     seen
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "slotctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn node<'a>(status: &'a Value, name: &str) -> &'a Value {

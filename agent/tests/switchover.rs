@@ -7,6 +7,7 @@ mod common;
 
 use std::process::Output;
 
+use common::netns::ok;
 use common::{comparable, wait_for, TestCluster, WAIT};
 use serde_json::Value;
 
@@ -16,11 +17,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "slotctl failed: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn json(out: Output) -> Value {

@@ -108,6 +108,18 @@ pub fn fence_command(ns: &str, config: &Path) -> Command {
     cmd
 }
 
+/// A slotctl run that must succeed: its stdout (else the test fails, with
+/// what slotctl said).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "slotctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
