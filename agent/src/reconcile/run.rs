@@ -507,7 +507,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         // is not (replayed) or when no replay is wanted (kept).
         let mut waiting = BTreeSet::new();
         let mut leftovers = BTreeMap::new();
-        for s in state.stores.values() {
+        // Only a replica's slot can have them (set aside when it starts as
+        // one): no look at a master's directory on every pass.
+        for s in state.stores.values().filter(|s| s.master != r.me) {
             let Some(slot) = s.slot_on(r.me) else { continue };
             let Some(log) = r.driver.leftover_log(&slot.slot).await else {
                 continue;
