@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Debian packages the build and the tests use.
-PACKAGES=(iproute2 util-linux procps ca-certificates gcc libc6-dev pkg-config protobuf-compiler cyrus-imapd cyrus-replication sasl2-bin)
+PACKAGES=(iproute2 util-linux procps ca-certificates gcc libc6-dev pkg-config protobuf-compiler cyrus-imapd cyrus-replication sasl2-bin systemd)
 
 say() { printf '==> %s\n' "$*" >&2; }
 

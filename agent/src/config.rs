@@ -126,15 +126,16 @@ impl SwitchoverConfig {
 pub struct CyrusConfig {
     /// Which driver runs Cyrus on this node.
     pub driver: Driver,
-    /// `exec`: the slots' instance directories, `<root>/<slot>/`.
+    /// The slots' instance directories, `<root>/<slot>/` (with `systemd`,
+    /// the unit's `CYRUS_ROOT` must be the same).
     pub root: PathBuf,
-    /// `exec`: the cyrmaster binary.
+    /// `exec`: the cyrmaster binary (with `systemd`, the unit names it).
     pub cyrmaster: PathBuf,
-    /// `exec`: where Cyrus keeps its tools (`sync_client` for the flush).
+    /// Where Cyrus keeps its tools (`sync_client` for flush and replay).
     pub bin_dir: PathBuf,
-    /// `exec`: a file holding the password of `sync_authname` (`cyrus`) in
-    /// the replicas' sasldb; required with `exec`.
-    pub sync_password_file: Option<PathBuf>,
+    /// A file holding the password of `sync_authname` (`cyrus`) in the
+    /// replicas' sasldb (read when the agent starts; unused with `none`).
+    pub sync_password_file: PathBuf,
     /// After an unclean failover, have the new master replay this node's
     /// leftover sync log when it returns (else it is kept aside).
     pub replay_leftover: bool,
@@ -147,7 +148,7 @@ impl Default for CyrusConfig {
             root: PathBuf::from("/var/lib/slotd/cyrus"),
             cyrmaster: PathBuf::from("/usr/sbin/cyrmaster"),
             bin_dir: PathBuf::from("/usr/lib/cyrus/bin"),
-            sync_password_file: None,
+            sync_password_file: PathBuf::from("/etc/slotd/sync-password"),
             replay_leftover: false,
         }
     }
@@ -494,12 +495,6 @@ impl Config {
                 ));
             }
         }
-        if self.cyrus.driver == Driver::Exec && self.cyrus.sync_password_file.is_none() {
-            return Err(invalid(
-                "cyrus.sync_password_file",
-                "is required with driver = \"exec\" (the password of cyrus in the replicas' sasldb)".to_owned(),
-            ));
-        }
         let sw = &self.switchover;
         for (field, value) in [
             ("switchover.demote_timeout_ms", sw.demote_timeout_ms),
@@ -646,7 +641,8 @@ impl Config {
         let _ = writeln!(out, "root = {}", quote(&cy.root.to_string_lossy()));
         let _ = writeln!(out, "cyrmaster = {}", quote(&cy.cyrmaster.to_string_lossy()));
         let _ = writeln!(out, "bin_dir = {}", quote(&cy.bin_dir.to_string_lossy()));
-        if let Some(f) = &cy.sync_password_file {
+        {
+            let f = &cy.sync_password_file;
             let _ = writeln!(out, "sync_password_file = {}", quote(&f.to_string_lossy()));
         }
         let _ = writeln!(out, "replay_leftover = {}", cy.replay_leftover);
@@ -884,7 +880,7 @@ interface = "eth0"
             cyrus: CyrusConfig {
                 driver: Driver::Exec,
                 root: PathBuf::from("/srv/cyrus"),
-                sync_password_file: Some(PathBuf::from("/etc/slotd/sync-password")),
+                sync_password_file: PathBuf::from("/etc/slotd/sync-password"),
                 ..CyrusConfig::default()
             },
             timing: Timing {

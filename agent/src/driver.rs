@@ -2,8 +2,8 @@
 //! reconciler decides *what*; a driver only does it.
 //!
 //! The `none` driver starts nothing and records what it was told: for
-//! demos, tests and simulations. The `exec` driver runs Cyrus itself
-//! (`cyrus::exec`); the systemd driver is still to come.
+//! demos, tests and simulations. The Cyrus driver (`cyrus::instance`) runs
+//! Cyrus itself (`exec`) or through systemd units (`systemd`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -60,6 +60,12 @@ pub trait SlotDriver: Send + Sync + 'static {
     fn backlog_age(&self, _slot: &str) -> impl Future<Output = Option<std::time::Duration>> + Send {
         async { None }
     }
+    /// What fails in the checks of a running instance (empty: healthy):
+    /// the banners of the role's services on the store's IPs, and on a
+    /// master the rolling `sync_client`.
+    fn health(&self, _slot: &str, _ctx: &SlotContext, _master: bool) -> impl Future<Output = Vec<String>> + Send {
+        async { Vec::new() }
+    }
     /// The state of every slot this driver knows; missing = stopped.
     fn observe(&self) -> impl Future<Output = BTreeMap<String, Instance>> + Send;
     /// A leftover sync log set aside and not yet dealt with, if any (an
@@ -76,77 +82,84 @@ pub trait SlotDriver: Send + Sync + 'static {
 /// The driver a node's config names.
 pub enum AnyDriver {
     None(NoneDriver),
-    Exec(crate::cyrus::ExecDriver),
+    Cyrus(crate::cyrus::CyrusDriver),
 }
 
 impl SlotDriver for AnyDriver {
     async fn start_master(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
         match self {
             AnyDriver::None(d) => d.start_master(slot, ctx).await,
-            AnyDriver::Exec(d) => d.start_master(slot, ctx).await,
+            AnyDriver::Cyrus(d) => d.start_master(slot, ctx).await,
         }
     }
 
     async fn start_replica(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
         match self {
             AnyDriver::None(d) => d.start_replica(slot, ctx).await,
-            AnyDriver::Exec(d) => d.start_replica(slot, ctx).await,
+            AnyDriver::Cyrus(d) => d.start_replica(slot, ctx).await,
         }
     }
 
     async fn stop(&self, slot: &str) -> Result<(), DriverError> {
         match self {
             AnyDriver::None(d) => d.stop(slot).await,
-            AnyDriver::Exec(d) => d.stop(slot).await,
+            AnyDriver::Cyrus(d) => d.stop(slot).await,
         }
     }
 
     async fn demote(&self, slot: &str, ctx: &SlotContext, force: bool) -> Result<(), DriverError> {
         match self {
             AnyDriver::None(d) => d.demote(slot, ctx, force).await,
-            AnyDriver::Exec(d) => d.demote(slot, ctx, force).await,
+            AnyDriver::Cyrus(d) => d.demote(slot, ctx, force).await,
         }
     }
 
     async fn backlog(&self, slot: &str) -> Option<u64> {
         match self {
             AnyDriver::None(d) => d.backlog(slot).await,
-            AnyDriver::Exec(d) => d.backlog(slot).await,
+            AnyDriver::Cyrus(d) => d.backlog(slot).await,
         }
     }
 
     async fn backlog_age(&self, slot: &str) -> Option<std::time::Duration> {
         match self {
             AnyDriver::None(d) => d.backlog_age(slot).await,
-            AnyDriver::Exec(d) => d.backlog_age(slot).await,
+            AnyDriver::Cyrus(d) => d.backlog_age(slot).await,
+        }
+    }
+
+    async fn health(&self, slot: &str, ctx: &SlotContext, master: bool) -> Vec<String> {
+        match self {
+            AnyDriver::None(d) => d.health(slot, ctx, master).await,
+            AnyDriver::Cyrus(d) => d.health(slot, ctx, master).await,
         }
     }
 
     async fn observe(&self) -> BTreeMap<String, Instance> {
         match self {
             AnyDriver::None(d) => d.observe().await,
-            AnyDriver::Exec(d) => d.observe().await,
+            AnyDriver::Cyrus(d) => d.observe().await,
         }
     }
 
     async fn leftover_log(&self, slot: &str) -> Option<Result<String, String>> {
         match self {
             AnyDriver::None(d) => d.leftover_log(slot).await,
-            AnyDriver::Exec(d) => d.leftover_log(slot).await,
+            AnyDriver::Cyrus(d) => d.leftover_log(slot).await,
         }
     }
 
     async fn finish_leftovers(&self, slot: &str, replayed: bool) -> Result<(), DriverError> {
         match self {
             AnyDriver::None(d) => d.finish_leftovers(slot, replayed).await,
-            AnyDriver::Exec(d) => d.finish_leftovers(slot, replayed).await,
+            AnyDriver::Cyrus(d) => d.finish_leftovers(slot, replayed).await,
         }
     }
 
     async fn replay(&self, slot: &str, log: &str) -> Result<String, DriverError> {
         match self {
             AnyDriver::None(d) => d.replay(slot, log).await,
-            AnyDriver::Exec(d) => d.replay(slot, log).await,
+            AnyDriver::Cyrus(d) => d.replay(slot, log).await,
         }
     }
 }

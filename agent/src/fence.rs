@@ -113,10 +113,10 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
         }
     };
     // Instances first (the mission's order: no Cyrus runs as master
-    // without its IP, so it stops before the IP goes): with the `exec`
-    // driver every slot's cyrmaster a pidfile names, its whole group.
-    if config.cyrus.driver == crate::config::Driver::Exec {
-        let stopped = crate::cyrus::exec::stop_all(&config.cyrus.root).await;
+    // without its IP, so it stops before the IP goes): every slot unit
+    // (`systemd`), every slot's cyrmaster a pidfile names, whole groups.
+    if config.cyrus.driver != crate::config::Driver::None {
+        let stopped = crate::cyrus::instance::stop_all(&config.cyrus.root, config.cyrus.driver).await;
         if !stopped.is_empty() {
             info!(slots = ?stopped, "Cyrus instances stopped");
         }

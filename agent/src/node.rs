@@ -35,7 +35,7 @@ use crate::admin::AdminService;
 use crate::clock::Mono;
 use crate::cluster::Cluster;
 use crate::config::{Config, Driver};
-use crate::cyrus::ExecDriver;
+use crate::cyrus::CyrusDriver;
 use crate::driver::{AnyDriver, NoneDriver};
 use crate::identity::{Identity, IdentityError};
 use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
@@ -67,8 +67,6 @@ pub enum NodeError {
     Raft(String),
     #[error("netlink: {0}")]
     Netlink(#[from] NetError),
-    #[error("cyrus.driver = {0:?} is not implemented yet (use \"exec\" or \"none\"); see the Cyrus driver issue")]
-    Driver(&'static str),
     #[error("{0}")]
     Cyrus(String),
     #[error("{what}: cannot bind {addr}: {source}")]
@@ -115,6 +113,15 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> 
 pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver<()>) -> Result<(), NodeError> {
     // First of all: no other agent, and no `slotd fence`, on this data.
     let _lock = lock::acquire(&config.runtime_dir)?;
+    // Before Raft: a driver that cannot work refuses the start cleanly.
+    let driver = match config.cyrus.driver {
+        Driver::None => AnyDriver::None(NoneDriver::default()),
+        Driver::Exec | Driver::Systemd => AnyDriver::Cyrus(
+            CyrusDriver::new(&config.cyrus, &config.name)
+                .await
+                .map_err(NodeError::Cyrus)?,
+        ),
+    };
     let identity = Identity::load(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
@@ -142,11 +149,6 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         AnyOps::Kernel(KernelOps::new()?)
     } else {
         AnyOps::Memory(MemoryOps::new(MacAddr([0x02, 0, 0, 0, 0, 0x01])).with_interface(&config.interface))
-    };
-    let driver = match config.cyrus.driver {
-        Driver::None => AnyDriver::None(NoneDriver::default()),
-        Driver::Exec => AnyDriver::Exec(ExecDriver::new(&config.cyrus, &config.name).map_err(NodeError::Cyrus)?),
-        other => return Err(NodeError::Driver(other.as_str())),
     };
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -204,6 +206,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     // stop first at shutdown (the reconciler gives up its master roles).
     let (loops_tx, loops_rx) = watch::channel(false);
     let report = Arc::new(Mutex::new(HealthReport::default()));
+    let render_report = report.clone();
     let report_now = report.clone();
     let progress = Progress::default();
     let ledger = Ledger::new(&config.runtime_dir);
@@ -233,7 +236,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
             me: config.node_id,
             reader: cluster.reader.clone(),
             ops: Arc::new(ops),
-            driver,
+            driver: Arc::new(driver),
             interface: config.interface.clone(),
             lease,
             announce: slotd_netops::AnnounceOptions::default(),
@@ -269,7 +272,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
 
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
-        Arc::new(move || render(&render_cluster, &render_stats, &lease_for_metrics)),
+        Arc::new(move || render(&render_cluster, &render_stats, &lease_for_metrics, &render_report)),
         stopped(stop_rx.clone()),
     ));
 
@@ -388,7 +391,12 @@ fn check_watchdog(config: &Config, notifier: &Notifier) -> Result<(), NodeError>
 }
 
 /// The Prometheus text for `/metrics`.
-pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseState>) -> String {
+pub fn render(
+    cluster: &Cluster,
+    stats: &Stats,
+    lease: &watch::Receiver<LeaseState>,
+    report: &Mutex<HealthReport>,
+) -> String {
     let m = cluster.raft.metrics().borrow().clone();
     let mut x = Exposition::new();
     let id = cluster.id.to_string();
@@ -441,6 +449,36 @@ pub fn render(cluster: &Cluster, stats: &Stats, lease: &watch::Receiver<LeaseSta
             );
         }
     });
+    {
+        // What this node saw of its own instances (health report).
+        let r = report.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        cluster.reader.with(|d| {
+            for s in d.state.stores.values().filter(|s| s.slot_on(cluster.id).is_some()) {
+                x.gauge(
+                    "slotd_health_checks_failing",
+                    "Failing health checks of this node's instance of the store (banners, sync_client).",
+                    &[("store", &s.name)],
+                    r.health.get(&s.name).map_or(0, Vec::len) as f64,
+                );
+            }
+        });
+        for (store, bytes) in &r.backlog {
+            x.gauge(
+                "slotd_replication_backlog_bytes",
+                "Bytes of the sync log this master has not sent to its replica yet.",
+                &[("store", store)],
+                *bytes as f64,
+            );
+        }
+        for (store, ms) in &r.backlog_age_ms {
+            x.gauge(
+                "slotd_replication_backlog_age_seconds",
+                "How long the oldest change this master has not sent yet has waited.",
+                &[("store", store)],
+                *ms as f64 / 1000.0,
+            );
+        }
+    }
     let l = *lease.borrow();
     x.gauge(
         "slotd_lease_remaining_seconds",

@@ -40,6 +40,8 @@ pub struct Liveness<'a> {
     pub failing: &'a dyn Fn(&slotd_raft_store::Store) -> Vec<String>,
     /// How long the master's oldest unsent change has waited (leader only).
     pub backlog_age: &'a dyn Fn(&slotd_raft_store::Store) -> Option<u64>,
+    /// Failing health checks of a store's instances (leader only).
+    pub health: &'a dyn Fn(&slotd_raft_store::Store) -> Vec<String>,
 }
 
 /// The status as this node sees it.
@@ -94,6 +96,7 @@ pub fn build(data: &SmData, live: &Liveness<'_>) -> StatusView {
             backlog: (live.backlog)(s),
             failing: (live.failing)(s),
             backlog_age_ms: (live.backlog_age)(s),
+            health: (live.health)(s),
         })
         .collect();
     StatusView {
@@ -142,6 +145,15 @@ impl Cluster {
                             .get(&s.master)
                             .and_then(|r| r.backlog_age_ms.get(&s.name))
                             .copied()
+                    },
+                    health: &|s| {
+                        s.nodes()
+                            .filter_map(|n| Some((n, reports.get(&n)?.health.get(&s.name)?)))
+                            .flat_map(|(n, problems)| {
+                                let node = data.state.node_name(n);
+                                problems.iter().map(move |p| format!("{node}: {p}"))
+                            })
+                            .collect()
                     },
                     failing: &|s| {
                         s.nodes()
@@ -252,6 +264,25 @@ pub fn table(view: &StatusView) -> String {
         ],
         &rows,
     ));
+    // What needs an operator's eyes, one line each (leader only).
+    let problems: Vec<String> = view
+        .stores
+        .iter()
+        .flat_map(|s| {
+            let failing = s
+                .failing
+                .iter()
+                .map(move |f| format!("{}: failing to start on {f}", s.name));
+            let health = s.health.iter().map(move |h| format!("{}: {h}", s.name));
+            failing.chain(health)
+        })
+        .collect();
+    if !problems.is_empty() {
+        out.push_str("\nproblems:\n");
+        for p in problems {
+            let _ = writeln!(out, "  {p}");
+        }
+    }
     out
 }
 
@@ -274,4 +305,41 @@ fn columns(head: &[&str], rows: &[Vec<String>]) -> String {
         line(&mut row.iter().map(String::as_str));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_lists_problems_only_when_there_are_some() {
+        let store = StoreView {
+            name: "st01".into(),
+            master: "imap1".into(),
+            epoch: 3,
+            phase: "stable".into(),
+            replicas: vec!["imap2".into()],
+            ..Default::default()
+        };
+        let mut view = StatusView {
+            leader: Some(1),
+            leader_name: "imap1".into(),
+            initialised: true,
+            stores: vec![store],
+            ..Default::default()
+        };
+        assert!(!table(&view).contains("problems:"), "{}", table(&view));
+        view.stores[0].health = vec!["imap1: imap 10.0.1.1:143: no greeting within 2s".into()];
+        view.stores[0].failing = vec!["imap2: cyrmaster did not serve".into()];
+        let text = table(&view);
+        assert!(text.contains("\nproblems:\n"), "{text}");
+        assert!(
+            text.contains("  st01: failing to start on imap2: cyrmaster did not serve\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  st01: imap1: imap 10.0.1.1:143: no greeting within 2s\n"),
+            "{text}"
+        );
+    }
 }

@@ -47,6 +47,9 @@ pub struct HealthReport {
     pub leftovers: BTreeMap<String, String>,
     /// Replays this node ran as master: store → how it went.
     pub replayed: BTreeMap<String, Replayed>,
+    /// Failing health checks of this node's running instances: store →
+    /// what fails (stores whose checks pass are absent).
+    pub health: BTreeMap<String, Vec<String>>,
 }
 
 /// A fingerprint of a leftover log (FNV-1a: the same on every node).

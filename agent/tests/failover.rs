@@ -87,6 +87,13 @@ fn metrics_show_lease_and_failover() {
     assert!(body.contains("slotd_fenced 0"), "{body}");
     assert!(body.contains("slotd_failovers_total{reason=\"failure\"} 0"), "{body}");
     assert!(body.contains("slotd_store_epoch{store=\"st0001\"} 1"), "{body}");
+    // The none driver checks nothing: every store this node has a slot of
+    // shows no failing check.
+    let health: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("slotd_health_checks_failing{store="))
+        .collect();
+    assert!(!health.is_empty() && health.iter().all(|l| l.ends_with(" 0")), "{body}");
 }
 
 fn http_get(addr: std::net::SocketAddr) -> Option<String> {

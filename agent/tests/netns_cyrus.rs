@@ -1,9 +1,12 @@
-//! Real Cyrus IMAP under slotd (the `exec` driver) in network namespaces:
-//! a client delivers numbered messages over LMTP to a store's master IP
-//! without pause while `slotctl failover` and `slotctl drain` move the
-//! master; afterwards every message LMTP acknowledged is in the mailbox
-//! exactly once, and at no sampled instant did two machines hold the
-//! master IP. Needs root and Cyrus (CI installs both).
+//! Real Cyrus IMAP under slotd in network namespaces: a client delivers
+//! numbered messages over LMTP to a store's master IP without pause while
+//! `slotctl failover` and `slotctl drain` move the master (the `exec`
+//! driver), or while the master's machine dies (the `systemd` driver, with
+//! a stand-in systemctl running the real unit: systemd cannot be the
+//! service manager here); afterwards every message LMTP acknowledged is in
+//! the mailbox exactly once, `slotctl verify` finds master and replica
+//! alike, and at no sampled instant did two machines hold the master IP.
+//! Needs root and Cyrus (CI installs both).
 
 mod common;
 
@@ -28,12 +31,13 @@ struct Load {
 
 /// A site with real Cyrus, st0001's master answering IMAP on its master
 /// IP, and alice's mailbox created there: (site, master IP, master).
-fn cyrus_site(tag: &str) -> (Arc<Site>, IpAddr, String) {
+fn cyrus_site(tag: &str, systemd: bool) -> (Arc<Site>, IpAddr, String) {
     let site = Arc::new(Site::start_with(
         tag,
         SiteOptions {
             slots: 2,
             cyrus: true,
+            systemd,
             ..SiteOptions::default()
         },
     ));
@@ -88,7 +92,7 @@ fn more(load: &Load, k: usize) {
 
 #[test]
 fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
-    let (site, ip, first) = cyrus_site("cyr");
+    let (site, ip, first) = cyrus_site("cyr", false);
     let client = site.lan.host("cl");
     let stop = Arc::new(AtomicBool::new(false));
     let (load, loader) = start_load(&site, ip, &stop);
@@ -159,6 +163,29 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
     );
     assert!(samples >= 10, "the sampler looked only {samples} times");
     // Master and replica agree, once replication has caught up.
+    verify_agrees(&site);
+    let (mut starts, mut releases) = (0, 0);
+    for i in 0..3 {
+        let (s, r) = check_order(&site.log(i), "st0001", ip, &format!("imap{}", i + 1));
+        starts += s;
+        releases += r;
+    }
+    assert!(
+        starts >= 3 && releases >= 2,
+        "the logs show {starts} starts as master, {releases} releases"
+    );
+    let history = ok(site.slotctl(0, &["history", "st0001"]));
+    assert!(history.matches("switchover").count() >= 2, "{history}");
+    eprintln!(
+        "{} delivered and acknowledged, {} attempts, master {first} → {second} → {third}",
+        acked.len(),
+        attempted
+    );
+}
+
+/// Waits until `slotctl verify st0001` finds master and replica alike
+/// (replication catches up meanwhile), failing the test if it never does.
+fn verify_agrees(site: &Site) {
     let password = site.dir.path().join("sync-password");
     let password = password.to_str().expect("path");
     let mut last = String::new();
@@ -181,23 +208,13 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(agreed.contains("master and replica agree on"), "{agreed}");
-    let (mut starts, mut releases) = (0, 0);
-    for i in 0..3 {
-        let (s, r) = check_order(&site.log(i), "st0001", ip, &format!("imap{}", i + 1));
-        starts += s;
-        releases += r;
-    }
-    assert!(
-        starts >= 3 && releases >= 2,
-        "the logs show {starts} starts as master, {releases} releases"
-    );
-    let history = ok(site.slotctl(0, &["history", "st0001"]));
-    assert!(history.matches("switchover").count() >= 2, "{history}");
-    eprintln!(
-        "{} delivered and acknowledged, {} attempts, master {first} → {second} → {third}",
-        acked.len(),
-        attempted
-    );
+}
+
+/// The failing health checks of st0001 in the leader's status.
+fn health(site: &Site) -> Option<Vec<String>> {
+    let s = site.status(0)?;
+    let checks = find_store(&s, "st0001")["health"].as_array()?.clone();
+    Some(checks.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
 }
 
 /// The mission's order in one agent's log, for `store` with master IP `ip`:
@@ -245,9 +262,11 @@ fn group_processes(pidfile: &std::path::Path, comm: &str) -> Vec<i32> {
         .collect()
 }
 
+/// With the `systemd` driver: the agents start and stop every instance as
+/// `cyrus-slot@SLOT.service`, and `slotd fence` stops the units.
 #[test]
 fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_replayed() {
-    let (site, ip, old) = cyrus_site("cyu");
+    let (site, ip, old) = cyrus_site("cyu", true);
     let oi: usize = old.trim_start_matches("imap").parse::<usize>().expect("node number") - 1;
     let topology = site.topology();
     let slot = topology
@@ -331,6 +350,8 @@ fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_repl
         st["dirty"].as_array().is_some_and(Vec::is_empty),
         "the dirty mark is gone: {st}"
     );
+    let new_master = st["master"].as_str().expect("master").to_owned();
+    assert_ne!(new_master, old);
     let mut last_missing = Vec::new();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -358,6 +379,51 @@ fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_repl
         last_missing = missing;
         std::thread::sleep(Duration::from_millis(200));
     }
+    verify_agrees(&site);
+
+    // Health checks: a master whose instance hangs greets nobody on the
+    // master IP, and the leader's status says so; once it runs again, every
+    // check of master and replica passes.
+    let ni: usize = new_master
+        .trim_start_matches("imap")
+        .parse::<usize>()
+        .expect("node number")
+        - 1;
+    let new_slot = topology
+        .stores
+        .iter()
+        .find(|x| x.name == "st0001")
+        .and_then(|x| x.slots.iter().find(|r| r.node == ni as u64 + 1))
+        .map(|r| r.slot.clone())
+        .expect("the new master's slot");
+    let pid: i32 = std::fs::read_to_string(site.cyrus_root(ni).join(&new_slot).join("run/master.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the new master's cyrmaster");
+    // The whole instance (idle imapd and lmtpd children accept new clients
+    // themselves): its group, led by cyrmaster.
+    // SAFETY: kill(2) on a test-owned process group; no memory involved.
+    unsafe {
+        libc::kill(-pid, libc::SIGSTOP);
+    }
+    let hung = wait_for("the status to show the hung master", WAIT, || {
+        let h = health(&site)?;
+        h.iter()
+            .any(|p| p.starts_with(&format!("{new_master}: imap {ip}:143")) && p.contains("no greeting"))
+            .then_some(h)
+    });
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-pid, libc::SIGCONT);
+    }
+    wait_for("every health check to pass again", WAIT, || {
+        health(&site)?.is_empty().then_some(())
+    });
+    assert!(
+        hung.iter().any(|p| p.contains("lmtp")),
+        "LMTP greets nobody either: {hung:?}"
+    );
+
     let leftovers = site.cyrus_root(oi).join(&slot).join("conf/sync-replayed");
     assert!(
         leftovers.is_dir(),

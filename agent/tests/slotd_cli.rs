@@ -71,3 +71,51 @@ fn check_config_accepts_good_and_names_bad_fields() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }
+
+#[test]
+fn a_cyrus_driver_needs_its_sync_password_and_systemd_its_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("sync-password");
+    let data = dir.path().join("data");
+    // The config default: the systemd driver.
+    let text = GOOD
+        .replace("[cyrus]\ndriver = \"none\"\n", "")
+        .replace("10.0.0.1:7420", "127.0.0.1:0")
+        .replace("127.0.0.1:9420", "127.0.0.1:0")
+        .replace("/var/lib/slotd", data.to_str().unwrap())
+        .replace("interface = \"eth0\"", "interface = \"lo\"\nmanage_addresses = false")
+        + &format!("[cyrus]\nsync_password_file = {:?}\n", password.to_str().unwrap());
+    let config = dir.path().join("slotd.toml");
+    std::fs::write(&config, &text).unwrap();
+
+    // Without the password file: refused before anything starts, naming it.
+    let out = slotd(&["--check-config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cyrus.sync_password_file") && err.contains("sync-password"),
+        "{err}"
+    );
+    std::fs::write(&password, "").unwrap();
+    let out = slotd(&["--check-config", config.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("empty"),
+        "an empty password is refused"
+    );
+    assert_eq!(out.status.code(), Some(2));
+
+    std::fs::write(&password, "secret\n").unwrap();
+    let out = slotd(&["--check-config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Here systemd is not the service manager (tests run without it), or it
+    // runs without the slot unit installed: the agent refuses to start and
+    // says what it needs, instead of failing at the first move.
+    let out = slotd(&["--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without systemd: {err}");
+    assert!(
+        err.contains("needs systemd as the service manager") || err.contains("does not know cyrus-slot@.service"),
+        "{err}"
+    );
+}

@@ -37,11 +37,22 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if let Some(path) = args.check_config {
+        // What the agent would refuse at start, beside the file itself.
+        let ready = |c: &Config| match c.cyrus.driver {
+            slotd_agent::config::Driver::None => Ok(()),
+            _ => slotd_agent::cyrus::instance::read_sync_password(&c.cyrus).map(drop),
+        };
         return match Config::load(&path) {
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match ready(&c) {
+                Ok(()) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("slotd: {}: {e}", path.display());
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 eprintln!("slotd: {e}");
                 ExitCode::from(2)

@@ -6,12 +6,16 @@
 //! - `procs`: process groups, seen through `/proc` (zombies do not count:
 //!   they serve nothing);
 //! - `synclog`: the sync log's backlog, and setting leftovers aside;
-//! - `exec`: the `exec` driver — the agent runs `cyrmaster` per slot in a
-//!   process group of its own.
+//! - `instance`: the driver — start, stop, flush, replay of a slot's
+//!   instance, run by the agent itself (`exec`) or by systemd;
+//! - `systemd`: `cyrus-slot@SLOT.service` through systemctl;
+//! - `health`: greetings of an instance's services.
 
-pub mod exec;
+pub mod health;
+pub mod instance;
 pub mod procs;
 pub mod render;
 pub mod synclog;
+pub mod systemd;
 
-pub use exec::ExecDriver;
+pub use instance::CyrusDriver;

@@ -2,6 +2,7 @@
 //! group has no live process left (a zombie serves nothing; lab pitfall 3:
 //! killed children may stay zombies of PID 1 for seconds).
 
+use std::path::Path;
 use std::time::Duration;
 
 /// Whether any process (a zombie included) is in group `pgid`: one
@@ -52,6 +53,28 @@ pub fn members(pgid: i32) -> Vec<i32> {
                 .is_some_and(|(state, group)| group == pgid && state != 'Z' && state != 'X')
         })
         .collect()
+}
+
+/// Whether a process's command line (NUL-separated, `/proc/PID/cmdline`)
+/// runs the configuration rendered in `dir` (`-C DIR/etc/imapd.conf`).
+pub fn runs_config(cmdline: &[u8], dir: &Path) -> bool {
+    let want = dir.join("etc/imapd.conf");
+    let want = want.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == want)
+}
+
+/// The process group of `pid`, if it lives.
+pub fn group_of(pid: i32) -> Option<i32> {
+    let (state, group) = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    (state != 'Z' && state != 'X').then_some(group)
+}
+
+/// Whether a live process of group `pgid` runs the program `comm` (as
+/// `/proc/PID/comm` names it). Blocking.
+pub fn group_runs(pgid: i32, comm: &str) -> bool {
+    members(pgid)
+        .into_iter()
+        .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm))
 }
 
 /// (state, process group) of a `/proc/PID/stat` line; the command name
@@ -115,5 +138,16 @@ mod tests {
         // SAFETY: getpgrp(2) has no preconditions.
         let pgid = unsafe { libc::getpgrp() };
         assert!(super::members(pgid).contains(&(std::process::id() as i32)));
+    }
+
+    #[test]
+    fn the_config_a_process_runs_is_found_in_its_command_line() {
+        let dir = std::path::Path::new("/var/lib/slotd/cyrus/s01");
+        let cmd = b"/usr/sbin/cyrmaster\0-C\0/var/lib/slotd/cyrus/s01/etc/imapd.conf\0-M\0x\0";
+        assert!(super::runs_config(cmd, dir));
+        let other = b"/usr/sbin/cyrmaster\0-C\0/srv/cyrus/s01/etc/imapd.conf\0";
+        assert!(!super::runs_config(other, dir), "another root");
+        let prefix = b"/usr/sbin/cyrmaster\0-C\0/var/lib/slotd/cyrus/s01/etc/imapd.conf.old\0";
+        assert!(!super::runs_config(prefix, dir), "whole arguments only");
     }
 }

@@ -65,7 +65,7 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     pub me: NodeId,
     pub reader: StateReader,
     pub ops: Arc<A>,
-    pub driver: D,
+    pub driver: Arc<D>,
     pub interface: String,
     pub lease: watch::Receiver<LeaseState>,
     /// Rounds of one announcement (the first is sent before Cyrus starts).
@@ -177,6 +177,16 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
             }
             .run(stop.clone()),
         );
+        // Health checks wait on banners: on their own task too.
+        let health = tokio::spawn(
+            HealthChecker {
+                me: self.me,
+                reader: self.reader.clone(),
+                driver: self.driver.clone(),
+                report: self.report.clone(),
+            }
+            .run(stop.clone()),
+        );
         let (announce_tx, announce_rx) = mpsc::unbounded_channel();
         let announcer = tokio::spawn(
             Announcer {
@@ -235,6 +245,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
             }
         }
         l2.abort();
+        health.abort();
         announcer.abort();
         info!("reconciler stopping: giving up master roles");
         self.marking(this.run(false), &mut mark).await;
@@ -435,9 +446,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // untracked instance behind).
             let limit = match action {
                 Action::Demote { .. } => r.demote_timeout,
-                Action::Replay { .. } => crate::cyrus::exec::REPLAY_BOUND,
+                Action::Replay { .. } => crate::cyrus::instance::REPLAY_BOUND,
                 Action::Stop { .. } | Action::StartMaster { .. } | Action::StartReplica { .. } => {
-                    crate::cyrus::exec::START_STOP_BOUND
+                    crate::cyrus::instance::START_STOP_BOUND
                 }
                 _ => ACTION_TIMEOUT,
             };
@@ -858,6 +869,68 @@ impl<A: AddressOps + 'static> Announcer<A> {
                 .map(|s| (s.name.clone(), s.master_ip.addr))
                 .collect()
         })
+    }
+}
+
+/// The health check loop: every `HEALTH_EVERY`, the driver checks each
+/// instance this node runs in the role the log gives it (banners on the
+/// store's IPs, sync_client on a master); failures go into the health
+/// report, for `slotctl status` on the leader.
+struct HealthChecker<D: SlotDriver> {
+    me: NodeId,
+    reader: StateReader,
+    driver: Arc<D>,
+    report: Arc<Mutex<HealthReport>>,
+}
+
+/// How often the running instances are checked.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+impl<D: SlotDriver> HealthChecker<D> {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            }
+            let state = self.reader.with(|d| d.state.clone());
+            let instances = self.driver.observe().await;
+            let checks = state.stores.values().filter_map(|s| {
+                let slot = s.slot_on(self.me)?;
+                let master = match instances.get(&slot.slot)? {
+                    Instance::Master { epoch } if s.master == self.me && *epoch == s.epoch => true,
+                    Instance::Replica { .. } if s.master != self.me => false,
+                    // Between roles: the reconciler is at work.
+                    _ => return None,
+                };
+                let ctx = crate::driver::SlotContext {
+                    store: s.name.clone(),
+                    epoch: s.epoch,
+                    master_ip: s.master_ip.addr,
+                    replica_ip: s.replica_ip.addr,
+                };
+                let driver = &self.driver;
+                Some(async move {
+                    let problems = driver.health(&slot.slot, &ctx, master).await;
+                    (s.name.clone(), problems)
+                })
+            });
+            let health: BTreeMap<String, Vec<String>> = futures::future::join_all(checks)
+                .await
+                .into_iter()
+                .filter(|(_, problems)| !problems.is_empty())
+                .collect();
+            let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+            for (store, problems) in &health {
+                if report.health.get(store) != Some(problems) {
+                    warn!(store = %store, ?problems, "health check failing");
+                }
+            }
+            for store in report.health.keys().filter(|s| !health.contains_key(*s)) {
+                info!(store = %store, "health checks pass again");
+            }
+            report.health = health;
+        }
     }
 }
 

@@ -148,7 +148,7 @@ impl Shell {
                 me: ME,
                 reader,
                 ops: Arc::new(ops.clone()),
-                driver: driver.clone(),
+                driver: Arc::new(driver.clone()),
                 interface: "eth0".into(),
                 lease: lease_rx,
                 announce: AnnounceOptions::default(),

@@ -58,6 +58,10 @@ pub struct SiteOptions {
     /// Real Cyrus: the `exec` driver, every slot's instance prepared (see
     /// `cyrus::prepare`); the site stops them all when dropped.
     pub cyrus: bool,
+    /// With `cyrus`: the `systemd` driver instead of `exec`, with the
+    /// stand-in `systemctl` (`common/systemctl.sh`) on the agents' PATH
+    /// running the real `systemd/cyrus-slot@.service`.
+    pub systemd: bool,
 }
 
 impl Default for SiteOptions {
@@ -67,6 +71,7 @@ impl Default for SiteOptions {
             service_manager: false,
             probe_timeout_ms: slotd_agent::config::Timing::default().probe_timeout_ms,
             cyrus: false,
+            systemd: false,
         }
     }
 }
@@ -175,8 +180,14 @@ impl Site {
                 std::fs::write(&password, format!("{}\n", cyrus::PASSWORD)).expect("sync password");
                 c.cyrus.driver = Driver::Exec;
                 c.cyrus.root = site.cyrus_root(i);
-                c.cyrus.sync_password_file = Some(password);
+                c.cyrus.sync_password_file = password;
                 c.cyrus.replay_leftover = true;
+                if options.systemd {
+                    c.cyrus.driver = Driver::Systemd;
+                    let root = site.cyrus_root(i);
+                    let env = format!("CYRUS_ROOT={}\n", root.to_str().expect("utf-8 path"));
+                    std::fs::write(site.systemd_env(i), env).expect("cyrus-slot.env");
+                }
                 let node = format!("imap{}", i + 1);
                 let topology = site.topology();
                 let slots = &topology.nodes[i].slots;
@@ -224,6 +235,7 @@ impl Site {
             "--config",
         ])
         .arg(self.config(i))
+        .envs(self.systemd_vars(i))
         .env("RUST_LOG", "info,openraft=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -328,7 +340,42 @@ impl Site {
 
     /// `slotd fence` in host `i`'s namespace, as ExecStopPost runs it.
     pub fn fence_command(&self, i: usize) -> Command {
-        fence_command(self.lan.host(HOSTS[i]).name(), &self.config(i))
+        let mut cmd = fence_command(self.lan.host(HOSTS[i]).name(), &self.config(i));
+        cmd.envs(self.systemd_vars(i));
+        cmd
+    }
+
+    /// Node `i`'s stand-in for `/etc/slotd/cyrus-slot.env`.
+    fn systemd_env(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}-cyrus-slot.env", i + 1))
+    }
+
+    /// What node `i`'s agent and fence need for the stand-in systemctl
+    /// (nothing without `systemd`).
+    fn systemd_vars(&self, i: usize) -> Vec<(String, std::ffi::OsString)> {
+        if !self.options.systemd {
+            return Vec::new();
+        }
+        let bin = self.dir.path().join("bin");
+        let shim = bin.join("systemctl");
+        if !shim.exists() {
+            std::fs::create_dir_all(&bin).expect("bin dir");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/systemctl.sh");
+            std::os::unix::fs::symlink(script, &shim).expect("systemctl stand-in");
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin];
+        paths.extend(std::env::split_paths(&path));
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/cyrus-slot@.service");
+        vec![
+            ("PATH".to_owned(), std::env::join_paths(paths).expect("PATH")),
+            ("FAKE_SYSTEMD_UNIT".to_owned(), unit.into_os_string()),
+            ("FAKE_SYSTEMD_ENV".to_owned(), self.systemd_env(i).into_os_string()),
+            (
+                "FAKE_SYSTEMD_STATE".to_owned(),
+                self.dir.path().join(format!("n{}-systemd", i + 1)).into_os_string(),
+            ),
+        ]
     }
 
     pub fn fence(&self, i: usize) -> Output {

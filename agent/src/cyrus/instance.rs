@@ -1,14 +1,18 @@
-//! The `exec` driver: the agent runs `cyrmaster` for each slot itself, in a
-//! process group of its own (cyrmaster's SIGTERM handler signals its whole
-//! group), with the slot's instance directory `<cyrus.root>/<slot>/`
-//! (`etc/` is rendered here; `conf/`, `spool/`, `run/`, `log/` are the
-//! operator's, prepared as `cyrus makedirs` does, with the slot's sasldb).
+//! The Cyrus driver: a slot's instance, in the slot's directory
+//! `<cyrus.root>/<slot>/` (`etc/` is rendered here; `conf/`, `spool/`,
+//! `run/`, `log/` are the operator's, prepared as `cyrus makedirs` does,
+//! with the slot's sasldb). Two runners start cyrmaster there:
+//!
+//! - `exec`: the agent runs it itself, in a process group of its own
+//!   (cyrmaster's SIGTERM handler signals its whole group);
+//! - `systemd`: `cyrus-slot@SLOT.service`, through systemctl (`systemd`).
 //!
 //! Stopping means the whole process group, checked empty through `/proc`
 //! (an orphaned `imapd` keeps accepting clients on the master IP). A start
 //! waits until the role's port answers; cyrmaster refuses to start when the
 //! store IP is not bound here (`master_bind_errors_fatal`), which is the
 //! interlock behind the reconciler's order (bind, announce, then start).
+//! Flush, replay, backlog and health are the same whoever runs cyrmaster.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,7 +27,8 @@ use tracing::{info, warn};
 use super::procs::{members, stop_group};
 use super::render::{render, Role, Values};
 use super::synclog;
-use crate::config::CyrusConfig;
+use super::systemd;
+use crate::config::{CyrusConfig, Driver};
 use crate::driver::{DriverError, SlotContext, SlotDriver};
 use crate::reconcile::Instance;
 
@@ -33,7 +38,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The longest a start (a stop of what ran first included) or a stop may
 /// take here, SIGKILL's wait included: the reconciler allows this much.
-pub const START_STOP_BOUND: Duration = Duration::from_secs(5 + 2 + 15 + 5 + 2 + 1);
+/// `exec`: a stop (5 + 2), the start (15), the stop of a failed start
+/// (5 + 2), 1 to spare; `systemd`: each systemctl call is bounded by
+/// `SYSTEMCTL_TIMEOUT` (stop, show, start, show, stop, show) beside the
+/// 15 s start: the larger, rounded up.
+pub const START_STOP_BOUND: Duration = Duration::from_secs(6 * 10 + 15 + 5);
 /// One `sync_client -R -1` pass of a flush (it retries an unreachable
 /// replica for ever: lab pitfall 9).
 const FLUSH_PASS: Duration = Duration::from_secs(30);
@@ -49,17 +58,30 @@ const FLUSH_PASSES: u32 = 20;
 
 /// Ports an instance's role listens on, to tell it has started.
 const IMAP_PORT: u16 = 143;
+const LMTP_PORT: u16 = 24;
 const SYNC_PORT: u16 = 2005;
+/// One health check (connect and greeting).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Running {
     pgid: i32,
     instance: Instance,
+    /// `exec`: cyrmaster, the agent's child.
     child: Option<Child>,
 }
 
-pub struct ExecDriver {
+/// Who starts and stops a slot's cyrmaster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// The agent itself, as its child in a process group of its own.
+    Exec { cyrmaster: PathBuf },
+    /// systemd, as `cyrus-slot@SLOT.service`.
+    Systemd,
+}
+
+pub struct CyrusDriver {
     root: PathBuf,
-    cyrmaster: PathBuf,
+    runner: Runner,
     bin_dir: PathBuf,
     sync_password: String,
     /// This node's name, for servernames (`SLOT.NODE`).
@@ -74,23 +96,45 @@ fn failed(slot: &str, message: impl Into<String>) -> DriverError {
     }
 }
 
-impl ExecDriver {
-    /// Reads the sync password file; refuses a missing or empty one.
-    pub fn new(config: &CyrusConfig, node: &str) -> Result<ExecDriver, String> {
-        let file = config
-            .sync_password_file
-            .as_ref()
-            .ok_or("cyrus.sync_password_file is required with driver = \"exec\"")?;
-        let password = std::fs::read_to_string(file)
-            .map_err(|e| format!("cyrus.sync_password_file {}: {e}", file.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned();
-        if password.is_empty() {
-            return Err(format!("cyrus.sync_password_file {}: empty", file.display()));
-        }
-        Ok(ExecDriver {
+/// The sync password (`cyrus.sync_password_file`): one line, not empty.
+/// Read when the agent starts, and by `--check-config`.
+pub fn read_sync_password(config: &CyrusConfig) -> Result<String, String> {
+    let file = &config.sync_password_file;
+    let why = |what: String| {
+        format!(
+            "cyrus.sync_password_file {}: {what} (the password of cyrus in the replicas' sasldb; needed with driver = {:?})",
+            file.display(),
+            config.driver.as_str()
+        )
+    };
+    let password = std::fs::read_to_string(file)
+        .map_err(|e| why(e.to_string()))?
+        .trim_end_matches(['\n', '\r'])
+        .to_owned();
+    if password.is_empty() {
+        return Err(why("empty".to_owned()));
+    }
+    Ok(password)
+}
+
+impl CyrusDriver {
+    /// Reads the sync password file; refuses a missing or empty one. With
+    /// `systemd`, also asks systemd whether it knows the unit template.
+    pub async fn new(config: &CyrusConfig, node: &str) -> Result<CyrusDriver, String> {
+        let runner = match config.driver {
+            Driver::Exec => Runner::Exec {
+                cyrmaster: config.cyrmaster.clone(),
+            },
+            Driver::Systemd => {
+                systemd::check_installed().await?;
+                Runner::Systemd
+            }
+            Driver::None => return Err("cyrus.driver = \"none\" runs no Cyrus".to_owned()),
+        };
+        let password = read_sync_password(config)?;
+        Ok(CyrusDriver {
             root: config.root.clone(),
-            cyrmaster: config.cyrmaster.clone(),
+            runner,
             bin_dir: config.bin_dir.clone(),
             sync_password: password,
             node: node.to_owned(),
@@ -177,6 +221,39 @@ impl ExecDriver {
             }
         }
         let dir = self.configure(slot, role, ctx).await?;
+        let (ip, port) = match role {
+            Role::Master => (ctx.master_ip, IMAP_PORT),
+            Role::Replica => (ctx.replica_ip, SYNC_PORT),
+        };
+        let (pgid, child) = match &self.runner {
+            Runner::Exec { cyrmaster } => {
+                let (pgid, child) = self.spawn(slot, cyrmaster, &dir, ip, port).await?;
+                (pgid, Some(child))
+            }
+            Runner::Systemd => (self.start_unit(slot, &dir, ip, port).await?, None),
+        };
+        let instance = match role {
+            Role::Master => Instance::Master { epoch: ctx.epoch },
+            Role::Replica => Instance::Replica { epoch: ctx.epoch },
+        };
+        info!(slot, pgid, ?role, "cyrmaster serving");
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(slot.to_owned(), Running { pgid, instance, child });
+        Ok(())
+    }
+
+    /// `exec`: runs cyrmaster as a child in a group of its own, until it
+    /// serves `ip:port`. Its group, and the child.
+    async fn spawn(
+        &self,
+        slot: &str,
+        cyrmaster: &Path,
+        dir: &Path,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<(i32, Child), DriverError> {
         let log_path = dir.join("log").join("master.out");
         let log = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -189,7 +266,7 @@ impl ExecDriver {
         }
         .map_err(|e| failed(slot, format!("{}: {e}", log_path.display())))?;
         let err = log.try_clone().map_err(|e| failed(slot, e.to_string()))?;
-        let mut child = Command::new(&self.cyrmaster)
+        let mut child = Command::new(cyrmaster)
             .arg("-C")
             .arg(dir.join("etc/imapd.conf"))
             .arg("-M")
@@ -202,16 +279,17 @@ impl ExecDriver {
             // Its own group: cyrmaster's SIGTERM handler signals its group.
             .process_group(0)
             .spawn()
-            .map_err(|e| failed(slot, format!("{}: {e}", self.cyrmaster.display())))?;
+            .map_err(|e| failed(slot, format!("{}: {e}", cyrmaster.display())))?;
         let pgid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| failed(slot, "cyrmaster exited at once"))?;
-        let (ip, port) = match role {
-            Role::Master => (ctx.master_ip, IMAP_PORT),
-            Role::Replica => (ctx.replica_ip, SYNC_PORT),
-        };
-        if let Err(why) = wait_listening(&mut child, ip, port).await {
+        let served = wait_listening(ip, port, || match child.try_wait() {
+            Ok(Some(status)) => Some(format!("cyrmaster exited with {status}")),
+            _ => None,
+        })
+        .await;
+        if let Err(why) = served {
             stop_group(pgid, STOP_GRACE).await;
             let _ = child.wait().await;
             let tail = tail(&log_path);
@@ -220,20 +298,56 @@ impl ExecDriver {
                 format!("cyrmaster did not serve {ip}:{port}: {why}; {tail}"),
             ));
         }
-        let instance = match role {
-            Role::Master => Instance::Master { epoch: ctx.epoch },
-            Role::Replica => Instance::Replica { epoch: ctx.epoch },
+        Ok((pgid, child))
+    }
+
+    /// `systemd`: starts the slot's unit, checks that it runs the config
+    /// rendered here, and waits until it serves `ip:port`. Its group.
+    async fn start_unit(&self, slot: &str, dir: &Path, ip: IpAddr, port: u16) -> Result<i32, DriverError> {
+        let unit = systemd::unit(slot);
+        let hint = format!("journalctl -u {unit} tells more");
+        systemd::systemctl(&["start", &unit])
+            .await
+            .map_err(|e| failed(slot, format!("{e}; {hint}")))?;
+        let pid = systemd::show(&unit, "MainPID")
+            .await
+            .ok()
+            .and_then(|out| systemd::main_pid(&out));
+        let started = match pid {
+            None => Err(format!("{unit} has no main process")),
+            Some(pid) => {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if !super::procs::runs_config(&cmdline, dir) {
+                    Err(format!(
+                        "{unit} does not run {}/etc/imapd.conf (its command line: {:?}): set CYRUS_ROOT \
+                         in /etc/slotd/cyrus-slot.env to cyrus.root ({})",
+                        dir.display(),
+                        String::from_utf8_lossy(&cmdline).replace('\0', " ").trim(),
+                        self.root.display()
+                    ))
+                } else {
+                    // systemd starts services in a session of their own.
+                    let pgid = super::procs::group_of(pid).unwrap_or(pid);
+                    wait_listening(ip, port, || {
+                        (!super::procs::group_exists(pgid)).then(|| format!("{unit} exited"))
+                    })
+                    .await
+                    .map(|()| pgid)
+                }
+            }
         };
-        info!(slot, pgid, ?role, "cyrmaster serving");
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            slot.to_owned(),
-            Running {
-                pgid,
-                instance,
-                child: Some(child),
-            },
-        );
-        Ok(())
+        match started {
+            Ok(pgid) => Ok(pgid),
+            Err(why) => {
+                if let Err(e) = systemd::systemctl(&["stop", &unit]).await {
+                    warn!(slot, error = %e, "cannot stop the unit of a failed start");
+                }
+                Err(failed(
+                    slot,
+                    format!("cyrmaster did not serve {ip}:{port}: {why}; {hint}"),
+                ))
+            }
+        }
     }
 
     /// One `sync_client -r -f FILE` on the master: for each mailbox the file
@@ -339,12 +453,13 @@ impl ExecDriver {
     }
 }
 
-/// Until `ip:port` accepts a connection (or cyrmaster exits, or time is up).
-async fn wait_listening(child: &mut Child, ip: IpAddr, port: u16) -> Result<(), String> {
+/// Until `ip:port` accepts a connection (or `gone` says why the instance
+/// is no more, or time is up).
+async fn wait_listening(ip: IpAddr, port: u16, mut gone: impl FnMut() -> Option<String>) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("cyrmaster exited with {status}"));
+        if let Some(why) = gone() {
+            return Err(why);
         }
         let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, port));
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
@@ -365,23 +480,38 @@ fn tail(path: &Path) -> String {
     format!("{} says: {}", path.display(), shown.join(" | "))
 }
 
-/// The pid in a pidfile, if it names a running cyrmaster.
-fn pidfile_cyrmaster(path: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+/// The pid in the slot directory's pidfile, if it names a cyrmaster that
+/// runs this very slot's config (a pid reused by another slot's cyrmaster
+/// is not ours to stop).
+fn pidfile_cyrmaster(dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("run/master.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    matches!(comm.trim(), "cyrmaster" | "master").then_some(pid)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    (matches!(comm.trim(), "cyrmaster" | "master") && super::procs::runs_config(&cmdline, dir)).then_some(pid)
 }
 
-/// Stops every slot's cyrmaster named by a pidfile below `root` (for
-/// `slotd fence`, which runs without the agent): their whole groups.
-pub async fn stop_all(root: &Path) -> Vec<String> {
+/// Stops every slot instance (for `slotd fence`, which runs without the
+/// agent): with `systemd` every loaded slot unit, then (both runners) every
+/// cyrmaster a pidfile below `root` names, its whole group. The slots (or
+/// units) stopped.
+pub async fn stop_all(root: &Path, driver: Driver) -> Vec<String> {
     let mut stopped = Vec::new();
+    if driver == Driver::Systemd {
+        match systemd::stop_all().await {
+            Ok(units) => stopped.extend(units),
+            Err(e) => warn!(error = %e, "cannot stop the slot units"),
+        }
+    }
     let Ok(dir) = std::fs::read_dir(root) else {
         return stopped;
     };
     for entry in dir.flatten() {
         let slot = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pgid) = pidfile_cyrmaster(&entry.path().join("run/master.pid")) {
+        if let Some(pgid) = pidfile_cyrmaster(&entry.path()) {
             if stop_group(pgid, STOP_GRACE).await {
                 stopped.push(slot);
             } else {
@@ -392,7 +522,7 @@ pub async fn stop_all(root: &Path) -> Vec<String> {
     stopped
 }
 
-impl SlotDriver for ExecDriver {
+impl SlotDriver for CyrusDriver {
     async fn start_master(&self, slot: &str, ctx: &SlotContext) -> Result<(), DriverError> {
         self.start(slot, Role::Master, ctx).await
     }
@@ -405,10 +535,26 @@ impl SlotDriver for ExecDriver {
         // One this agent started, or one a previous agent left (pidfile).
         let (pgid, child) = match self.take(slot) {
             Some(r) => (Some(r.pgid), r.child),
-            None => (pidfile_cyrmaster(&self.dir(slot).join("run/master.pid")), None),
+            None => (pidfile_cyrmaster(&self.dir(slot)), None),
         };
+        if self.runner == Runner::Systemd {
+            // systemd stops the unit's whole cgroup; a stop of a unit that
+            // does not run is a no-op, so it is always asked.
+            let unit = systemd::unit(slot);
+            systemd::systemctl(&["stop", &unit])
+                .await
+                .map_err(|e| failed(slot, e))?;
+            let state = systemd::show(&unit, "ActiveState").await.map_err(|e| failed(slot, e))?;
+            if !systemd::is_down(&state) {
+                return Err(failed(slot, format!("{unit} is still {state} after a stop")));
+            }
+        }
         let Some(pgid) = pgid else { return Ok(()) };
-        let empty = stop_group(pgid, STOP_GRACE).await;
+        let empty = match self.runner {
+            Runner::Exec { .. } => stop_group(pgid, STOP_GRACE).await,
+            // Checked, and what escaped the unit's cgroup ended as with exec.
+            Runner::Systemd => super::procs::is_empty(pgid).await || stop_group(pgid, STOP_GRACE).await,
+        };
         if let Some(mut child) = child {
             let _ = child.wait().await;
         }
@@ -468,6 +614,51 @@ impl SlotDriver for ExecDriver {
             tokio::time::sleep(REPLAY_RETRY).await;
         }
         Err(last.unwrap_or_else(|| failed(slot, "no replay attempt")))
+    }
+
+    async fn health(&self, slot: &str, ctx: &SlotContext, master: bool) -> Vec<String> {
+        let name = self.servername(slot);
+        // Every banner names the instance (`servername`): one that answers
+        // with another name is not this slot's.
+        let checks: Vec<(&str, SocketAddr, &str)> = if master {
+            vec![
+                ("imap", SocketAddr::new(ctx.master_ip, IMAP_PORT), "* OK"),
+                ("lmtp", SocketAddr::new(ctx.master_ip, LMTP_PORT), "220 "),
+            ]
+        } else {
+            vec![
+                ("sync_server", SocketAddr::new(ctx.replica_ip, SYNC_PORT), "* OK"),
+                ("imap", SocketAddr::new(ctx.replica_ip, IMAP_PORT), "* OK"),
+            ]
+        };
+        let banners = checks.into_iter().map(|(what, addr, greeting)| {
+            let name = name.clone();
+            async move {
+                super::health::banner(addr, greeting, &name, HEALTH_TIMEOUT)
+                    .await
+                    .err()
+                    .map(|why| format!("{what} {addr}: {why}"))
+            }
+        });
+        let mut problems: Vec<String> = futures::future::join_all(banners).await.into_iter().flatten().collect();
+        if master {
+            let pgid = self
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(slot)
+                .map(|r| r.pgid);
+            let alive = match pgid {
+                Some(pgid) => tokio::task::spawn_blocking(move || super::procs::group_runs(pgid, "sync_client"))
+                    .await
+                    .unwrap_or(false),
+                None => false,
+            };
+            if !alive {
+                problems.push("sync_client is not running (changes are not replicated)".to_owned());
+            }
+        }
+        problems
     }
 
     async fn observe(&self) -> BTreeMap<String, Instance> {
