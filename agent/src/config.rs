@@ -136,6 +136,10 @@ pub struct CyrusConfig {
     /// A file holding the password of `sync_authname` (`cyrus`) in the
     /// replicas' sasldb (read when the agent starts; unused with `none`).
     pub sync_password_file: PathBuf,
+    /// The site's own `imapd.conf` options, appended to what slotd renders
+    /// for every slot when the file exists (`ROOT/SLOT/imapd.local.conf`
+    /// adds a slot's own); options slotd sets are refused.
+    pub imapd_local: PathBuf,
     /// After an unclean failover, have the new master replay this node's
     /// leftover sync log when it returns (else it is kept aside).
     pub replay_leftover: bool,
@@ -149,6 +153,7 @@ impl Default for CyrusConfig {
             cyrmaster: PathBuf::from("/usr/sbin/cyrmaster"),
             bin_dir: PathBuf::from("/usr/lib/cyrus/bin"),
             sync_password_file: PathBuf::from("/etc/slotd/sync-password"),
+            imapd_local: PathBuf::from("/etc/slotd/imapd.local.conf"),
             replay_leftover: false,
         }
     }
@@ -641,10 +646,9 @@ impl Config {
         let _ = writeln!(out, "root = {}", quote(&cy.root.to_string_lossy()));
         let _ = writeln!(out, "cyrmaster = {}", quote(&cy.cyrmaster.to_string_lossy()));
         let _ = writeln!(out, "bin_dir = {}", quote(&cy.bin_dir.to_string_lossy()));
-        {
-            let f = &cy.sync_password_file;
-            let _ = writeln!(out, "sync_password_file = {}", quote(&f.to_string_lossy()));
-        }
+        let f = &cy.sync_password_file;
+        let _ = writeln!(out, "sync_password_file = {}", quote(&f.to_string_lossy()));
+        let _ = writeln!(out, "imapd_local = {}", quote(&cy.imapd_local.to_string_lossy()));
         let _ = writeln!(out, "replay_leftover = {}", cy.replay_leftover);
         let t = &self.timing;
         let _ = writeln!(out, "\n[timing]");
@@ -842,6 +846,7 @@ interface = "eth0"
 driver = "exec"
 root = "/srv/cyrus"
 sync_password_file = "/etc/slotd/sync-password"
+imapd_local = "/srv/cyrus/imapd.local.conf"
 [timing]
 heartbeat_ms = 100
 lease_ms = 1300
@@ -881,6 +886,7 @@ interface = "eth0"
                 driver: Driver::Exec,
                 root: PathBuf::from("/srv/cyrus"),
                 sync_password_file: PathBuf::from("/etc/slotd/sync-password"),
+                imapd_local: PathBuf::from("/srv/cyrus/imapd.local.conf"),
                 ..CyrusConfig::default()
             },
             timing: Timing {

@@ -23,6 +23,8 @@ pub struct SlotContext {
     /// Where a replica's sync_server listens (and the master's
     /// sync_client connects).
     pub replica_ip: IpAddr,
+    /// How many slots the store has (one master and `slots - 1` replicas).
+    pub slots: usize,
 }
 
 /// Why a driver could not do what it was asked.

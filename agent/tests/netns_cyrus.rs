@@ -52,6 +52,16 @@ fn cyrus_site(tag: &str, systemd: bool) -> (Arc<Site>, IpAddr, String) {
         client.spawn_blocking(move || banner(ip)).join().ok().flatten()
     });
     assert!(answers.ends_with(&format!(".{first}")), "banner {answers:?}");
+    let greeting = client
+        .spawn_blocking(move || common::netns::cyrus::greeting(ip))
+        .join()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(
+        !greeting.contains("3."),
+        "imapd.local.conf's serverinfo: min hides the version: {greeting:?}"
+    );
     let created = client
         .spawn_blocking(move || imap(ip, "cyrus", &["CREATE user.alice"]))
         .join()

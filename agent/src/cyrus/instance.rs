@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
 use super::procs::{members, stop_group};
-use super::render::{render, Role, Values};
+use super::render::{render, with_local, Local, Role, Values};
 use super::synclog;
 use super::systemd;
 use crate::config::{CyrusConfig, Driver};
@@ -81,6 +81,8 @@ pub enum Runner {
 
 pub struct CyrusDriver {
     root: PathBuf,
+    /// The site's own imapd.conf options (`cyrus.imapd_local`), if present.
+    imapd_local: PathBuf,
     runner: Runner,
     bin_dir: PathBuf,
     sync_password: String,
@@ -132,8 +134,23 @@ impl CyrusDriver {
             Driver::None => return Err("cyrus.driver = \"none\" runs no Cyrus".to_owned()),
         };
         let password = read_sync_password(config)?;
+        // With non-local binds allowed, cyrmaster binds a store IP this
+        // machine does not hold: the interlock behind the mission's order
+        // (no master without its IP) is gone; the reconciler's order stays.
+        for (family, file) in [
+            ("ipv4", "/proc/sys/net/ipv4/ip_nonlocal_bind"),
+            ("ipv6", "/proc/sys/net/ipv6/ip_nonlocal_bind"),
+        ] {
+            if std::fs::read_to_string(file).is_ok_and(|v| v.trim() == "1") {
+                warn!(
+                    "net.{family}.ip_nonlocal_bind = 1: Cyrus can start without its store IP bound \
+                     (master_bind_errors_fatal no longer guards the order); set it to 0 on slot machines"
+                );
+            }
+        }
         Ok(CyrusDriver {
             root: config.root.clone(),
+            imapd_local: config.imapd_local.clone(),
             runner,
             bin_dir: config.bin_dir.clone(),
             sync_password: password,
@@ -182,7 +199,25 @@ impl CyrusDriver {
         let (imapd, cyrus) = render(role, &values).map_err(|e| failed(slot, e.to_string()))?;
         let written = {
             let dir = dir.clone();
+            let site_local = self.imapd_local.clone();
             tokio::task::spawn_blocking(move || -> Result<(), String> {
+                // The operator's own options, after slotd's (see `render`).
+                let read = |path: &Path| match std::fs::read_to_string(path) {
+                    Ok(text) => Ok(Some(text)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(format!("{}: {e}", path.display())),
+                };
+                let slot_local = dir.join("imapd.local.conf");
+                let (site_text, slot_text) = (read(&site_local)?, read(&slot_local)?);
+                let site = site_text.as_deref().map(|text| Local {
+                    file: &site_local,
+                    text,
+                });
+                let slot = slot_text.as_deref().map(|text| Local {
+                    file: &slot_local,
+                    text,
+                });
+                let imapd = with_local(&imapd, site, slot).map_err(|e| e.to_string())?;
                 let etc = dir.join("etc");
                 std::fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
                 // imapd.conf holds the sync password: readable by the Cyrus
@@ -209,6 +244,17 @@ impl CyrusDriver {
 
     async fn start(&self, slot: &str, role: Role, ctx: &SlotContext) -> Result<(), DriverError> {
         self.stop(slot).await?;
+        if ctx.slots > 2 {
+            // One replica IP: a second replica could not bind it, and the
+            // master's sync_client, flush and replay reach only one.
+            return Err(failed(
+                slot,
+                format!(
+                    "store {} has {} slots; the Cyrus driver runs stores of one master and one replica",
+                    ctx.store, ctx.slots
+                ),
+            ));
+        }
         if role == Role::Replica {
             // Never resend an earlier life's changes (see `synclog`).
             let conf = self.dir(slot).join("conf");
@@ -687,5 +733,48 @@ impl SlotDriver for CyrusDriver {
             alive
         });
         running.iter().map(|(slot, r)| (slot.clone(), r.instance)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_of_more_than_two_slots_are_refused_before_anything_runs() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "secret\n").map_err(|e| e.to_string())?;
+        let config = CyrusConfig {
+            driver: Driver::Exec,
+            root: dir.path().join("cyrus"),
+            cyrmaster: PathBuf::from("/nonexistent/cyrmaster"),
+            sync_password_file: password,
+            ..CyrusConfig::default()
+        };
+        let driver = CyrusDriver::new(&config, "imap1").await?;
+        let mut ctx = SlotContext {
+            store: "st01".into(),
+            epoch: 1,
+            master_ip: "10.64.0.1".parse().map_err(|_| "ip")?,
+            replica_ip: "10.128.0.1".parse().map_err(|_| "ip")?,
+            slots: 3,
+        };
+        let e = driver
+            .start_master("s01", &ctx)
+            .await
+            .err()
+            .ok_or("a 3-slot store started")?;
+        assert!(e.to_string().contains("store st01 has 3 slots"), "{e}");
+        // Two slots get past that check (and fail later, for lack of a
+        // prepared instance directory).
+        ctx.slots = 2;
+        let e = driver
+            .start_master("s01", &ctx)
+            .await
+            .err()
+            .ok_or("started without a slot directory")?;
+        assert!(e.to_string().contains("has no conf/"), "{e}");
+        Ok(())
     }
 }

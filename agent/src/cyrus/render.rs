@@ -44,6 +44,109 @@ pub enum RenderError {
     },
     #[error("template {template}: placeholder @{name}@ has no value")]
     Unfilled { template: &'static str, name: String },
+    #[error("{file}:{line}: {why}")]
+    Local { file: String, line: usize, why: String },
+}
+
+/// An operator's own `imapd.conf` lines (`[cyrus] imapd_local`, and the
+/// slot's `ROOT/SLOT/imapd.local.conf`): where they come from, and the text.
+#[derive(Clone, Debug)]
+pub struct Local<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+}
+
+/// The options of an `imapd.conf` text (`option: value` lines), with their
+/// line numbers; a line that is neither that, a comment nor blank is an
+/// error naming it.
+fn options(file: &Path, text: &str) -> Result<Vec<(usize, String)>, RenderError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let key = line
+            .split_once(':')
+            .map(|(k, _)| k)
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        match key {
+            Some(key) => out.push((i + 1, key.to_ascii_lowercase())),
+            None => {
+                return Err(RenderError::Local {
+                    file: file.display().to_string(),
+                    line: i + 1,
+                    why: "not an `option: value` line".to_owned(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The options slotd sets itself, in either role: an operator's file may
+/// not set them (paths, identity, authentication of the sync user, where
+/// services listen, replication).
+fn owned() -> std::collections::BTreeSet<String> {
+    [IMAPD_MASTER, IMAPD_REPLICA]
+        .into_iter()
+        .flat_map(|t| options(Path::new("built-in"), t).unwrap_or_default())
+        .map(|(_, k)| k)
+        .collect()
+}
+
+/// `generated` followed by the operator's lines: the site's first, then the
+/// slot's (a slot's option replaces the site's). An option slotd sets, or
+/// one set twice in one file, is refused with its file and line (Cyrus
+/// would take one of them silently).
+pub fn with_local(generated: &str, site: Option<Local<'_>>, slot: Option<Local<'_>>) -> Result<String, RenderError> {
+    let owned = owned();
+    let mut checked = Vec::new();
+    for local in [site, slot].into_iter().flatten() {
+        let opts = options(local.file, local.text)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (line, key) in &opts {
+            let why = if owned.contains(key) {
+                Some(format!("{key} is set by slotd (per role); it cannot be changed here"))
+            } else if !seen.insert(key.clone()) {
+                Some(format!("{key} is set twice in this file"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RenderError::Local {
+                    file: local.file.display().to_string(),
+                    line: *line,
+                    why,
+                });
+            }
+        }
+        checked.push((local, opts));
+    }
+    let slot_keys: std::collections::BTreeSet<String> = match checked.get(1) {
+        Some((_, opts)) => opts.iter().map(|(_, k)| k.clone()).collect(),
+        None => Default::default(),
+    };
+    let mut out = generated.to_owned();
+    for (n, (local, opts)) in checked.iter().enumerate() {
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\n## From {}\n", local.file.display()));
+        let replaced: std::collections::BTreeSet<usize> = if n == 0 && checked.len() == 2 {
+            opts.iter()
+                .filter(|(_, k)| slot_keys.contains(k))
+                .map(|(l, _)| *l)
+                .collect()
+        } else {
+            Default::default()
+        };
+        for (i, line) in local.text.lines().enumerate() {
+            if replaced.contains(&(i + 1)) {
+                out.push_str("# (replaced by the slot's file) ");
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 /// `(imapd.conf, cyrus.conf)` for `role`.
@@ -193,5 +296,44 @@ mod tests {
             fill(("t", "x: @NOPE@"), &BTreeMap::new()),
             Err(RenderError::Unfilled { .. })
         ));
+    }
+
+    #[test]
+    fn operators_add_their_own_options_but_never_slotds() {
+        let (generated, _) = render(Role::Master, &values(Path::new("/srv/cyrus/s01"))).unwrap();
+        let site = Path::new("/etc/slotd/imapd.local.conf");
+        let slot = Path::new("/srv/cyrus/s01/imapd.local.conf");
+        let local = |file, text| Some(Local { file, text });
+
+        let text = "# TLS for clients\ntls_server_cert: /etc/ssl/imap.pem\nquotawarn: 90\n";
+        let out = with_local(&generated, local(site, text), local(slot, "quotawarn: 80\n")).unwrap();
+        assert!(out.starts_with(&generated), "slotd's part comes first, unchanged");
+        assert!(out
+            .contains("## From /etc/slotd/imapd.local.conf\n# TLS for clients\ntls_server_cert: /etc/ssl/imap.pem\n"));
+        assert!(out.contains("# (replaced by the slot's file) quotawarn: 90\n"), "{out}");
+        assert!(
+            out.ends_with("## From /srv/cyrus/s01/imapd.local.conf\nquotawarn: 80\n"),
+            "{out}"
+        );
+        assert_eq!(with_local(&generated, None, None).unwrap(), generated);
+
+        for (text, line, why) in [
+            ("quotawarn: 90\nsync_host: 10.0.0.9\n", 2, "sync_host is set by slotd"),
+            ("SERVERNAME: x\n", 1, "servername is set by slotd"),
+            ("configdirectory: /tmp\n", 1, "configdirectory is set by slotd"),
+            ("sync_log: 1\n", 1, "sync_log is set by slotd"),
+            ("a: 1\n\na: 2\n", 3, "a is set twice"),
+            ("just words\n", 1, "not an `option: value` line"),
+        ] {
+            let e = with_local(&generated, local(site, text), None).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("/etc/slotd/imapd.local.conf:{line}: ")), "{e}");
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+        let e = with_local(&generated, None, local(slot, "sync_password: x\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/srv/cyrus/s01/imapd.local.conf:1: sync_password"),
+            "{e}"
+        );
     }
 }

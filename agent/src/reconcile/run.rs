@@ -751,6 +751,7 @@ fn context(state: &ClusterState, store: &str, epoch: u64) -> Result<crate::drive
         epoch,
         master_ip: s.master_ip.addr,
         replica_ip: s.replica_ip.addr,
+        slots: s.slots.len(),
     })
 }
 
@@ -908,6 +909,7 @@ impl<D: SlotDriver> HealthChecker<D> {
                     epoch: s.epoch,
                     master_ip: s.master_ip.addr,
                     replica_ip: s.replica_ip.addr,
+                    slots: s.slots.len(),
                 };
                 let driver = &self.driver;
                 Some(async move {

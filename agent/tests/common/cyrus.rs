@@ -213,6 +213,12 @@ pub fn delivered(ip: IpAddr) -> std::io::Result<Vec<u64>> {
 }
 
 /// The IMAP banner's server name at `ip` (which instance answers).
+/// The whole IMAP greeting line on `ip`.
+pub fn greeting(ip: IpAddr) -> Option<String> {
+    let (mut r, _w) = connect(ip, 143).ok()?;
+    line(&mut r).ok()
+}
+
 pub fn banner(ip: IpAddr) -> Option<String> {
     let (mut r, _w) = connect(ip, 143).ok()?;
     let g = line(&mut r).ok()?;

@@ -182,6 +182,10 @@ impl Site {
                 c.cyrus.root = site.cyrus_root(i);
                 c.cyrus.sync_password_file = password;
                 c.cyrus.replay_leftover = true;
+                // The site's own options reach every instance (the
+                // greeting shows it: no version with `serverinfo: min`).
+                c.cyrus.imapd_local = site.dir.path().join("imapd.local.conf");
+                std::fs::write(&c.cyrus.imapd_local, "# the site's own\nserverinfo: min\n").expect("imapd.local.conf");
                 if options.systemd {
                     c.cyrus.driver = Driver::Systemd;
                     let root = site.cyrus_root(i);
