@@ -113,12 +113,14 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
         }
     };
     // Instances first (the mission's order: no Cyrus runs as master
-    // without its IP, so it stops before the IP goes): every slot unit
-    // (`systemd`), every slot's cyrmaster a pidfile names, whole groups.
-    if config.cyrus.driver != crate::config::Driver::None {
-        let stopped = crate::cyrus::instance::stop_all(&config.cyrus.root, config.cyrus.driver).await;
-        if !stopped.is_empty() {
-            info!(slots = ?stopped, "Cyrus instances stopped");
+    // without its IP, so it stops before the IP goes): SIGKILL to every
+    // slot's group a pidfile names, all at once (the kernel's work, in
+    // milliseconds: the IPs must go within the margin).
+    let cyrus = config.cyrus.driver != crate::config::Driver::None;
+    if cyrus {
+        let killed = crate::cyrus::instance::kill_all(&config.cyrus.root).await;
+        if !killed.is_empty() {
+            info!(slots = ?killed, "Cyrus instances killed");
         }
     }
     let done = if config.manage_addresses {
@@ -131,6 +133,16 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             seen_interface: true,
         }
     };
+    // Then systemd's units, also one whose cyrmaster has no pidfile yet;
+    // bounded, it waits for no job.
+    if cyrus && config.cyrus.driver == crate::config::Driver::Systemd {
+        let kill = crate::cyrus::systemd::kill_all();
+        match tokio::time::timeout(crate::cyrus::systemd::FENCE_SYSTEMCTL_TIMEOUT, kill).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot kill the slot units"),
+            Err(_) => warn!("systemctl kill of the slot units gave no answer in time"),
+        }
+    }
     let may_tell = lock.is_some() && done.seen_interface;
     let leader_accepted = tell(config, may_tell, done.state.as_ref()).await;
     Ok(Fenced {

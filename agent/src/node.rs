@@ -255,7 +255,8 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
             demote_timeout: config.switchover.demote_timeout(),
             renew_now,
             replay_leftover: config.cyrus.replay_leftover,
-            replayed: Mutex::new(Default::default()),
+            replayed: Default::default(),
+            replaying: Default::default(),
         }
         .run(loops_rx.clone()),
     );

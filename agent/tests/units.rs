@@ -45,7 +45,7 @@ fn the_cyrus_slot_template_verifies() -> Result<(), String> {
 fn the_slot_unit_never_restarts_or_starts_at_boot_and_stops_its_cgroup() -> Result<(), String> {
     let text = std::fs::read_to_string(units().join("cyrus-slot@.service")).map_err(|e| e.to_string())?;
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    for want in ["KillMode=control-group", "Restart=no", "SendSIGKILL=yes", "Type=simple"] {
+    for want in ["KillMode=control-group", "Restart=no", "SendSIGKILL=yes", "Type=exec"] {
         if !lines.contains(&want) {
             return Err(format!("cyrus-slot@.service lacks {want}"));
         }

@@ -38,11 +38,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The longest a start (a stop of what ran first included) or a stop may
 /// take here, SIGKILL's wait included: the reconciler allows this much.
-/// `exec`: a stop (5 + 2), the start (15), the stop of a failed start
-/// (5 + 2), 1 to spare; `systemd`: each systemctl call is bounded by
-/// `SYSTEMCTL_TIMEOUT` (stop, show, start, show, stop, show) beside the
-/// 15 s start: the larger, rounded up.
-pub const START_STOP_BOUND: Duration = Duration::from_secs(6 * 10 + 15 + 5);
+/// The longest path of a start (`worst_start`), with room to spare: the
+/// reconciler must never cut a start half-way (it would leave an instance
+/// it does not track).
+pub const START_STOP_BOUND: Duration = Duration::from_secs(120);
 /// One `sync_client -R -1` pass of a flush (it retries an unreachable
 /// replica for ever: lab pitfall 9).
 const FLUSH_PASS: Duration = Duration::from_secs(30);
@@ -134,6 +133,10 @@ impl CyrusDriver {
             Driver::None => return Err("cyrus.driver = \"none\" runs no Cyrus".to_owned()),
         };
         let password = read_sync_password(config)?;
+        let left = stop_leftovers(&config.root, &runner).await;
+        if !left.is_empty() {
+            warn!(instances = ?left, "stopped Cyrus instances a previous agent left running");
+        }
         // With non-local binds allowed, cyrmaster binds a store IP this
         // machine does not hold: the interlock behind the mission's order
         // (no master without its IP) is gone; the reconciler's order stays.
@@ -352,16 +355,17 @@ impl CyrusDriver {
     async fn start_unit(&self, slot: &str, dir: &Path, ip: IpAddr, port: u16) -> Result<i32, DriverError> {
         let unit = systemd::unit(slot);
         let hint = format!("journalctl -u {unit} tells more");
-        systemd::systemctl(&["start", &unit])
-            .await
-            .map_err(|e| failed(slot, format!("{e}; {hint}")))?;
-        let pid = systemd::show(&unit, "MainPID")
-            .await
-            .ok()
-            .and_then(|out| systemd::main_pid(&out));
-        let started = match pid {
-            None => Err(format!("{unit} has no main process")),
-            Some(pid) => {
+        // Type=exec: the start returns once cyrmaster runs (or failed to).
+        let started = match systemd::systemctl(&["start", &unit]).await {
+            Err(e) => Err(e),
+            Ok(_) => match systemd::show(&unit, "MainPID").await {
+                Err(e) => Err(e),
+                Ok(out) => systemd::main_pid(&out).ok_or_else(|| format!("{unit} has no main process")),
+            },
+        };
+        let started = match started {
+            Err(e) => Err(e),
+            Ok(pid) => {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 if !super::procs::runs_config(&cmdline, dir) {
                     Err(format!(
@@ -385,6 +389,8 @@ impl CyrusDriver {
         match started {
             Ok(pgid) => Ok(pgid),
             Err(why) => {
+                // Also when systemctl itself failed or gave up: its start
+                // job may still run inside systemd; a stop cancels it.
                 if let Err(e) = systemd::systemctl(&["stop", &unit]).await {
                     warn!(slot, error = %e, "cannot stop the unit of a failed start");
                 }
@@ -540,29 +546,63 @@ fn pidfile_cyrmaster(dir: &Path) -> Option<i32> {
     (matches!(comm.trim(), "cyrmaster" | "master") && super::procs::runs_config(&cmdline, dir)).then_some(pid)
 }
 
-/// Stops every slot instance (for `slotd fence`, which runs without the
-/// agent): with `systemd` every loaded slot unit, then (both runners) every
-/// cyrmaster a pidfile below `root` names, its whole group. The slots (or
-/// units) stopped.
-pub async fn stop_all(root: &Path, driver: Driver) -> Vec<String> {
-    let mut stopped = Vec::new();
-    if driver == Driver::Systemd {
-        match systemd::stop_all().await {
-            Ok(units) => stopped.extend(units),
-            Err(e) => warn!(error = %e, "cannot stop the slot units"),
+/// Every slot's cyrmaster a pidfile below `root` names: (slot, group).
+fn pidfile_groups(root: &Path) -> Vec<(String, i32)> {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let slot = entry.file_name().to_string_lossy().into_owned();
+            Some((slot, pidfile_cyrmaster(&entry.path())?))
+        })
+        .collect()
+}
+
+/// For `slotd fence`, which runs when the agent is gone and must be quick
+/// (DESIGN rule 4: within the margin, IPs included): SIGKILL to every
+/// slot's group a pidfile names, all at once, then a short wait until they
+/// are empty (Cyrus recovers its databases at the next start). The slots
+/// killed.
+pub async fn kill_all(root: &Path) -> Vec<String> {
+    let groups = pidfile_groups(root);
+    for (_, pgid) in &groups {
+        super::procs::signal_group(*pgid, libc::SIGKILL);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut killed = Vec::new();
+    for (slot, pgid) in groups {
+        while !super::procs::is_empty(pgid).await && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if super::procs::is_empty(pgid).await {
+            killed.push(slot);
+        } else {
+            warn!(slot, pgid, "processes of the instance survive SIGKILL");
         }
     }
-    let Ok(dir) = std::fs::read_dir(root) else {
-        return stopped;
-    };
-    for entry in dir.flatten() {
-        let slot = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pgid) = pidfile_cyrmaster(&entry.path()) {
-            if stop_group(pgid, STOP_GRACE).await {
-                stopped.push(slot);
-            } else {
-                warn!(slot, pgid, "processes of the instance survive SIGKILL");
-            }
+    killed
+}
+
+/// Stops what a previous life of the agent left running (a fence that
+/// failed, an agent run by hand): every slot unit (`systemd`) and every
+/// group a pidfile names, side by side. The agent then starts only what
+/// the log asks for.
+async fn stop_leftovers(root: &Path, runner: &Runner) -> Vec<String> {
+    let mut stopped = Vec::new();
+    if *runner == Runner::Systemd {
+        match systemd::stop_all().await {
+            Ok(units) => stopped.extend(units),
+            Err(e) => warn!(error = %e, "cannot stop the slot units left running"),
+        }
+    }
+    let groups = pidfile_groups(root);
+    let stops = groups.iter().map(|(_, pgid)| stop_group(*pgid, STOP_GRACE));
+    for ((slot, _), empty) in groups.iter().zip(futures::future::join_all(stops).await) {
+        if empty {
+            stopped.push(slot.clone());
+        } else {
+            warn!(slot, "processes of an instance left running survive SIGKILL");
         }
     }
     stopped
@@ -579,20 +619,38 @@ impl SlotDriver for CyrusDriver {
 
     async fn stop(&self, slot: &str) -> Result<(), DriverError> {
         // One this agent started, or one a previous agent left (pidfile).
-        let (pgid, child) = match self.take(slot) {
-            Some(r) => (Some(r.pgid), r.child),
+        let (pgid, mut running) = match self.take(slot) {
+            Some(r) => (Some(r.pgid), Some(r)),
             None => (pidfile_cyrmaster(&self.dir(slot)), None),
+        };
+        // A stop that fails leaves the instance known as running, so that
+        // the reconciler sees it and tries again.
+        let keep = |running: Option<Running>| {
+            if let Some(r) = running {
+                self.running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(slot.to_owned(), r);
+            }
         };
         if self.runner == Runner::Systemd {
             // systemd stops the unit's whole cgroup; a stop of a unit that
             // does not run is a no-op, so it is always asked.
             let unit = systemd::unit(slot);
-            systemd::systemctl(&["stop", &unit])
-                .await
-                .map_err(|e| failed(slot, e))?;
-            let state = systemd::show(&unit, "ActiveState").await.map_err(|e| failed(slot, e))?;
-            if !systemd::is_down(&state) {
-                return Err(failed(slot, format!("{unit} is still {state} after a stop")));
+            let stopped = match systemd::systemctl(&["stop", &unit]).await {
+                Ok(_) => systemd::show(&unit, "ActiveState").await,
+                Err(e) => Err(e),
+            };
+            match stopped {
+                Ok(state) if systemd::is_down(&state) => {}
+                Ok(state) => {
+                    keep(running);
+                    return Err(failed(slot, format!("{unit} is still {state} after a stop")));
+                }
+                Err(e) => {
+                    keep(running);
+                    return Err(failed(slot, e));
+                }
             }
         }
         let Some(pgid) = pgid else { return Ok(()) };
@@ -601,14 +659,15 @@ impl SlotDriver for CyrusDriver {
             // Checked, and what escaped the unit's cgroup ended as with exec.
             Runner::Systemd => super::procs::is_empty(pgid).await || stop_group(pgid, STOP_GRACE).await,
         };
-        if let Some(mut child) = child {
-            let _ = child.wait().await;
-        }
         if !empty {
+            keep(running);
             return Err(failed(
                 slot,
                 format!("processes of group {pgid} survive SIGKILL: {:?}", members(pgid)),
             ));
+        }
+        if let Some(child) = running.as_mut().and_then(|r| r.child.as_mut()) {
+            let _ = child.wait().await;
         }
         Ok(())
     }
@@ -739,6 +798,21 @@ impl SlotDriver for CyrusDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reconcilers_bound_covers_the_longest_start() {
+        // stop_group waits STOP_GRACE, then up to 2 s after SIGKILL.
+        let group = STOP_GRACE + Duration::from_secs(2);
+        let connect = Duration::from_millis(200);
+        let systemctl = systemd::SYSTEMCTL_TIMEOUT;
+        // systemd: stop (stop, show, the group), then start, show, wait to
+        // serve, and the stop of a failed start.
+        let systemd = (systemctl * 2 + group) + (systemctl * 2 + START_TIMEOUT + connect + systemctl);
+        // exec: stop, start, the stop of a failed start.
+        let exec = group + START_TIMEOUT + connect + group;
+        assert!(systemd < START_STOP_BOUND, "{systemd:?}");
+        assert!(exec < START_STOP_BOUND, "{exec:?}");
+    }
 
     #[tokio::test]
     async fn stores_of_more_than_two_slots_are_refused_before_anything_runs() -> Result<(), String> {

@@ -19,6 +19,10 @@ const SYSTEMCTL: &str = "systemctl";
 /// `TimeoutStopSec` (5 s) and SIGKILL, and room for a busy manager.
 pub const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The longest `slotd fence` waits for systemd (it runs when the agent is
+/// gone and must be quick).
+pub const FENCE_SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The template every slot's unit is an instance of.
 pub const TEMPLATE: &str = "cyrus-slot@.service";
 
@@ -122,6 +126,13 @@ pub async fn stop_all() -> Result<Vec<String>, String> {
     args.extend(running.iter().map(String::as_str));
     systemctl(&args).await?;
     Ok(running)
+}
+
+/// SIGKILL to every slot unit's processes (for `slotd fence`, after the
+/// kernel-side kill): also those of a unit whose cyrmaster has not written
+/// its pidfile yet. Waits for no job.
+pub async fn kill_all() -> Result<(), String> {
+    systemctl(&["kill", "--signal=SIGKILL", &unit("*")]).await.map(drop)
 }
 
 #[cfg(test)]

@@ -97,7 +97,10 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     /// Offer leftover sync logs for a replay (`cyrus.replay_leftover`).
     pub replay_leftover: bool,
     /// Replays run as master, by store.
-    pub replayed: Mutex<BTreeMap<String, Replayed>>,
+    pub replayed: Arc<Mutex<BTreeMap<String, Replayed>>>,
+    /// Replays under way, by store: they run on tasks of their own (up to
+    /// `REPLAY_BOUND`), never holding up a pass.
+    pub replaying: Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
 }
 
 fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
@@ -446,7 +449,6 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // untracked instance behind).
             let limit = match action {
                 Action::Demote { .. } => r.demote_timeout,
-                Action::Replay { .. } => crate::cyrus::instance::REPLAY_BOUND,
                 Action::Stop { .. } | Action::StartMaster { .. } | Action::StartReplica { .. } => {
                     crate::cyrus::instance::START_STOP_BOUND
                 }
@@ -549,6 +551,24 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
         }
         let clean = leftovers_settled(state, r.me, observed, &waiting);
+        // A replay goes on only while this node masters the store with a
+        // valid lease and the store still waits for it: its sync_client
+        // must not write into mailboxes this node no longer masters.
+        r.replaying
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|store, job| {
+                let wanted = lease_valid
+                    && state
+                        .stores
+                        .get(store)
+                        .is_some_and(|s| s.master == r.me && s.replay.is_some());
+                if !wanted && !job.is_finished() {
+                    warn!(store = %store, "replay stopped: this node no longer masters the store");
+                    job.abort();
+                }
+                wanted && !job.is_finished()
+            });
         // Replays run here as master, while the store still waits for that
         // very replay (an outcome of an earlier one is forgotten).
         let replayed: BTreeMap<String, Replayed> = {
@@ -702,31 +722,48 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     .filter(|p| p.from == *from)
                     .map(|p| p.log.clone())
                     .ok_or("the replay is no longer pending")?;
+                let mut jobs = r.replaying.lock().unwrap_or_else(PoisonError::into_inner);
+                if jobs.get(store).is_some_and(|j| !j.is_finished()) {
+                    return Ok(());
+                }
                 let digest = crate::wire::replay_digest(&log);
-                let outcome = match r.driver.replay(slot, &log).await {
-                    Ok(note) => {
-                        info!(slot, from, %note, "leftover sync log replayed");
-                        Replayed {
-                            from: *from,
-                            digest,
-                            ok: true,
-                            note,
+                let (driver, replayed) = (r.driver.clone(), r.replayed.clone());
+                let (store, slot, from) = (store.clone(), slot.clone(), *from);
+                let key = store.clone();
+                let bound = crate::cyrus::instance::REPLAY_BOUND;
+                let job = async move {
+                    let outcome = match tokio::time::timeout(bound, driver.replay(&slot, &log)).await {
+                        Ok(Ok(note)) => {
+                            info!(slot, from, %note, "leftover sync log replayed");
+                            Replayed {
+                                from,
+                                digest,
+                                ok: true,
+                                note,
+                            }
                         }
-                    }
-                    Err(e) => {
-                        warn!(slot, from, error = %e, "replay of the leftover sync log failed");
-                        Replayed {
-                            from: *from,
-                            digest,
-                            ok: false,
-                            note: e.to_string(),
+                        failed => {
+                            let note = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no result within {bound:?}"),
+                            };
+                            warn!(slot, from, error = %note, "replay of the leftover sync log failed");
+                            Replayed {
+                                from,
+                                digest,
+                                ok: false,
+                                note,
+                            }
                         }
-                    }
+                    };
+                    // The next pass reports it (`publish`).
+                    replayed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(store, outcome);
                 };
-                r.replayed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(store.clone(), outcome);
+                let span = tracing::Span::current();
+                jobs.insert(key, tokio::spawn(job.instrument(span)).abort_handle());
             }
             Action::StartReplica { store, slot, epoch } => {
                 let ctx = context(state, store, *epoch)?;
@@ -895,12 +932,19 @@ impl<D: SlotDriver> HealthChecker<D> {
                 _ = tokio::time::sleep(HEALTH_EVERY) => {}
             }
             let state = self.reader.with(|d| d.state.clone());
-            let instances = self.driver.observe().await;
+            // What the reconciler last observed (the driver's own view is
+            // the reconciler's to keep).
+            let instances = self
+                .report
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .instances
+                .clone();
             let checks = state.stores.values().filter_map(|s| {
                 let slot = s.slot_on(self.me)?;
-                let master = match instances.get(&slot.slot)? {
-                    Instance::Master { epoch } if s.master == self.me && *epoch == s.epoch => true,
-                    Instance::Replica { .. } if s.master != self.me => false,
+                let master = match instances.get(&slot.slot)?.as_str() {
+                    "master" if s.master == self.me => true,
+                    "replica" if s.master != self.me => false,
                     // Between roles: the reconciler is at work.
                     _ => return None,
                 };

@@ -39,6 +39,8 @@ fn state() -> ClusterState {
 struct SlowDriver {
     inner: NoneDriver,
     start: Duration,
+    /// How long a replay of a leftover sync log takes.
+    replay: Duration,
 }
 
 impl SlotDriver for SlowDriver {
@@ -73,6 +75,7 @@ impl SlotDriver for SlowDriver {
     }
 
     async fn replay(&self, slot: &str, log: &str) -> Result<String, DriverError> {
+        tokio::time::sleep(self.replay).await;
         self.inner.replay(slot, log).await
     }
 
@@ -94,6 +97,7 @@ struct Shell {
     stop: watch::Sender<bool>,
     renewing: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    report: Arc<std::sync::Mutex<crate::wire::HealthReport>>,
 }
 
 impl Shell {
@@ -101,7 +105,11 @@ impl Shell {
     /// while `renewing`, is granted a lease every heartbeat (from send time,
     /// a few ms of round trip).
     fn start(start: Duration) -> Shell {
-        let s = state();
+        Shell::start_with(start, Duration::ZERO, state())
+    }
+
+    /// As `start`, with replays taking `replay`, from state `s`.
+    fn start_with(start: Duration, replay: Duration, s: ClusterState) -> Shell {
         let masters = s.masters_of(ME).map(|st| st.master_ip.addr).collect();
         let (reader, writer) = in_memory(SmData {
             state: s,
@@ -113,7 +121,9 @@ impl Shell {
         let driver = SlowDriver {
             inner: NoneDriver::default(),
             start,
+            replay,
         };
+        let report = Arc::new(std::sync::Mutex::new(crate::wire::HealthReport::default()));
         let (lease_tx, lease_rx) = watch::channel(LeaseState::default());
         let (renewing, mut renew_rx) = watch::channel(true);
         tokio::spawn(async move {
@@ -155,7 +165,7 @@ impl Shell {
                 announce_refresh: Duration::from_secs(60),
                 probe_timeout: Duration::from_millis(200),
                 stats: Arc::new(Stats::default()),
-                report: Default::default(),
+                report: report.clone(),
                 progress: progress.clone(),
                 mark_every: Some(crate::watchdog::MARK_EVERY),
                 stall_requests: Default::default(),
@@ -167,6 +177,7 @@ impl Shell {
                 renew_now: Default::default(),
                 replay_leftover: false,
                 replayed: Default::default(),
+                replaying: Default::default(),
             }
             .run(stop_rx),
         );
@@ -181,6 +192,7 @@ impl Shell {
             stop,
             renewing,
             task,
+            report,
         }
     }
 
@@ -381,4 +393,35 @@ async fn watch_for(socket: &std::os::unix::net::UnixDatagram, ms: u64, pings: &m
             }
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_replay_does_not_hold_up_the_repair_of_other_instances() {
+    // One of the 40 master stores waits for a replay that takes 50 s.
+    let mut s = state();
+    let mine: Vec<String> = s.masters_of(ME).take(2).map(|st| st.name.clone()).collect();
+    let (replaying, other) = (mine[0].clone(), mine[1].clone());
+    s.stores.get_mut(&replaying).unwrap().replay = Some(slotd_raft_store::Replay {
+        from: 2,
+        log: "APPEND user.alice\n".into(),
+    });
+    let other_slot = s.stores[&other].slot_on(ME).unwrap().slot.clone();
+    let shell = Shell::start_with(Duration::ZERO, Duration::from_secs(50), s);
+    sleep(2000).await;
+    assert_eq!(shell.masters_running().await, 40);
+
+    // Another store's instance dies: the next pass starts it again while
+    // the replay goes on.
+    shell.driver.inner.stop(&other_slot).await.unwrap();
+    assert_eq!(shell.masters_running().await, 39);
+    sleep(2500).await;
+    assert_eq!(shell.masters_running().await, 40, "restarted during the replay");
+    let reported = |shell: &Shell| shell.report.lock().unwrap().replayed.get(&replaying).cloned();
+    assert_eq!(reported(&shell), None, "the replay is still under way");
+
+    // The replay ends and its outcome goes into the health report once.
+    sleep(50_000).await;
+    let outcome = reported(&shell).expect("the replay's outcome is reported");
+    assert!(outcome.ok && outcome.from == 2, "{outcome:?}");
+    shell.stop().await;
 }

@@ -10,6 +10,11 @@
 #                       TimeoutStopSec (5 s), waits until none is left
 #   show -p P --value U LoadState, MainPID, ActiveState
 #   list-units ... PAT  the running units
+#   kill --signal=SIGKILL PAT   SIGKILL to every running unit's group
+# Where it differs from systemd: no cgroups (a unit is its process group),
+# no job queue (a killed client cancels nothing, a real start job would go
+# on), only active/inactive states (never failed or deactivating), no
+# SIGCONT after SIGTERM, and patterns are taken as "every slot unit".
 # Its settings come from the environment the test gives the agent:
 # FAKE_SYSTEMD_UNIT (the unit file), FAKE_SYSTEMD_ENV (the env file that
 # stands for /etc/slotd/cyrus-slot.env), FAKE_SYSTEMD_STATE (a directory).
@@ -45,6 +50,14 @@ start() {
   # shellcheck disable=SC2086 # the command line is split as systemd does
   setsid $cmd </dev/null >>"$state/$inst.out" 2>&1 &
   echo $! >"$state/$inst.pid"
+  # Type=exec: return once the program runs, not when it was forked.
+  local i
+  for ((i = 0; i < 200; i++)); do
+    tr '\0' ' ' <"/proc/$!/cmdline" 2>/dev/null | grep -q "^${cmd%% *} " && return 0
+    sleep 0.005
+  done
+  echo "$unit: the program did not start" >&2
+  return 1
 }
 
 stop() {
@@ -80,6 +93,12 @@ case ${1:-} in
   start) shift; for u; do start "$u" || exit $?; done ;;
   stop) shift; for u; do stop "$u" || exit 1; done ;;
   show) show "$@" ;;
+  kill)
+    for f in "$state"/*.pid; do
+      [[ -f $f ]] || continue
+      p=$(main_pid "cyrus-slot@$(basename "$f" .pid).service") && kill -KILL -- "-$p" 2>/dev/null
+    done
+    exit 0 ;;
   list-units)
     for f in "$state"/*.pid; do
       [[ -f $f ]] || continue
