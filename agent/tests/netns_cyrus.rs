@@ -220,6 +220,20 @@ fn verify_agrees(site: &Site) {
     assert!(agreed.contains("master and replica agree on"), "{agreed}");
 }
 
+/// Node `name`'s index in the site, and its slot of st0001.
+fn node_and_slot(site: &Site, name: &str) -> (usize, String) {
+    let i = name.trim_start_matches("imap").parse::<usize>().expect("node number") - 1;
+    let slot = site
+        .topology()
+        .stores
+        .iter()
+        .find(|x| x.name == "st0001")
+        .and_then(|x| x.slots.iter().find(|r| r.node == i as u64 + 1))
+        .map(|r| r.slot.clone())
+        .expect("its slot of st0001");
+    (i, slot)
+}
+
 /// The failing health checks of st0001 in the leader's status.
 fn health(site: &Site) -> Option<Vec<String>> {
     let s = site.status(0)?;
@@ -277,15 +291,7 @@ fn group_processes(pidfile: &std::path::Path, comm: &str) -> Vec<i32> {
 #[test]
 fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_replayed() {
     let (site, ip, old) = cyrus_site("cyu", true);
-    let oi: usize = old.trim_start_matches("imap").parse::<usize>().expect("node number") - 1;
-    let topology = site.topology();
-    let slot = topology
-        .stores
-        .iter()
-        .find(|x| x.name == "st0001")
-        .and_then(|x| x.slots.iter().find(|r| r.node == oi as u64 + 1))
-        .map(|r| r.slot.clone())
-        .expect("the master's slot");
+    let (oi, slot) = node_and_slot(&site, &old);
     let client = site.lan.host("cl");
     let stop = Arc::new(AtomicBool::new(false));
     let (load, loader) = start_load(&site, ip, &stop);
@@ -394,18 +400,7 @@ fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_repl
     // Health checks: a master whose instance hangs greets nobody on the
     // master IP, and the leader's status says so; once it runs again, every
     // check of master and replica passes.
-    let ni: usize = new_master
-        .trim_start_matches("imap")
-        .parse::<usize>()
-        .expect("node number")
-        - 1;
-    let new_slot = topology
-        .stores
-        .iter()
-        .find(|x| x.name == "st0001")
-        .and_then(|x| x.slots.iter().find(|r| r.node == ni as u64 + 1))
-        .map(|r| r.slot.clone())
-        .expect("the new master's slot");
+    let (ni, new_slot) = node_and_slot(&site, &new_master);
     let pid: i32 = std::fs::read_to_string(site.cyrus_root(ni).join(&new_slot).join("run/master.pid"))
         .ok()
         .and_then(|p| p.trim().parse().ok())
