@@ -91,14 +91,26 @@ pub async fn check_installed() -> Result<(), String> {
     let probe = unit("slotd-check");
     match show(&probe, "LoadState").await {
         Ok(state) if state == "loaded" => Ok(()),
-        Ok(state) => Err(format!(
-            "systemd does not know {TEMPLATE} (LoadState={state}): install systemd/{TEMPLATE} \
-             into /etc/systemd/system and run systemctl daemon-reload"
-        )),
+        Ok(state) => {
+            let error = show(&probe, "LoadError").await.unwrap_or_default();
+            Err(load_problem(&state, &error))
+        }
         Err(e) => Err(format!(
             "{e} (cyrus.driver = \"systemd\" needs systemd as the service manager; \
              \"exec\" runs Cyrus without it)"
         )),
+    }
+}
+
+/// Why systemd cannot load the template, for the operator.
+fn load_problem(state: &str, error: &str) -> String {
+    let hint = format!("install systemd/{TEMPLATE} into /etc/systemd/system and run systemctl daemon-reload");
+    match state {
+        "not-found" => format!("systemd does not know {TEMPLATE} (LoadState=not-found): {hint}"),
+        _ if error.is_empty() => format!("systemd cannot load {TEMPLATE} (LoadState={state}): {hint}"),
+        _ => format!(
+            "systemd cannot load {TEMPLATE} (LoadState={state}: {error}); fix the unit and run systemctl daemon-reload"
+        ),
     }
 }
 
@@ -138,6 +150,20 @@ pub async fn kill_all() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_problems_say_what_to_do() {
+        assert!(load_problem("not-found", "").contains("does not know cyrus-slot@.service"));
+        let bad = load_problem(
+            "bad-setting",
+            "org.freedesktop.systemd1.BadSetting \"Unit has a bad setting\"",
+        );
+        assert!(
+            bad.contains("cannot load cyrus-slot@.service (LoadState=bad-setting: org.freedesktop"),
+            "{bad}"
+        );
+        assert!(load_problem("masked", "").contains("LoadState=masked"));
+    }
 
     #[test]
     fn units_are_named_after_their_slot() {
