@@ -52,6 +52,9 @@ pub struct Observed {
     /// Stores whose pending replay this agent has run (well or not): the
     /// node the log came from and its digest (`wire::replay_digest`).
     pub replayed: BTreeMap<String, (NodeId, u64)>,
+    /// Slots whose demote runs now, on a task of its own (a flush may take
+    /// the phase's whole timeout): nothing else is done to them meanwhile.
+    pub busy: BTreeSet<String>,
 }
 
 /// One thing to do. The executor runs them in the order given.
@@ -181,7 +184,7 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
             }
             Role::Fenced => {
                 if let Phase::Demoting { force, .. } = store.phase {
-                    if observed.demoted.get(&slot) != Some(&store.epoch) {
+                    if observed.demoted.get(&slot) != Some(&store.epoch) && !observed.busy.contains(&slot) {
                         give_up.push(Action::Demote {
                             store: name.clone(),
                             slot,
@@ -224,7 +227,20 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
     // master IPs first of all (fencing), but also replica IPs of stores this
     // node no longer serves.
     for store in state.stores.values() {
+        // The mission's order for a demote, which runs on its own: the
+        // master IP stays until the demote is done (instance stopped, sync
+        // log flushed), then goes in a later pass. Not when the lease is
+        // gone: fencing waits for nothing.
+        let demoting_here = lease_valid
+            && store.master == me
+            && matches!(store.phase, Phase::Demoting { .. })
+            && store.slot_on(me).is_some_and(|r| {
+                observed.busy.contains(&r.slot) || observed.demoted.get(&r.slot) != Some(&store.epoch)
+            });
         for ip in [store.master_ip, store.replica_ip] {
+            if demoting_here && ip == store.master_ip {
+                continue;
+            }
             if held(&ip) && !wanted_ips.contains(&ip.addr) {
                 give_up.push(Action::Release {
                     store: store.name.clone(),
@@ -262,6 +278,9 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
     };
     give_up.sort_by_key(order);
     give_up.extend(take);
+    // A slot whose demote still runs is left alone (a rollback may already
+    // want it back as master): its next step waits for the demote's end.
+    give_up.retain(|a| !a.slot().is_some_and(|s| observed.busy.contains(s)));
     give_up
 }
 
@@ -334,6 +353,18 @@ pub fn plan_pass(state: &ClusterState, actions: Vec<Action>) -> PassPlan {
 }
 
 impl Action {
+    /// The slot the action is for, if it acts on an instance.
+    pub fn slot(&self) -> Option<&str> {
+        match self {
+            Action::Stop { slot, .. }
+            | Action::Demote { slot, .. }
+            | Action::StartMaster { slot, .. }
+            | Action::StartReplica { slot, .. }
+            | Action::Replay { slot, .. } => Some(slot),
+            Action::Release { .. } | Action::Bind { .. } | Action::Announce { .. } => None,
+        }
+    }
+
     /// The store the action is for.
     pub fn store(&self) -> &str {
         match self {

@@ -88,7 +88,12 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     /// Numbers the ledger writes.
     pub ledger_writes: AtomicU64,
     /// Slots demoted for a switchover, with the attempt's epoch.
-    pub demoted: Mutex<BTreeMap<String, u64>>,
+    pub demoted: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Slots whose demote runs now, on a task of its own (`Observed::busy`).
+    pub busy: Arc<Mutex<BTreeSet<String>>>,
+    /// Wakes the loop when such a task ends: the next step (releasing the
+    /// master IP, the ack) should not wait for the next resync.
+    pub job_done: Arc<Notify>,
     /// The longest a demote (with its flush) may take.
     pub demote_timeout: Duration,
     /// Asks the lease keeper to renew now: a finished phase is acked in the
@@ -243,6 +248,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
                     r = applied.changed() => if r.is_err() { break 'passes } else { break },
                     _ = lease_flips(self.lease.clone(), valid) => break,
                     _ = tokio::time::sleep_until(resync) => break,
+                    _ = self.job_done.notified() => break,
                     _ = mark.tick(), if marking => self.tick(),
                 }
             }
@@ -276,6 +282,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         let mut observed = Observed {
             instances: r.driver.observe().await,
             demoted: r.demoted.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            busy: r.busy.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             replayed: r
                 .replayed
                 .lock()
@@ -448,7 +455,6 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // future, ends it (a start cut half-way would leave an
             // untracked instance behind).
             let limit = match action {
-                Action::Demote { .. } => r.demote_timeout,
                 Action::Stop { .. } | Action::StartMaster { .. } | Action::StartReplica { .. } => {
                     crate::cyrus::instance::START_STOP_BOUND
                 }
@@ -647,20 +653,54 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 epoch,
                 force,
             } => {
+                // On a task of its own: a flush may take the phase's whole
+                // timeout, and the rest of the node must not wait for it.
+                // The slot is busy meanwhile (`reconcile` leaves it and its
+                // master IP alone); its end wakes the loop.
                 let ctx = context(state, store, *epoch)?;
-                r.driver.demote(slot, &ctx, *force).await.map_err(|e| e.to_string())?;
-                r.demoted
+                if !r
+                    .busy
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(slot.clone(), *epoch);
-                if *force {
-                    warn!(
-                        slot,
-                        "demoted without a flush (forced): unreplicated changes may be lost"
-                    );
-                } else {
-                    info!(slot, "demoted: clients stopped, sync log flushed, instance stopped");
+                    .insert(slot.clone())
+                {
+                    return Ok(());
                 }
+                let busy = Busy {
+                    slots: r.busy.clone(),
+                    slot: slot.clone(),
+                    done: r.job_done.clone(),
+                };
+                let (driver, demoted, stats) = (r.driver.clone(), r.demoted.clone(), r.stats.clone());
+                let (slot, epoch, force, limit) = (slot.clone(), *epoch, *force, r.demote_timeout);
+                let job = async move {
+                    match tokio::time::timeout(limit, driver.demote(&slot, &ctx, force)).await {
+                        Ok(Ok(())) => {
+                            demoted
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(slot.clone(), epoch);
+                            if force {
+                                warn!(
+                                    slot,
+                                    "demoted without a flush (forced): unreplicated changes may be lost"
+                                );
+                            } else {
+                                info!(slot, "demoted: clients stopped, sync log flushed, instance stopped");
+                            }
+                        }
+                        failed => {
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no result within {limit:?}"),
+                            };
+                            Stats::add(&stats.action_errors, 1);
+                            warn!(slot, %error, "demote failed");
+                        }
+                    }
+                    drop(busy);
+                };
+                tokio::spawn(job.instrument(tracing::Span::current()));
             }
             Action::Bind { store, ip, .. } => {
                 let is_master_ip = state.stores.get(store).is_some_and(|s| s.master_ip == *ip);
@@ -774,6 +814,24 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
         }
         Ok(())
+    }
+}
+
+/// A slot's demote task: while it lives, the slot is busy; when it ends
+/// (done, failed, or dropped), the slot is free and the loop wakes.
+struct Busy {
+    slots: Arc<Mutex<BTreeSet<String>>>,
+    slot: String,
+    done: Arc<Notify>,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.slot);
+        self.done.notify_one();
     }
 }
 

@@ -41,6 +41,8 @@ struct SlowDriver {
     start: Duration,
     /// How long a replay of a leftover sync log takes.
     replay: Duration,
+    /// How long a demote (stop, flush) takes.
+    demote: Duration,
 }
 
 impl SlotDriver for SlowDriver {
@@ -59,6 +61,9 @@ impl SlotDriver for SlowDriver {
     }
 
     async fn demote(&self, slot: &str, ctx: &SlotContext, force: bool) -> Result<(), DriverError> {
+        // Clients stop at once; the flush takes its time.
+        self.inner.stop(slot).await?;
+        tokio::time::sleep(self.demote).await;
         self.inner.demote(slot, ctx, force).await
     }
 
@@ -105,11 +110,12 @@ impl Shell {
     /// while `renewing`, is granted a lease every heartbeat (from send time,
     /// a few ms of round trip).
     fn start(start: Duration) -> Shell {
-        Shell::start_with(start, Duration::ZERO, state())
+        Shell::start_with(start, Duration::ZERO, Duration::ZERO, state())
     }
 
-    /// As `start`, with replays taking `replay`, from state `s`.
-    fn start_with(start: Duration, replay: Duration, s: ClusterState) -> Shell {
+    /// As `start`, with replays taking `replay` and demotes `demote`, from
+    /// state `s`.
+    fn start_with(start: Duration, replay: Duration, demote: Duration, s: ClusterState) -> Shell {
         let masters = s.masters_of(ME).map(|st| st.master_ip.addr).collect();
         let (reader, writer) = in_memory(SmData {
             state: s,
@@ -122,6 +128,7 @@ impl Shell {
             inner: NoneDriver::default(),
             start,
             replay,
+            demote,
         };
         let report = Arc::new(std::sync::Mutex::new(crate::wire::HealthReport::default()));
         let (lease_tx, lease_rx) = watch::channel(LeaseState::default());
@@ -173,6 +180,8 @@ impl Shell {
                 ledger_entries: Default::default(),
                 ledger_writes: Default::default(),
                 demoted: Default::default(),
+                busy: Default::default(),
+                job_done: Default::default(),
                 demote_timeout: Duration::from_secs(20),
                 renew_now: Default::default(),
                 replay_leftover: false,
@@ -406,7 +415,7 @@ async fn a_long_replay_does_not_hold_up_the_repair_of_other_instances() {
         log: "APPEND user.alice\n".into(),
     });
     let other_slot = s.stores[&other].slot_on(ME).unwrap().slot.clone();
-    let shell = Shell::start_with(Duration::ZERO, Duration::from_secs(50), s);
+    let shell = Shell::start_with(Duration::ZERO, Duration::from_secs(50), Duration::ZERO, s);
     sleep(2000).await;
     assert_eq!(shell.masters_running().await, 40);
 
@@ -423,5 +432,52 @@ async fn a_long_replay_does_not_hold_up_the_repair_of_other_instances() {
     sleep(50_000).await;
     let outcome = reported(&shell).expect("the replay's outcome is reported");
     assert!(outcome.ok && outcome.from == 2, "{outcome:?}");
+    shell.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_flush_does_not_hold_up_the_node_and_the_ip_goes_only_after_it() {
+    let mut s = state();
+    let mine: Vec<String> = s.masters_of(ME).take(2).map(|st| st.name.clone()).collect();
+    let (moving, other) = (mine[0].clone(), mine[1].clone());
+    let other_slot = s.stores[&other].slot_on(ME).unwrap().slot.clone();
+    let moving_ip = s.stores[&moving].master_ip.addr;
+    let to = s.stores[&moving].replicas().next().unwrap();
+    let epoch = s.stores[&moving].epoch;
+    let r = s.apply(&slotd_raft_store::Request {
+        at_ms: 0,
+        command: slotd_raft_store::Command::BeginSwitchover {
+            store: moving.clone(),
+            epoch,
+            to,
+            force: false,
+            reason: slotd_raft_store::Reason::Operator,
+        },
+    });
+    assert!(r.is_applied(), "{r:?}");
+    // Its flush takes 15 s.
+    let shell = Shell::start_with(Duration::ZERO, Duration::ZERO, Duration::from_secs(15), s);
+    // It held its master IP when the switchover began.
+    use slotd_netops::AddressOps;
+    let prefix = slotd_netops::IpPrefix::new(moving_ip, 32).unwrap();
+    shell.ops.bind("eth0", prefix).await.unwrap();
+    sleep(2000).await;
+    assert_eq!(shell.masters_running().await, 39, "the demoting one stopped at once");
+    assert!(shell.bound().contains(&moving_ip), "the master IP stays while flushing");
+
+    // Another store's instance dies: the next pass starts it again while
+    // the flush goes on.
+    shell.driver.inner.stop(&other_slot).await.unwrap();
+    sleep(2500).await;
+    assert_eq!(shell.masters_running().await, 39, "restarted during the flush");
+    assert!(shell.bound().contains(&moving_ip), "still flushing: the IP stays");
+    assert!(shell.report.lock().unwrap().done.is_empty(), "not acked yet");
+
+    // The flush ends: the IP goes, and the phase is acked at once (no
+    // wait for the next resync).
+    sleep(15_000 - 4500 + 100).await;
+    assert!(!shell.bound().contains(&moving_ip), "released after the demote");
+    let done = shell.report.lock().unwrap().done.clone();
+    assert_eq!(done.get(&moving), Some(&(epoch + 1)), "{done:?}");
     shell.stop().await;
 }

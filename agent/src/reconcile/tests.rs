@@ -56,6 +56,7 @@ fn observed(ips: &[&str], instances: &[(&str, Instance)]) -> Observed {
         leftovers: BTreeMap::new(),
         demoted: BTreeMap::new(),
         replayed: BTreeMap::new(),
+        busy: Default::default(),
     }
 }
 
@@ -256,8 +257,9 @@ fn switchover_phases() {
         },
     );
     assert!(matches!(s.stores["st01"].phase, Phase::Demoting { .. }));
-    // Demoting: the old master stops (and flushes), then lets the IP go.
-    let o = observed(
+    // Demoting: the old master stops (and flushes) on a task of its own;
+    // the master IP stays meanwhile.
+    let mut o = observed(
         &["10.0.1.1", "10.0.2.2"],
         &[
             ("s01", Instance::Master { epoch: 1 }),
@@ -266,18 +268,40 @@ fn switchover_phases() {
     );
     assert_eq!(
         reconcile(&s, 1, true, &o),
-        vec![
-            Action::Demote {
-                store: "st01".into(),
-                slot: "s01".into(),
-                epoch: 2,
-                force: false,
-            },
-            Action::Release {
-                store: "st01".into(),
-                ip: ip("10.0.1.1/32")
-            },
-        ]
+        vec![Action::Demote {
+            store: "st01".into(),
+            slot: "s01".into(),
+            epoch: 2,
+            force: false,
+        }]
+    );
+    // While it runs, the slot and the master IP are left alone.
+    o.busy.insert("s01".into());
+    o.instances.remove("s01");
+    assert_eq!(reconcile(&s, 1, true, &o), vec![]);
+    assert!(phase_done(&s, 1, true, &o).is_empty(), "not acked while demoting");
+    // A demote that failed: tried again, the IP still kept.
+    o.busy.clear();
+    assert!(matches!(reconcile(&s, 1, true, &o)[..], [Action::Demote { .. }]));
+    // Done: now the address goes.
+    o.demoted.insert("s01".into(), 2);
+    assert_eq!(
+        reconcile(&s, 1, true, &o),
+        vec![Action::Release {
+            store: "st01".into(),
+            ip: ip("10.0.1.1/32")
+        }]
+    );
+    // The lease gone, fencing waits for no demote: the IP goes at once.
+    let mut fencing = o.clone();
+    fencing.demoted.clear();
+    fencing.busy.insert("s01".into());
+    assert_eq!(
+        reconcile(&s, 1, false, &fencing),
+        vec![Action::Release {
+            store: "st01".into(),
+            ip: ip("10.0.1.1/32")
+        }]
     );
     // Demoted for this attempt: nothing more, and the phase is acked.
     let mut after = observed(&["10.0.2.2"], &[("s02", Instance::Replica { epoch: 1 })]);

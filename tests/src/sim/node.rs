@@ -154,6 +154,9 @@ pub struct Node {
     pub machine: Machine,
     /// How long a Cyrus start takes on this machine (true ms).
     pub cyrus_start: f64,
+    /// Demotes running on tasks of their own: the action, when it ends
+    /// (true ms), and whether it fails then. Gone with the process.
+    pub jobs: Vec<(Action, f64, bool)>,
 }
 
 impl Node {
@@ -194,6 +197,7 @@ impl Node {
             next_undrain: now,
             machine: Machine::default(),
             cyrus_start: 0.0,
+            jobs: Vec::new(),
         }
     }
 
@@ -231,6 +235,30 @@ impl Node {
         self.wedge_ends = f64::NEG_INFINITY;
         self.undrain_tries = UNDRAIN_TRIES;
         self.next_undrain = local;
+        self.jobs.clear();
+    }
+
+    /// Finishes the demotes whose time has come (as their tasks do): a
+    /// demote that worked leaves the instance stopped and the slot demoted
+    /// for the attempt; either way the slot is free and the loop passes.
+    pub fn advance_jobs(&mut self, now: u64) {
+        let now = now as f64;
+        if !self.jobs.iter().any(|(_, end, _)| *end <= now) {
+            return;
+        }
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .partition(|(_, end, _)| *end <= now);
+        self.jobs = running;
+        for (action, _, fails) in done {
+            if let (Action::Demote { slot, epoch, .. }, false) = (&action, fails) {
+                let m = &mut self.machine;
+                m.instances.remove(slot);
+                m.demoted.insert(slot.clone(), *epoch);
+            }
+            self.machine.version += 1;
+        }
+        self.needs_pass = true;
     }
 
     /// The agent runs and is not hung: it can act and receive.
@@ -292,6 +320,11 @@ impl Node {
             // The machines here keep no sync log: nothing is ever left
             // over, offered or replayed.
             replayed: Default::default(),
+            busy: self
+                .jobs
+                .iter()
+                .filter_map(|(a, _, _)| a.slot().map(str::to_owned))
+                .collect(),
         }
     }
 
@@ -438,6 +471,10 @@ impl Host for NodeHost<'_> {
 
     fn fails(&self, a: &Action) -> bool {
         self.wedges.fails(a)
+    }
+
+    fn detach(&mut self, action: &Action, end: f64, fails: bool) {
+        self.node.jobs.push((action.clone(), end, fails));
     }
 
     fn demote_timeout(&self) -> f64 {

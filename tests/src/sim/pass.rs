@@ -11,6 +11,10 @@
 //! nothing more; as in `run.rs`, a failed taking step ends its store's
 //! chain, a failed giving up does not (the address must still go).
 //!
+//! A demote (stop, flush) runs on a task of its own, as in `run.rs`: the
+//! pass hands it to the node (`Host::detach`), which finishes it later and
+//! passes again; meanwhile `reconcile` sees its slot busy.
+//!
 //! With `Variant::old_reconciler`, the pass of before: taking steps one
 //! store after another, each announcement in full (three rounds 100 ms
 //! apart) inside the pass.
@@ -69,6 +73,9 @@ pub trait Host {
     /// A step begins, to end at `end` (true ms), failing then if `fails`
     /// (a demote stops client services at once).
     fn begin(&mut self, action: &Action, end: f64, fails: bool);
+    /// A demote goes on on a task of its own (as `run.rs` runs it): the
+    /// node finishes it at `end`, failing then if `fails`.
+    fn detach(&mut self, action: &Action, end: f64, fails: bool);
     /// Carries out a completed step on the machine.
     fn apply(&mut self, action: &Action);
     /// Whether step `a` fails (its switchover attempt is broken here).
@@ -279,6 +286,12 @@ fn run_chain(c: &mut Chain, from: f64, now: f64, pass: &Pass, host: &mut impl Ho
         let fails = host.fails(&a);
         let end = at + pass.duration(&a, fails, host);
         host.begin(&a, end, fails);
+        if matches!(a, Action::Demote { .. }) {
+            // Its own task: the chain (and the pass) goes on at once.
+            host.detach(&a, end, fails);
+            c.last_end = at;
+            continue;
+        }
         c.in_flight = Some((a, end, fails));
     }
 }

@@ -630,6 +630,7 @@ impl World {
         node.frozen_until = None;
         node.stalled = None;
         node.pass = None;
+        node.jobs.clear();
         node.wedge_ends = f64::NEG_INFINITY;
         node.raft.role = Role::Follower;
         node.restart_at = Some(self.now + down);
@@ -1545,6 +1546,11 @@ impl World {
         // this node draining or drained: the leader ends it.
         if self.nodes[i].undrain_tries > 0 && local >= self.nodes[i].next_undrain {
             self.undrain_after_stop(i, local);
+        }
+        // Demotes on tasks of their own (they go on while the reconciler
+        // loop is stuck, not while the whole agent is hung).
+        if self.nodes[i].running() {
+            self.nodes[i].advance_jobs(now);
         }
         // The reconciler.
         if !self.nodes[i].reconciling() {

@@ -192,8 +192,9 @@ fn each_step_leads_to_its_phase_and_actions() {
             .collect()
     };
 
-    // Begin: Demoting; the old master demotes (stops, flushes), then lets
-    // the IP go; the target waits as replica.
+    // Begin: Demoting; the old master demotes (stops, flushes: on a task of
+    // its own), and once that is done lets the IP go; the target waits as
+    // replica.
     let mut s = in_phase("demoting");
     assert!(matches!(
         st(&s).phase,
@@ -204,7 +205,13 @@ fn each_step_leads_to_its_phase_and_actions() {
             ..
         }
     ));
-    assert_eq!(kinds(reconcile(&s, 1, true, &old_master(1))), ["Demote", "Release"]);
+    assert_eq!(kinds(reconcile(&s, 1, true, &old_master(1))), ["Demote"]);
+    let demoted = Observed {
+        instances: Default::default(),
+        demoted: [("s01".to_owned(), st(&s).epoch)].into(),
+        ..old_master(1)
+    };
+    assert_eq!(kinds(reconcile(&s, 1, true, &demoted)), ["Release"]);
     assert_eq!(kinds(reconcile(&s, 2, true, &replica(1))), Vec::<String>::new());
 
     // Advance: Promoting, the master is the target; it lets go of the
@@ -273,7 +280,12 @@ fn each_step_leads_to_its_phase_and_actions() {
         instances: [("s01".to_owned(), Instance::Stopped)].into(),
         ..Observed::default()
     };
-    assert_eq!(kinds(reconcile(&s, 2, true, &half)), ["Demote", "Release"]);
+    assert_eq!(kinds(reconcile(&s, 2, true, &half)), ["Demote"]);
+    let half_demoted = Observed {
+        demoted: [("s01".to_owned(), st(&s).epoch)].into(),
+        ..half
+    };
+    assert_eq!(kinds(reconcile(&s, 2, true, &half_demoted)), ["Release"]);
     let last = s.history.back().map(|t| t.what.clone()).unwrap_or_default();
     assert_eq!(
         last,
