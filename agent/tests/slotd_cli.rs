@@ -119,3 +119,73 @@ fn a_cyrus_driver_needs_its_sync_password_and_systemd_its_unit() {
         "{err}"
     );
 }
+
+/// Runs `slotd --config` until it serves (its endpoints file), then stops
+/// it with SIGTERM.
+fn run_once(config: &std::path::Path, data: &std::path::Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("endpoints").exists() {
+        assert!(std::time::Instant::now() < deadline, "slotd did not serve");
+        assert!(child.try_wait().unwrap().is_none(), "slotd exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_corrupt_raft_database_is_refused_by_name_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let text = GOOD
+        .replace("10.0.0.1:7420", "127.0.0.1:0")
+        .replace("127.0.0.1:9420", "127.0.0.1:0")
+        .replace("/var/lib/slotd", data.to_str().unwrap())
+        .replace("interface = \"eth0\"", "interface = \"lo\"\nmanage_addresses = false")
+        .replace(
+            "[cyrus]",
+            &format!("runtime_dir = {:?}\n[cyrus]", dir.path().join("run").to_str().unwrap()),
+        );
+    let config = dir.path().join("slotd.toml");
+    std::fs::write(&config, text).unwrap();
+    run_once(&config, &data);
+    let db = data.join("raft.redb");
+    let good = std::fs::read(&db).unwrap();
+    assert!(good.len() > 8192, "a database was written");
+
+    let truncated = good[..good.len() / 2].to_vec();
+    let mut flipped = good.clone();
+    for i in (4096..flipped.len()).step_by(997) {
+        flipped[i] ^= 0xff;
+    }
+    for (what, bytes) in [("truncated", truncated), ("flipped", flipped)] {
+        std::fs::write(&db, &bytes).unwrap();
+        let out = slotd(&["--config", config.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: started on a corrupt database");
+        let last = err.trim_end().lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("slotd: ") && last.contains(db.to_str().unwrap()),
+            "{what}: the refusal names the file: {err}"
+        );
+        assert!(
+            last.contains("corrupt") || last.contains("DB corrupted"),
+            "{what}: says it is corrupt: {last}"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), bytes, "{what}: the file is left as it is");
+    }
+    // The good file back: the agent starts again.
+    std::fs::write(&db, &good).unwrap();
+    let _ = std::fs::remove_file(data.join("endpoints"));
+    run_once(&config, &data);
+}

@@ -47,6 +47,67 @@ pub enum OpenError {
     Db { path: PathBuf, source: Box<redb::Error> },
     #[error("Raft database {path}: stored snapshot is unreadable: {source}")]
     Snapshot { path: PathBuf, source: CodecError },
+    #[error(
+        "Raft database {path} is corrupt ({what}); it was left as it is: restore it, or take \
+         the node out (slotctl node remove) and add it back with an empty data directory"
+    )]
+    Corrupt { path: PathBuf, what: String },
+}
+
+/// Reads every record of the database and decodes it as its reader will:
+/// the log entries, the vote and the committed and purged ids, the
+/// snapshot. Tables not created yet are fine (a database from a first
+/// start that stopped early).
+fn verify(db: &Database) -> Result<(), String> {
+    use crate::types::typ::{Entry, LogId, Vote};
+    use redb::{ReadableDatabase, ReadableTable, TableError};
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    match txn.open_table(LOGS) {
+        Ok(table) => {
+            let mut expected = None;
+            for row in table.iter().map_err(|e| e.to_string())? {
+                let (index, raw) = row.map_err(|e| e.to_string())?;
+                let index = index.value();
+                let entry: Entry = crate::codec::decode(raw.value()).map_err(|e| format!("log entry {index}: {e}"))?;
+                if entry.log_id.index != index {
+                    return Err(format!("log entry {index} says it is entry {}", entry.log_id.index));
+                }
+                if expected.is_some_and(|e| e != index) {
+                    return Err(format!("log entries jump to {index}"));
+                }
+                expected = Some(index + 1);
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    match txn.open_table(META) {
+        Ok(table) => {
+            for row in table.iter().map_err(|e| e.to_string())? {
+                let (key, raw) = row.map_err(|e| e.to_string())?;
+                let (key, raw) = (key.value(), raw.value());
+                let bad = |e: CodecError| format!("record {key:?}: {e}");
+                match key {
+                    KEY_VOTE => drop(crate::codec::decode::<Vote>(raw).map_err(bad)?),
+                    KEY_COMMITTED => drop(crate::codec::decode::<Option<LogId>>(raw).map_err(bad)?),
+                    KEY_LAST_PURGED => drop(crate::codec::decode::<LogId>(raw).map_err(bad)?),
+                    other => return Err(format!("unknown record {other:?}")),
+                }
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    match txn.open_table(SNAPSHOT) {
+        Ok(table) => {
+            if let Some(raw) = table.get(KEY_SNAPSHOT).map_err(|e| e.to_string())? {
+                state_machine::check_snapshot(raw.value()).map_err(|e| format!("snapshot: {e}"))?;
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(())
 }
 
 /// Opens (creating if needed) the Raft storage in `data_dir` and returns the
@@ -61,7 +122,34 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         path: path.clone(),
         source: Box::new(e),
     };
-    let db = Database::create(&path).map_err(|e| db_err(e.into()))?;
+    let existed = path.exists();
+    // An existing file is read whole before anything is written: a damaged
+    // file is refused (never half-read into a running node) and left as it
+    // is. redb answers some damage with a panic, not an error.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = Database::create(&path).map_err(|e| Err(db_err(e.into())))?;
+        if existed {
+            verify(&db).map_err(Ok)?;
+        }
+        Ok(db)
+    }));
+    let corrupt = |what: String| OpenError::Corrupt {
+        path: path.clone(),
+        what,
+    };
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(Err(e))) => return Err(e),
+        Ok(Err(Ok(what))) => return Err(corrupt(what)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "reading it failed".to_owned());
+            return Err(corrupt(what));
+        }
+    };
     // Create the tables once, so that readers never meet a missing table.
     let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
     for table in [META, SNAPSHOT] {

@@ -166,6 +166,12 @@ impl StateMachineStore {
     }
 }
 
+/// Whether stored snapshot bytes decode, data included (`storage::verify`).
+pub(super) fn check_snapshot(raw: &[u8]) -> Result<(), codec::CodecError> {
+    let stored: StoredSnapshot = codec::decode(raw)?;
+    codec::decode::<SmData>(&stored.data).map(drop)
+}
+
 fn read_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, LoadError> {
     let txn = db.begin_read().map_err(|e| LoadError::Db(e.into()))?;
     let table = txn.open_table(SNAPSHOT).map_err(|e| LoadError::Db(e.into()))?;
