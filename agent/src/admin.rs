@@ -18,6 +18,43 @@ pub struct AdminService {
     pub cluster: Arc<Cluster>,
     /// Set first at shutdown: from then on admin calls are refused.
     pub closing: Arc<AtomicBool>,
+    /// How many admin calls may run at once.
+    pub calls: CallLimit,
+}
+
+/// The most admin calls one agent carries out at once: more are refused
+/// (RESOURCE_EXHAUSTED), not queued, so that a flood of calls cannot pile
+/// up work on the leader.
+pub const MAX_ADMIN_CALLS: usize = 64;
+
+/// Largest admin request: a topology of thousands of stores fits many
+/// times over.
+pub const MAX_ADMIN_MESSAGE: usize = 4 << 20;
+
+/// A bound on calls under way.
+#[derive(Clone)]
+pub struct CallLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl CallLimit {
+    pub fn new(max: usize) -> CallLimit {
+        CallLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A permit for one call, or the refusal.
+    pub fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "more than {} admin calls at once on this agent; try again shortly",
+                self.max
+            ))
+        })
+    }
 }
 
 /// gRPC code for each kind of failure; slotctl prints the message as is.
@@ -83,12 +120,13 @@ pub fn store_spec(s: pb::StoreSpec, nodes: &dyn Fn(&str) -> Option<u64>) -> Resu
 }
 
 impl AdminService {
-    fn open(&self) -> Result<(), Status> {
+    /// Admits one call: refused while the agent stops, or when too many
+    /// are under way (the permit ends with the call).
+    fn open(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         if self.closing.load(Ordering::SeqCst) {
-            Err(to_status(AgentError::ShuttingDown))
-        } else {
-            Ok(())
+            return Err(to_status(AgentError::ShuttingDown));
         }
+        self.calls.enter()
     }
 
     async fn written(&self, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
@@ -102,7 +140,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         if req.into_inner().stale {
             return Ok(Response::new(self.cluster.status()));
         }
@@ -113,7 +151,7 @@ impl Admin for AdminService {
     }
 
     async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let req = req.into_inner();
         let nodes: Vec<NodeSpec> = req.nodes.into_iter().map(node_spec).collect();
         let by_name = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.id);
@@ -139,7 +177,7 @@ impl Admin for AdminService {
     }
 
     async fn add_node(&self, req: Request<pb::AddNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let Some(node) = req.into_inner().node else {
             return Err(invalid("node", "missing"));
         };
@@ -147,13 +185,13 @@ impl Admin for AdminService {
     }
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         // Resolved on the leader: this node's view may be behind.
         self.written(LeaderCall::RemoveNode(req.into_inner().node)).await
     }
 
     async fn add_store(&self, req: Request<pb::AddStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let Some(store) = req.into_inner().store else {
             return Err(invalid("store", "missing"));
         };
@@ -165,7 +203,7 @@ impl Admin for AdminService {
     }
 
     async fn failover(&self, req: Request<pb::FailoverRequest>) -> Result<Response<pb::FailoverReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let req = req.into_inner();
         name_arg("store", &req.store)?;
         if let Some(to) = &req.to {
@@ -183,7 +221,7 @@ impl Admin for AdminService {
     }
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::DrainReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let req = req.into_inner();
         name_arg("node", &req.node)?;
         concurrency_arg(req.concurrency)?;
@@ -199,7 +237,7 @@ impl Admin for AdminService {
     }
 
     async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let node = req.into_inner().node;
         name_arg("node", &node)?;
         self.written(LeaderCall::Undrain {
@@ -210,7 +248,7 @@ impl Admin for AdminService {
     }
 
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let req = req.into_inner();
         concurrency_arg(req.concurrency)?;
         let call = LeaderCall::Rebalance {
@@ -224,7 +262,7 @@ impl Admin for AdminService {
     }
 
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let req = req.into_inner();
         if let Some(store) = &req.store {
             name_arg("store", store)?;
@@ -240,7 +278,7 @@ impl Admin for AdminService {
     }
 
     async fn remove_store(&self, req: Request<pb::RemoveStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        self.open()?;
+        let _call = self.open()?;
         let req = req.into_inner();
         self.written(LeaderCall::RemoveStore {
             store: req.store,
@@ -300,5 +338,26 @@ impl From<NamedStore> for pb::StoreSpec {
             replica_ip: s.replica_ip,
             slots: s.slots,
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::CallLimit;
+
+    #[test]
+    fn calls_beyond_the_bound_are_refused_until_one_ends() {
+        let limit = CallLimit::new(2);
+        let a = limit.enter().expect("first");
+        let _b = limit.enter().expect("second");
+        let refused = limit.enter().expect_err("a third at once");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("more than 2 admin calls"),
+            "{}",
+            refused.message()
+        );
+        drop(a);
+        assert!(limit.enter().is_ok(), "admitted again once one ended");
     }
 }

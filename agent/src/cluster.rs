@@ -140,9 +140,11 @@ impl Cluster {
                 self.raft.ensure_linearizable().await.map_err(|e| self.raft_err(e))?;
                 Ok(LeaderReply::Status(self.status()))
             }
-            LeaderCall::Write(command) => {
+            LeaderCall::WriteInit(topology) => {
                 self.confirm_leader().await?;
-                self.write(command).await.map(|index| LeaderReply::Written { index })
+                self.write(Command::Init(topology))
+                    .await
+                    .map(|index| LeaderReply::Written { index })
             }
             LeaderCall::AddNode(spec) => {
                 self.confirm_leader().await?;

@@ -139,7 +139,7 @@ impl Cluster {
             }
             info!("init: Raft already bootstrapped, finishing the topology");
         }
-        let mut reply = self.call(LeaderCall::Write(Command::Init(topology.clone()))).await?;
+        let mut reply = self.call(LeaderCall::WriteInit(topology.clone())).await?;
         let learners: Vec<(NodeId, String)> = topology
             .nodes
             .iter()

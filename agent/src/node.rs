@@ -83,6 +83,10 @@ pub enum NodeError {
     Watchdog(String),
 }
 
+/// The longest any gRPC call may run here: well above every legitimate
+/// one (a forwarded call, an init that joins every node, a snapshot).
+pub const CALL_DEADLINE: Duration = Duration::from_secs(60);
+
 /// File in the data directory where a running agent writes the addresses it
 /// bound (`listen=…`, `metrics=…`), so that tools and tests using port 0
 /// learn them.
@@ -188,9 +192,15 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     let admin = AdminServer::new(AdminService {
         cluster: cluster.clone(),
         closing: closing.clone(),
-    });
+        calls: crate::admin::CallLimit::new(crate::admin::MAX_ADMIN_CALLS),
+    })
+    .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            // No call holds the agent's resources for ever (a client that
+            // stalls, a forwarded call whose leader hangs).
+            .timeout(CALL_DEADLINE)
             .add_service(peer)
             .add_service(admin)
             .add_service(health_service)

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use slotd_raft_store::{Command, NodeId, NodeSpec, Topology};
+use slotd_raft_store::{NodeId, NodeSpec, Topology};
 
 use slotd_proto::v1 as pb;
 
@@ -134,8 +134,11 @@ pub struct JoinRequest {
 pub enum LeaderCall {
     /// A linearizable status read.
     Status,
-    /// Append one command to the log.
-    Write(Command),
+    /// Write the initial state (the bootstrap's first entry; refused once
+    /// the cluster is initialised). Peers may ask the leader only for
+    /// typed things like this one, never to append a command of their
+    /// choosing.
+    WriteInit(Topology),
     /// Add a node as a Raft learner, then to the cluster state.
     AddNode(NodeSpec),
     /// Take a node (by name, or by id for one only Raft knows) out of the

@@ -469,4 +469,24 @@ async fn peer_calls_from_another_cluster_are_refused() {
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{other:?}: {err}");
     }
     assert!(call(Some(&id)).await.is_ok(), "this cluster's renewal was refused");
+
+    // A payload of a newer format, or a damaged one: refused with a clear
+    // status, and the agent goes on answering.
+    let mut newer = payload.clone();
+    newer[0] = slotd_raft_store::codec::FORMAT_VERSION + 1;
+    for (what, bytes, says) in [
+        ("newer", newer, "format version 2"),
+        ("cut", payload[..payload.len() / 2].to_vec(), "payload"),
+        ("empty", Vec::new(), "empty payload"),
+    ] {
+        let mut req = tonic::Request::new(RaftPayload { payload: bytes });
+        req.metadata_mut().insert("slotd-cluster-id", id.parse().unwrap());
+        let err = PeerClient::new(channel.clone())
+            .heartbeat(req)
+            .await
+            .expect_err("a bad payload was answered");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err}");
+        assert!(err.message().contains(says), "{what}: {}", err.message());
+    }
+    assert!(call(Some(&id)).await.is_ok(), "the agent still answers");
 }
