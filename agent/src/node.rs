@@ -178,9 +178,17 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     let closing = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(slotd_proto::FILE_DESCRIPTOR_SET)
+    // Both versions: grpcurl and current clients ask v1; Python's
+    // grpcio-reflection, Evans, Postman and older grpcurl ask v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(slotd_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| NodeError::Reflection(e.to_string()))?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| NodeError::Reflection(e.to_string()))?;
     let peer = PeerServer::new(PeerService {
         cluster: cluster.clone(),
@@ -205,6 +213,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
             .add_service(admin)
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),

@@ -10,10 +10,6 @@ use common::{wait_for, TestCluster, WAIT};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer() {
@@ -34,24 +30,99 @@ async fn health_and_reflection_answer() {
         .into_inner();
     assert_eq!(r.status, ServingStatus::Serving as i32);
 
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
+    // Reflection in both versions, as tools ask it: list the services, get
+    // the file that defines Admin, find Status in it; then call it.
+    for version in ["v1", "v1alpha"] {
+        let (names, files) = match version {
+            "v1" => reflect_v1(channel.clone()).await,
+            _ => reflect_v1alpha(channel.clone()).await,
+        };
+        for want in ["slotd.v1.Admin", "slotd.v1.Peer"] {
+            assert!(names.iter().any(|n| n == want), "{version}: {want} not in {names:?}");
+        }
+        let status = files
+            .iter()
+            .filter_map(|bytes| <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice()).ok())
+            .filter(|f| f.package() == "slotd.v1")
+            .flat_map(|f| f.service)
+            .filter(|s| s.name() == "Admin")
+            .flat_map(|s| s.method)
+            .find(|m| m.name() == "Status");
+        let status = status.unwrap_or_else(|| panic!("{version}: no Admin/Status in the descriptors"));
+        assert_eq!(status.input_type(), ".slotd.v1.StatusRequest", "{version}");
+        let reply = slotd_proto::v1::admin_client::AdminClient::new(channel.clone())
+            .status(slotd_proto::v1::StatusRequest { stale: true })
+            .await
+            .unwrap_or_else(|e| panic!("{version}: Admin/Status: {e}"))
+            .into_inner();
+        assert_eq!(reply.answered_by, 1, "{version}");
+    }
+}
+
+/// v1 reflection: the service names, and the files defining slotd.v1.Admin.
+async fn reflect_v1(channel: tonic::transport::Channel) -> (Vec<String>, Vec<Vec<u8>>) {
+    use tonic_reflection::pb::v1 as r;
+    let ask = |m| r::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+        message_request: Some(m),
     };
-    let mut answers = reflection
-        .server_reflection_info(futures::stream::iter(vec![request]))
+    let requests = vec![
+        ask(r::server_reflection_request::MessageRequest::ListServices(String::new())),
+        ask(r::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "slotd.v1.Admin".into(),
+        )),
+    ];
+    let mut answers = r::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter(requests))
         .await
         .unwrap()
         .into_inner();
-    let answer = answers.message().await.unwrap().expect("one answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("unexpected reflection answer: {answer:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["slotd.v1.Admin", "slotd.v1.Peer"] {
-        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    let (mut names, mut files) = (Vec::new(), Vec::new());
+    while let Some(answer) = answers.message().await.unwrap() {
+        match answer.message_response {
+            Some(r::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                names.extend(l.service.into_iter().map(|s| s.name))
+            }
+            Some(r::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
+                files.extend(f.file_descriptor_proto)
+            }
+            other => panic!("v1: unexpected answer {other:?}"),
+        }
     }
+    (names, files)
+}
+
+/// The same through v1alpha (`grpc.reflection.v1alpha`).
+async fn reflect_v1alpha(channel: tonic::transport::Channel) -> (Vec<String>, Vec<Vec<u8>>) {
+    use tonic_reflection::pb::v1alpha as r;
+    let ask = |m| r::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let requests = vec![
+        ask(r::server_reflection_request::MessageRequest::ListServices(String::new())),
+        ask(r::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "slotd.v1.Admin".into(),
+        )),
+    ];
+    let mut answers = r::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut names, mut files) = (Vec::new(), Vec::new());
+    while let Some(answer) = answers.message().await.unwrap() {
+        match answer.message_response {
+            Some(r::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                names.extend(l.service.into_iter().map(|s| s.name))
+            }
+            Some(r::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
+                files.extend(f.file_descriptor_proto)
+            }
+            other => panic!("v1alpha: unexpected answer {other:?}"),
+        }
+    }
+    (names, files)
 }
 
 #[test]
