@@ -982,8 +982,24 @@ struct HealthChecker<D: SlotDriver> {
 /// How often the running instances are checked.
 pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
+/// The role a stable store's instance here should run in but does not
+/// (`instance` as the reconciler last saw it): "master" or "replica".
+pub fn missing_role(store: &slotd_raft_store::Store, me: NodeId, instance: Option<&str>) -> Option<&'static str> {
+    store.slot_on(me)?;
+    if store.phase != Phase::Stable {
+        return None;
+    }
+    let want = if store.master == me { "master" } else { "replica" };
+    (instance != Some(want)).then_some(want)
+}
+
+/// Rounds an instance may be missing before it is reported (the
+/// reconciler may be starting it).
+const MISSING_ROUNDS: u32 = 2;
+
 impl<D: SlotDriver> HealthChecker<D> {
     async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut missing: BTreeMap<String, u32> = BTreeMap::new();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -1019,11 +1035,36 @@ impl<D: SlotDriver> HealthChecker<D> {
                     (s.name.clone(), problems)
                 })
             });
-            let health: BTreeMap<String, Vec<String>> = futures::future::join_all(checks)
+            let mut health: BTreeMap<String, Vec<String>> = futures::future::join_all(checks)
                 .await
                 .into_iter()
                 .filter(|(_, problems)| !problems.is_empty())
                 .collect();
+            let failing = self
+                .report
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .failing
+                .clone();
+            // An instance the log wants here that does not run (and whose
+            // start is not already reported as failing): a check that
+            // cannot run is a failing check.
+            let mut still = BTreeMap::new();
+            for s in state.stores.values() {
+                let Some(slot) = s.slot_on(self.me) else { continue };
+                let Some(want) = missing_role(s, self.me, instances.get(&slot.slot).map(String::as_str)) else {
+                    continue;
+                };
+                let rounds = missing.get(&s.name).copied().unwrap_or(0) + 1;
+                still.insert(s.name.clone(), rounds);
+                if rounds >= MISSING_ROUNDS && !failing.contains_key(&slot.slot) {
+                    health
+                        .entry(s.name.clone())
+                        .or_default()
+                        .push(format!("the {want} instance ({}) is not running", slot.slot));
+                }
+            }
+            missing = still;
             let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
             for (store, problems) in &health {
                 if report.health.get(store) != Some(problems) {

@@ -402,3 +402,29 @@ fn a_removed_store_leaves_nothing_behind() {
     assert_eq!(plan.give_up.len(), 1);
     assert!(plan.take.iter().all(|c| c.iter().all(|a| a.store() != "st09")));
 }
+
+#[test]
+fn an_instance_the_log_wants_and_that_does_not_run_is_missing() {
+    use super::run::missing_role;
+    let mut s = state();
+    let st = s.stores["st01"].clone();
+    // imap1 masters st01, imap2 is its replica.
+    assert_eq!(missing_role(&st, 1, Some("master")), None);
+    assert_eq!(missing_role(&st, 1, None), Some("master"));
+    assert_eq!(missing_role(&st, 1, Some("replica")), Some("master"));
+    assert_eq!(missing_role(&st, 2, Some("replica")), None);
+    assert_eq!(missing_role(&st, 2, Some("stopped")), Some("replica"));
+    assert_eq!(missing_role(&st, 3, None), None, "no slot of the store here");
+    // While a switchover runs, instances change on purpose.
+    apply(
+        &mut s,
+        Command::BeginSwitchover {
+            store: "st01".into(),
+            epoch: 1,
+            to: 2,
+            force: false,
+            reason: Reason::Operator,
+        },
+    );
+    assert_eq!(missing_role(&s.stores["st01"], 1, None), None);
+}
