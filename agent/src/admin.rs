@@ -27,6 +27,9 @@ pub struct AdminService {
 /// up work on the leader.
 pub const MAX_ADMIN_CALLS: usize = 64;
 
+/// The most calls other agents pass on to this one as leader at once.
+pub const MAX_LEADER_CALLS: usize = 128;
+
 /// Largest admin request: a topology of thousands of stores fits many
 /// times over.
 pub const MAX_ADMIN_MESSAGE: usize = 4 << 20;
@@ -50,7 +53,7 @@ impl CallLimit {
     pub fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
-                "more than {} admin calls at once on this agent; try again shortly",
+                "more than {} calls at once on this agent; try again shortly",
                 self.max
             ))
         })
@@ -352,11 +355,7 @@ mod limit_tests {
         let _b = limit.enter().expect("second");
         let refused = limit.enter().expect_err("a third at once");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(
-            refused.message().contains("more than 2 admin calls"),
-            "{}",
-            refused.message()
-        );
+        assert!(refused.message().contains("more than 2 calls"), "{}", refused.message());
         drop(a);
         assert!(limit.enter().is_ok(), "admitted again once one ended");
     }

@@ -194,6 +194,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         cluster: cluster.clone(),
         granter: granter.clone(),
         stats: stats.clone(),
+        leader_calls: crate::admin::CallLimit::new(crate::admin::MAX_LEADER_CALLS),
     })
     .max_decoding_message_size(MAX_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);
@@ -273,6 +274,8 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
             demoted: Default::default(),
             busy: Default::default(),
             job_done: Default::default(),
+            demote_jobs: Default::default(),
+            stopping: Default::default(),
             demote_timeout: config.switchover.demote_timeout(),
             renew_now,
             replay_leftover: config.cyrus.replay_leftover,

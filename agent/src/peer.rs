@@ -27,6 +27,9 @@ pub struct PeerService {
     pub cluster: Arc<Cluster>,
     pub granter: Granter,
     pub stats: Arc<Stats>,
+    /// Calls passed on to this agent as leader (`Peer.Leader`): bounded
+    /// like admin calls, since every follower may pass its own on.
+    pub leader_calls: crate::admin::CallLimit,
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -97,6 +100,7 @@ impl Peer for PeerService {
     async fn leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         // The bootstrap travels before anyone has a cluster id; it is
         // refused on its own terms once the cluster is initialised.
+        let _call = self.leader_calls.enter()?;
         let header = header(&req).map(str::to_owned);
         let call: LeaderCall = decode(req)?;
         if !matches!(call, LeaderCall::Init { .. }) {

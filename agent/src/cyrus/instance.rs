@@ -619,55 +619,45 @@ impl SlotDriver for CyrusDriver {
 
     async fn stop(&self, slot: &str) -> Result<(), DriverError> {
         // One this agent started, or one a previous agent left (pidfile).
-        let (pgid, mut running) = match self.take(slot) {
-            Some(r) => (Some(r.pgid), Some(r)),
-            None => (pidfile_cyrmaster(&self.dir(slot)), None),
-        };
-        // A stop that fails leaves the instance known as running, so that
-        // the reconciler sees it and tries again.
-        let keep = |running: Option<Running>| {
-            if let Some(r) = running {
-                self.running
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(slot.to_owned(), r);
-            }
-        };
+        // The instance stays known until it is stopped: a stop that fails,
+        // or is cut short (the agent stopping), leaves it seen as running,
+        // and it is stopped again.
+        let known = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(slot)
+            .map(|r| r.pgid);
+        let pgid = known.or_else(|| pidfile_cyrmaster(&self.dir(slot)));
         if self.runner == Runner::Systemd {
             // systemd stops the unit's whole cgroup; a stop of a unit that
             // does not run is a no-op, so it is always asked.
             let unit = systemd::unit(slot);
-            let stopped = match systemd::systemctl(&["stop", &unit]).await {
-                Ok(_) => systemd::show(&unit, "ActiveState").await,
-                Err(e) => Err(e),
-            };
-            match stopped {
-                Ok(state) if systemd::is_down(&state) => {}
-                Ok(state) => {
-                    keep(running);
-                    return Err(failed(slot, format!("{unit} is still {state} after a stop")));
-                }
-                Err(e) => {
-                    keep(running);
-                    return Err(failed(slot, e));
-                }
+            systemd::systemctl(&["stop", &unit])
+                .await
+                .map_err(|e| failed(slot, e))?;
+            let state = systemd::show(&unit, "ActiveState").await.map_err(|e| failed(slot, e))?;
+            if !systemd::is_down(&state) {
+                return Err(failed(slot, format!("{unit} is still {state} after a stop")));
             }
         }
-        let Some(pgid) = pgid else { return Ok(()) };
-        let empty = match self.runner {
-            Runner::Exec { .. } => stop_group(pgid, STOP_GRACE).await,
-            // Checked, and what escaped the unit's cgroup ended as with exec.
-            Runner::Systemd => super::procs::is_empty(pgid).await || stop_group(pgid, STOP_GRACE).await,
-        };
-        if !empty {
-            keep(running);
-            return Err(failed(
-                slot,
-                format!("processes of group {pgid} survive SIGKILL: {:?}", members(pgid)),
-            ));
+        if let Some(pgid) = pgid {
+            let empty = match self.runner {
+                Runner::Exec { .. } => stop_group(pgid, STOP_GRACE).await,
+                // Checked, and what escaped the unit's cgroup ended as with exec.
+                Runner::Systemd => super::procs::is_empty(pgid).await || stop_group(pgid, STOP_GRACE).await,
+            };
+            if !empty {
+                return Err(failed(
+                    slot,
+                    format!("processes of group {pgid} survive SIGKILL: {:?}", members(pgid)),
+                ));
+            }
         }
-        if let Some(child) = running.as_mut().and_then(|r| r.child.as_mut()) {
-            let _ = child.wait().await;
+        if let Some(mut r) = self.take(slot) {
+            if let Some(child) = r.child.as_mut() {
+                let _ = child.wait().await;
+            }
         }
         Ok(())
     }

@@ -94,6 +94,11 @@ pub struct Reconciler<A: AddressOps, D: SlotDriver> {
     /// Wakes the loop when such a task ends: the next step (releasing the
     /// master IP, the ack) should not wait for the next resync.
     pub job_done: Arc<Notify>,
+    /// The demote tasks, to end them when the reconciler stops.
+    pub demote_jobs: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set when the reconciler stops: its last pass stops instances itself
+    /// (a demote then stops the instance without a flush).
+    pub stopping: std::sync::atomic::AtomicBool,
     /// The longest a demote (with its flush) may take.
     pub demote_timeout: Duration,
     /// Asks the lease keeper to renew now: a finished phase is acked in the
@@ -257,6 +262,20 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
         health.abort();
         announcer.abort();
         info!("reconciler stopping: giving up master roles");
+        // Demotes and replays under way end here (the instance of a demote
+        // cut short is stopped by the last pass, without its flush), so
+        // that no slot is left busy and nothing runs on after the agent.
+        self.stopping.store(true, Ordering::SeqCst);
+        let jobs = std::mem::take(&mut *self.demote_jobs.lock().unwrap_or_else(PoisonError::into_inner));
+        for job in &jobs {
+            job.abort();
+        }
+        for job in jobs {
+            let _ = job.await;
+        }
+        for job in self.replaying.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            job.abort();
+        }
         self.marking(this.run(false), &mut mark).await;
     }
 }
@@ -281,8 +300,10 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         let ledger = r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut observed = Observed {
             instances: r.driver.observe().await,
-            demoted: r.demoted.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            // Busy first: a demote that ends between the two reads is then
+            // seen busy (and waited for), never neither busy nor done.
             busy: r.busy.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            demoted: r.demoted.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             replayed: r
                 .replayed
                 .lock()
@@ -366,9 +387,39 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         Ok(())
     }
 
+    /// A replay goes on only while this node serves the store as master
+    /// (the role rule of `reconcile`: stable or promoted to it, with a
+    /// valid lease) and the store still waits for it: its sync_client must
+    /// not write into mailboxes this node does not serve, a demote's
+    /// included. Looked at first in every pass, the blind ones too.
+    fn trim_replays(&self, state: &ClusterState, lease_valid: bool) {
+        let me = self.r.me;
+        self.r
+            .replaying
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|store, job| {
+                let wanted = lease_valid
+                    && state.stores.get(store).is_some_and(|s| {
+                        let serving = match s.phase {
+                            Phase::Stable => true,
+                            Phase::Promoting { to, .. } => to == me,
+                            Phase::Demoting { .. } => false,
+                        };
+                        s.master == me && serving && s.replay.is_some()
+                    });
+                if !wanted && !job.is_finished() {
+                    warn!(store = %store, "replay stopped: this node no longer serves the store as master");
+                    job.abort();
+                }
+                wanted && !job.is_finished()
+            });
+    }
+
     async fn run(&self, lease_valid: bool) {
         let r = self.r;
         let (state, applied_at) = r.reader.with(|d| (d.state.clone(), d.last_applied));
+        self.trim_replays(&state, lease_valid);
         let Some(observed) = self.observe(&state).await else {
             if !lease_valid {
                 self.blind_fence(&state).await;
@@ -557,24 +608,6 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             }
         }
         let clean = leftovers_settled(state, r.me, observed, &waiting);
-        // A replay goes on only while this node masters the store with a
-        // valid lease and the store still waits for it: its sync_client
-        // must not write into mailboxes this node no longer masters.
-        r.replaying
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|store, job| {
-                let wanted = lease_valid
-                    && state
-                        .stores
-                        .get(store)
-                        .is_some_and(|s| s.master == r.me && s.replay.is_some());
-                if !wanted && !job.is_finished() {
-                    warn!(store = %store, "replay stopped: this node no longer masters the store");
-                    job.abort();
-                }
-                wanted && !job.is_finished()
-            });
         // Replays run here as master, while the store still waits for that
         // very replay (an outcome of an earlier one is forgotten).
         let replayed: BTreeMap<String, Replayed> = {
@@ -657,6 +690,11 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 // timeout, and the rest of the node must not wait for it.
                 // The slot is busy meanwhile (`reconcile` leaves it and its
                 // master IP alone); its end wakes the loop.
+                if r.stopping.load(Ordering::SeqCst) {
+                    r.driver.stop(slot).await.map_err(|e| e.to_string())?;
+                    warn!(slot, "the agent stops: instance stopped without the demote's flush");
+                    return Ok(());
+                }
                 let ctx = context(state, store, *epoch)?;
                 if !r
                     .busy
@@ -695,12 +733,19 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                                 _ => format!("no result within {limit:?}"),
                             };
                             Stats::add(&stats.action_errors, 1);
-                            warn!(slot, %error, "demote failed");
+                            warn!(slot, %error, "demote failed; trying again in a moment");
+                            // Busy a while longer: a demote that fails at
+                            // once is tried again after a pause, not at
+                            // every pass the wake-up below would start.
+                            tokio::time::sleep(DEMOTE_RETRY).await;
                         }
                     }
                     drop(busy);
                 };
-                tokio::spawn(job.instrument(tracing::Span::current()));
+                let handle = tokio::spawn(job.instrument(tracing::Span::current()));
+                let mut jobs = r.demote_jobs.lock().unwrap_or_else(PoisonError::into_inner);
+                jobs.retain(|j| !j.is_finished());
+                jobs.push(handle);
             }
             Action::Bind { store, ip, .. } => {
                 let is_master_ip = state.stores.get(store).is_some_and(|s| s.master_ip == *ip);
@@ -762,11 +807,18 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     .filter(|p| p.from == *from)
                     .map(|p| p.log.clone())
                     .ok_or("the replay is no longer pending")?;
+                let digest = crate::wire::replay_digest(&log);
                 let mut jobs = r.replaying.lock().unwrap_or_else(PoisonError::into_inner);
-                if jobs.get(store).is_some_and(|j| !j.is_finished()) {
+                let done = r
+                    .replayed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(store)
+                    .is_some_and(|o| o.from == *from && o.digest == digest);
+                // Under way, or ended since this pass looked: not again.
+                if done || jobs.get(store).is_some_and(|j| !j.is_finished()) {
                     return Ok(());
                 }
-                let digest = crate::wire::replay_digest(&log);
                 let (driver, replayed) = (r.driver.clone(), r.replayed.clone());
                 let (store, slot, from) = (store.clone(), slot.clone(), *from);
                 let key = store.clone();
@@ -816,6 +868,9 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         Ok(())
     }
 }
+
+/// How long a failed demote waits before it is tried again.
+pub const DEMOTE_RETRY: Duration = RESYNC;
 
 /// A slot's demote task: while it lives, the slot is busy; when it ends
 /// (done, failed, or dropped), the slot is free and the loop wakes.

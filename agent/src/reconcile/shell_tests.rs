@@ -43,6 +43,11 @@ struct SlowDriver {
     replay: Duration,
     /// How long a demote (stop, flush) takes.
     demote: Duration,
+    /// How long its stop takes (before the instance is stopped).
+    demote_stop: Duration,
+    /// Demotes fail (after their time), and how many were tried.
+    demote_fails: bool,
+    demotes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SlotDriver for SlowDriver {
@@ -61,9 +66,17 @@ impl SlotDriver for SlowDriver {
     }
 
     async fn demote(&self, slot: &str, ctx: &SlotContext, force: bool) -> Result<(), DriverError> {
-        // Clients stop at once; the flush takes its time.
+        self.demotes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(self.demote_stop).await;
+        // Clients stop; the flush takes its time.
         self.inner.stop(slot).await?;
         tokio::time::sleep(self.demote).await;
+        if self.demote_fails {
+            return Err(DriverError::Failed {
+                slot: slot.to_owned(),
+                message: "the replica refuses the flush".into(),
+            });
+        }
         self.inner.demote(slot, ctx, force).await
     }
 
@@ -116,6 +129,19 @@ impl Shell {
     /// As `start`, with replays taking `replay` and demotes `demote`, from
     /// state `s`.
     fn start_with(start: Duration, replay: Duration, demote: Duration, s: ClusterState) -> Shell {
+        Shell::start_driver(
+            SlowDriver {
+                start,
+                replay,
+                demote,
+                ..SlowDriver::default()
+            },
+            s,
+        )
+    }
+
+    /// The reconciler of node 1 with `driver`, from state `s`.
+    fn start_driver(driver: SlowDriver, s: ClusterState) -> Shell {
         let masters = s.masters_of(ME).map(|st| st.master_ip.addr).collect();
         let (reader, writer) = in_memory(SmData {
             state: s,
@@ -124,12 +150,6 @@ impl Shell {
         let ops = MemoryOps::new(MacAddr([2, 0, 0, 0, 0, 1]))
             .with_interface("eth0")
             .with_timing(MemoryTiming::realistic());
-        let driver = SlowDriver {
-            inner: NoneDriver::default(),
-            start,
-            replay,
-            demote,
-        };
         let report = Arc::new(std::sync::Mutex::new(crate::wire::HealthReport::default()));
         let (lease_tx, lease_rx) = watch::channel(LeaseState::default());
         let (renewing, mut renew_rx) = watch::channel(true);
@@ -182,6 +202,8 @@ impl Shell {
                 demoted: Default::default(),
                 busy: Default::default(),
                 job_done: Default::default(),
+                demote_jobs: Default::default(),
+                stopping: Default::default(),
                 demote_timeout: Duration::from_secs(20),
                 renew_now: Default::default(),
                 replay_leftover: false,
@@ -480,4 +502,85 @@ async fn a_long_flush_does_not_hold_up_the_node_and_the_ip_goes_only_after_it() 
     let done = shell.report.lock().unwrap().done.clone();
     assert_eq!(done.get(&moving), Some(&(epoch + 1)), "{done:?}");
     shell.stop().await;
+}
+
+/// A state where node 1 hands one of its stores over (Demoting), with its
+/// master IP bound: (state, store, master IP).
+fn handing_over() -> (ClusterState, String, IpAddr) {
+    let mut s = state();
+    let moving = s.masters_of(ME).next().unwrap().name.clone();
+    let ip = s.stores[&moving].master_ip.addr;
+    let to = s.stores[&moving].replicas().next().unwrap();
+    let epoch = s.stores[&moving].epoch;
+    let r = s.apply(&slotd_raft_store::Request {
+        at_ms: 0,
+        command: slotd_raft_store::Command::BeginSwitchover {
+            store: moving.clone(),
+            epoch,
+            to,
+            force: false,
+            reason: slotd_raft_store::Reason::Operator,
+        },
+    });
+    assert!(r.is_applied(), "{r:?}");
+    (s, moving, ip)
+}
+
+async fn bind(shell: &Shell, ip: IpAddr) {
+    use slotd_netops::AddressOps;
+    let prefix = slotd_netops::IpPrefix::new(ip, 32).unwrap();
+    shell.ops.bind("eth0", prefix).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_demote_that_fails_at_once_is_tried_again_after_a_pause_not_in_a_loop() {
+    let (s, _, ip) = handing_over();
+    let driver = SlowDriver {
+        demote_fails: true,
+        ..SlowDriver::default()
+    };
+    let shell = Shell::start_driver(driver, s);
+    bind(&shell, ip).await;
+    sleep(5000).await;
+    let tries = shell.driver.demotes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=7).contains(&tries), "{tries} demotes in 5 s");
+    assert!(
+        shell.bound().contains(&ip),
+        "the master IP stays while the demote fails"
+    );
+    shell.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_stops_mid_demote_leaves_no_master_behind() {
+    let (s, moving, ip) = handing_over();
+    let slot = s.stores[&moving].slot_on(ME).unwrap().slot.clone();
+    // The demote's stop hangs for 15 s.
+    let driver = SlowDriver {
+        demote_stop: Duration::from_secs(15),
+        ..SlowDriver::default()
+    };
+    let shell = Shell::start_driver(driver, s);
+    // Its instance ran as master when the switchover began.
+    let ctx = SlotContext {
+        store: moving.clone(),
+        epoch: 1,
+        master_ip: ip,
+        replica_ip: ip,
+        slots: 2,
+    };
+    shell.driver.inner.start_master(&slot, &ctx).await.unwrap();
+    bind(&shell, ip).await;
+    sleep(2000).await;
+    assert_eq!(shell.driver.demotes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(shell.bound().contains(&ip), "still demoting: the IP stays");
+    let (driver, ops) = (shell.driver.clone(), shell.ops.clone());
+    shell.stop().await;
+    // The last pass stopped the instance itself and gave the IP up.
+    let running = driver.inner.observe().await;
+    assert!(
+        !matches!(running.get(&slot), Some(Instance::Master { .. })),
+        "{running:?}"
+    );
+    assert!(!ops.addresses("eth0").iter().any(|p| p.addr() == ip));
 }

@@ -52,15 +52,17 @@ pub enum OpenError {
          the node out (slotctl node remove) and add it back with an empty data directory"
     )]
     Corrupt { path: PathBuf, what: String },
+    #[error("Raft database {path} was written by a newer slotd ({what}); run that version, or restore a copy")]
+    Newer { path: PathBuf, what: String },
 }
 
 /// Reads every record of the database and decodes it as its reader will:
 /// the log entries, the vote and the committed and purged ids, the
 /// snapshot. Tables not created yet are fine (a database from a first
 /// start that stopped early).
-fn verify(db: &Database) -> Result<(), String> {
+fn verify(db: &impl redb::ReadableDatabase) -> Result<(), String> {
     use crate::types::typ::{Entry, LogId, Vote};
-    use redb::{ReadableDatabase, ReadableTable, TableError};
+    use redb::{ReadableTable, TableError};
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     match txn.open_table(LOGS) {
         Ok(table) => {
@@ -110,6 +112,40 @@ fn verify(db: &Database) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `f`, turning a panic (redb answers some damage with one) into an
+/// error that says what it was.
+fn guarded<T>(f: impl FnOnce() -> Result<T, Option<String>>) -> Result<T, Option<String>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => Err(Some(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "reading it failed".to_owned()),
+        )),
+    }
+}
+
+/// The refusal for what `verify` found: a newer format is not damage.
+fn classify(path: &Path, what: Option<String>) -> OpenError {
+    let what = what.unwrap_or_else(|| "unreadable".to_owned());
+    if what.contains(NEWER) {
+        OpenError::Newer {
+            path: path.to_owned(),
+            what,
+        }
+    } else {
+        OpenError::Corrupt {
+            path: path.to_owned(),
+            what,
+        }
+    }
+}
+
+/// What `CodecError::Version` says (a newer slotd wrote it).
+const NEWER: &str = "this slotd reads version";
+
 /// Opens (creating if needed) the Raft storage in `data_dir` and returns the
 /// log store and state machine that openraft drives.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
@@ -122,34 +158,57 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         path: path.clone(),
         source: Box::new(e),
     };
-    let existed = path.exists();
     // An existing file is read whole before anything is written: a damaged
     // file is refused (never half-read into a running node) and left as it
-    // is. redb answers some damage with a panic, not an error.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let db = Database::create(&path).map_err(|e| Err(db_err(e.into())))?;
-        if existed {
-            verify(&db).map_err(Ok)?;
+    // is. A file a crash left open needs redb's repair, which writes: a
+    // copy of it as it was is kept until it has been read whole.
+    let mut unrepaired = None;
+    if path.exists() {
+        match guarded(|| match redb::ReadOnlyDatabase::open(&path) {
+            Ok(ro) => verify(&ro).map(|()| true).map_err(Some),
+            Err(redb::DatabaseError::RepairAborted) => Ok(false),
+            Err(e) => Err(Some(format!("cannot open it: {e}"))),
+        }) {
+            Ok(true) => {}
+            Ok(false) => {
+                let copy = path.with_extension("redb.unrepaired");
+                std::fs::copy(&path, &copy).map_err(|e| OpenError::Corrupt {
+                    path: path.clone(),
+                    what: format!(
+                        "it needs a repair, and keeping a copy at {} first failed: {e}",
+                        copy.display()
+                    ),
+                })?;
+                unrepaired = Some(copy);
+            }
+            Err(what) => return Err(classify(&path, what)),
+        }
+    }
+    let db = guarded(|| {
+        let db = Database::create(&path).map_err(|e| Some(format!("cannot open it: {e}")))?;
+        if unrepaired.is_some() {
+            verify(&db).map_err(Some)?;
         }
         Ok(db)
-    }));
-    let corrupt = |what: String| OpenError::Corrupt {
-        path: path.clone(),
-        what,
-    };
-    let db = match opened {
-        Ok(Ok(db)) => db,
-        Ok(Err(Err(e))) => return Err(e),
-        Ok(Err(Ok(what))) => return Err(corrupt(what)),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "reading it failed".to_owned());
-            return Err(corrupt(what));
+    });
+    let db = match db {
+        Ok(db) => db,
+        Err(what) => {
+            let what = match &unrepaired {
+                Some(copy) => format!(
+                    "{}; after redb's repair (the file as it was is kept at {})",
+                    what.unwrap_or_default(),
+                    copy.display()
+                ),
+                None => what.unwrap_or_default(),
+            };
+            return Err(classify(&path, Some(what)));
         }
     };
+    if let Some(copy) = unrepaired {
+        // Repaired and read whole: the copy is not needed.
+        let _ = std::fs::remove_file(copy);
+    }
     // Create the tables once, so that readers never meet a missing table.
     let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
     for table in [META, SNAPSHOT] {
@@ -167,4 +226,81 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         },
     })?;
     Ok((LogStore::new(db), sm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::typ::Entry;
+
+    /// Writes rows into the log table of a cleanly closed database.
+    fn write_logs(path: &Path, rows: &[(u64, Vec<u8>)]) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut logs = txn.open_table(LOGS).unwrap();
+            for (i, bytes) in rows {
+                logs.insert(*i, bytes.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn entry(index: u64) -> Vec<u8> {
+        let id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        crate::codec::encode(&Entry {
+            log_id: id,
+            payload: openraft::EntryPayload::Blank,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bad_record_is_refused_by_name_without_a_byte_written() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(dir.path()).is_ok(), "a new database");
+        let path = dir.path().join(DB_FILE);
+        let mut garbage = entry(2);
+        let last = garbage.len() - 1;
+        garbage[last] ^= 0xff;
+        garbage.truncate(garbage.len() / 2);
+        write_logs(&path, &[(1, entry(1)), (2, garbage)]);
+        let before = std::fs::read(&path).unwrap();
+        let err = open(dir.path()).err().expect("refused");
+        let text = err.to_string();
+        assert!(matches!(err, OpenError::Corrupt { .. }), "{text}");
+        assert!(text.contains("log entry 2") && text.contains(DB_FILE), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not a byte written");
+    }
+
+    #[test]
+    fn entries_out_of_sequence_and_a_newer_format_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(dir.path()).is_ok());
+        let path = dir.path().join(DB_FILE);
+        write_logs(&path, &[(1, entry(1)), (3, entry(3))]);
+        let text = open(dir.path()).err().expect("a gap").to_string();
+        assert!(text.contains("log entries jump to 3"), "{text}");
+
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(dir.path()).is_ok());
+        let path = dir.path().join(DB_FILE);
+        let mut newer = entry(1);
+        newer[0] = crate::codec::FORMAT_VERSION + 1;
+        write_logs(&path, &[(1, newer)]);
+        let err = open(dir.path()).err().expect("a newer format");
+        assert!(matches!(err, OpenError::Newer { .. }), "{err}");
+        assert!(err.to_string().contains("written by a newer slotd"), "{err}");
+    }
+
+    #[test]
+    fn a_healthy_database_opens_again_and_again() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(dir.path()).is_ok());
+        write_logs(&dir.path().join(DB_FILE), &[(1, entry(1)), (2, entry(2))]);
+        for _ in 0..3 {
+            assert!(open(dir.path()).is_ok());
+        }
+        assert!(!dir.path().join("raft.redb.unrepaired").exists());
+    }
 }
