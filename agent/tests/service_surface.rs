@@ -59,71 +59,46 @@ async fn health_and_reflection_answer() {
     }
 }
 
-/// v1 reflection: the service names, and the files defining slotd.v1.Admin.
-async fn reflect_v1(channel: tonic::transport::Channel) -> (Vec<String>, Vec<Vec<u8>>) {
-    use tonic_reflection::pb::v1 as r;
-    let ask = |m| r::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    };
-    let requests = vec![
-        ask(r::server_reflection_request::MessageRequest::ListServices(String::new())),
-        ask(r::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "slotd.v1.Admin".into(),
-        )),
-    ];
-    let mut answers = r::server_reflection_client::ServerReflectionClient::new(channel)
-        .server_reflection_info(futures::stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut names, mut files) = (Vec::new(), Vec::new());
-    while let Some(answer) = answers.message().await.unwrap() {
-        match answer.message_response {
-            Some(r::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
-                names.extend(l.service.into_iter().map(|s| s.name))
+/// Reflection of one version (`$r`: its generated module): the service
+/// names, and the files defining slotd.v1.Admin.
+macro_rules! reflect {
+    ($name:ident, $r:path, $version:literal) => {
+        async fn $name(channel: tonic::transport::Channel) -> (Vec<String>, Vec<Vec<u8>>) {
+            use $r as r;
+            let ask = |m| r::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(m),
+            };
+            let requests = vec![
+                ask(r::server_reflection_request::MessageRequest::ListServices(
+                    String::new(),
+                )),
+                ask(r::server_reflection_request::MessageRequest::FileContainingSymbol("slotd.v1.Admin".into())),
+            ];
+            let mut answers = r::server_reflection_client::ServerReflectionClient::new(channel)
+                .server_reflection_info(futures::stream::iter(requests))
+                .await
+                .unwrap()
+                .into_inner();
+            let (mut names, mut files) = (Vec::new(), Vec::new());
+            while let Some(answer) = answers.message().await.unwrap() {
+                match answer.message_response {
+                    Some(r::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                        names.extend(l.service.into_iter().map(|s| s.name))
+                    }
+                    Some(r::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
+                        files.extend(f.file_descriptor_proto)
+                    }
+                    other => panic!("{}: unexpected answer {other:?}", $version),
+                }
             }
-            Some(r::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
-                files.extend(f.file_descriptor_proto)
-            }
-            other => panic!("v1: unexpected answer {other:?}"),
+            (names, files)
         }
-    }
-    (names, files)
+    };
 }
 
-/// The same through v1alpha (`grpc.reflection.v1alpha`).
-async fn reflect_v1alpha(channel: tonic::transport::Channel) -> (Vec<String>, Vec<Vec<u8>>) {
-    use tonic_reflection::pb::v1alpha as r;
-    let ask = |m| r::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    };
-    let requests = vec![
-        ask(r::server_reflection_request::MessageRequest::ListServices(String::new())),
-        ask(r::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "slotd.v1.Admin".into(),
-        )),
-    ];
-    let mut answers = r::server_reflection_client::ServerReflectionClient::new(channel)
-        .server_reflection_info(futures::stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut names, mut files) = (Vec::new(), Vec::new());
-    while let Some(answer) = answers.message().await.unwrap() {
-        match answer.message_response {
-            Some(r::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
-                names.extend(l.service.into_iter().map(|s| s.name))
-            }
-            Some(r::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
-                files.extend(f.file_descriptor_proto)
-            }
-            other => panic!("v1alpha: unexpected answer {other:?}"),
-        }
-    }
-    (names, files)
-}
+reflect!(reflect_v1, tonic_reflection::pb::v1, "v1");
+reflect!(reflect_v1alpha, tonic_reflection::pb::v1alpha, "v1alpha");
 
 #[test]
 fn sd_notify_ready_watchdog_stopping() {

@@ -459,30 +459,18 @@ async fn a_long_replay_does_not_hold_up_the_repair_of_other_instances() {
 
 #[tokio::test(start_paused = true)]
 async fn a_long_flush_does_not_hold_up_the_node_and_the_ip_goes_only_after_it() {
-    let mut s = state();
-    let mine: Vec<String> = s.masters_of(ME).take(2).map(|st| st.name.clone()).collect();
-    let (moving, other) = (mine[0].clone(), mine[1].clone());
+    let (s, moving, moving_ip) = handing_over();
+    let attempt = s.stores[&moving].epoch;
+    let other = s
+        .masters_of(ME)
+        .map(|st| st.name.clone())
+        .find(|n| *n != moving)
+        .unwrap();
     let other_slot = s.stores[&other].slot_on(ME).unwrap().slot.clone();
-    let moving_ip = s.stores[&moving].master_ip.addr;
-    let to = s.stores[&moving].replicas().next().unwrap();
-    let epoch = s.stores[&moving].epoch;
-    let r = s.apply(&slotd_raft_store::Request {
-        at_ms: 0,
-        command: slotd_raft_store::Command::BeginSwitchover {
-            store: moving.clone(),
-            epoch,
-            to,
-            force: false,
-            reason: slotd_raft_store::Reason::Operator,
-        },
-    });
-    assert!(r.is_applied(), "{r:?}");
     // Its flush takes 15 s.
     let shell = Shell::start_with(Duration::ZERO, Duration::ZERO, Duration::from_secs(15), s);
     // It held its master IP when the switchover began.
-    use slotd_netops::AddressOps;
-    let prefix = slotd_netops::IpPrefix::new(moving_ip, 32).unwrap();
-    shell.ops.bind("eth0", prefix).await.unwrap();
+    bind(&shell, moving_ip).await;
     sleep(2000).await;
     assert_eq!(shell.masters_running().await, 39, "the demoting one stopped at once");
     assert!(shell.bound().contains(&moving_ip), "the master IP stays while flushing");
@@ -500,7 +488,7 @@ async fn a_long_flush_does_not_hold_up_the_node_and_the_ip_goes_only_after_it() 
     sleep(15_000 - 4500 + 100).await;
     assert!(!shell.bound().contains(&moving_ip), "released after the demote");
     let done = shell.report.lock().unwrap().done.clone();
-    assert_eq!(done.get(&moving), Some(&(epoch + 1)), "{done:?}");
+    assert_eq!(done.get(&moving), Some(&attempt), "{done:?}");
     shell.stop().await;
 }
 
