@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{find_store, leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
 use slotd_agent::config::Timing;
+use slotd_netops::testkit::IFACE;
 
 /// Freezes (or stalls) a master's agent and watches its master IPs, every
 /// 10 ms, until they are served elsewhere: they must have left its
@@ -96,11 +97,32 @@ fn fence_releases_the_ledger_without_the_raft_data() {
     site.init();
     let before = site.held_all(&[]);
     assert!(before.iter().all(|h| !h.is_empty()));
+    // An address slotd does not manage, in the store ranges even, on every
+    // machine: the fence must leave it.
+    let unmanaged = |i: usize| format!("10.64.250.{}/32", i + 1);
+    for (i, host) in HOSTS.iter().enumerate() {
+        site.lan.host(host).ip(&["addr", "add", &unmanaged(i), "dev", IFACE]);
+    }
     // Every agent dies (kill -9): the addresses stay bound.
     for i in 0..3 {
         site.kill9(i);
     }
-    assert_eq!(site.held_all(&[]), before);
+    let with_unmanaged: Vec<Vec<String>> = (0..3)
+        .map(|i| {
+            let mut h = before[i].clone();
+            h.push(unmanaged(i));
+            h.sort();
+            h
+        })
+        .collect();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        site.held_all(&[]).into_iter().map(sorted).collect::<Vec<_>>(),
+        with_unmanaged
+    );
     // Node 1: its Raft database is garbage.
     std::fs::write(site.data_dir(0).join("raft.redb"), b"not a database").unwrap();
     // Node 2: its data directory is gone (a file stands in its way).
@@ -124,7 +146,18 @@ fn fence_releases_the_ledger_without_the_raft_data() {
             "imap{}: {said}",
             i + 1
         );
-        assert!(site.held(i).is_empty(), "imap{} still holds {:?}", i + 1, site.held(i));
+        assert_eq!(
+            site.held(i),
+            vec![unmanaged(i)],
+            "imap{}: only the unmanaged address stays",
+            i + 1
+        );
+        let peer = site.lan.host(HOSTS[i]).ip(&["-4", "-o", "addr", "show", "dev", IFACE]);
+        assert!(
+            peer.contains(&format!("10.99.0.{}/", i + 1)),
+            "imap{}: its own address stays: {peer}",
+            i + 1
+        );
     }
     // What the fence left in the ledger: nothing to release.
     for i in [0, 2] {
