@@ -67,6 +67,8 @@ struct Running {
     instance: Instance,
     /// `exec`: cyrmaster, the agent's child.
     child: Option<Child>,
+    /// A stop is under way: its group ending is no news.
+    stopping: bool,
 }
 
 /// Who starts and stops a slot's cyrmaster.
@@ -286,10 +288,15 @@ impl CyrusDriver {
             Role::Replica => Instance::Replica { epoch: ctx.epoch },
         };
         info!(slot, pgid, ?role, "cyrmaster serving");
-        self.running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(slot.to_owned(), Running { pgid, instance, child });
+        self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            slot.to_owned(),
+            Running {
+                pgid,
+                instance,
+                child,
+                stopping: false,
+            },
+        );
         Ok(())
     }
 
@@ -626,8 +633,11 @@ impl SlotDriver for CyrusDriver {
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(slot)
-            .map(|r| r.pgid);
+            .get_mut(slot)
+            .map(|r| {
+                r.stopping = true;
+                r.pgid
+            });
         let pgid = known.or_else(|| pidfile_cyrmaster(&self.dir(slot)));
         if self.runner == Runner::Systemd {
             // systemd stops the unit's whole cgroup; a stop of a unit that
@@ -776,7 +786,7 @@ impl SlotDriver for CyrusDriver {
         // reconciler starts it again.
         running.retain(|slot, r| {
             let alive = live.contains(&r.pgid);
-            if !alive {
+            if !alive && !r.stopping {
                 warn!(slot, pgid = r.pgid, "cyrmaster is gone");
             }
             alive

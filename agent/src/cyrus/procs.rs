@@ -106,6 +106,9 @@ pub async fn stop_group(pgid: i32, grace: Duration) -> bool {
     if wait_empty(pgid, grace).await {
         return true;
     }
+    // Worth knowing: a Cyrus that ignores SIGTERM this long holds up a
+    // switchover by the whole grace.
+    tracing::warn!(pgid, ?grace, "instance still running after SIGTERM: SIGKILL");
     signal_group(pgid, libc::SIGKILL);
     wait_empty(pgid, Duration::from_secs(2)).await
 }
