@@ -476,18 +476,25 @@ pub fn render(
     });
     {
         // What this node saw of its own instances (health report).
-        let r = report.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // Only the three small maps, not the whole report (leftover sync
+        // logs ride in it): a scrape copies what it shows.
+        let (failing, backlog, backlog_age) = {
+            let r = report.lock().unwrap_or_else(PoisonError::into_inner);
+            let failing: std::collections::BTreeMap<String, usize> =
+                r.health.iter().map(|(s, p)| (s.clone(), p.len())).collect();
+            (failing, r.backlog.clone(), r.backlog_age_ms.clone())
+        };
         cluster.reader.with(|d| {
             for s in d.state.stores.values().filter(|s| s.slot_on(cluster.id).is_some()) {
                 x.gauge(
                     "slotd_health_checks_failing",
                     "Failing health checks of this node's instance of the store (banners, sync_client).",
                     &[("store", &s.name)],
-                    r.health.get(&s.name).map_or(0, Vec::len) as f64,
+                    failing.get(&s.name).copied().unwrap_or(0) as f64,
                 );
             }
         });
-        for (store, bytes) in &r.backlog {
+        for (store, bytes) in &backlog {
             x.gauge(
                 "slotd_replication_backlog_bytes",
                 "Bytes of the sync log this master has not sent to its replica yet.",
@@ -495,7 +502,7 @@ pub fn render(
                 *bytes as f64,
             );
         }
-        for (store, ms) in &r.backlog_age_ms {
+        for (store, ms) in &backlog_age {
             x.gauge(
                 "slotd_replication_backlog_age_seconds",
                 "How long the oldest change this master has not sent yet has waited.",

@@ -409,6 +409,17 @@ impl CyrusDriver {
         }
     }
 
+    /// `sync_client` with the slot's config, ended with the future that
+    /// waits for it (a flush or replay cut short leaves none behind).
+    fn sync_client(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("sync_client"));
+        cmd.arg("-C")
+            .arg(dir.join("etc/imapd.conf"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// One `sync_client -r -f FILE` on the master: for each mailbox the file
     /// names, it pulls the records only the replica has (lab pitfall 13).
     async fn replay_once(&self, slot: &str, log: &str) -> Result<String, DriverError> {
@@ -433,15 +444,12 @@ impl CyrusDriver {
                 .and_then(|()| f.write_all(log.as_bytes()))
                 .map_err(|e| failed(slot, format!("{}: {e}", file.display())))?;
         }
-        let child = Command::new(self.bin_dir.join("sync_client"))
-            .arg("-C")
-            .arg(dir.join("etc/imapd.conf"))
+        let child = self
+            .sync_client(&dir)
             .args(["-v", "-r", "-f"])
             .arg(&file)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| failed(slot, format!("sync_client: {e}")))?;
         let result = tokio::time::timeout(REPLAY_TIMEOUT, child.wait_with_output()).await;
@@ -480,14 +488,11 @@ impl CyrusDriver {
             if !pending(&conf)? {
                 return Ok(pass);
             }
-            let mut child = Command::new(self.bin_dir.join("sync_client"))
-                .arg("-C")
-                .arg(dir.join("etc/imapd.conf"))
+            let mut child = self
+                .sync_client(&dir)
                 .args(["-R", "-1"])
-                .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| failed(slot, format!("sync_client: {e}")))?;
             match tokio::time::timeout(FLUSH_PASS, child.wait()).await {

@@ -60,6 +60,20 @@ fn observed(ips: &[&str], instances: &[(&str, Instance)]) -> Observed {
     }
 }
 
+/// An operator's switchover of st01 (epoch 1) from imap1 to imap2.
+fn begin_switchover_to_imap2(s: &mut ClusterState) {
+    apply(
+        s,
+        Command::BeginSwitchover {
+            store: "st01".into(),
+            epoch: 1,
+            to: 2,
+            force: false,
+            reason: Reason::Operator,
+        },
+    );
+}
+
 fn apply(s: &mut ClusterState, command: Command) {
     let r = s.apply(&Request { at_ms: 0, command });
     assert!(r.is_applied(), "{r:?}");
@@ -246,16 +260,7 @@ fn failed_away_old_master_gives_up_then_becomes_replica() {
 #[test]
 fn switchover_phases() {
     let mut s = state();
-    apply(
-        &mut s,
-        Command::BeginSwitchover {
-            store: "st01".into(),
-            epoch: 1,
-            to: 2,
-            force: false,
-            reason: Reason::Operator,
-        },
-    );
+    begin_switchover_to_imap2(&mut s);
     assert!(matches!(s.stores["st01"].phase, Phase::Demoting { .. }));
     // Demoting: the old master stops (and flushes) on a task of its own;
     // the master IP stays meanwhile.
@@ -416,15 +421,6 @@ fn an_instance_the_log_wants_and_that_does_not_run_is_missing() {
     assert_eq!(missing_role(&st, 2, Some("stopped")), Some("replica"));
     assert_eq!(missing_role(&st, 3, None), None, "no slot of the store here");
     // While a switchover runs, instances change on purpose.
-    apply(
-        &mut s,
-        Command::BeginSwitchover {
-            store: "st01".into(),
-            epoch: 1,
-            to: 2,
-            force: false,
-            reason: Reason::Operator,
-        },
-    );
+    begin_switchover_to_imap2(&mut s);
     assert_eq!(missing_role(&s.stores["st01"], 1, None), None);
 }

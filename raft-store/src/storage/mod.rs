@@ -60,91 +60,113 @@ pub enum OpenError {
 /// the log entries, the vote and the committed and purged ids, the
 /// snapshot. Tables not created yet are fine (a database from a first
 /// start that stopped early).
-fn verify(db: &impl redb::ReadableDatabase) -> Result<(), String> {
+fn verify(db: &impl redb::ReadableDatabase) -> Result<(), Found> {
     use crate::types::typ::{Entry, LogId, Vote};
     use redb::{ReadableTable, TableError};
-    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let txn = db.begin_read().map_err(|e| Found::from(e.to_string()))?;
     match txn.open_table(LOGS) {
         Ok(table) => {
             let mut expected = None;
-            for row in table.iter().map_err(|e| e.to_string())? {
-                let (index, raw) = row.map_err(|e| e.to_string())?;
+            for row in table.iter().map_err(|e| Found::from(e.to_string()))? {
+                let (index, raw) = row.map_err(|e| Found::from(e.to_string()))?;
                 let index = index.value();
-                let entry: Entry = crate::codec::decode(raw.value()).map_err(|e| format!("log entry {index}: {e}"))?;
+                let entry: Entry =
+                    crate::codec::decode(raw.value()).map_err(|e| Found::of(e, &format!("log entry {index}")))?;
                 if entry.log_id.index != index {
-                    return Err(format!("log entry {index} says it is entry {}", entry.log_id.index));
+                    return Err(format!("log entry {index} says it is entry {}", entry.log_id.index).into());
                 }
                 if expected.is_some_and(|e| e != index) {
-                    return Err(format!("log entries jump to {index}"));
+                    return Err(format!("log entries jump to {index}").into());
                 }
                 expected = Some(index + 1);
             }
         }
         Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string().into()),
     }
     match txn.open_table(META) {
         Ok(table) => {
-            for row in table.iter().map_err(|e| e.to_string())? {
-                let (key, raw) = row.map_err(|e| e.to_string())?;
+            for row in table.iter().map_err(|e| Found::from(e.to_string()))? {
+                let (key, raw) = row.map_err(|e| Found::from(e.to_string()))?;
                 let (key, raw) = (key.value(), raw.value());
-                let bad = |e: CodecError| format!("record {key:?}: {e}");
+                let bad = |e: CodecError| Found::of(e, &format!("record {key:?}"));
                 match key {
                     KEY_VOTE => drop(crate::codec::decode::<Vote>(raw).map_err(bad)?),
                     KEY_COMMITTED => drop(crate::codec::decode::<Option<LogId>>(raw).map_err(bad)?),
                     KEY_LAST_PURGED => drop(crate::codec::decode::<LogId>(raw).map_err(bad)?),
-                    other => return Err(format!("unknown record {other:?}")),
+                    other => return Err(format!("unknown record {other:?}").into()),
                 }
             }
         }
         Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string().into()),
     }
     match txn.open_table(SNAPSHOT) {
         Ok(table) => {
-            if let Some(raw) = table.get(KEY_SNAPSHOT).map_err(|e| e.to_string())? {
-                state_machine::check_snapshot(raw.value()).map_err(|e| format!("snapshot: {e}"))?;
+            if let Some(raw) = table.get(KEY_SNAPSHOT).map_err(|e| Found::from(e.to_string()))? {
+                state_machine::check_snapshot(raw.value()).map_err(|e| Found::of(e, "snapshot"))?;
             }
         }
         Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string().into()),
     }
     Ok(())
 }
 
-/// Runs `f`, turning a panic (redb answers some damage with one) into an
-/// error that says what it was.
-fn guarded<T>(f: impl FnOnce() -> Result<T, Option<String>>) -> Result<T, Option<String>> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(panic) => Err(Some(
+/// What reading a database found wrong with it.
+#[derive(Debug)]
+enum Found {
+    /// Damage (or something this slotd cannot make sense of).
+    Damaged(String),
+    /// Records of a format a newer slotd writes.
+    Newer(String),
+}
+
+impl From<String> for Found {
+    fn from(what: String) -> Found {
+        Found::Damaged(what)
+    }
+}
+
+impl Found {
+    /// A record `what` that does not decode.
+    fn of(e: CodecError, what: &str) -> Found {
+        match e {
+            CodecError::Version { .. } => Found::Newer(format!("{what}: {e}")),
+            e => Found::Damaged(format!("{what}: {e}")),
+        }
+    }
+
+    /// The refusal naming `path`.
+    fn refusal(self, path: &Path) -> OpenError {
+        let path = path.to_owned();
+        match self {
+            Found::Damaged(what) => OpenError::Corrupt { path, what },
+            Found::Newer(what) => OpenError::Newer { path, what },
+        }
+    }
+
+    fn also(self, more: &str) -> Found {
+        match self {
+            Found::Damaged(what) => Found::Damaged(format!("{what}; {more}")),
+            Found::Newer(what) => Found::Newer(format!("{what}; {more}")),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic (redb answers some damage with one) into
+/// damage that says what it was.
+fn guarded<T>(f: impl FnOnce() -> Result<T, Found>) -> Result<T, Found> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(Found::Damaged(
             panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "reading it failed".to_owned()),
-        )),
-    }
+        ))
+    })
 }
-
-/// The refusal for what `verify` found: a newer format is not damage.
-fn classify(path: &Path, what: Option<String>) -> OpenError {
-    let what = what.unwrap_or_else(|| "unreadable".to_owned());
-    if what.contains(NEWER) {
-        OpenError::Newer {
-            path: path.to_owned(),
-            what,
-        }
-    } else {
-        OpenError::Corrupt {
-            path: path.to_owned(),
-            what,
-        }
-    }
-}
-
-/// What `CodecError::Version` says (a newer slotd wrote it).
-const NEWER: &str = "this slotd reads version";
 
 /// Opens (creating if needed) the Raft storage in `data_dir` and returns the
 /// log store and state machine that openraft drives.
@@ -165,9 +187,9 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
     let mut unrepaired = None;
     if path.exists() {
         match guarded(|| match redb::ReadOnlyDatabase::open(&path) {
-            Ok(ro) => verify(&ro).map(|()| true).map_err(Some),
+            Ok(ro) => verify(&ro).map(|()| true),
             Err(redb::DatabaseError::RepairAborted) => Ok(false),
-            Err(e) => Err(Some(format!("cannot open it: {e}"))),
+            Err(e) => Err(format!("cannot open it: {e}").into()),
         }) {
             Ok(true) => {}
             Ok(false) => {
@@ -181,28 +203,27 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
                 })?;
                 unrepaired = Some(copy);
             }
-            Err(what) => return Err(classify(&path, what)),
+            Err(found) => return Err(found.refusal(&path)),
         }
     }
     let db = guarded(|| {
-        let db = Database::create(&path).map_err(|e| Some(format!("cannot open it: {e}")))?;
+        let db = Database::create(&path).map_err(|e| Found::from(format!("cannot open it: {e}")))?;
         if unrepaired.is_some() {
-            verify(&db).map_err(Some)?;
+            verify(&db)?;
         }
         Ok(db)
     });
     let db = match db {
         Ok(db) => db,
-        Err(what) => {
-            let what = match &unrepaired {
-                Some(copy) => format!(
-                    "{}; after redb's repair (the file as it was is kept at {})",
-                    what.unwrap_or_default(),
+        Err(found) => {
+            let found = match &unrepaired {
+                Some(copy) => found.also(&format!(
+                    "after redb's repair (the file as it was is kept at {})",
                     copy.display()
-                ),
-                None => what.unwrap_or_default(),
+                )),
+                None => found,
             };
-            return Err(classify(&path, Some(what)));
+            return Err(found.refusal(&path));
         }
     };
     if let Some(copy) = unrepaired {
