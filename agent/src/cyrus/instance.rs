@@ -37,10 +37,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// SIGTERM, then SIGKILL after this (the lab: all gone in ~12 ms).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The longest a start (a stop of what ran first included) or a stop may
-/// take here, SIGKILL's wait included: the reconciler allows this much.
-/// The longest path of a start (`worst_start`), with room to spare: the
-/// reconciler must never cut a start half-way (it would leave an instance
-/// it does not track).
+/// take here, SIGKILL's wait included, with room to spare (a test checks it
+/// against the longest path): the reconciler allows this much, and must
+/// never cut a start half-way (it would leave an instance it does not
+/// track).
 pub const START_STOP_BOUND: Duration = Duration::from_secs(120);
 /// One `sync_client -R -1` pass of a flush (it retries an unreachable
 /// replica for ever: lab pitfall 9).
@@ -362,37 +362,30 @@ impl CyrusDriver {
     async fn start_unit(&self, slot: &str, dir: &Path, ip: IpAddr, port: u16) -> Result<i32, DriverError> {
         let unit = systemd::unit(slot);
         let hint = format!("journalctl -u {unit} tells more");
-        // Type=exec: the start returns once cyrmaster runs (or failed to).
-        let started = match systemd::systemctl(&["start", &unit]).await {
-            Err(e) => Err(e),
-            Ok(_) => match systemd::show(&unit, "MainPID").await {
-                Err(e) => Err(e),
-                Ok(out) => systemd::main_pid(&out).ok_or_else(|| format!("{unit} has no main process")),
-            },
-        };
-        let started = match started {
-            Err(e) => Err(e),
-            Ok(pid) => {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if !super::procs::runs_config(&cmdline, dir) {
-                    Err(format!(
-                        "{unit} does not run {}/etc/imapd.conf (its command line: {:?}): set CYRUS_ROOT \
-                         in /etc/slotd/cyrus-slot.env to cyrus.root ({})",
-                        dir.display(),
-                        String::from_utf8_lossy(&cmdline).replace('\0', " ").trim(),
-                        self.root.display()
-                    ))
-                } else {
-                    // systemd starts services in a session of their own.
-                    let pgid = super::procs::group_of(pid).unwrap_or(pid);
-                    wait_listening(ip, port, || {
-                        (!super::procs::group_exists(pgid)).then(|| format!("{unit} exited"))
-                    })
-                    .await
-                    .map(|()| pgid)
-                }
+        let started: Result<i32, String> = async {
+            // Type=exec: the start returns once cyrmaster runs (or failed to).
+            systemd::systemctl(&["start", &unit]).await?;
+            let pid = systemd::main_pid(&systemd::show(&unit, "MainPID").await?)
+                .ok_or_else(|| format!("{unit} has no main process"))?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !super::procs::runs_config(&cmdline, dir) {
+                return Err(format!(
+                    "{unit} does not run {}/etc/imapd.conf (its command line: {:?}): set CYRUS_ROOT \
+                     in /etc/slotd/cyrus-slot.env to cyrus.root ({})",
+                    dir.display(),
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ").trim(),
+                    self.root.display()
+                ));
             }
-        };
+            // systemd starts services in a session of their own.
+            let pgid = super::procs::group_of(pid).unwrap_or(pid);
+            wait_listening(ip, port, || {
+                (!super::procs::group_exists(pgid)).then(|| format!("{unit} exited"))
+            })
+            .await?;
+            Ok(pgid)
+        }
+        .await;
         match started {
             Ok(pgid) => Ok(pgid),
             Err(why) => {

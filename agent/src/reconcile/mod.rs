@@ -121,6 +121,12 @@ enum Role {
     Replica { holds_ip: bool },
 }
 
+/// Whether this node serves `store` as master now: the log names it, the
+/// phase lets it serve, its lease is valid (the rule `reconcile` acts on).
+pub fn serves_as_master(store: &Store, me: NodeId, lease_valid: bool) -> bool {
+    role(store, me, lease_valid) == Role::Master
+}
+
 fn role(store: &Store, me: NodeId, lease_valid: bool) -> Role {
     if store.master == me {
         let may_serve = match store.phase {

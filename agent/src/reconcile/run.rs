@@ -399,15 +399,10 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|store, job| {
-                let wanted = lease_valid
-                    && state.stores.get(store).is_some_and(|s| {
-                        let serving = match s.phase {
-                            Phase::Stable => true,
-                            Phase::Promoting { to, .. } => to == me,
-                            Phase::Demoting { .. } => false,
-                        };
-                        s.master == me && serving && s.replay.is_some()
-                    });
+                let wanted = state
+                    .stores
+                    .get(store)
+                    .is_some_and(|s| s.replay.is_some() && super::serves_as_master(s, me, lease_valid));
                 if !wanted && !job.is_finished() {
                     warn!(store = %store, "replay stopped: this node no longer serves the store as master");
                     job.abort();
@@ -712,8 +707,8 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 let (driver, demoted, stats) = (r.driver.clone(), r.demoted.clone(), r.stats.clone());
                 let (slot, epoch, force, limit) = (slot.clone(), *epoch, *force, r.demote_timeout);
                 let job = async move {
-                    match tokio::time::timeout(limit, driver.demote(&slot, &ctx, force)).await {
-                        Ok(Ok(())) => {
+                    match within(limit, driver.demote(&slot, &ctx, force)).await {
+                        Ok(()) => {
                             demoted
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
@@ -727,11 +722,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                                 info!(slot, "demoted: clients stopped, sync log flushed, instance stopped");
                             }
                         }
-                        failed => {
-                            let error = match failed {
-                                Ok(Err(e)) => e.to_string(),
-                                _ => format!("no result within {limit:?}"),
-                            };
+                        Err(error) => {
                             Stats::add(&stats.action_errors, 1);
                             warn!(slot, %error, "demote failed; trying again in a moment");
                             // Busy a while longer: a demote that fails at
@@ -824,8 +815,8 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 let key = store.clone();
                 let bound = crate::cyrus::instance::REPLAY_BOUND;
                 let job = async move {
-                    let outcome = match tokio::time::timeout(bound, driver.replay(&slot, &log)).await {
-                        Ok(Ok(note)) => {
+                    let outcome = match within(bound, driver.replay(&slot, &log)).await {
+                        Ok(note) => {
                             info!(slot, from, %note, "leftover sync log replayed");
                             Replayed {
                                 from,
@@ -834,11 +825,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                                 note,
                             }
                         }
-                        failed => {
-                            let note = match failed {
-                                Ok(Err(e)) => e.to_string(),
-                                _ => format!("no result within {bound:?}"),
-                            };
+                        Err(note) => {
                             warn!(slot, from, error = %note, "replay of the leftover sync log failed");
                             Replayed {
                                 from,
@@ -890,19 +877,34 @@ impl Drop for Busy {
     }
 }
 
+/// A driver call that gets `limit`: its error, or that it gave none in time.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, crate::driver::DriverError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no result within {limit:?}")),
+    }
+}
+
 /// What the driver needs to know of `store` to run a slot of it at `epoch`.
 fn context(state: &ClusterState, store: &str, epoch: u64) -> Result<crate::driver::SlotContext, String> {
     let s = state
         .stores
         .get(store)
         .ok_or_else(|| format!("store {store:?} is not in the state"))?;
-    Ok(crate::driver::SlotContext {
-        store: store.to_owned(),
+    Ok(slot_context(s, epoch))
+}
+
+fn slot_context(s: &slotd_raft_store::Store, epoch: u64) -> crate::driver::SlotContext {
+    crate::driver::SlotContext {
+        store: s.name.clone(),
         epoch,
         master_ip: s.master_ip.addr,
         replica_ip: s.replica_ip.addr,
         slots: s.slots.len(),
-    })
+    }
 }
 
 /// The rest of an announcement whose first round a pass sent.
@@ -1063,12 +1065,10 @@ impl<D: SlotDriver> HealthChecker<D> {
             let state = self.reader.with(|d| d.state.clone());
             // What the reconciler last observed (the driver's own view is
             // the reconciler's to keep).
-            let instances = self
-                .report
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .instances
-                .clone();
+            let (instances, failing) = {
+                let r = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+                (r.instances.clone(), r.failing.clone())
+            };
             let checks = state.stores.values().filter_map(|s| {
                 let slot = s.slot_on(self.me)?;
                 let master = match instances.get(&slot.slot)?.as_str() {
@@ -1077,13 +1077,7 @@ impl<D: SlotDriver> HealthChecker<D> {
                     // Between roles: the reconciler is at work.
                     _ => return None,
                 };
-                let ctx = crate::driver::SlotContext {
-                    store: s.name.clone(),
-                    epoch: s.epoch,
-                    master_ip: s.master_ip.addr,
-                    replica_ip: s.replica_ip.addr,
-                    slots: s.slots.len(),
-                };
+                let ctx = slot_context(s, s.epoch);
                 let driver = &self.driver;
                 Some(async move {
                     let problems = driver.health(&slot.slot, &ctx, master).await;
@@ -1095,12 +1089,6 @@ impl<D: SlotDriver> HealthChecker<D> {
                 .into_iter()
                 .filter(|(_, problems)| !problems.is_empty())
                 .collect();
-            let failing = self
-                .report
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .failing
-                .clone();
             // An instance the log wants here that does not run (and whose
             // start is not already reported as failing): a check that
             // cannot run is a failing check.
