@@ -31,6 +31,13 @@ wait_file() {  # wait_file PATH SECONDS
   done
 }
 
+say "slotctl certs: a cluster CA, a certificate per node and one for operator demo"
+NODE_ARGS=()
+for i in $(seq 1 $NODES); do NODE_ARGS+=(--node "imap$i"); done
+"$BIN/slotctl" certs --dir "$WORK/tls" "${NODE_ARGS[@]}" --operator demo >/dev/null
+# slotctl shows the operator's certificate; every agent asks for one.
+export SLOTCTL_CA=$WORK/tls/ca.pem SLOTCTL_CERT=$WORK/tls/operator-demo.pem SLOTCTL_KEY=$WORK/tls/operator-demo.key
+
 for i in $(seq 1 $NODES); do
   mkdir -p "$WORK/n$i"
   cat >"$WORK/n$i.toml" <<TOML
@@ -44,6 +51,10 @@ interface = "lo"
 manage_addresses = false
 [cyrus]
 driver = "none"
+[tls]
+ca_file = "$WORK/tls/ca.pem"
+cert_file = "$WORK/tls/node-imap$i.pem"
+key_file = "$WORK/tls/node-imap$i.key"
 TOML
   "$BIN/slotd" --check-config "$WORK/n$i.toml" >/dev/null
   RUST_LOG=warn "$BIN/slotd" --config "$WORK/n$i.toml" 2>"$WORK/n$i.log" &

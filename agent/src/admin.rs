@@ -8,9 +8,12 @@ use slotd_proto::v1 as pb;
 use slotd_proto::v1::admin_server::Admin;
 use slotd_raft_store::{ClusterState, Command, NodeSpec, ServiceIp, SlotRef, StoreSpec, Topology};
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
+use crate::access;
 use crate::cluster::Cluster;
 use crate::error::AgentError;
+use crate::tls::{self, Caller};
 use crate::wire::{LeaderCall, LeaderReply, NamedStore};
 
 /// The Admin service of one agent.
@@ -20,6 +23,14 @@ pub struct AdminService {
     pub closing: Arc<AtomicBool>,
     /// How many admin calls may run at once.
     pub calls: CallLimit,
+    /// The port runs mutual TLS: callers are known by their certificate.
+    pub secure: bool,
+}
+
+/// An admitted call: its permit (ends with the call) and who made it.
+struct Opened {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    by: String,
 }
 
 /// The most admin calls one agent carries out at once: more are refused
@@ -123,17 +134,33 @@ pub fn store_spec(s: pb::StoreSpec, nodes: &dyn Fn(&str) -> Option<u64>) -> Resu
 }
 
 impl AdminService {
-    /// Admits one call: refused while the agent stops, or when too many
-    /// are under way (the permit ends with the call).
-    fn open(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    /// Admits one call: refused from a certificate that may not call Admin
+    /// (`access::admin`), while the agent stops, or when too many are under
+    /// way.
+    fn open<T>(&self, req: &Request<T>) -> Result<Opened, Status> {
+        let caller = tls::caller(req, self.secure)?;
+        self.cluster
+            .reader
+            .with(|d| access::admin(&caller, &d.state))
+            .map_err(|denied| {
+                warn!(caller = %caller, error = %denied, "admin call refused");
+                Status::permission_denied(denied.to_string())
+            })?;
         if self.closing.load(Ordering::SeqCst) {
             return Err(to_status(AgentError::ShuttingDown));
         }
-        self.calls.enter()
+        let by = match (&caller, req.remote_addr()) {
+            (Caller::Insecure, Some(addr)) => format!("{caller} from {addr}"),
+            _ => caller.to_string(),
+        };
+        Ok(Opened {
+            _permit: self.calls.enter()?,
+            by,
+        })
     }
 
-    async fn written(&self, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
-        match self.cluster.call(call).await.map_err(to_status)? {
+    async fn written(&self, by: &str, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
+        match self.cluster.call_by(by, call).await.map_err(to_status)? {
             LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
             other => Err(unexpected(&other)),
         }
@@ -143,18 +170,23 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         if req.into_inner().stale {
             return Ok(Response::new(self.cluster.status()));
         }
-        match self.cluster.call(LeaderCall::Status).await.map_err(to_status)? {
+        match self
+            .cluster
+            .call_by(&open.by, LeaderCall::Status)
+            .await
+            .map_err(to_status)?
+        {
             LeaderReply::Status(view) => Ok(Response::new(view)),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let req = req.into_inner();
         let nodes: Vec<NodeSpec> = req.nodes.into_iter().map(node_spec).collect();
         let by_name = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.id);
@@ -173,28 +205,29 @@ impl Admin for AdminService {
             topology,
             forwarded: false,
         };
-        match self.cluster.execute(init).await.map_err(to_status)? {
+        match self.cluster.execute(init, &open.by).await.map_err(to_status)? {
             LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn add_node(&self, req: Request<pb::AddNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let Some(node) = req.into_inner().node else {
             return Err(invalid("node", "missing"));
         };
-        self.written(LeaderCall::AddNode(node_spec(node))).await
+        self.written(&open.by, LeaderCall::AddNode(node_spec(node))).await
     }
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         // Resolved on the leader: this node's view may be behind.
-        self.written(LeaderCall::RemoveNode(req.into_inner().node)).await
+        self.written(&open.by, LeaderCall::RemoveNode(req.into_inner().node))
+            .await
     }
 
     async fn add_store(&self, req: Request<pb::AddStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let Some(store) = req.into_inner().store else {
             return Err(invalid("store", "missing"));
         };
@@ -202,11 +235,11 @@ impl Admin for AdminService {
         // resolved on the leader, whose view is current.
         let placeholder = |_: &str| Some(0);
         store_spec(store.clone(), &placeholder)?;
-        self.written(LeaderCall::AddStore(store.into())).await
+        self.written(&open.by, LeaderCall::AddStore(store.into())).await
     }
 
     async fn failover(&self, req: Request<pb::FailoverRequest>) -> Result<Response<pb::FailoverReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let req = req.into_inner();
         name_arg("store", &req.store)?;
         if let Some(to) = &req.to {
@@ -217,14 +250,14 @@ impl Admin for AdminService {
             to: req.to,
             force: req.force,
         };
-        match self.cluster.call(call).await.map_err(to_status)? {
+        match self.cluster.call_by(&open.by, call).await.map_err(to_status)? {
             LeaderReply::Failover(r) => Ok(Response::new(r)),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::DrainReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let req = req.into_inner();
         name_arg("node", &req.node)?;
         concurrency_arg(req.concurrency)?;
@@ -233,39 +266,42 @@ impl Admin for AdminService {
             concurrency: req.concurrency,
             on_stop: false,
         };
-        match self.cluster.call(call).await.map_err(to_status)? {
+        match self.cluster.call_by(&open.by, call).await.map_err(to_status)? {
             LeaderReply::Drain { reply, .. } => Ok(Response::new(reply)),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let node = req.into_inner().node;
         name_arg("node", &node)?;
-        self.written(LeaderCall::Undrain {
-            node,
-            after_stop: false,
-        })
+        self.written(
+            &open.by,
+            LeaderCall::Undrain {
+                node,
+                after_stop: false,
+            },
+        )
         .await
     }
 
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let req = req.into_inner();
         concurrency_arg(req.concurrency)?;
         let call = LeaderCall::Rebalance {
             dry_run: req.dry_run,
             concurrency: req.concurrency,
         };
-        match self.cluster.call(call).await.map_err(to_status)? {
+        match self.cluster.call_by(&open.by, call).await.map_err(to_status)? {
             LeaderReply::Rebalance(r) => Ok(Response::new(r)),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let req = req.into_inner();
         if let Some(store) = &req.store {
             name_arg("store", store)?;
@@ -274,19 +310,22 @@ impl Admin for AdminService {
             store: req.store,
             limit: req.limit,
         };
-        match self.cluster.call(call).await.map_err(to_status)? {
+        match self.cluster.call_by(&open.by, call).await.map_err(to_status)? {
             LeaderReply::History(r) => Ok(Response::new(r)),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn remove_store(&self, req: Request<pb::RemoveStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let _call = self.open()?;
+        let open = self.open(&req)?;
         let req = req.into_inner();
-        self.written(LeaderCall::RemoveStore {
-            store: req.store,
-            epoch: req.epoch,
-        })
+        self.written(
+            &open.by,
+            LeaderCall::RemoveStore {
+                store: req.store,
+                epoch: req.epoch,
+            },
+        )
         .await
     }
 }

@@ -1,10 +1,13 @@
 //! What `slotctl` uses to talk to an agent: a connection to the Admin
 //! service, and how a failed call becomes a one-line message and exit code.
 
+use std::path::Path;
 use std::time::Duration;
 
 use slotd_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::{Credentials, Files};
 
 /// Default `--endpoint`.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7420";
@@ -38,6 +41,9 @@ impl From<tonic::Status> for Failure {
     fn from(s: tonic::Status) -> Self {
         let message = s.message().replace('\n', " ");
         match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                Failure::refused(format!("refused by the agent: {message}"))
+            }
             tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::NotFound => {
                 Failure::refused(message)
             }
@@ -46,10 +52,65 @@ impl From<tonic::Status> for Failure {
     }
 }
 
+/// How slotctl reaches the agent: with a certificate of the cluster CA, or
+/// in plain text (`--insecure`).
+#[derive(Clone, Debug)]
+pub enum Tls {
+    Cert(Credentials),
+    Insecure,
+}
+
+impl Tls {
+    /// From `--ca`, `--cert`, `--key` and `--insecure` (or their
+    /// environment variables): all three files, or `--insecure`.
+    pub fn from_args(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        insecure: bool,
+    ) -> Result<Tls, Failure> {
+        match (ca, cert, key) {
+            (None, None, None) if insecure => Ok(Tls::Insecure),
+            _ if insecure => Err(Failure::refused(
+                "--insecure together with --ca/--cert/--key (or SLOTCTL_CA/CERT/KEY): choose one",
+            )),
+            (Some(ca), Some(cert), Some(key)) => Credentials::load(&Files {
+                ca: ("--ca", ca),
+                cert: ("--cert", cert),
+                key: ("--key", key),
+            })
+            .map(Tls::Cert)
+            .map_err(|e| Failure::refused(e.to_string())),
+            (None, None, None) => Err(Failure::refused(
+                "no TLS credentials: pass --ca, --cert and --key (or set SLOTCTL_CA, SLOTCTL_CERT and \
+                 SLOTCTL_KEY); --insecure only for an agent with tls.insecure = true",
+            )),
+            (ca, cert, _) => {
+                let missing = if ca.is_none() {
+                    "--ca"
+                } else if cert.is_none() {
+                    "--cert"
+                } else {
+                    "--key"
+                };
+                Err(Failure::refused(format!(
+                    "{missing} is missing: --ca, --cert and --key go together"
+                )))
+            }
+        }
+    }
+}
+
 /// Connects to the agent at `endpoint` (`host:port`).
-pub async fn connect(endpoint: &str) -> Result<AdminClient<Channel>, Failure> {
-    let ep = Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| Failure::refused(format!("--endpoint {endpoint:?}: {e}")))?
+pub async fn connect(endpoint: &str, tls: &Tls) -> Result<AdminClient<Channel>, Failure> {
+    let bad = |e: tonic::transport::Error| Failure::refused(format!("--endpoint {endpoint:?}: {e}"));
+    let ep = match tls {
+        Tls::Cert(creds) => creds
+            .client(Endpoint::from_shared(format!("https://{endpoint}")).map_err(bad)?)
+            .map_err(bad)?,
+        Tls::Insecure => Endpoint::from_shared(format!("http://{endpoint}")).map_err(bad)?,
+    };
+    let ep = ep
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
     let channel = ep

@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::leader::LeaderCore;
 use crate::network::PeerNetwork;
 use crate::peer_call::{CallError, Method};
-use crate::wire::{FenceReply, FenceRequest, LeaderCall, LeaderReply};
+use crate::wire::{FenceReply, FenceRequest, LeaderCall, LeaderReply, LeaderRequest};
 
 /// How long an admin call waits for a leader to be known.
 pub const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -55,11 +55,17 @@ impl Cluster {
         self.leader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `call` on the leader, wherever it is, following a change of
-    /// leader a few times.
+    /// Runs this agent's own `call` on the leader (see `call_by`).
     pub async fn call(self: &Arc<Self>, call: LeaderCall) -> Result<LeaderReply, AgentError> {
+        let by = format!("the agent of node {}", self.name);
+        self.call_by(&by, call).await
+    }
+
+    /// Runs `call`, asked for by `by`, on the leader, wherever it is,
+    /// following a change of leader a few times.
+    pub async fn call_by(self: &Arc<Self>, by: &str, call: LeaderCall) -> Result<LeaderReply, AgentError> {
         // Below slotctl's own 30 s timeout, so the operator hears why.
-        match tokio::time::timeout(CALL_DEADLINE, self.call_inner(call)).await {
+        match tokio::time::timeout(CALL_DEADLINE, self.call_inner(by, call)).await {
             Ok(r) => r,
             Err(_) => Err(AgentError::Raft(format!(
                 "no answer from the leader within {CALL_DEADLINE:?}; the call may still complete"
@@ -67,17 +73,17 @@ impl Cluster {
         }
     }
 
-    async fn call_inner(self: &Arc<Self>, call: LeaderCall) -> Result<LeaderReply, AgentError> {
+    async fn call_inner(self: &Arc<Self>, by: &str, call: LeaderCall) -> Result<LeaderReply, AgentError> {
         let mut last = AgentError::NoLeader;
         for _ in 0..4 {
             let Some(leader) = self.wait_leader(LEADER_WAIT).await else {
                 return Err(AgentError::NoLeader);
             };
             let result = if leader == self.id {
-                self.execute(call.clone()).await
+                self.execute(call.clone(), by).await
             } else {
                 match self.leader_addr(leader) {
-                    Some(addr) => self.forward(&addr, &call).await,
+                    Some(addr) => self.forward(&addr, by, &call).await,
                     None => Err(AgentError::NoLeader),
                 }
             };
@@ -119,11 +125,15 @@ impl Cluster {
     }
 
     /// Passes `call` to the agent at `addr` (`Peer.Leader`).
-    pub async fn forward(&self, addr: &str, call: &LeaderCall) -> Result<LeaderReply, AgentError> {
+    pub async fn forward(&self, addr: &str, by: &str, call: &LeaderCall) -> Result<LeaderReply, AgentError> {
+        let request = LeaderRequest {
+            by: by.to_owned(),
+            call: call.clone(),
+        };
         match self
             .network
             .channels
-            .call::<_, Result<LeaderReply, AgentError>>(addr, Method::Leader, call, FORWARD_TIMEOUT)
+            .call::<_, Result<LeaderReply, AgentError>>(addr, Method::Leader, &request, FORWARD_TIMEOUT)
             .await
         {
             Ok(reply) => reply,
@@ -132,9 +142,12 @@ impl Cluster {
         }
     }
 
-    /// Carries out `call` here; answers `NotLeader` if this node is not the
-    /// leader (except `Init`, which needs no leader).
-    pub async fn execute(self: &Arc<Self>, call: LeaderCall) -> Result<LeaderReply, AgentError> {
+    /// Carries out `call`, asked for by `by`, here; answers `NotLeader` if
+    /// this node is not the leader (except `Init`, which needs no leader).
+    pub async fn execute(self: &Arc<Self>, call: LeaderCall, by: &str) -> Result<LeaderReply, AgentError> {
+        if !matches!(call, LeaderCall::Status | LeaderCall::History { .. }) {
+            info!(by, call = ?call, "leader call");
+        }
         match call {
             LeaderCall::Status => {
                 self.raft.ensure_linearizable().await.map_err(|e| self.raft_err(e))?;
@@ -185,7 +198,20 @@ impl Cluster {
                 let index = self.write(Command::AddStore(spec)).await?;
                 Ok(LeaderReply::Written { index })
             }
-            LeaderCall::AddLearners(nodes) => {
+            LeaderCall::AddTopologyLearners => {
+                self.confirm_leader().await?;
+                let members: Vec<NodeId> = {
+                    let m = self.raft.metrics().borrow().clone();
+                    m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+                };
+                let nodes: Vec<(NodeId, String)> = self.reader.with(|d| {
+                    d.state
+                        .nodes
+                        .values()
+                        .filter(|n| !n.voter && !members.contains(&n.id))
+                        .map(|n| (n.id, n.addr.clone()))
+                        .collect()
+                });
                 let mut index = 0;
                 for (id, addr) in nodes {
                     let r = self
@@ -198,7 +224,7 @@ impl Cluster {
                 Ok(LeaderReply::Written { index })
             }
             // Boxed: bootstrapping calls back into `call` for its first writes.
-            LeaderCall::Init { topology, forwarded } => Box::pin(self.init(topology, forwarded)).await,
+            LeaderCall::Init { topology, forwarded } => Box::pin(self.init(topology, forwarded, by)).await,
             LeaderCall::Failover { store, to, force } => self.failover(store, to, force).await,
             LeaderCall::Drain {
                 node,

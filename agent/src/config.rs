@@ -70,6 +70,22 @@ pub struct Config {
     /// Controlled switchovers, drains and stopping (DESIGN rule 7).
     #[serde(default)]
     pub switchover: SwitchoverConfig,
+    /// Mutual TLS on `listen`: required unless `insecure = true`.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// The `[tls]` table: the cluster CA, this node's certificate (naming
+/// `slotd://node/NAME`) and its key. Every caller of `listen` must present
+/// a certificate of that CA. `insecure = true` instead serves plain text
+/// to anyone who reaches the port: only for a trusted network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure: bool,
 }
 
 /// The `[switchover]` table. The leader's values govern the switchovers it
@@ -478,6 +494,39 @@ impl Config {
             ));
         }
 
+        let tls = &self.tls;
+        let files = [
+            ("tls.ca_file", &tls.ca_file),
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+        ];
+        if tls.insecure {
+            if let Some((field, _)) = files.iter().find(|(_, f)| f.is_some()) {
+                return Err(invalid(
+                    "tls.insecure",
+                    format!(
+                        "true together with {field}: choose TLS (remove insecure) or plain text (remove the files)"
+                    ),
+                ));
+            }
+        } else {
+            for (field, file) in files {
+                match file {
+                    None => {
+                        return Err(invalid(
+                            field,
+                            "missing: the gRPC port needs mutual TLS (set tls.ca_file, tls.cert_file and \
+                             tls.key_file; `slotctl certs` makes them), or tls.insecure = true for plain text \
+                             on a trusted network"
+                                .to_owned(),
+                        ))
+                    }
+                    Some(f) if f.as_os_str().is_empty() => return Err(invalid(field, "must not be empty".to_owned())),
+                    Some(_) => {}
+                }
+            }
+        }
+
         let t = &self.timing;
         let all = [
             ("timing.heartbeat_ms", t.heartbeat_ms),
@@ -604,7 +653,7 @@ impl Config {
     }
 
     /// A valid config for tests: the given identity, everything else at test
-    /// defaults (metrics on `127.0.0.1:0`, the runtime directory beside the
+    /// defaults (plain text (`tls.insecure`), metrics on `127.0.0.1:0`, the runtime directory beside the
     /// data directory (`DATA.run`), interface `lo`, Cyrus driver `none`,
     /// default timings). Change fields directly afterwards.
     pub fn builder(node_id: u64, name: &str, listen: SocketAddr, data_dir: PathBuf) -> Config {
@@ -623,6 +672,10 @@ impl Config {
             },
             timing: Timing::default(),
             switchover: SwitchoverConfig::default(),
+            tls: TlsConfig {
+                insecure: true,
+                ..TlsConfig::default()
+            },
         }
     }
 
@@ -667,6 +720,18 @@ impl Config {
         let _ = writeln!(out, "max_backlog_bytes = {}", sw.max_backlog_bytes);
         let _ = writeln!(out, "drain_concurrency = {}", sw.drain_concurrency);
         let _ = writeln!(out, "stop_drain_timeout_ms = {}", sw.stop_drain_timeout_ms);
+        let tls = &self.tls;
+        let _ = writeln!(out, "\n[tls]");
+        for (key, file) in [
+            ("ca_file", &tls.ca_file),
+            ("cert_file", &tls.cert_file),
+            ("key_file", &tls.key_file),
+        ] {
+            if let Some(f) = file {
+                let _ = writeln!(out, "{key} = {}", quote(&f.to_string_lossy()));
+            }
+        }
+        let _ = writeln!(out, "insecure = {}", tls.insecure);
         out
     }
 }
@@ -860,6 +925,8 @@ promote_timeout_ms = 5000
 max_backlog_bytes = 4096
 drain_concurrency = 8
 stop_drain_timeout_ms = 25000
+[tls]
+insecure = true
 "#;
 
     const MINIMAL: &str = r#"
@@ -868,6 +935,7 @@ name = "imap1"
 listen = "10.0.0.1:7420"
 data_dir = "/var/lib/slotd"
 interface = "eth0"
+tls = { ca_file = "/etc/slotd/tls/ca.pem", cert_file = "/etc/slotd/tls/node.pem", key_file = "/etc/slotd/tls/node.key" }
 "#;
 
     #[test]
@@ -905,6 +973,10 @@ interface = "eth0"
                 drain_concurrency: 8,
                 stop_drain_timeout_ms: 25_000,
             },
+            tls: TlsConfig {
+                insecure: true,
+                ..TlsConfig::default()
+            },
         };
         assert_eq!(c, expected);
         assert_eq!(c.timing.heartbeat(), Duration::from_millis(100));
@@ -923,6 +995,30 @@ interface = "eth0"
         assert_eq!(c.timing.lease(), Duration::from_secs(2));
         assert_eq!(c.timing.clock_skew_margin(), Duration::from_millis(500));
         Ok(())
+    }
+
+    #[test]
+    fn tls_is_required_unless_insecure_is_explicit() {
+        let base = MINIMAL
+            .lines()
+            .filter(|l| !l.starts_with("tls ="))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let err = |text: &str| Config::parse(text, "t.toml").map(|_| ()).unwrap_err().to_string();
+        let e = err(&base);
+        assert!(e.contains("tls.ca_file") && e.contains("insecure"), "{e}");
+        let e = err(&format!("{base}\n[tls]\nca_file = \"/a\"\ncert_file = \"/b\"\n"));
+        assert!(e.contains("tls.key_file"), "{e}");
+        let e = err(&format!("{base}\n[tls]\ninsecure = true\nca_file = \"/a\"\n"));
+        assert!(e.contains("tls.insecure") && e.contains("tls.ca_file"), "{e}");
+        let e = err(&format!("{base}\n[tls]\ninsecure = true\ncolour = 1\n"));
+        assert!(e.contains("colour"), "{e}");
+        let c = Config::parse(&format!("{base}\n[tls]\ninsecure = true\n"), "t.toml").unwrap();
+        assert!(c.tls.insecure);
+        let c = Config::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.tls.key_file.as_deref(), Some(Path::new("/etc/slotd/tls/node.key")));
+        // Round trip through to_toml, both ways.
+        assert_eq!(Config::parse(&c.to_toml(), "t.toml").unwrap(), c);
     }
 
     #[test]

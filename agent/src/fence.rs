@@ -347,7 +347,19 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
             return None;
         }
     };
-    let channels = Channels::new(identity);
+    // The node's own certificate: the leader hears a fence notice only
+    // from the node it is about.
+    let tls = match crate::tls::Files::of_config(&config.tls) {
+        None => None,
+        Some(files) => match crate::tls::Credentials::load(&files) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(error = %e, "cannot load the node's certificate: not telling the leader");
+                return None;
+            }
+        },
+    };
+    let channels = Channels::new(identity, tls);
     let nodes: Vec<String> = state
         .nodes
         .values()

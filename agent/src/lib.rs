@@ -15,15 +15,19 @@
 //!   `reconcile::run`, with `driver` (and `cyrus`: the exec driver) and `addresses` as what they act on;
 //! - `cluster` (routing calls to the leader), `membership`, `operate`
 //!   (failover, drain, undrain, rebalance, history), `status`, `stop` (stopping is draining);
-//! - `network` (openraft over gRPC), `peer`, `admin` (the gRPC services);
+//! - `network` (openraft over gRPC), `peer`, `admin` (the gRPC services),
+//!   with `tls` (mutual TLS: credentials, who a certificate names) and
+//!   `access` (who may call what; pure); `certs` makes certificates;
 //! - `node`: start-up and shutdown of one agent; `fence`: `slotd fence`;
 //! - `client`, `follow`, `verify`: what `slotctl` uses; `metrics`, `notify`, `stats`.
 //!
 //! The agent acts on what the Raft log decided; it never decides again by
 //! itself.
 
+pub mod access;
 pub mod addresses;
 pub mod admin;
+pub mod certs;
 pub mod client;
 pub mod clock;
 pub mod cluster;
@@ -53,6 +57,7 @@ pub mod reconcile;
 pub mod stats;
 pub mod status;
 pub mod stop;
+pub mod tls;
 pub mod verify;
 pub mod watchdog;
 pub mod wire;

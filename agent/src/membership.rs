@@ -52,7 +52,12 @@ impl Cluster {
     /// Re-running it finishes a bootstrap that stopped half-way (Raft
     /// initialised, but no leader yet to write the topology, or learners
     /// not yet added); it is refused only once the state holds a topology.
-    pub(crate) async fn init(self: &Arc<Self>, topology: Topology, forwarded: bool) -> Result<LeaderReply, AgentError> {
+    pub(crate) async fn init(
+        self: &Arc<Self>,
+        topology: Topology,
+        forwarded: bool,
+        by: &str,
+    ) -> Result<LeaderReply, AgentError> {
         if self.reader.with(|d| d.state.initialised) {
             return Err(AgentError::Refused(Rejection::AlreadyInitialised));
         }
@@ -83,6 +88,7 @@ impl Cluster {
             return self
                 .forward(
                     &first_node.addr,
+                    by,
                     &LeaderCall::Init {
                         topology,
                         forwarded: true,
@@ -139,15 +145,9 @@ impl Cluster {
             }
             info!("init: Raft already bootstrapped, finishing the topology");
         }
-        let mut reply = self.call(LeaderCall::WriteInit(topology.clone())).await?;
-        let learners: Vec<(NodeId, String)> = topology
-            .nodes
-            .iter()
-            .filter(|n| !n.voter)
-            .map(|n| (n.id, n.addr.clone()))
-            .collect();
-        if !learners.is_empty() {
-            reply = self.call(LeaderCall::AddLearners(learners)).await?;
+        let mut reply = self.call_by(by, LeaderCall::WriteInit(topology.clone())).await?;
+        if topology.nodes.iter().any(|n| !n.voter) {
+            reply = self.call_by(by, LeaderCall::AddTopologyLearners).await?;
         }
         Ok(reply)
     }

@@ -49,6 +49,7 @@ use crate::peer::PeerService;
 use crate::peer_call::{Channels, MAX_MESSAGE};
 use crate::reconcile::run::Reconciler;
 use crate::stats::Stats;
+use crate::tls::{Credentials, Who};
 use crate::watchdog::{self, Part, Progress};
 use crate::wire::HealthReport;
 
@@ -81,6 +82,34 @@ pub enum NodeError {
     Reflection(String),
     #[error("{0}")]
     Watchdog(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("tls.cert_file names {found}; this node is {name} (it must name {expected})")]
+    NotOurCertificate {
+        found: String,
+        name: String,
+        expected: String,
+    },
+    #[error("gRPC TLS: {0}")]
+    ServerTls(String),
+}
+
+/// This node's credentials from `[tls]` (none when `insecure`), checked to
+/// name this node: a certificate of another node would be refused by every
+/// peer, and one that passed could speak for the wrong node.
+pub fn node_credentials(config: &Config) -> Result<Option<Credentials>, NodeError> {
+    let Some(files) = crate::tls::Files::of_config(&config.tls) else {
+        return Ok(None);
+    };
+    let creds = Credentials::load(&files)?;
+    if creds.who != Who::Node(config.name.clone()) {
+        return Err(NodeError::NotOurCertificate {
+            found: creds.who.to_string(),
+            name: config.name.clone(),
+            expected: format!("{}{}", crate::tls::NODE_URI, config.name),
+        });
+    }
+    Ok(Some(creds))
 }
 
 /// The longest any gRPC call may run here: well above every legitimate
@@ -126,11 +155,19 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
                 .map_err(NodeError::Cyrus)?,
         ),
     };
+    let tls = node_credentials(&config)?;
+    if tls.is_none() {
+        warn!(
+            listen = %config.listen,
+            "tls.insecure = true: the gRPC port serves plain text to anyone who reaches it; \
+             whoever can reach it can move masters and fake heartbeats"
+        );
+    }
     let identity = Identity::load(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
     let network = PeerNetwork {
-        channels: Channels::new(identity.clone()),
+        channels: Channels::new(identity.clone(), tls.clone()),
     };
     let raft = Raft::new(config.node_id, raft_config(&config)?, network.clone(), log, sm)
         .await
@@ -195,6 +232,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         granter: granter.clone(),
         stats: stats.clone(),
         leader_calls: crate::admin::CallLimit::new(crate::admin::MAX_LEADER_CALLS),
+        secure: tls.is_some(),
     })
     .max_decoding_message_size(MAX_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);
@@ -202,11 +240,18 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         cluster: cluster.clone(),
         closing: closing.clone(),
         calls: crate::admin::CallLimit::new(crate::admin::MAX_ADMIN_CALLS),
+        secure: tls.is_some(),
     })
     .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        server = server
+            .tls_config(tls.server())
+            .map_err(|e| NodeError::ServerTls(e.to_string()))?;
+    }
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             // No call holds the agent's resources for ever (a client that
             // stalls, a forwarded call whose leader hangs).
             .timeout(CALL_DEADLINE)

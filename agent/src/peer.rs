@@ -3,24 +3,29 @@
 //!
 //! Every call is admitted only with this agent's cluster id (see
 //! `identity`), but `Join` and the bootstrap passed to the first voter,
-//! which come before there is a cluster id.
+//! which come before there is a cluster id. On a TLS port every call must
+//! also come from a node certificate that may make it (`access`).
 
 use std::sync::Arc;
 
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::Vote;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use slotd_proto::v1::peer_server::Peer;
 use slotd_proto::v1::RaftPayload;
-use slotd_raft_store::codec;
+use slotd_raft_store::{codec, NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
+use crate::access::{self, Claim};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::identity::{Refusal, HEADER};
 use crate::leader::Granter;
 use crate::stats::Stats;
-use crate::wire::{FenceRequest, JoinRequest, LeaderCall, Renewal};
+use crate::tls::{self, Caller};
+use crate::wire::{FenceRequest, JoinRequest, LeaderCall, LeaderRequest, Renewal};
 
 /// The Peer service of one agent.
 pub struct PeerService {
@@ -30,6 +35,8 @@ pub struct PeerService {
     /// Calls passed on to this agent as leader (`Peer.Leader`): bounded
     /// like admin calls, since every follower may pass its own on.
     pub leader_calls: crate::admin::CallLimit,
+    /// The port runs mutual TLS: callers are known by their certificate.
+    pub secure: bool,
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -42,12 +49,39 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
         .map_err(|e| Status::internal(format!("encode reply: {e}")))
 }
 
+/// Who a Raft call says sent it: the leader (or candidate) in its vote.
+fn raft_claim(vote: &Vote<NodeId>) -> Result<Claim, Status> {
+    match vote.leader_id().voted_for() {
+        Some(from) => Ok(Claim::Raft { from }),
+        None => Err(Status::invalid_argument("payload: the Raft call names no sender")),
+    }
+}
+
 /// The cluster id a call carries, if any.
 fn header<T>(req: &Request<T>) -> Option<&str> {
     req.metadata().get(HEADER).and_then(|v| v.to_str().ok())
 }
 
 impl PeerService {
+    /// Refuses a call whose certificate may not make it (`access::peer`).
+    fn allow(&self, method: &'static str, caller: &Caller, claim: Claim) -> Result<(), Status> {
+        self.cluster
+            .reader
+            .with(|d| access::peer(caller, claim, &d.state))
+            .map_err(|denied| {
+                self.stats.peer_refused(method, "certificate");
+                warn!(method, caller = %caller, error = %denied, "peer call refused");
+                Status::permission_denied(denied.to_string())
+            })
+    }
+
+    fn caller<T>(&self, method: &'static str, req: &Request<T>) -> Result<Caller, Status> {
+        tls::caller(req, self.secure).inspect_err(|e| {
+            self.stats.peer_refused(method, "certificate");
+            warn!(method, error = %e.message(), "peer call refused");
+        })
+    }
+
     /// Refuses a call from another cluster, or any call before this agent
     /// has joined one.
     fn admit(&self, method: &'static str, header: Option<&str>) -> Result<(), Status> {
@@ -68,48 +102,75 @@ impl PeerService {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("append_entries", header(&req))?;
-        let rpc = decode(req)?;
+        const M: &str = "append_entries";
+        self.admit(M, header(&req))?;
+        let caller = self.caller(M, &req)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        self.allow(M, &caller, raft_claim(&rpc.vote)?)?;
         encode(&self.cluster.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("vote", header(&req))?;
-        let rpc = decode(req)?;
+        const M: &str = "vote";
+        self.admit(M, header(&req))?;
+        let caller = self.caller(M, &req)?;
+        let rpc: VoteRequest<NodeId> = decode(req)?;
+        self.allow(M, &caller, raft_claim(&rpc.vote)?)?;
         encode(&self.cluster.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("install_snapshot", header(&req))?;
-        let rpc = decode(req)?;
+        const M: &str = "install_snapshot";
+        self.admit(M, header(&req))?;
+        let caller = self.caller(M, &req)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        self.allow(M, &caller, raft_claim(&rpc.vote)?)?;
         encode(&self.cluster.raft.install_snapshot(rpc).await)
     }
 
     async fn heartbeat(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("heartbeat", header(&req))?;
+        const M: &str = "heartbeat";
+        self.admit(M, header(&req))?;
+        let caller = self.caller(M, &req)?;
         let renewal: Renewal = decode(req)?;
+        self.allow(M, &caller, Claim::OnBehalf { node: renewal.node })?;
         encode(&self.granter.grant(renewal).await)
     }
 
     async fn fenced(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit("fenced", header(&req))?;
+        const M: &str = "fenced";
+        self.admit(M, header(&req))?;
+        let caller = self.caller(M, &req)?;
         let request: FenceRequest = decode(req)?;
+        let node = match &request {
+            FenceRequest::Ticket { node } | FenceRequest::Notice { node, .. } => *node,
+        };
+        self.allow(M, &caller, Claim::OnBehalf { node })?;
         encode(&self.cluster.fence_request(request).await)
     }
 
     async fn leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        const M: &str = "leader";
         // The bootstrap travels before anyone has a cluster id; it is
         // refused on its own terms once the cluster is initialised.
         let _call = self.leader_calls.enter()?;
         let header = header(&req).map(str::to_owned);
-        let call: LeaderCall = decode(req)?;
-        if !matches!(call, LeaderCall::Init { .. }) {
-            self.admit("leader", header.as_deref())?;
+        let caller = self.caller(M, &req)?;
+        let LeaderRequest { by, call } = decode(req)?;
+        let bootstrap = matches!(call, LeaderCall::Init { .. });
+        if !bootstrap {
+            self.admit(M, header.as_deref())?;
         }
-        encode(&self.cluster.execute(call).await)
+        self.allow(M, &caller, Claim::Leader { bootstrap })?;
+        // The forwarding node is a member (checked above): its word for
+        // who asked is taken, and kept beside its own name.
+        let by = format!("{by} via {caller}");
+        encode(&self.cluster.execute(call, &by).await)
     }
 
     async fn join(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let caller = self.caller("join", &req)?;
+        self.allow("join", &caller, Claim::Join)?;
         let join: JoinRequest = decode(req)?;
         let me = self.cluster.id;
         let result = if join.node != me || join.name != self.cluster.name {

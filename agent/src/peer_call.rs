@@ -20,6 +20,7 @@ use slotd_raft_store::codec;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::identity::{Identity, HEADER};
+use crate::tls::Credentials;
 
 /// Largest gRPC message between agents: a snapshot chunk or a batch of
 /// entries, with room to spare (snapshots of 4,000 stores are ~300 KB).
@@ -64,13 +65,17 @@ pub enum CallError {
 pub struct Channels {
     inner: Arc<Mutex<BTreeMap<String, Channel>>>,
     identity: Identity,
+    /// This node's certificate, shown to every peer; none on a plain-text
+    /// cluster (`tls.insecure`).
+    tls: Option<Credentials>,
 }
 
 impl Channels {
-    pub fn new(identity: Identity) -> Channels {
+    pub fn new(identity: Identity, tls: Option<Credentials>) -> Channels {
         Channels {
             inner: Arc::default(),
             identity,
+            tls,
         }
     }
 
@@ -85,7 +90,11 @@ impl Channels {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+        let ep = match &self.tls {
+            Some(tls) => tls.client(Endpoint::from_shared(format!("https://{addr}"))?)?,
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        let ch = ep
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -129,6 +129,15 @@ pub struct JoinRequest {
     pub name: String,
 }
 
+/// What `Peer.Leader` carries: the call, and who asked for it (an operator
+/// known by its certificate, or an agent for its own calls), for the
+/// leader's log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaderRequest {
+    pub by: String,
+    pub call: LeaderCall,
+}
+
 /// A call that must run on the leader (`Peer.Leader`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LeaderCall {
@@ -149,8 +158,10 @@ pub enum LeaderCall {
     /// Remove a store; without an epoch, at whatever epoch the leader sees
     /// (a follower's view may be behind).
     RemoveStore { store: String, epoch: Option<u64> },
-    /// After bootstrap: add these nodes as learners.
-    AddLearners(Vec<(NodeId, String)>),
+    /// After bootstrap: add as Raft learners the state's non-voters that
+    /// are not members yet, at their addresses in the state (never nodes
+    /// or addresses a caller names: that would be a raw membership change).
+    AddTopologyLearners,
     /// Bootstrap; carried out by the topology's first voter (not by a
     /// leader: there is none yet). `forwarded` is set on the one hop there.
     Init { topology: Topology, forwarded: bool },

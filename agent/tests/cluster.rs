@@ -444,11 +444,8 @@ async fn peer_calls_from_another_cluster_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.agent(leader).endpoint()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    // Node 2's own certificate: only the cluster id is wrong below.
+    let channel = c.channel_as(leader, "node-imap2").await;
     let renewal = Renewal {
         node: 2,
         report: HealthReport::default(),
@@ -475,9 +472,13 @@ async fn peer_calls_from_another_cluster_are_refused() {
     let mut newer = payload.clone();
     newer[0] = slotd_raft_store::codec::FORMAT_VERSION + 1;
     for (what, bytes, says) in [
-        ("newer", newer, "format version 2"),
-        ("cut", payload[..payload.len() / 2].to_vec(), "payload"),
-        ("empty", Vec::new(), "empty payload"),
+        (
+            "newer",
+            newer,
+            format!("format version {}", slotd_raft_store::codec::FORMAT_VERSION + 1),
+        ),
+        ("cut", payload[..payload.len() / 2].to_vec(), "payload".to_owned()),
+        ("empty", Vec::new(), "empty payload".to_owned()),
     ] {
         let mut req = tonic::Request::new(RaftPayload { payload: bytes });
         req.metadata_mut().insert("slotd-cluster-id", id.parse().unwrap());
@@ -486,7 +487,7 @@ async fn peer_calls_from_another_cluster_are_refused() {
             .await
             .expect_err("a bad payload was answered");
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err}");
-        assert!(err.message().contains(says), "{what}: {}", err.message());
+        assert!(err.message().contains(says.as_str()), "{what}: {}", err.message());
     }
     assert!(call(Some(&id)).await.is_ok(), "the agent still answers");
 }

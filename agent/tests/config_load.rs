@@ -12,6 +12,7 @@ listen = "10.0.0.1:7420"
 metrics_listen = "127.0.0.1:9420"
 data_dir = "/var/lib/slotd"
 interface = "eth0"
+tls = { ca_file = "/etc/slotd/tls/ca.pem", cert_file = "/etc/slotd/tls/node-imap1.pem", key_file = "/etc/slotd/tls/node-imap1.key" }
 [cyrus]
 driver = "systemd"
 [timing]
@@ -77,7 +78,7 @@ fn cases() -> Vec<Case> {
             "unknown key in [timing]",
             format!("{GOOD}colour = 3\n"),
             Some("timing.colour"),
-            "(at line 16); expected one of heartbeat_ms,",
+            "(at line 17); expected one of heartbeat_ms,",
         ),
         case(
             "unknown key in [cyrus]",
@@ -217,13 +218,13 @@ fn cases() -> Vec<Case> {
             "TOML syntax error",
             with("lease_ms", "lease_ms = = 3"),
             None,
-            "TOML syntax error at line 11, column",
+            "TOML syntax error at line 12, column",
         ),
         case(
             "duplicate key",
             format!("{GOOD}lease_ms = 3000\n"),
             None,
-            "TOML syntax error at line 16",
+            "TOML syntax error at line 17",
         ),
     ]
 }

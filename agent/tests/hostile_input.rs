@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use slotd_agent::error::AgentError;
 use slotd_agent::identity::ClusterId;
 use slotd_agent::wire::{
-    FenceReply, FenceRequest, Granted, HealthReport, JoinRequest, L2Seen, LeaderCall, LeaderReply, Renewal, Replayed,
+    FenceReply, FenceRequest, Granted, HealthReport, JoinRequest, L2Seen, LeaderCall, LeaderReply, LeaderRequest,
+    Renewal, Replayed,
 };
 use slotd_raft_store::codec::{self, CodecError, FORMAT_VERSION};
 use slotd_raft_store::{ClusterState, Request, TypeConfig};
@@ -31,6 +32,7 @@ fn decoders() -> Vec<Decoder> {
         FenceReply,
         JoinRequest,
         LeaderCall,
+        LeaderRequest,
         Result<LeaderReply, AgentError>,
         HealthReport,
         openraft::raft::AppendEntriesRequest<TypeConfig>,
@@ -79,10 +81,13 @@ fn samples() -> Vec<Vec<u8>> {
     let out = |r: Result<Vec<u8>, CodecError>| r.unwrap_or_default();
     vec![
         out(codec::encode(&Renewal { node: 1, report })),
-        out(codec::encode(&LeaderCall::Failover {
-            store: "st0001".into(),
-            to: Some("imap2".into()),
-            force: true,
+        out(codec::encode(&LeaderRequest {
+            by: "operator alice".into(),
+            call: LeaderCall::Failover {
+                store: "st0001".into(),
+                to: Some("imap2".into()),
+                force: true,
+            },
         })),
         out(codec::encode(&FenceRequest::Notice { node: 2, ticket: 99 })),
         out(codec::encode(&JoinRequest {
@@ -164,6 +169,21 @@ proptest! {
         feed(&bytes);
     }
 
+    /// A peer's certificate is read for who it names (`tls::who_of`):
+    /// random and damaged DER gives an error, never a panic.
+    #[test]
+    fn random_certificates_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600), at in 0usize..600, cut in 0usize..600) {
+        let der = rustls::pki_types::CertificateDer::from(body);
+        let _ = slotd_agent::tls::who_of(&der);
+        let mut real = CERT.with(|c| c.clone());
+        let _ = slotd_agent::tls::who_of(&rustls::pki_types::CertificateDer::from(real[..cut.min(real.len())].to_vec()));
+        if !real.is_empty() {
+            let i = at % real.len();
+            real[i] ^= 0x5a;
+        }
+        let _ = slotd_agent::tls::who_of(&rustls::pki_types::CertificateDer::from(real));
+    }
+
     #[test]
     fn random_topologies_never_panic(text in ".{0,400}") {
         let _ = slotd_raft_store::topology::parse(&text);
@@ -193,8 +213,27 @@ proptest! {
     }
 }
 
+thread_local! {
+    /// A real node certificate (DER), to damage.
+    static CERT: Vec<u8> = {
+        let ca = slotd_agent::certs::Authority::generate().expect("ca");
+        let (pem, _) = ca
+            .issue(&slotd_agent::tls::Who::Node("imap1".into()), &[], 1)
+            .expect("certificate");
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .expect("pem")
+            .to_vec()
+    };
+}
+
 #[test]
 fn the_damaged_files_start_from_valid_ones() {
+    let der = CERT.with(|c| c.clone());
+    assert_eq!(
+        slotd_agent::tls::who_of(&rustls::pki_types::CertificateDer::from(der)),
+        Ok(slotd_agent::tls::Who::Node("imap1".into()))
+    );
     assert!(slotd_raft_store::topology::parse(TOPOLOGY).is_ok());
     assert!(slotd_agent::config::Config::parse(CONFIG, "good.toml").is_ok());
 }
@@ -224,6 +263,7 @@ listen = "10.0.0.1:7420"
 metrics_listen = "127.0.0.1:9420"
 data_dir = "/var/lib/slotd"
 interface = "eth0"
+tls = { ca_file = "/etc/slotd/tls/ca.pem", cert_file = "/etc/slotd/tls/n.pem", key_file = "/etc/slotd/tls/n.key" }
 [cyrus]
 driver = "exec"
 root = "/srv/cyrus"

@@ -86,3 +86,112 @@ fn net_bind_list_release_in_a_namespace() {
         "{err}"
     );
 }
+
+/// `slotctl certs` makes a CA and certificates that the agent and slotctl
+/// accept, reuses the CA for nodes added later, never overwrites, keeps
+/// keys private; slotctl refuses bad TLS arguments before any call.
+#[test]
+fn certs_and_tls_arguments() {
+    use slotd_agent::tls::{Credentials, Files, Who};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let topology = dir.path().join("topology.toml");
+    let out = slotctl(&["plan", "--nodes", "3", "--slots", "2"]);
+    std::fs::write(&topology, &out.stdout).unwrap();
+    let t = tls.to_str().unwrap();
+    let out = slotctl(&[
+        "certs",
+        "--dir",
+        t,
+        "--topology",
+        topology.to_str().unwrap(),
+        "--operator",
+        "alice",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let load = |stem: &str| {
+        Credentials::load(&Files {
+            ca: ("ca", &tls.join("ca.pem")),
+            cert: ("cert", &tls.join(format!("{stem}.pem"))),
+            key: ("key", &tls.join(format!("{stem}.key"))),
+        })
+    };
+    for n in ["imap1", "imap2", "imap3"] {
+        assert_eq!(load(&format!("node-{n}")).unwrap().who, Who::Node(n.into()));
+    }
+    assert_eq!(load("operator-alice").unwrap().who, Who::Operator("alice".into()));
+    for key in ["ca.key", "node-imap1.key", "operator-alice.key"] {
+        let mode = std::fs::metadata(tls.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+
+    // Asked again for an existing certificate: refused, nothing written.
+    let ca_before = std::fs::read(tls.join("ca.pem")).unwrap();
+    let cert_before = std::fs::read(tls.join("node-imap1.pem")).unwrap();
+    let out = slotctl(&["certs", "--dir", t, "--node", "imap4", "--node", "imap1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node-imap1.pem exists already"));
+    assert!(!tls.join("node-imap4.pem").exists(), "a refused call wrote a file");
+    assert_eq!(std::fs::read(tls.join("node-imap1.pem")).unwrap(), cert_before);
+    // A node added later: same CA.
+    let out = slotctl(&["certs", "--dir", t, "--node", "imap4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(tls.join("ca.pem")).unwrap(), ca_before);
+    assert_eq!(load("node-imap4").unwrap().who, Who::Node("imap4".into()));
+    // Bad names and days.
+    for (args, want) in [
+        (vec!["--node", "bad/name"], "may only hold"),
+        (vec!["--operator", "x", "--days", "0"], "--days"),
+    ] {
+        let mut full = vec!["certs", "--dir", t];
+        full.extend(args);
+        let out = slotctl(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+
+    // slotctl's own TLS arguments, refused before any connection (the
+    // endpoint is never reached: nothing listens there).
+    let open = dir.path().join("open.key");
+    std::fs::copy(tls.join("operator-alice.key"), &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let ca = tls.join("ca.pem");
+    let cert = tls.join("operator-alice.pem");
+    let key = tls.join("operator-alice.key");
+    let (ca, cert, key, open) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        open.to_str().unwrap(),
+    );
+    for (args, want) in [
+        (vec!["status"], "no TLS credentials"),
+        (vec!["--ca", ca, "--cert", cert, "status"], "--key is missing"),
+        (
+            vec!["--ca", ca, "--cert", cert, "--key", key, "--insecure", "status"],
+            "--insecure together",
+        ),
+        (
+            vec!["--ca", ca, "--cert", cert, "--key", open, "status"],
+            "readable by others",
+        ),
+        (vec!["--ca", cert, "--cert", cert, "--key", key, "status"], "--cert"),
+    ] {
+        let mut full = vec!["--endpoint", "127.0.0.1:1"];
+        full.extend(args.iter().copied());
+        let out = Command::new(env!("CARGO_BIN_EXE_slotctl"))
+            .args(&full)
+            .env_remove("SLOTCTL_CA")
+            .env_remove("SLOTCTL_CERT")
+            .env_remove("SLOTCTL_KEY")
+            .env_remove("SLOTCTL_INSECURE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}

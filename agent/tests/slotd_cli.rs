@@ -16,6 +16,7 @@ listen = "10.0.0.1:7420"
 metrics_listen = "127.0.0.1:9420"
 data_dir = "/var/lib/slotd"
 interface = "eth0"
+tls = { insecure = true }
 [cyrus]
 driver = "none"
 [timing]
@@ -188,4 +189,100 @@ fn a_corrupt_raft_database_is_refused_by_name_and_left_as_it_is() {
     std::fs::write(&db, &good).unwrap();
     let _ = std::fs::remove_file(data.join("endpoints"));
     run_once(&config, &data);
+}
+
+/// `--check-config` (and the start) read the `[tls]` files: a key others
+/// can read, another node's certificate, an operator's, another CA's, or
+/// a missing file are each refused with exit code 2 and a line naming the
+/// field and the file; the right files pass.
+#[test]
+fn tls_files_are_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let make = |sub: &str| {
+        let request = slotd_agent::certs::Request {
+            nodes: vec![("imap1".into(), vec![]), ("imap2".into(), vec![])],
+            operators: vec!["ops".into()],
+            days: 1,
+        };
+        slotd_agent::certs::make(&dir.path().join(sub), &request).unwrap();
+        dir.path().join(sub)
+    };
+    let (ours, theirs) = (make("ours"), make("theirs"));
+    let config = |ca: &std::path::Path, stem: &str, key: &std::path::Path| {
+        let tls = format!(
+            "tls = {{ ca_file = {:?}, cert_file = {:?}, key_file = {:?} }}",
+            ca.join("ca.pem"),
+            ca.join(format!("{stem}.pem")),
+            key
+        );
+        let path = dir.path().join(format!("{stem}-{}.toml", rand_suffix()));
+        std::fs::write(&path, GOOD.replace("tls = { insecure = true }", &tls)).unwrap();
+        path
+    };
+    let key = |d: &std::path::Path, stem: &str| d.join(format!("{stem}.key"));
+
+    let good = config(&ours, "node-imap1", &key(&ours, "node-imap1"));
+    let out = slotd(&["--check-config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A world-readable copy of the right key.
+    let open_key = dir.path().join("open.key");
+    std::fs::copy(key(&ours, "node-imap1"), &open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Our CA, their certificate (and key) for the same node.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::copy(ours.join("ca.pem"), foreign.join("ca.pem")).unwrap();
+    std::fs::copy(theirs.join("node-imap1.pem"), foreign.join("node-imap1.pem")).unwrap();
+    let cases = [
+        (
+            config(&ours, "node-imap1", &open_key),
+            "tls.key_file",
+            "readable by others",
+        ),
+        (
+            config(&ours, "node-imap2", &key(&ours, "node-imap2")),
+            "tls.cert_file",
+            "names node imap2; this node is imap1",
+        ),
+        (
+            config(&ours, "operator-ops", &key(&ours, "operator-ops")),
+            "tls.cert_file",
+            "names operator ops",
+        ),
+        (
+            config(&foreign, "node-imap1", &key(&theirs, "node-imap1")),
+            "tls.cert_file",
+            "not a valid certificate of the CA",
+        ),
+        (
+            config(&ours, "node-imap1", &key(&ours, "node-imap2")),
+            "tls.key_file",
+            "does not belong to",
+        ),
+        (
+            config(&ours, "node-imap1", &dir.path().join("nosuch.key")),
+            "tls.key_file",
+            "nosuch.key",
+        ),
+    ];
+    for (path, field, want) in cases {
+        for flag in ["--check-config", "--config"] {
+            let out = slotd(&[flag, path.to_str().unwrap()]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{flag} {want}: {err}");
+            let first = err.lines().find(|l| l.starts_with("slotd:")).unwrap_or_default();
+            assert!(
+                first.contains(field) && first.contains(want),
+                "{flag}: want {field} / {want}: {err}"
+            );
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
 }

@@ -26,8 +26,31 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// The cluster CA's certificate (PEM).
+    #[arg(long, global = true, value_name = "FILE", env = "SLOTCTL_CA")]
+    ca: Option<PathBuf>,
+    /// Our certificate (PEM): an operator's, or a member node's.
+    #[arg(long, global = true, value_name = "FILE", env = "SLOTCTL_CERT")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM; not readable by others).
+    #[arg(long, global = true, value_name = "FILE", env = "SLOTCTL_KEY")]
+    key: Option<PathBuf>,
+    /// Plain text, for an agent with `tls.insecure = true`.
+    #[arg(long, global = true, env = "SLOTCTL_INSECURE")]
+    insecure: bool,
     #[command(subcommand)]
     command: Cmd,
+}
+
+struct Agent {
+    endpoint: String,
+    tls: client::Tls,
+}
+
+impl Agent {
+    async fn connect(&self) -> Result<slotd_proto::v1::admin_client::AdminClient<tonic::transport::Channel>, Failure> {
+        client::connect(&self.endpoint, &self.tls).await
+    }
 }
 
 #[derive(Subcommand)]
@@ -139,6 +162,27 @@ enum Cmd {
         #[arg(long, default_value_t = 0, hide_default_value = true)]
         limit: u32,
     },
+    /// Make a cluster CA and certificates for nodes and operators in a
+    /// directory, for labs and small sites. A CA already there is reused
+    /// (to add nodes later); an existing certificate is never overwritten.
+    Certs {
+        /// Where (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A certificate for every node of this topology.toml (naming also
+        /// the host of its addr).
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
+        /// A certificate for this node (repeatable).
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// A certificate for this operator (repeatable).
+        #[arg(long = "operator", value_name = "NAME")]
+        operators: Vec<String>,
+        /// How long node and operator certificates last, in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
     /// Bind, release, list, announce or probe a service IP on this host, with
     /// the code the agent uses (needs CAP_NET_ADMIN / CAP_NET_RAW).
     Net {
@@ -242,8 +286,24 @@ fn spec(n: &slotd_raft_store::NodeSpec) -> pb::NodeSpec {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let json = cli.json;
-    match cli.command {
+    let Cli {
+        endpoint,
+        json,
+        ca,
+        cert,
+        key,
+        insecure,
+        command,
+    } = cli;
+    // The agent to talk to, and how; credentials are read only by the
+    // commands that talk to one.
+    let agent = || -> Result<Agent, Failure> {
+        Ok(Agent {
+            endpoint: endpoint.clone(),
+            tls: client::Tls::from_args(ca.as_deref(), cert.as_deref(), key.as_deref(), insecure)?,
+        })
+    };
+    match command {
         Cmd::Plan { nodes, slots, voters } => {
             let voters = voters.unwrap_or_else(|| topology::default_voters(nodes));
             if voters == 0 || voters > nodes {
@@ -270,14 +330,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Net { .. } => Err(Failure::failed("internal: net is handled before")),
+        Cmd::Certs {
+            dir,
+            topology,
+            nodes,
+            operators,
+            days,
+        } => certs(&dir, topology.as_deref(), nodes, operators, days),
         command @ (Cmd::Failover { .. }
         | Cmd::Drain { .. }
         | Cmd::Undrain { .. }
         | Cmd::Rebalance { .. }
         | Cmd::Verify { .. }
-        | Cmd::History { .. }) => moves(&cli.endpoint, json, command).await,
+        | Cmd::History { .. }) => moves(&agent()?, json, command).await,
         Cmd::Status { stale } => {
-            let mut c = client::connect(&cli.endpoint).await?;
+            let mut c = agent()?.connect().await?;
             let reply = c.status(pb::StatusRequest { stale }).await?.into_inner();
             let view: StatusView = reply;
             if json {
@@ -308,7 +375,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     })
                     .collect(),
             };
-            let mut c = client::connect(&cli.endpoint).await?;
+            let mut c = agent()?.connect().await?;
             let reply = c.init(request).await?.into_inner();
             written(
                 json,
@@ -317,7 +384,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Cmd::Node { command } => {
-            let mut c = client::connect(&cli.endpoint).await?;
+            let mut c = agent()?.connect().await?;
             match command {
                 NodeCmd::Add { id, name, addr, slots } => {
                     let node = pb::NodeSpec {
@@ -340,7 +407,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Cmd::Store { command } => {
-            let mut c = client::connect(&cli.endpoint).await?;
+            let mut c = agent()?.connect().await?;
             match command {
                 StoreCmd::Add {
                     name,
@@ -380,8 +447,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 const WAIT_SWITCHOVER: Duration = Duration::from_secs(2 * 3600 + 60);
 const WAIT_LONG: Duration = Duration::from_secs(6 * 3600);
 
-async fn moves(cli_endpoint: &str, json: bool, command: Cmd) -> Result<(), Failure> {
-    let mut c = client::connect(cli_endpoint).await?;
+async fn moves(agent: &Agent, json: bool, command: Cmd) -> Result<(), Failure> {
+    let mut c = agent.connect().await?;
     match command {
         Cmd::Failover { store, to, force, wait } => {
             let reply = c
@@ -563,4 +630,36 @@ fn read_topology(file: &std::path::Path) -> Result<slotd_raft_store::Topology, F
 /// TOML syntax errors come with a source excerpt: keep the first line.
 fn one_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_owned()
+}
+
+/// `slotctl certs`.
+fn certs(
+    dir: &std::path::Path,
+    topology: Option<&std::path::Path>,
+    nodes: Vec<String>,
+    operators: Vec<String>,
+    days: i64,
+) -> Result<(), Failure> {
+    let mut request = slotd_agent::certs::Request {
+        nodes: nodes.into_iter().map(|n| (n, Vec::new())).collect(),
+        operators,
+        days,
+    };
+    if let Some(file) = topology {
+        for n in read_topology(file)?.nodes {
+            let host = n
+                .addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned());
+            request.nodes.push((n.name, host.into_iter().collect()));
+        }
+    }
+    let written = slotd_agent::certs::make(dir, &request).map_err(|e| Failure::refused(e.to_string()))?;
+    for f in &written {
+        println!("{}", f.display());
+    }
+    if written.is_empty() {
+        println!("nothing to make: the CA exists; name nodes or operators");
+    }
+    Ok(())
 }

@@ -38,9 +38,12 @@ fn main() -> ExitCode {
     };
     if let Some(path) = args.check_config {
         // What the agent would refuse at start, beside the file itself.
-        let ready = |c: &Config| match c.cyrus.driver {
-            slotd_agent::config::Driver::None => Ok(()),
-            _ => slotd_agent::cyrus::instance::read_sync_password(&c.cyrus).map(drop),
+        let ready = |c: &Config| {
+            slotd_agent::node::node_credentials(c).map_err(|e| e.to_string())?;
+            match c.cyrus.driver {
+                slotd_agent::config::Driver::None => Ok(()),
+                _ => slotd_agent::cyrus::instance::read_sync_password(&c.cyrus).map(drop),
+            }
         };
         return match Config::load(&path) {
             Ok(c) => match ready(&c) {
@@ -117,6 +120,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Bad TLS files are bad input, like a bad config (and checked before
+    // anything starts); `slotd fence` above never needs them to release.
+    if let Err(e) = node::node_credentials(&config) {
+        eprintln!("slotd: {e}");
+        return ExitCode::from(2);
+    }
     let (stops_tx, stops) = tokio::sync::mpsc::unbounded_channel();
     runtime.spawn(stop_signals(stops_tx));
     match runtime.block_on(node::run(config, stops)) {

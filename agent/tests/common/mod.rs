@@ -11,6 +11,8 @@
 
 pub mod netns;
 
+pub use netns::{cert_env, make_certs, node_tls};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -48,6 +50,24 @@ fn own_loopback(nth: u16, agent: u16) -> SocketAddr {
     let pid = std::process::id();
     let ip = std::net::Ipv4Addr::new(127, (pid >> 16) as u8, (pid >> 8) as u8, pid as u8);
     SocketAddr::new(ip.into(), 17420 + nth * 32 + agent)
+}
+
+/// A gRPC channel to `endpoint` showing the certificate `stem` of the CA
+/// in `tls` (for tests that call Peer or Admin themselves).
+pub async fn channel_as(tls: &Path, stem: &str, endpoint: &str) -> tonic::transport::Channel {
+    let creds = slotd_agent::tls::Credentials::load(&slotd_agent::tls::Files {
+        ca: ("ca", &tls.join("ca.pem")),
+        cert: ("cert", &tls.join(format!("{stem}.pem"))),
+        key: ("key", &tls.join(format!("{stem}.key"))),
+    })
+    .expect("credentials");
+    let ep = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}")).expect("endpoint");
+    creds
+        .client(ep)
+        .expect("tls endpoint")
+        .connect()
+        .await
+        .expect("connect")
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `within`.
@@ -132,6 +152,7 @@ impl TestCluster {
         let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         assert!(nth < 64 && n < 32, "too many test clusters in one process");
         let dir = tempfile::tempdir().expect("tempdir");
+        let tls = make_certs(dir.path(), n);
         let mut agents = Vec::new();
         for i in 1..=n as u64 {
             let data_dir = dir.path().join(format!("n{i}"));
@@ -140,6 +161,7 @@ impl TestCluster {
             let mut config = Config::builder(i, &format!("imap{i}"), listen, data_dir.clone());
             config.metrics_listen = SocketAddr::new(listen.ip(), 0);
             config.cyrus.driver = Driver::None;
+            config.tls = node_tls(&tls, &format!("imap{i}"));
             let path = dir.path().join(format!("n{i}.toml"));
             std::fs::write(&path, config.to_toml()).expect("write config");
             let mut agent = Agent {
@@ -192,9 +214,21 @@ impl TestCluster {
         path
     }
 
-    /// Runs slotctl against agent `id`.
+    /// The certificates of this cluster (`make_certs`).
+    pub fn tls(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// A channel to agent `id` showing certificate `stem` (`node-imap2`,
+    /// `operator-ops`…).
+    pub async fn channel_as(&self, id: u64, stem: &str) -> tonic::transport::Channel {
+        channel_as(&self.tls(), stem, &self.agent(id).endpoint()).await
+    }
+
+    /// Runs slotctl against agent `id`, as operator `ops`.
     pub fn slotctl(&self, id: u64, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_slotctl"))
+            .envs(cert_env(&self.tls(), "operator-ops"))
             .arg("--endpoint")
             .arg(self.agent(id).endpoint())
             .args(args)

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use slotd_agent::config::{Config, Driver};
+use slotd_agent::config::{Config, Driver, TlsConfig};
 use slotd_netops::testkit::{require_root, Lan, IFACE};
 
 #[path = "cyrus.rs"]
@@ -162,6 +162,7 @@ impl Site {
             stop,
             killed: Arc::default(),
         };
+        let tls = make_certs(site.dir.path(), HOSTS.len());
         for i in 0..HOSTS.len() {
             let data_dir = site.data_dir(i);
             std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -173,6 +174,7 @@ impl Site {
             );
             c.interface = IFACE.to_owned();
             c.manage_addresses = true;
+            c.tls = node_tls(&tls, &format!("imap{}", i + 1));
             c.cyrus.driver = Driver::None;
             c.timing.probe_timeout_ms = options.probe_timeout_ms;
             if options.cyrus {
@@ -337,7 +339,18 @@ impl Site {
     /// slotctl run inside host `i`'s namespace against its own agent.
     pub fn slotctl(&self, i: usize, args: &[&str]) -> Output {
         let endpoint = format!("{}:7420", addr_of(i));
-        let mut full = vec!["--endpoint", &endpoint];
+        let env = cert_env(&self.dir.path().join("tls"), "operator-ops");
+        let files: Vec<&str> = env.iter().map(|(_, p)| p.to_str().expect("utf-8 path")).collect();
+        let mut full = vec![
+            "--endpoint",
+            &endpoint,
+            "--ca",
+            files[0],
+            "--cert",
+            files[1],
+            "--key",
+            files[2],
+        ];
         full.extend_from_slice(args);
         self.lan.host(HOSTS[i]).exec(env!("CARGO_BIN_EXE_slotctl"), &full)
     }
@@ -620,4 +633,37 @@ pub fn find_store<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 pub fn leader(status: &Value) -> usize {
     status["leader"].as_u64().expect("a leader") as usize - 1
+}
+
+/// A CA, certificates for nodes imap1..imapN and for operator `ops`, in
+/// `dir/tls`: every test cluster runs mutual TLS, as in production.
+pub fn make_certs(dir: &Path, n: usize) -> PathBuf {
+    let tls = dir.join("tls");
+    let request = slotd_agent::certs::Request {
+        nodes: (1..=n).map(|i| (format!("imap{i}"), Vec::new())).collect(),
+        operators: vec!["ops".into()],
+        days: 1,
+    };
+    slotd_agent::certs::make(&tls, &request).expect("make certificates");
+    tls
+}
+
+/// `[tls]` of node `name` with the certificates of `make_certs`.
+pub fn node_tls(tls: &Path, name: &str) -> TlsConfig {
+    TlsConfig {
+        ca_file: Some(tls.join("ca.pem")),
+        cert_file: Some(tls.join(format!("node-{name}.pem"))),
+        key_file: Some(tls.join(format!("node-{name}.key"))),
+        insecure: false,
+    }
+}
+
+/// slotctl's environment for a certificate of `make_certs` (`stem`:
+/// `operator-ops`, `node-imap1`…).
+pub fn cert_env(tls: &Path, stem: &str) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("SLOTCTL_CA", tls.join("ca.pem")),
+        ("SLOTCTL_CERT", tls.join(format!("{stem}.pem"))),
+        ("SLOTCTL_KEY", tls.join(format!("{stem}.key"))),
+    ]
 }

@@ -54,6 +54,11 @@ pub enum OpenError {
     Corrupt { path: PathBuf, what: String },
     #[error("Raft database {path} was written by a newer slotd ({what}); run that version, or restore a copy")]
     Newer { path: PathBuf, what: String },
+    #[error(
+        "Raft database {path} was written by an older slotd ({what}) whose format this one cannot read; \
+         run that version, or take the node out (slotctl node remove) and add it back with an empty data directory"
+    )]
+    Older { path: PathBuf, what: String },
 }
 
 /// Reads every record of the database and decodes it as its reader will:
@@ -120,6 +125,8 @@ enum Found {
     Damaged(String),
     /// Records of a format a newer slotd writes.
     Newer(String),
+    /// Records of a format an older slotd wrote, which this one cannot read.
+    Older(String),
 }
 
 impl From<String> for Found {
@@ -132,6 +139,9 @@ impl Found {
     /// A record `what` that does not decode.
     fn of(e: CodecError, what: &str) -> Found {
         match e {
+            CodecError::Version { found } if found < crate::codec::FORMAT_VERSION => {
+                Found::Older(format!("{what}: {e}"))
+            }
             CodecError::Version { .. } => Found::Newer(format!("{what}: {e}")),
             e => Found::Damaged(format!("{what}: {e}")),
         }
@@ -143,6 +153,7 @@ impl Found {
         match self {
             Found::Damaged(what) => OpenError::Corrupt { path, what },
             Found::Newer(what) => OpenError::Newer { path, what },
+            Found::Older(what) => OpenError::Older { path, what },
         }
     }
 
@@ -150,6 +161,7 @@ impl Found {
         match self {
             Found::Damaged(what) => Found::Damaged(format!("{what}; {more}")),
             Found::Newer(what) => Found::Newer(format!("{what}; {more}")),
+            Found::Older(what) => Found::Older(format!("{what}; {more}")),
         }
     }
 }
@@ -295,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_out_of_sequence_and_a_newer_format_are_refused() {
+    fn entries_out_of_sequence_and_other_formats_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(open(dir.path()).is_ok());
         let path = dir.path().join(DB_FILE);
@@ -312,6 +324,17 @@ mod tests {
         let err = open(dir.path()).err().expect("a newer format");
         assert!(matches!(err, OpenError::Newer { .. }), "{err}");
         assert!(err.to_string().contains("written by a newer slotd"), "{err}");
+
+        // Format 1, from before the state remembered removed nodes.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(dir.path()).is_ok());
+        let path = dir.path().join(DB_FILE);
+        let mut older = entry(1);
+        older[0] = crate::codec::FORMAT_VERSION - 1;
+        write_logs(&path, &[(1, older)]);
+        let err = open(dir.path()).err().expect("an older format");
+        assert!(matches!(err, OpenError::Older { .. }), "{err}");
+        assert!(err.to_string().contains("written by an older slotd"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,14 @@ fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 impl Cluster {
     fn start(bin: &Path, n: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Mutual TLS, as in production.
+        let tls = dir.path().join("tls");
+        let request = slotd_agent::certs::Request {
+            nodes: (1..=n).map(|id| (format!("imap{id}"), Vec::new())).collect(),
+            operators: vec!["bench".into()],
+            days: 1,
+        };
+        slotd_agent::certs::make(&tls, &request).expect("certificates");
         let mut agents = Vec::new();
         for id in 1..=n {
             let data_dir = dir.path().join(format!("n{id}"));
@@ -63,9 +71,11 @@ impl Cluster {
             let text = |listen: &str| {
                 format!(
                     "node_id = {id}\nname = \"imap{id}\"\nlisten = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-                     data_dir = \"{}\"\nruntime_dir = \"{}.run\"\ninterface = \"lo\"\nmanage_addresses = false\n[cyrus]\ndriver = \"none\"\n",
+                     data_dir = \"{}\"\nruntime_dir = \"{}.run\"\ninterface = \"lo\"\nmanage_addresses = false\n[cyrus]\ndriver = \"none\"\n\
+                     [tls]\nca_file = \"{t}/ca.pem\"\ncert_file = \"{t}/node-imap{id}.pem\"\nkey_file = \"{t}/node-imap{id}.key\"\n",
                     data_dir.display(),
-                    data_dir.display()
+                    data_dir.display(),
+                    t = tls.display(),
                 )
             };
             std::fs::write(&config, text("127.0.0.1:0")).expect("config");
@@ -101,6 +111,7 @@ impl Cluster {
         std::fs::write(&path, slotd_raft_store::topology::render(&t)).expect("topology");
         let out = Command::new(self.bin.join("slotctl"))
             .args(["--endpoint", &self.agents[0].listen, "init"])
+            .envs(operator_env(self.dir.path()))
             .arg(&path)
             .output()
             .expect("slotctl");
@@ -134,9 +145,21 @@ impl Drop for Cluster {
     }
 }
 
+/// slotctl's environment for the benchmark's operator certificate.
+fn operator_env(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let t = dir.join("tls");
+    vec![
+        ("SLOTCTL_CA", t.join("ca.pem")),
+        ("SLOTCTL_CERT", t.join("operator-bench.pem")),
+        ("SLOTCTL_KEY", t.join("operator-bench.key")),
+    ]
+}
+
 /// (leader known to this node, applied index) from a stale status.
-async fn view(addr: &str) -> Option<(Option<u64>, u64)> {
-    let mut c = client::connect(addr).await.ok()?;
+async fn view(dir: &Path, addr: &str) -> Option<(Option<u64>, u64)> {
+    let env = operator_env(dir);
+    let tls = client::Tls::from_args(Some(&env[0].1), Some(&env[1].1), Some(&env[2].1), false).ok()?;
+    let mut c = client::connect(addr, &tls).await.ok()?;
     let r = c.status(StatusRequest { stale: true }).await.ok()?.into_inner();
     Some((r.leader, r.applied))
 }
@@ -198,12 +221,14 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..runs {
         let addrs: Vec<String> = cluster.agents.iter().map(|a| a.listen.clone()).collect();
+        let dir = cluster.dir.path().to_owned();
         let leader = rt.block_on(wait_async("a leader everyone agrees on", || {
             let addrs = addrs.clone();
+            let dir = dir.clone();
             async move {
                 let mut seen = Vec::new();
                 for a in &addrs {
-                    seen.push(view(a).await?);
+                    seen.push(view(&dir, a).await?);
                 }
                 let l = seen[0].0?;
                 let applied = seen[0].1;
@@ -225,13 +250,14 @@ fn main() {
         rt.block_on(wait_async("a new leader", || {
             let survivors = survivors.clone();
             let all: Vec<String> = cluster.agents.iter().map(|a| a.listen.clone()).collect();
+            let dir = dir.clone();
             async move {
                 for s in &survivors {
-                    if let Some((Some(l), _)) = view(s).await {
+                    if let Some((Some(l), _)) = view(&dir, s).await {
                         if l != leader {
                             // The new leader says so itself.
                             let addr = &all[(l - 1) as usize];
-                            if let Some((Some(me), _)) = view(addr).await {
+                            if let Some((Some(me), _)) = view(&dir, addr).await {
                                 if me == l {
                                     return Some(());
                                 }
@@ -255,12 +281,14 @@ fn main() {
     let cluster = Cluster::start(&bin, 5);
     cluster.init(400);
     let addrs: Vec<String> = cluster.agents.iter().map(|a| a.listen.clone()).collect();
+    let dir = cluster.dir.path().to_owned();
     rt.block_on(wait_async("all 5 agents to apply the topology", || {
         let addrs = addrs.clone();
+        let dir = dir.clone();
         async move {
             let mut applied = Vec::new();
             for a in &addrs {
-                applied.push(view(a).await?.1);
+                applied.push(view(&dir, a).await?.1);
             }
             (applied.iter().all(|x| *x == applied[0] && *x > 0)).then_some(())
         }

@@ -1,0 +1,417 @@
+//! Only cluster members and operators get in (mutual TLS), with real
+//! `slotd` processes: forged lease renewals and fence notices, callers with
+//! no certificate, another CA's, an operator's on Peer, a removed node's.
+//! Each is refused, and the cluster state stays exactly as it was.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::{comparable, wait_for, TestCluster, WAIT};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::Vote;
+use serde_json::Value;
+use slotd_agent::wire::{FenceRequest, HealthReport, LeaderCall, LeaderRequest, Renewal};
+use slotd_proto::v1::peer_client::PeerClient;
+use slotd_proto::v1::RaftPayload;
+use slotd_raft_store::TypeConfig;
+use tonic::transport::{Channel, Endpoint};
+
+/// A Peer call as made by hand: `method` on `channel` with `payload` and
+/// the cluster id; the gRPC status code if refused.
+async fn peer_call(channel: &Channel, method: &str, payload: Vec<u8>, cluster: &str) -> Result<(), tonic::Code> {
+    let mut req = tonic::Request::new(RaftPayload { payload });
+    req.metadata_mut()
+        .insert("slotd-cluster-id", cluster.parse().expect("cluster id"));
+    let mut c = PeerClient::new(channel.clone());
+    let r = match method {
+        "heartbeat" => c.heartbeat(req).await,
+        "fenced" => c.fenced(req).await,
+        "leader" => c.leader(req).await,
+        "vote" => c.vote(req).await,
+        "append_entries" => c.append_entries(req).await,
+        other => panic!("no method {other}"),
+    };
+    r.map(drop).map_err(|s| s.code())
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    slotd_raft_store::codec::encode(v).expect("encode")
+}
+
+/// The forged calls for node `node`: renewal, fence ticket and notice,
+/// and (`passed_on`) a failover passed on as if to the leader, which a
+/// member may do (it is how a follower passes an operator's call on).
+fn forgeries(node: u64, store: &str, passed_on: bool) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let mut calls = vec![
+        (
+            "heartbeat",
+            "renewal",
+            encode(&Renewal {
+                node,
+                report: HealthReport::default(),
+            }),
+        ),
+        ("fenced", "fence ticket", encode(&FenceRequest::Ticket { node })),
+        (
+            "fenced",
+            "fence notice",
+            encode(&FenceRequest::Notice { node, ticket: 0x5eed }),
+        ),
+    ];
+    if passed_on {
+        calls.push((
+            "leader",
+            "failover passed on",
+            encode(&LeaderRequest {
+                by: "operator forger".into(),
+                call: LeaderCall::Failover {
+                    store: store.to_owned(),
+                    to: None,
+                    force: true,
+                },
+            }),
+        ));
+    }
+    calls
+}
+
+/// A channel to `endpoint` showing certificate `stem` of the CA in `tls`,
+/// or why none could be had.
+async fn try_channel(tls: &Path, stem: &str, endpoint: &str) -> Result<Channel, String> {
+    let creds = slotd_agent::tls::Credentials::load(&slotd_agent::tls::Files {
+        ca: ("ca", &tls.join("ca.pem")),
+        cert: ("cert", &tls.join(format!("{stem}.pem"))),
+        key: ("key", &tls.join(format!("{stem}.key"))),
+    })
+    .map_err(|e| e.to_string())?;
+    let ep = Endpoint::from_shared(format!("https://{endpoint}")).map_err(|e| e.to_string())?;
+    creds
+        .client(ep)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn json(out: std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Forged renewals and fence notices for a live master, from every kind of
+/// caller that is not that node, are refused; no failover appears, and the
+/// state is as it was. Then the master dies, and forged renewals cannot
+/// keep it "alive": its stores move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_renewals_and_fence_notices_change_nothing() {
+    let mut c = tokio::task::spawn_blocking(|| {
+        let c = TestCluster::start(3);
+        c.init(1, 2);
+        c
+    })
+    .await
+    .expect("start");
+    let leader = c.leader();
+    let before = c.status(leader, false).expect("status");
+    let cluster = before["cluster_id"].as_str().expect("cluster id").to_owned();
+    // A master other than the leader: the one a forger would like to move.
+    let victim = (1..=3).find(|i| *i != leader).expect("a follower");
+    let victim_name = format!("imap{victim}");
+    let store = before["stores"]
+        .as_array()
+        .expect("stores")
+        .iter()
+        .find(|s| s["master"] == victim_name.as_str())
+        .and_then(|s| s["name"].as_str())
+        .expect("the victim masters a store")
+        .to_owned();
+    let third = (1..=3).find(|i| *i != leader && *i != victim).expect("a third node");
+    let history_before = json(c.slotctl(leader, &["history", "--json"]));
+    let endpoint = c.agent(leader).endpoint();
+
+    // Another CA's certificates, naming the very same node.
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_tls = common::make_certs(other.path(), 3);
+    // Our side trusts both CAs (so it accepts the real server) and shows
+    // the other CA's certificate for the victim.
+    let foreign = other.path().join("foreign");
+    std::fs::create_dir_all(&foreign).expect("dir");
+    let bundle = [
+        std::fs::read_to_string(c.tls().join("ca.pem")).expect("ca"),
+        std::fs::read_to_string(other_tls.join("ca.pem")).expect("ca"),
+    ]
+    .concat();
+    std::fs::write(foreign.join("ca.pem"), bundle).expect("bundle");
+    for ext in ["pem", "key"] {
+        let f = format!("node-{victim_name}.{ext}");
+        std::fs::copy(other_tls.join(&f), foreign.join(&f)).expect("copy");
+    }
+
+    let mut refused = 0;
+    // Members of another kind (an operator) or another node.
+    for (stem, passed_on) in [("operator-ops".to_owned(), true), (format!("node-imap{third}"), false)] {
+        let ch = c.channel_as(leader, &stem).await;
+        for (method, what, payload) in forgeries(victim, &store, passed_on) {
+            let r = peer_call(&ch, method, payload, &cluster).await;
+            assert_eq!(r, Err(tonic::Code::PermissionDenied), "{stem}: {what}");
+            refused += 1;
+        }
+    }
+    // No certificate, another CA's certificate, plain text: no call gets
+    // through at all.
+    let anonymous = {
+        let creds = slotd_agent::tls::Credentials::load(&slotd_agent::tls::Files {
+            ca: ("ca", &c.tls().join("ca.pem")),
+            cert: ("cert", &c.tls().join("operator-ops.pem")),
+            key: ("key", &c.tls().join("operator-ops.key")),
+        })
+        .expect("credentials");
+        let ep = Endpoint::from_shared(format!("https://{endpoint}")).expect("endpoint");
+        creds.client_without_certificate(ep).expect("endpoint").connect().await
+    };
+    let strangers: Vec<(&str, Result<Channel, String>)> = vec![
+        ("no certificate", anonymous.map_err(|e| e.to_string())),
+        (
+            "another CA",
+            try_channel(&foreign, &format!("node-{victim_name}"), &endpoint).await,
+        ),
+        (
+            "plain text",
+            Endpoint::from_shared(format!("http://{endpoint}"))
+                .expect("endpoint")
+                .connect()
+                .await
+                .map_err(|e| e.to_string()),
+        ),
+    ];
+    for (who, ch) in strangers {
+        // The handshake may end before the server has judged the client
+        // (TLS 1.3): then the first call fails.
+        if let Ok(ch) = ch {
+            for (method, what, payload) in forgeries(victim, &store, true) {
+                let r = peer_call(&ch, method, payload, &cluster).await;
+                assert!(r.is_err(), "{who}: {what} was answered");
+                assert_ne!(r, Err(tonic::Code::PermissionDenied), "{who}: {what}: got past TLS");
+            }
+        }
+    }
+
+    // The leader counted what it refused, and nothing changed: no
+    // transition, the same masters and epochs.
+    let counted: f64 = ["heartbeat", "fenced", "leader"]
+        .iter()
+        .filter_map(|m| {
+            c.agent(leader).metric(&format!(
+                "slotd_peer_refused_total{{method=\"{m}\",reason=\"certificate\"}}"
+            ))
+        })
+        .sum();
+    assert!(counted >= refused as f64, "{counted} refusals counted, {refused} made");
+    let after = c.status(leader, false).expect("status");
+    assert_eq!(comparable(&after), comparable(&before));
+    assert_eq!(json(c.slotctl(leader, &["history", "--json"])), history_before);
+    // The lease keeper, healthy: no store went anywhere while forgeries
+    // were refused. Wait a lease and margin, then look again.
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    let later = c.status(leader, false).expect("status");
+    assert_eq!(comparable(&later), comparable(&before));
+
+    // The victim dies. A forger keeps renewing its lease from another
+    // node's certificate and from an operator's: refused every time, and
+    // the victim's stores move after lease + margin as if nobody tried.
+    c.kill9(victim);
+    let t = Instant::now();
+    let forgers = [
+        c.channel_as(leader, "operator-ops").await,
+        c.channel_as(leader, &format!("node-imap{third}")).await,
+    ];
+    let renewal = encode(&Renewal {
+        node: victim,
+        report: HealthReport::default(),
+    });
+    let moved = loop {
+        for ch in &forgers {
+            let r = peer_call(ch, "heartbeat", renewal.clone(), &cluster).await;
+            assert_eq!(r, Err(tonic::Code::PermissionDenied), "a forged renewal was answered");
+        }
+        let s = c.status(leader, false).expect("status");
+        let (_, master) = s["stores"]
+            .as_array()
+            .expect("stores")
+            .iter()
+            .find(|x| x["name"] == store.as_str())
+            .map(|x| ((), x["master"].as_str().unwrap_or_default().to_owned()))
+            .expect("store");
+        if master != victim_name {
+            break s;
+        }
+        assert!(t.elapsed() < WAIT, "the dead master's stores never moved");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        moved["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n["name"] == victim_name.as_str() && n["alive"] == false),
+        "{moved}"
+    );
+}
+
+/// A node's certificate stops working once the node is removed: on every
+/// Peer call (even a Raft one, which a node that lags must otherwise take
+/// from strangers) and on Admin. The cluster state does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_nodes_certificate_is_refused() {
+    let mut c = tokio::task::spawn_blocking(|| {
+        let c = TestCluster::start(4);
+        // Three voters and a learner (imap4) that holds no store.
+        let topology = c.dir.path().join("small.toml");
+        let nodes: String = c
+            .agents
+            .iter()
+            .map(|a| {
+                format!(
+                    "[[node]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\nslots = [\"s01\"]\n",
+                    a.id,
+                    a.name,
+                    a.endpoint()
+                )
+            })
+            .collect();
+        let text = format!(
+            "voters = 3\n{nodes}[[store]]\nname = \"st01\"\nmaster_ip = \"10.7.0.1/32\"\nreplica_ip = \"10.7.0.2/32\"\nslots = [\"imap1:s01\", \"imap2:s01\"]\n"
+        );
+        std::fs::write(&topology, text).expect("topology");
+        let out = c.slotctl(1, &["init", topology.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        c.converged();
+        c
+    })
+    .await
+    .expect("start");
+    let out = c.slotctl(1, &["node", "remove", "imap4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.kill9(4);
+    c.members.retain(|m| *m != 4);
+    let before = wait_for("imap4 gone everywhere", WAIT, || {
+        let s = c.converged();
+        (s["nodes"].as_array()?.len() == 3).then_some(s)
+    });
+    let leader = c.leader();
+    let cluster = before["cluster_id"].as_str().expect("cluster id").to_owned();
+    let history_before = json(c.slotctl(leader, &["history", "--json"]));
+
+    for target in 1..=3 {
+        let ch = c.channel_as(target, "node-imap4").await;
+        let term = 1_000;
+        let calls = vec![
+            (
+                "heartbeat",
+                encode(&Renewal {
+                    node: 4,
+                    report: HealthReport::default(),
+                }),
+            ),
+            ("fenced", encode(&FenceRequest::Ticket { node: 4 })),
+            (
+                "leader",
+                encode(&LeaderRequest {
+                    by: "node imap4".into(),
+                    call: LeaderCall::Status,
+                }),
+            ),
+            ("vote", encode(&VoteRequest::new(Vote::new(term, 4), None))),
+            (
+                "append_entries",
+                encode(&AppendEntriesRequest::<TypeConfig> {
+                    vote: Vote::new_committed(term, 4),
+                    prev_log_id: None,
+                    entries: vec![],
+                    leader_commit: None,
+                }),
+            ),
+        ];
+        for (method, payload) in calls {
+            let r = peer_call(&ch, method, payload, &cluster).await;
+            assert_eq!(r, Err(tonic::Code::PermissionDenied), "node {target}: {method}");
+        }
+    }
+    // Admin, too: `slotctl` with the removed node's certificate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotctl"))
+        .envs(common::cert_env(&c.tls(), "node-imap4"))
+        .args(["--endpoint", &c.agent(1).endpoint(), "status"])
+        .output()
+        .expect("slotctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("imap4 is not a member"), "{err}");
+    // A member's certificate works on Admin (a node's own `slotctl`).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotctl"))
+        .envs(common::cert_env(&c.tls(), "node-imap2"))
+        .args(["--endpoint", &c.agent(1).endpoint(), "status"])
+        .output()
+        .expect("slotctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Nothing changed: the same state, no term taken over by the forged
+    // vote (the leader is the same), no history.
+    let after = c.converged();
+    assert_eq!(comparable(&after), comparable(&before));
+    assert_eq!(c.leader(), leader);
+    assert_eq!(json(c.slotctl(leader, &["history", "--json"])), history_before);
+}
+
+/// `tls.insecure = true` serves plain text with a warning at start, and
+/// `slotctl` talks to it only when told `--insecure`; without credentials it
+/// says what is missing.
+#[test]
+fn insecure_is_explicit_and_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("n1");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mut config =
+        slotd_agent::config::Config::builder(1, "imap1", "127.0.0.1:0".parse().expect("addr"), data.clone());
+    config.tls.insecure = true;
+    let path = dir.path().join("n1.toml");
+    std::fs::write(&path, config.to_toml()).expect("config");
+    let log = std::fs::File::create(dir.path().join("log")).expect("log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .arg("--config")
+        .arg(&path)
+        .stderr(log)
+        .spawn()
+        .expect("slotd");
+    let endpoint = wait_for("the agent to serve", WAIT, || {
+        let text = std::fs::read_to_string(data.join("endpoints")).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("listen=").map(str::to_owned))
+    });
+    let slotctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slotctl"))
+            .args(["--endpoint", &endpoint])
+            .args(args)
+            .env_remove("SLOTCTL_CA")
+            .env_remove("SLOTCTL_CERT")
+            .env_remove("SLOTCTL_KEY")
+            .output()
+            .expect("slotctl")
+    };
+    let out = slotctl(&["status", "--stale"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let out_ok = slotctl(&["--insecure", "status", "--stale"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--ca, --cert and --key") && err.contains("--insecure"),
+        "{err}"
+    );
+    assert!(out_ok.status.success(), "{}", String::from_utf8_lossy(&out_ok.stderr));
+    let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
+    assert!(
+        log.contains("WARN") && log.contains("tls.insecure = true"),
+        "no warning at start:\n{log}"
+    );
+}
