@@ -7,7 +7,8 @@
 #                   topology, `slotctl status` printed, then cleaned up
 #   ./dev.sh test   every test of the workspace (some need root: network
 #                   namespaces, netlink, raw sockets — they fail, never skip,
-#                   without it)
+#                   without it), then the Debian package built, installed
+#                   with dpkg -i, checked and purged (root too)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -55,11 +56,16 @@ case ${1:-} in
     if [[ $(id -u) -ne 0 ]]; then
       say "warning: not root; the network-namespace tests will fail (they never skip)"
     fi
+    status=0
     if cargo nextest --version >/dev/null 2>&1; then
-      cargo nextest run --workspace --no-fail-fast
+      cargo nextest run --workspace --no-fail-fast || status=1
     else
-      cargo test --workspace --no-fail-fast
+      cargo test --workspace --no-fail-fast || status=1
     fi
+    # The Debian package: built, installed with dpkg -i, checked, purged.
+    say "the Debian package (scripts/package-test.sh)"
+    scripts/package-test.sh || status=1
+    exit $status
     ;;
   *)
     sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'

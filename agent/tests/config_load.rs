@@ -339,3 +339,16 @@ fn exact_messages_for_the_documented_examples() -> Result<(), Box<dyn std::error
     }
     Ok(())
 }
+
+/// The example files the package ships (`examples/`) are valid as they are.
+#[test]
+fn the_shipped_examples_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let c = Config::load(&root.join("slotd.toml")).expect("examples/slotd.toml");
+    assert_eq!(c.name, "imap1");
+    assert!(!c.tls.insecure && c.tls.key_file.is_some());
+    let text = std::fs::read_to_string(root.join("topology.toml")).expect("examples/topology.toml");
+    let t = slotd_raft_store::topology::parse(&text).expect("examples/topology.toml");
+    assert_eq!((t.nodes.len(), t.stores.len()), (3, 6));
+    assert!(t.nodes.iter().any(|n| n.id == c.node_id && n.name == c.name));
+}

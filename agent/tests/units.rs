@@ -65,3 +65,104 @@ fn the_agent_unit_verifies() -> Result<(), String> {
     std::fs::write(dir.path().join("slotd.service"), text).map_err(|e| e.to_string())?;
     verify(dir.path(), "slotd.service")
 }
+
+/// The agent's unit is hardened, and what it leaves writable and reachable
+/// is what the agent needs with its default paths: the data and runtime
+/// directories (and the Cyrus root below the first), netlink, packet
+/// sockets, IP and Unix sockets.
+#[test]
+fn the_agent_unit_is_hardened_around_what_the_agent_needs() -> Result<(), String> {
+    let text = std::fs::read_to_string(units().join("slotd.service")).map_err(|e| e.to_string())?;
+    let value = |key: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+    };
+    for (key, want) in [
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("PrivateTmp", "yes"),
+        ("ProtectHome", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("Type", "notify"),
+    ] {
+        if value(key).as_deref() != Some(want) {
+            return Err(format!("slotd.service: {key} is {:?}, want {want}", value(key)));
+        }
+    }
+    let families = value("RestrictAddressFamilies").ok_or("no RestrictAddressFamilies")?;
+    for family in ["AF_UNIX", "AF_NETLINK", "AF_PACKET", "AF_INET", "AF_INET6"] {
+        if !families.split_whitespace().any(|f| f == family) {
+            return Err(format!("RestrictAddressFamilies lacks {family}, which the agent uses"));
+        }
+    }
+    let writable: Vec<String> = value("ReadWritePaths")
+        .ok_or("no ReadWritePaths")?
+        .split_whitespace()
+        .map(|p| p.trim_start_matches('-').to_owned())
+        .collect();
+    let defaults = slotd_agent::config::CyrusConfig::default();
+    for (what, path) in [
+        ("data_dir (the README's)", std::path::PathBuf::from("/var/lib/slotd")),
+        (
+            "runtime_dir",
+            std::path::PathBuf::from(slotd_agent::config::DEFAULT_RUNTIME_DIR),
+        ),
+        ("cyrus.root", defaults.root.clone()),
+    ] {
+        if !writable.iter().any(|w| path.starts_with(w)) {
+            return Err(format!(
+                "{what} {} is not writable under ProtectSystem=strict",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The sysusers and tmpfiles snippets, applied to an empty root by the
+/// real tools: the group, and the directories with their modes and group.
+#[test]
+fn sysusers_and_tmpfiles_snippets_apply() -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc")).map_err(|e| e.to_string())?;
+    for f in ["etc/passwd", "etc/group"] {
+        std::fs::write(r.join(f), "").map_err(|e| e.to_string())?;
+    }
+    for (tool, snippet) in [
+        ("systemd-sysusers", "slotd.sysusers"),
+        ("systemd-tmpfiles", "slotd.tmpfiles"),
+    ] {
+        let mut cmd = Command::new(tool);
+        cmd.arg(format!("--root={}", r.display()));
+        if tool == "systemd-tmpfiles" {
+            cmd.arg("--create");
+        }
+        let out = cmd
+            .arg(units().join(snippet))
+            .output()
+            .map_err(|e| format!("{tool}: {e} (CI installs systemd)"))?;
+        if !out.status.success() {
+            return Err(format!("{tool} {snippet}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    let group = std::fs::read_to_string(r.join("etc/group")).map_err(|e| e.to_string())?;
+    if !group.lines().any(|l| l.starts_with("slotd:")) {
+        return Err(format!("no group slotd: {group:?}"));
+    }
+    for (dir, mode) in [("etc/slotd", 0o750), ("etc/slotd/tls", 0o750), ("var/lib/slotd", 0o750)] {
+        let m = std::fs::metadata(r.join(dir)).map_err(|e| format!("{dir}: {e}"))?;
+        if m.permissions().mode() & 0o7777 != mode {
+            return Err(format!(
+                "{dir}: mode {:o}, want {mode:o}",
+                m.permissions().mode() & 0o7777
+            ));
+        }
+        if dir.starts_with("etc") && m.gid() == 0 {
+            return Err(format!("{dir}: group root, want slotd"));
+        }
+    }
+    Ok(())
+}
