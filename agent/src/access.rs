@@ -5,18 +5,29 @@
 //! - A Peer call needs a node certificate; an operator's never passes.
 //! - A call that names a node (lease renewal, fence notice) passes only
 //!   from that node's certificate, and the node must be a member.
-//! - Raft calls name their sender (the leader or candidate). A node that
-//!   knows the sender checks the certificate names it. A node that knows
-//!   neither the id nor the name accepts: it may not have learned of a
-//!   newer member yet (a node being added, a node that was away while one
-//!   joined), and refusing would keep it behind for ever. A removed node
-//!   (`ClusterState::removed_nodes`) is refused.
+//! - Raft calls name their sender (the leader or candidate), which must be
+//!   in the receiver's Raft membership (as its log has it, committed or
+//!   not) and, if the state knows it, have the certificate's name; one the
+//!   state does not know (between a bootstrap and its first entry, or a
+//!   node whose removal the state has and the membership not yet) must not
+//!   carry a name the state gives another node. A removed node is out of
+//!   the membership, so its certificate gets nothing in.
+//!   A node that knows no membership at all (joined, never yet reached by
+//!   a leader) takes them from any node certificate: it has nothing to
+//!   check against. The price of the membership rule: a node that was away
+//!   while another was added *and promoted to voter* does not take calls
+//!   from that one while it leads; it catches up once another node leads.
 //! - Calls passed to the leader need a member's certificate (the bootstrap
-//!   excepted: there are no members yet). `Join` needs a node certificate.
-//! - Admin calls need an operator's certificate or a member's.
+//!   excepted: there are no members yet); those only a node's own agent
+//!   makes for itself (its stop's drain, and the end of it) need that
+//!   node's. `Join` needs a node certificate.
+//! - Admin calls need an operator's certificate or a member's (before the
+//!   bootstrap, any node's for `init` only).
 //!
 //! On a plain-text port (`tls.insecure`) everyone passes: there is nobody
 //! to check.
+
+use std::collections::BTreeSet;
 
 use slotd_raft_store::{ClusterState, NodeId};
 
@@ -31,8 +42,9 @@ pub enum Claim {
     /// notice): only that node may make it.
     OnBehalf { node: NodeId },
     /// A call passed on to the leader; `bootstrap`: the init passed to the
-    /// first voter, before there is a state.
-    Leader { bootstrap: bool },
+    /// first voter, before there is a state; `own`: one only node `own`'s
+    /// agent makes for itself (`Drain { on_stop }`, `Undrain { after_stop }`).
+    Leader { bootstrap: bool, own: Option<NodeId> },
     /// `Peer.Join`.
     Join,
 }
@@ -46,8 +58,26 @@ fn member<'a>(state: &'a ClusterState, name: &str) -> Option<&'a slotd_raft_stor
     state.nodes.values().find(|n| n.name == name)
 }
 
-/// May `caller` make a Peer call claiming `claim`?
-pub fn peer(caller: &Caller, claim: Claim, state: &ClusterState) -> Result<(), Denied> {
+/// The certificate names `name`, and node `node` (of the state) is that one.
+fn is_node(state: &ClusterState, node: NodeId, name: &str) -> Result<(), Denied> {
+    match state.nodes.get(&node) {
+        Some(n) if n.name == name => Ok(()),
+        Some(n) => Err(Denied(format!(
+            "the certificate names node {name}, the call is for node {node} ({})",
+            n.name
+        ))),
+        None => Err(Denied(format!("node {node} is not a member of this cluster"))),
+    }
+}
+
+/// May `caller` make a Peer call claiming `claim`? `raft_members`: the
+/// receiver's Raft membership (voters and learners, as its log has it).
+pub fn peer(
+    caller: &Caller,
+    claim: Claim,
+    state: &ClusterState,
+    raft_members: &BTreeSet<NodeId>,
+) -> Result<(), Denied> {
     let name = match caller {
         Caller::Insecure => return Ok(()),
         Caller::Cert(Who::Operator(o)) => {
@@ -57,21 +87,18 @@ pub fn peer(caller: &Caller, claim: Claim, state: &ClusterState) -> Result<(), D
         }
         Caller::Cert(Who::Node(n)) => n.as_str(),
     };
-    let removed = || state.removed_nodes.iter().any(|(_, gone)| gone == name);
     match claim {
-        Claim::Join | Claim::Leader { bootstrap: true } => Ok(()),
-        Claim::Leader { bootstrap: false } => match member(state, name) {
+        Claim::Join | Claim::Leader { bootstrap: true, .. } => Ok(()),
+        Claim::Leader { own: Some(node), .. } => is_node(state, node, name),
+        Claim::Leader { own: None, .. } => match member(state, name) {
             Some(_) => Ok(()),
             None => Err(Denied(format!("node {name} is not a member of this cluster"))),
         },
-        Claim::OnBehalf { node } => match state.nodes.get(&node) {
-            Some(n) if n.name == name => Ok(()),
-            Some(n) => Err(Denied(format!(
-                "the certificate names node {name}, the call is for node {node} ({})",
-                n.name
-            ))),
-            None => Err(Denied(format!("node {node} is not a member of this cluster"))),
-        },
+        Claim::OnBehalf { node } => is_node(state, node, name),
+        Claim::Raft { .. } if raft_members.is_empty() => Ok(()),
+        Claim::Raft { from } if !raft_members.contains(&from) => Err(Denied(format!(
+            "node {from} ({name}) is not in this node's Raft membership"
+        ))),
         Claim::Raft { from } => match (state.nodes.get(&from), member(state, name)) {
             (Some(n), _) if n.name == name => Ok(()),
             (Some(n), _) => Err(Denied(format!(
@@ -82,19 +109,19 @@ pub fn peer(caller: &Caller, claim: Claim, state: &ClusterState) -> Result<(), D
                 "the certificate names node {name} (node {}), the call comes from node {from}",
                 m.id
             ))),
-            (None, None) if state.removed_nodes.contains_key(&from) || removed() => {
-                Err(Denied(format!("node {from} ({name}) was removed from this cluster")))
-            }
             (None, None) => Ok(()),
         },
     }
 }
 
-/// May `caller` make an Admin call? Returns who it is, for the leader's log.
-pub fn admin(caller: &Caller, state: &ClusterState) -> Result<(), Denied> {
+/// May `caller` make an Admin call (`init`: the bootstrap)?
+pub fn admin(caller: &Caller, state: &ClusterState, init: bool) -> Result<(), Denied> {
     match caller {
         Caller::Insecure | Caller::Cert(Who::Operator(_)) => Ok(()),
-        Caller::Cert(Who::Node(n)) if member(state, n).is_some() || !state.initialised => Ok(()),
+        Caller::Cert(Who::Node(n)) if member(state, n).is_some() => Ok(()),
+        // Before the bootstrap there are no members: a node's own
+        // certificate may start it, and do nothing else.
+        Caller::Cert(Who::Node(_)) if init && !state.initialised => Ok(()),
         Caller::Cert(Who::Node(n)) => Err(Denied(format!("node {n} is not a member of this cluster"))),
     }
 }
@@ -109,38 +136,59 @@ mod tests {
         Caller::Cert(Who::Node(n.to_owned()))
     }
 
-    /// imap1 and imap2 members, imap3 removed.
-    fn state() -> ClusterState {
-        let spec = |id: u64| NodeSpec {
+    fn spec(id: u64, name: &str) -> NodeSpec {
+        NodeSpec {
             id,
-            name: format!("imap{id}"),
+            name: name.to_owned(),
             addr: format!("10.0.0.{id}:7420"),
             voter: true,
             slots: vec![],
-        };
-        let mut s = ClusterState::default();
-        let mut apply = |command| {
-            s.apply(&Request { at_ms: 0, command });
-        };
-        apply(Command::Init(Topology {
-            nodes: vec![spec(1), spec(2), spec(3)],
-            stores: vec![],
-        }));
-        apply(Command::RemoveNode { node: 3 });
-        assert_eq!(s.removed_nodes.get(&3).map(String::as_str), Some("imap3"));
-        s
+        }
     }
+
+    fn apply(s: &mut ClusterState, command: Command) {
+        s.apply(&Request { at_ms: 0, command });
+    }
+
+    /// imap1 and imap2 members, imap3 removed; Raft members 1, 2 and 5
+    /// (a node being bootstrapped, or removed from the state and not yet
+    /// from the membership).
+    fn state() -> (ClusterState, BTreeSet<NodeId>) {
+        let mut s = ClusterState::default();
+        let topology = Topology {
+            nodes: vec![spec(1, "imap1"), spec(2, "imap2"), spec(3, "imap3")],
+            stores: vec![],
+        };
+        apply(&mut s, Command::Init(topology));
+        apply(&mut s, Command::RemoveNode { node: 3 });
+        (s, BTreeSet::from([1, 2, 5]))
+    }
+
+    const LEADER: Claim = Claim::Leader {
+        bootstrap: false,
+        own: None,
+    };
 
     #[test]
     fn peer_calls() {
-        let s = state();
+        let (s, members) = state();
         let op = Caller::Cert(Who::Operator("alice".into()));
+        let own = |node| Claim::Leader {
+            bootstrap: false,
+            own: Some(node),
+        };
+        let boot = Claim::Leader {
+            bootstrap: true,
+            own: None,
+        };
+        let raft = |from| Claim::Raft { from };
         let cases: Vec<(&str, Caller, Claim, bool)> = vec![
             ("insecure port", Caller::Insecure, Claim::OnBehalf { node: 1 }, true),
             ("operator, renewal", op.clone(), Claim::OnBehalf { node: 1 }, false),
-            ("operator, raft", op.clone(), Claim::Raft { from: 1 }, false),
+            ("operator, raft", op.clone(), raft(1), false),
             ("operator, join", op.clone(), Claim::Join, false),
-            ("operator, bootstrap", op, Claim::Leader { bootstrap: true }, false),
+            ("operator, leader call", op.clone(), LEADER, false),
+            ("operator, bootstrap", op, boot, false),
             ("own renewal", node("imap1"), Claim::OnBehalf { node: 1 }, true),
             ("renewal for another", node("imap2"), Claim::OnBehalf { node: 1 }, false),
             (
@@ -155,111 +203,79 @@ mod tests {
                 Claim::OnBehalf { node: 3 },
                 false,
             ),
-            ("raft from itself", node("imap2"), Claim::Raft { from: 2 }, true),
+            ("raft from itself", node("imap2"), raft(2), true),
+            ("raft claiming another member", node("imap2"), raft(1), false),
+            ("raft, member claiming an unknown id", node("imap2"), raft(7), false),
+            ("raft, unknown node claiming a member", node("imap7"), raft(1), false),
             (
-                "raft claiming another member",
-                node("imap2"),
-                Claim::Raft { from: 1 },
+                "raft from a stranger outside the membership",
+                node("imap9"),
+                raft(9),
                 false,
             ),
             (
-                "raft, member claiming an unknown id",
-                node("imap2"),
-                Claim::Raft { from: 7 },
-                false,
-            ),
-            (
-                "raft, unknown node claiming a member",
-                node("imap7"),
-                Claim::Raft { from: 1 },
-                false,
-            ),
-            (
-                "raft from a node not learned of yet",
-                node("imap7"),
-                Claim::Raft { from: 7 },
+                "raft from a Raft member the state has not yet",
+                node("imap5"),
+                raft(5),
                 true,
             ),
             (
-                "raft from a removed node",
-                node("imap3"),
-                Claim::Raft { from: 3 },
-                false,
-            ),
-            (
-                "raft, removed name, new id",
-                node("imap3"),
-                Claim::Raft { from: 8 },
-                false,
-            ),
-            (
-                "raft, unknown name, removed id",
-                node("imap8"),
-                Claim::Raft { from: 3 },
-                false,
-            ),
-            (
-                "leader call from a member",
+                "raft, Raft member 5 with a member's name",
                 node("imap1"),
-                Claim::Leader { bootstrap: false },
-                true,
-            ),
-            (
-                "leader call from a removed node",
-                node("imap3"),
-                Claim::Leader { bootstrap: false },
+                raft(5),
                 false,
             ),
-            (
-                "leader call from a stranger",
-                node("imap9"),
-                Claim::Leader { bootstrap: false },
-                false,
-            ),
-            (
-                "bootstrap from any node",
-                node("imap9"),
-                Claim::Leader { bootstrap: true },
-                true,
-            ),
+            ("raft from a removed node", node("imap3"), raft(3), false),
+            ("leader call from a member", node("imap1"), LEADER, true),
+            ("leader call from a removed node", node("imap3"), LEADER, false),
+            ("leader call from a stranger", node("imap9"), LEADER, false),
+            ("own call of its own", node("imap2"), own(2), true),
+            ("own call for another node", node("imap1"), own(2), false),
+            ("bootstrap from any node", node("imap9"), boot, true),
             ("join from any node", node("imap9"), Claim::Join, true),
         ];
         for (what, caller, claim, ok) in cases {
-            assert_eq!(peer(&caller, claim, &s).is_ok(), ok, "{what}");
+            assert_eq!(peer(&caller, claim, &s, &members).is_ok(), ok, "{what}");
         }
     }
 
     #[test]
-    fn a_new_state_accepts_raft_from_any_node_and_a_node_added_again_is_no_longer_removed() {
-        assert!(peer(&node("imap5"), Claim::Raft { from: 5 }, &ClusterState::default()).is_ok());
-        let mut s = state();
-        s.apply(&Request {
-            at_ms: 0,
-            command: Command::AddNode(NodeSpec {
-                id: 4,
-                name: "imap3".into(),
-                addr: "10.0.0.4:7420".into(),
-                voter: false,
-                slots: vec![],
-            }),
-        });
-        assert!(s.removed_nodes.is_empty());
-        assert!(peer(&node("imap3"), Claim::Raft { from: 4 }, &s).is_ok());
-        assert!(peer(&node("imap3"), Claim::OnBehalf { node: 4 }, &s).is_ok());
-        // Id 3 is still a removed node's; nobody may claim it.
-        assert!(peer(&node("imap3"), Claim::Raft { from: 3 }, &s).is_err());
+    fn a_node_that_knows_no_membership_takes_raft_calls_from_any_node_certificate() {
+        let none = BTreeSet::new();
+        assert!(peer(&node("imap5"), Claim::Raft { from: 5 }, &ClusterState::default(), &none).is_ok());
+        let op = Caller::Cert(Who::Operator("alice".into()));
+        assert!(peer(&op, Claim::Raft { from: 5 }, &ClusterState::default(), &none).is_err());
+    }
+
+    #[test]
+    fn a_node_added_again_under_a_removed_name_is_that_name() {
+        let (mut s, _) = state();
+        let spec = NodeSpec {
+            voter: false,
+            ..spec(4, "imap3")
+        };
+        apply(&mut s, Command::AddNode(spec));
+        let members = BTreeSet::from([1, 2, 4]);
+        assert!(peer(&node("imap3"), Claim::Raft { from: 4 }, &s, &members).is_ok());
+        assert!(peer(&node("imap3"), Claim::OnBehalf { node: 4 }, &s, &members).is_ok());
+        // The old id is out of the membership: nobody may claim it.
+        assert!(peer(&node("imap3"), Claim::Raft { from: 3 }, &s, &members).is_err());
+        assert!(peer(&node("imap8"), Claim::Raft { from: 3 }, &s, &members).is_err());
     }
 
     #[test]
     fn admin_calls() {
-        let s = state();
-        assert!(admin(&Caller::Cert(Who::Operator("alice".into())), &s).is_ok());
-        assert!(admin(&node("imap1"), &s).is_ok());
-        assert!(admin(&node("imap3"), &s).is_err(), "a removed node");
-        assert!(admin(&node("imap9"), &s).is_err(), "a stranger");
-        assert!(admin(&Caller::Insecure, &s).is_ok());
+        let (s, _) = state();
+        let fresh = ClusterState::default();
+        assert!(admin(&Caller::Cert(Who::Operator("alice".into())), &s, false).is_ok());
+        assert!(admin(&node("imap1"), &s, false).is_ok());
+        assert!(admin(&node("imap3"), &s, false).is_err(), "a removed node");
+        assert!(admin(&node("imap9"), &s, false).is_err(), "a stranger");
+        assert!(admin(&Caller::Insecure, &s, false).is_ok());
         // Before init there are no members: `slotctl init` with a node's
-        // certificate works.
-        assert!(admin(&node("imap9"), &ClusterState::default()).is_ok());
+        // certificate works, and nothing else does.
+        assert!(admin(&node("imap9"), &fresh, true).is_ok());
+        assert!(admin(&node("imap9"), &fresh, false).is_err());
+        assert!(admin(&node("imap9"), &s, true).is_err(), "init once initialised");
     }
 }

@@ -138,10 +138,15 @@ impl AdminService {
     /// (`access::admin`), while the agent stops, or when too many are under
     /// way.
     fn open<T>(&self, req: &Request<T>) -> Result<Opened, Status> {
+        self.open_as(req, false)
+    }
+
+    /// `open`, saying whether the call is the bootstrap (`init`).
+    fn open_as<T>(&self, req: &Request<T>, init: bool) -> Result<Opened, Status> {
         let caller = tls::caller(req, self.secure)?;
         self.cluster
             .reader
-            .with(|d| access::admin(&caller, &d.state))
+            .with(|d| access::admin(&caller, &d.state, init))
             .map_err(|denied| {
                 warn!(caller = %caller, error = %denied, "admin call refused");
                 Status::permission_denied(denied.to_string())
@@ -186,7 +191,7 @@ impl Admin for AdminService {
     }
 
     async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let open = self.open(&req)?;
+        let open = self.open_as(&req, true)?;
         let req = req.into_inner();
         let nodes: Vec<NodeSpec> = req.nodes.into_iter().map(node_spec).collect();
         let by_name = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.id);

@@ -238,23 +238,30 @@ pub fn make(dir: &Path, request: &Request) -> Result<Vec<PathBuf>, CertsError> {
         source,
     })?;
     let (ca_cert, ca_key) = (dir.join(CA_CERT), dir.join(CA_KEY));
-    let mut written = Vec::new();
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| CertsError::Io {
             path: p.to_owned(),
             source,
         })
     };
+    // Everything is made in memory first, then written; a failed write
+    // takes back what was written, so that a refusal leaves nothing.
+    let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
     let ca = match (ca_cert.exists(), ca_key.exists()) {
-        (true, true) => Authority::from_pem(&read(&ca_cert)?, &read(&ca_key)?).map_err(|e| CertsError::Bad {
-            path: ca_key.clone(),
-            why: e.to_string(),
-        })?,
+        (true, true) => {
+            crate::tls::check_key_mode(&ca_key).map_err(|why| CertsError::Bad {
+                path: ca_key.clone(),
+                why,
+            })?;
+            Authority::from_pem(&read(&ca_cert)?, &read(&ca_key)?).map_err(|e| CertsError::Bad {
+                path: ca_key.clone(),
+                why: e.to_string(),
+            })?
+        }
         (false, false) => {
             let ca = Authority::generate()?;
-            write_new(&ca_key, &ca.key_pem(), true)?;
-            write_new(&ca_cert, ca.cert_pem(), false)?;
-            written.extend([ca_cert.clone(), ca_key.clone()]);
+            files.push((ca_cert.clone(), ca.cert_pem().to_owned(), false));
+            files.push((ca_key.clone(), ca.key_pem(), true));
             ca
         }
         (true, false) | (false, true) => {
@@ -268,9 +275,18 @@ pub fn make(dir: &Path, request: &Request) -> Result<Vec<PathBuf>, CertsError> {
     for (who, hosts) in whos {
         let (cert, key) = ca.issue(&who, hosts, request.days)?;
         let (cert_name, key_name) = file_names(&who);
-        write_new(&dir.join(&key_name), &key, true)?;
-        write_new(&dir.join(&cert_name), &cert, false)?;
-        written.extend([dir.join(cert_name), dir.join(key_name)]);
+        files.push((dir.join(cert_name), cert, false));
+        files.push((dir.join(key_name), key, true));
+    }
+    let mut written = Vec::new();
+    for (path, text, secret) in files {
+        if let Err(e) = write_new(&path, &text, secret) {
+            for w in &written {
+                let _ = std::fs::remove_file(w);
+            }
+            return Err(e);
+        }
+        written.push(path);
     }
     Ok(written)
 }

@@ -33,6 +33,7 @@ use crate::leader::core::TICKET_FRESH;
 use crate::ledger::{Entries, Ledger};
 use crate::lock::{self, LockError};
 use crate::peer_call::{Channels, Method};
+use crate::tls::Credentials;
 use crate::wire::{FenceReply, FenceRequest};
 
 /// Why `slotd fence` could not do all it should.
@@ -349,15 +350,13 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
     };
     // The node's own certificate: the leader hears a fence notice only
     // from the node it is about.
-    let tls = match crate::tls::Files::of_config(&config.tls) {
-        None => None,
-        Some(files) => match crate::tls::Credentials::load(&files) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                warn!(error = %e, "cannot load the node's certificate: not telling the leader");
-                return None;
-            }
-        },
+    let tls = match crate::tls::Files::of_config(&config.tls).and_then(|f| f.map(|f| Credentials::load(&f)).transpose())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot load the node's certificate: not telling the leader");
+            return None;
+        }
     };
     let channels = Channels::new(identity, tls);
     let nodes: Vec<String> = state

@@ -98,7 +98,7 @@ pub enum NodeError {
 /// name this node: a certificate of another node would be refused by every
 /// peer, and one that passed could speak for the wrong node.
 pub fn node_credentials(config: &Config) -> Result<Option<Credentials>, NodeError> {
-    let Some(files) = crate::tls::Files::of_config(&config.tls) else {
+    let Some(files) = crate::tls::Files::of_config(&config.tls)? else {
         return Ok(None);
     };
     let creds = Credentials::load(&files)?;

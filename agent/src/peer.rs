@@ -6,6 +6,7 @@
 //! which come before there is a cluster id. On a TLS port every call must
 //! also come from a node certificate that may make it (`access`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -65,9 +66,18 @@ fn header<T>(req: &Request<T>) -> Option<&str> {
 impl PeerService {
     /// Refuses a call whose certificate may not make it (`access::peer`).
     fn allow(&self, method: &'static str, caller: &Caller, claim: Claim) -> Result<(), Status> {
+        // Raft calls are checked against the membership as the log has it
+        // (ahead of the applied state).
+        let raft_members: BTreeSet<NodeId> = match claim {
+            Claim::Raft { .. } => {
+                let m = self.cluster.raft.metrics().borrow().membership_config.clone();
+                m.membership().nodes().map(|(id, _)| *id).collect()
+            }
+            _ => BTreeSet::new(),
+        };
         self.cluster
             .reader
-            .with(|d| access::peer(caller, claim, &d.state))
+            .with(|d| access::peer(caller, claim, &d.state, &raft_members))
             .map_err(|denied| {
                 self.stats.peer_refused(method, "certificate");
                 warn!(method, caller = %caller, error = %denied, "peer call refused");
@@ -161,9 +171,22 @@ impl Peer for PeerService {
         if !bootstrap {
             self.admit(M, header.as_deref())?;
         }
-        self.allow(M, &caller, Claim::Leader { bootstrap })?;
+        // A stop's drain, and its end, only from the stopping node itself.
+        let own = match &call {
+            LeaderCall::Drain {
+                node, on_stop: true, ..
+            }
+            | LeaderCall::Undrain { node, after_stop: true } => Some(
+                self.cluster
+                    .reader
+                    .with(|d| d.state.node_by_name(node).map_or(NodeId::MAX, |n| n.id)),
+            ),
+            _ => None,
+        };
+        self.allow(M, &caller, Claim::Leader { bootstrap, own })?;
         // The forwarding node is a member (checked above): its word for
         // who asked is taken, and kept beside its own name.
+        let by: String = by.chars().filter(|c| !c.is_control()).take(200).collect();
         let by = format!("{by} via {caller}");
         encode(&self.cluster.execute(call, &by).await)
     }

@@ -83,6 +83,8 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}: missing (or set tls.insecure = true for plain text)")]
+    Missing(&'static str),
     #[error("{field} {path}: {why}")]
     Bad {
         field: &'static str,
@@ -101,16 +103,20 @@ pub struct Files<'a> {
 }
 
 impl<'a> Files<'a> {
-    /// The files of a node's `[tls]` (none when `insecure`).
-    pub fn of_config(tls: &'a TlsConfig) -> Option<Files<'a>> {
-        match (&tls.ca_file, &tls.cert_file, &tls.key_file) {
-            (Some(ca), Some(cert), Some(key)) if !tls.insecure => Some(Files {
-                ca: ("tls.ca_file", ca),
-                cert: ("tls.cert_file", cert),
-                key: ("tls.key_file", key),
-            }),
-            _ => None,
+    /// The files of a node's `[tls]`: none when `insecure`; a file missing
+    /// otherwise is an error (never plain text by accident).
+    pub fn of_config(tls: &'a TlsConfig) -> Result<Option<Files<'a>>, TlsError> {
+        if tls.insecure {
+            return Ok(None);
         }
+        let file = |field: &'static str, f: &'a Option<PathBuf>| {
+            f.as_deref().map(|p| (field, p)).ok_or(TlsError::Missing(field))
+        };
+        Ok(Some(Files {
+            ca: file("tls.ca_file", &tls.ca_file)?,
+            cert: file("tls.cert_file", &tls.cert_file)?,
+            key: file("tls.key_file", &tls.key_file)?,
+        }))
     }
 }
 
@@ -246,7 +252,7 @@ impl Credentials {
 /// A private key that others may read is refused: whoever reads it can
 /// act as this node (or operator).
 #[cfg(unix)]
-fn check_key_mode(path: &Path) -> Result<(), String> {
+pub(crate) fn check_key_mode(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = match std::fs::metadata(path) {
         Ok(m) => m.permissions().mode() & 0o777,
@@ -262,7 +268,7 @@ fn check_key_mode(path: &Path) -> Result<(), String> {
 }
 
 #[cfg(not(unix))]
-fn check_key_mode(_: &Path) -> Result<(), String> {
+pub(crate) fn check_key_mode(_: &Path) -> Result<(), String> {
     Ok(())
 }
 
@@ -388,4 +394,76 @@ pub fn caller<T>(req: &tonic::Request<T>, secure: bool) -> Result<Caller, tonic:
         .first()
         .ok_or_else(|| tonic::Status::unauthenticated("a client certificate of the cluster CA is required"))?;
     who_of(leaf).map(Caller::Cert).map_err(tonic::Status::permission_denied)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+    use crate::certs::Authority;
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    /// A certificate with these URI SANs, signed by a fresh CA.
+    fn with_uris(uris: &[&str]) -> CertificateDer<'static> {
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = uris
+            .iter()
+            .map(|u| rcgen::SanType::URI(rcgen::string::Ia5String::try_from(*u).unwrap()))
+            .collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        der(&p.self_signed(&key).unwrap().pem())
+    }
+
+    #[test]
+    fn who_a_certificate_names() {
+        assert_eq!(
+            who_of(&with_uris(&["slotd://node/imap1"])),
+            Ok(Who::Node("imap1".into()))
+        );
+        assert_eq!(
+            who_of(&with_uris(&["https://example.org/", "slotd://operator/alice"])),
+            Ok(Who::Operator("alice".into()))
+        );
+        for (uris, says) in [
+            (vec![], "no slotd identity"),
+            (vec!["slotd://node/imap1", "slotd://operator/imap1"], "more than one"),
+            (vec!["slotd://node/imap1", "slotd://node/imap2"], "more than one"),
+            (vec!["slotd://node/im/ap1"], "not a valid name"),
+            (vec!["slotd://node/"], "not a valid name"),
+            (vec!["SLOTD://node/imap1"], "no slotd identity"),
+        ] {
+            let e = who_of(&with_uris(&uris)).unwrap_err();
+            assert!(e.contains(says), "{uris:?}: {e}");
+        }
+        assert!(who_of(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn a_client_accepts_only_a_node_certificate_of_its_ca_as_server() {
+        let ca = Authority::generate().unwrap();
+        let other = Authority::generate().unwrap();
+        let verifier = NodeVerifier {
+            roots: {
+                let mut r = RootCertStore::empty();
+                r.add(der(ca.cert_pem())).unwrap();
+                Arc::new(r)
+            },
+            algorithms: algorithms(),
+        };
+        let name = ServerName::try_from("10.0.0.1").unwrap();
+        let check = |a: &Authority, who: Who| {
+            let (pem, _) = a.issue(&who, &[], 1).unwrap();
+            verifier.verify_server_cert(&der(&pem), &[], &name, &[], UnixTime::now())
+        };
+        assert!(check(&ca, Who::Node("imap1".into())).is_ok());
+        assert!(
+            check(&ca, Who::Operator("alice".into())).is_err(),
+            "an operator as server"
+        );
+        assert!(check(&other, Who::Node("imap1".into())).is_err(), "another CA's node");
+    }
 }

@@ -185,9 +185,7 @@ impl ClusterState {
             }
             Command::AddNode(spec) => self.insert_node(spec),
             Command::RemoveNode { node } => {
-                if let Some(gone) = self.nodes.remove(node) {
-                    self.removed_nodes.insert(gone.id, gone.name);
-                }
+                self.nodes.remove(node);
             }
             Command::SetNodeMode { node, mode } => {
                 if let Some(n) = self.nodes.get_mut(node) {
@@ -456,8 +454,6 @@ impl ClusterState {
             slots: spec.slots.iter().map(|s| (s.clone(), Default::default())).collect(),
             drain: None,
         };
-        self.removed_nodes
-            .retain(|id, name| *id != spec.id && *name != spec.name);
         self.nodes.insert(spec.id, node);
     }
 

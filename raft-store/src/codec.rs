@@ -8,9 +8,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// The format written today. 2: the cluster state remembers removed nodes
-/// (`ClusterState::removed_nodes`); nothing was ever released with 1.
-pub const FORMAT_VERSION: u8 = 2;
+/// The format written today.
+pub const FORMAT_VERSION: u8 = 1;
 
 /// Why bytes could not be turned into a value or back.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +54,7 @@ mod tests {
         let mut newer = bytes.clone();
         newer[0] = FORMAT_VERSION + 1;
         let err = decode::<(u64, String, Vec<u8>)>(&newer).unwrap_err();
-        assert!(err.to_string().contains("format version 3"), "{err}");
+        assert!(err.to_string().contains("format version 2"), "{err}");
         assert!(decode::<(u64, String, Vec<u8>)>(&bytes[..3]).is_err());
     }
 }

@@ -39,11 +39,6 @@ pub struct ClusterState {
     pub rebalance: Option<RebalanceJob>,
     /// Numbers rebalances, so that the end of one cannot end the next.
     pub next_rebalance: u64,
-    /// Nodes taken out of the cluster (id → name), until one is added again
-    /// under that id or name: a peer still holding such a node's
-    /// certificate is refused, even on Raft calls that a node which has not
-    /// yet learned of a newer member must accept (`agent::access`).
-    pub removed_nodes: BTreeMap<NodeId, String>,
 }
 
 /// A rebalance, as ordered.
