@@ -2,9 +2,12 @@
 # dev.sh — the two entry points of this repository, each doing its own set-up
 # on a fresh Debian 12 machine (run as root, or with sudo available):
 #
-#   ./dev.sh demo   the main job: a local 3-node cluster of real slotd
-#                   processes (Cyrus driver `none`), initialised from a planned
-#                   topology, `slotctl status` printed, then cleaned up
+#   ./dev.sh demo   the main job (root): three machines and a client, each a
+#                   network namespace, real slotd agents (Cyrus driver `none`,
+#                   mutual TLS); init, status, one machine killed and its
+#                   masters failing over (timed), back, rebalance, cleaned up
+#                   (also on Ctrl-C). Without root: scripts/demo.sh, the same
+#                   cluster on 127.0.0.1 without the failover
 #   ./dev.sh test   every test of the workspace (some need root: network
 #                   namespaces, netlink, raw sockets — they fail, never skip,
 #                   without it), then the Debian package built, installed
@@ -46,9 +49,13 @@ case ${1:-} in
   demo)
     install_packages
     need_rust
-    say "building slotd and slotctl (release)"
+    if [[ $(id -u) -ne 0 ]]; then
+      say "the demo makes network namespaces: run it as root (or try scripts/demo.sh, on 127.0.0.1, no failover)"
+      exit 1
+    fi
+    say "building slotd, slotctl and the demo (release)"
     cargo build --release -q -p slotd-agent --bins
-    exec scripts/demo.sh target/release
+    exec cargo bench -q -p slotd-agent --bench demo -- "${@:2}"
     ;;
   test)
     install_packages
@@ -62,6 +69,9 @@ case ${1:-} in
     else
       cargo test --workspace --no-fail-fast || status=1
     fi
+    # The demo, end to end, as the README runs it (debug build, plain lines).
+    say "the demo (cargo bench -p slotd-agent --bench demo --profile dev -- --ci)"
+    timeout 300 cargo bench -q -p slotd-agent --bench demo --profile dev -- --ci || status=1
     # The Debian package: built, installed with dpkg -i, checked, purged.
     say "the Debian package (scripts/package-test.sh)"
     scripts/package-test.sh || status=1
