@@ -57,7 +57,25 @@ say "slotctl certs and slotd --check-config, from the installed binaries"
 sed -e "s|/etc/slotd/tls/|$WORK/tls/|" -e 's|driver = "systemd"|driver = "none"|' \
   /usr/share/doc/slotd/examples/slotd.toml >"$WORK/slotd.toml"
 /usr/bin/slotd --check-config "$WORK/slotd.toml" || fail "slotd --check-config refuses the example config"
-# And a bad one is refused with exit code 2.
+# The agent as the unit starts it (ExecStart), with that config on this
+# machine's loopback and its own directories: it serves, then stops on
+# SIGTERM with exit code 0.
+sed -e 's|^listen = .*|listen = "127.0.0.1:0"|' -e 's|^metrics_listen = .*|metrics_listen = "127.0.0.1:0"|' \
+  -e "s|^data_dir = .*|data_dir = \"$WORK/data\"|" -e "s|^runtime_dir = .*|runtime_dir = \"$WORK/run\"|" \
+  -e 's|^interface = .*|interface = "lo"\nmanage_addresses = false|' "$WORK/slotd.toml" >"$WORK/run.toml"
+mkdir -p "$WORK/data"
+/usr/bin/slotd --check-config "$WORK/run.toml" >/dev/null || fail "the loopback config is refused"
+/usr/bin/slotd --config "$WORK/run.toml" 2>"$WORK/agent.log" &
+AGENT=$!
+for _ in $(seq 1 200); do [[ -s $WORK/data/endpoints ]] && break; sleep 0.05; done
+[[ -s $WORK/data/endpoints ]] || { cat "$WORK/agent.log" >&2; kill -9 $AGENT; fail "the installed agent did not serve"; }
+ENDPOINT=$(sed -n 's/^listen=//p' "$WORK/data/endpoints")
+SLOTCTL_CA=$WORK/tls/ca.pem SLOTCTL_CERT=$WORK/tls/operator-ops.pem SLOTCTL_KEY=$WORK/tls/operator-ops.key \
+  /usr/bin/slotctl --endpoint "$ENDPOINT" status --stale --json | grep -q '"initialised": false' \
+  || { kill -9 $AGENT; fail "the installed slotctl got no status from the installed agent"; }
+kill -TERM $AGENT
+wait $AGENT || fail "the installed agent did not stop cleanly on SIGTERM"
+# And a bad config is refused with exit code 2.
 chmod 0644 "$WORK/tls/node-imap1.key"
 set +e
 /usr/bin/slotd --check-config "$WORK/slotd.toml" 2>"$WORK/err"
