@@ -293,25 +293,7 @@ fn follower_writes_succeed_bad_writes_change_nothing() {
 fn removing_a_voter_promotes_a_learner() {
     let c = TestCluster::start(4);
     // Three voters, one learner; one store only so that node 3 can go.
-    let topology = c.dir.path().join("small.toml");
-    let nodes: String = c
-        .agents
-        .iter()
-        .map(|a| {
-            format!(
-                "[[node]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\nslots = [\"s01\"]\n",
-                a.id,
-                a.name,
-                a.endpoint()
-            )
-        })
-        .collect();
-    let text = format!(
-        "voters = 3\n{nodes}[[store]]\nname = \"st01\"\nmaster_ip = \"10.7.0.1/32\"\nreplica_ip = \"10.7.0.2/32\"\nslots = [\"imap1:s01\", \"imap2:s01\"]\n"
-    );
-    std::fs::write(&topology, text).unwrap();
-    let out = c.slotctl(1, &["init", topology.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.init_one_store(["imap1", "imap2"]);
     let before = c.converged();
     assert_eq!(before["nodes"][3]["raft"], "learner");
     // The replacement must be alive (renewing its lease) to be promoted.

@@ -282,26 +282,7 @@ async fn a_removed_nodes_certificate_is_refused() {
     let mut c = tokio::task::spawn_blocking(|| {
         let c = TestCluster::start(4);
         // Three voters and a learner (imap4) that holds no store.
-        let topology = c.dir.path().join("small.toml");
-        let nodes: String = c
-            .agents
-            .iter()
-            .map(|a| {
-                format!(
-                    "[[node]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\nslots = [\"s01\"]\n",
-                    a.id,
-                    a.name,
-                    a.endpoint()
-                )
-            })
-            .collect();
-        let text = format!(
-            "voters = 3\n{nodes}[[store]]\nname = \"st01\"\nmaster_ip = \"10.7.0.1/32\"\nreplica_ip = \"10.7.0.2/32\"\nslots = [\"imap1:s01\", \"imap2:s01\"]\n"
-        );
-        std::fs::write(&topology, text).expect("topology");
-        let out = c.slotctl(1, &["init", topology.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        c.converged();
+        c.init_one_store(["imap1", "imap2"]);
         c
     })
     .await
@@ -459,26 +440,7 @@ fn insecure_is_explicit_and_warned_about() {
 fn removing_the_leader_finishes() {
     let mut c = TestCluster::start(5);
     // Three voters, two learners holding the one store.
-    let topology = c.dir.path().join("five.toml");
-    let nodes: String = c
-        .agents
-        .iter()
-        .map(|a| {
-            format!(
-                "[[node]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\nslots = [\"s01\"]\n",
-                a.id,
-                a.name,
-                a.endpoint()
-            )
-        })
-        .collect();
-    let text = format!(
-        "voters = 3\n{nodes}[[store]]\nname = \"st01\"\nmaster_ip = \"10.7.0.1/32\"\nreplica_ip = \"10.7.0.2/32\"\nslots = [\"imap4:s01\", \"imap5:s01\"]\n"
-    );
-    std::fs::write(&topology, text).expect("topology");
-    let out = c.slotctl(1, &["init", topology.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    c.converged();
+    c.init_one_store(["imap4", "imap5"]);
     let leader = c.leader();
     wait_for("every node alive", WAIT, || {
         let s = c.status(leader, false)?;

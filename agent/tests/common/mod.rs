@@ -262,6 +262,34 @@ impl TestCluster {
         self.converged()
     }
 
+    /// Initialises through agent 1 with every agent holding one slot
+    /// (`s01`), the first three voters (learners after), and one store
+    /// `st01` on the slots of `store_on` (node names); waits until every
+    /// agent applied it.
+    pub fn init_one_store(&self, store_on: [&str; 2]) -> Value {
+        let topology = self.dir.path().join("one-store.toml");
+        let nodes: String = self
+            .agents
+            .iter()
+            .map(|a| {
+                format!(
+                    "[[node]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\nslots = [\"s01\"]\n",
+                    a.id,
+                    a.name,
+                    a.endpoint()
+                )
+            })
+            .collect();
+        let [a, b] = store_on;
+        let text = format!(
+            "voters = 3\n{nodes}[[store]]\nname = \"st01\"\nmaster_ip = \"10.7.0.1/32\"\nreplica_ip = \"10.7.0.2/32\"\nslots = [\"{a}:s01\", \"{b}:s01\"]\n"
+        );
+        std::fs::write(&topology, text).expect("write topology");
+        let out = self.slotctl(1, &["init", topology.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        self.converged()
+    }
+
     /// Waits until all running members show the same state, a leader and
     /// the same applied index; returns the leader's linearizable status.
     pub fn converged(&self) -> Value {
