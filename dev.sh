@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dev.sh — the two entry points of this repository, each doing its own set-up
+# dev.sh — the entry points of this repository, each doing its own set-up
 # on a fresh Debian 12 machine (run as root, or with sudo available):
 #
 #   ./dev.sh demo   the main job (root): three machines and a client, each a
@@ -8,10 +8,13 @@
 #                   masters failing over (timed), back, rebalance, cleaned up
 #                   (also on Ctrl-C). Without root: scripts/demo.sh, the same
 #                   cluster on 127.0.0.1 without the failover
+#   ./dev.sh bench  (root) slotd vs keepalived on the same namespaces: one
+#                   table, also written to target/keepalived-vs-slotd.md
 #   ./dev.sh test   every test of the workspace (some need root: network
 #                   namespaces, netlink, raw sockets — they fail, never skip,
-#                   without it), then the Debian package built, installed
-#                   with dpkg -i, checked and purged (root too)
+#                   without it), then the demo end to end, then the Debian
+#                   package built, installed with dpkg -i, checked and
+#                   purged (root too)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -57,6 +60,18 @@ case ${1:-} in
     cargo build --release -q -p slotd-agent --bins
     exec cargo bench -q -p slotd-agent --bench demo -- "${@:2}"
     ;;
+  bench)
+    PACKAGES+=(keepalived)
+    install_packages
+    need_rust
+    if [[ $(id -u) -ne 0 ]]; then
+      say "the benchmark makes network namespaces: run it as root"
+      exit 1
+    fi
+    say "building slotd, slotctl and the benchmark (release)"
+    cargo build --release -q -p slotd-agent --bins
+    exec cargo bench -q -p slotd-agent --bench keepalived -- "${@:2}"
+    ;;
   test)
     install_packages
     need_rust
@@ -78,7 +93,7 @@ case ${1:-} in
     exit $status
     ;;
   *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
