@@ -543,8 +543,17 @@ async fn moves(agent: &Agent, json: bool, command: Cmd) -> Result<(), Failure> {
             } else if reply.moves.is_empty() {
                 println!("balanced: nothing to move");
             } else {
-                let verb = if dry_run { "would move" } else { "moves" };
-                println!("rebalance {verb} {} masters:", reply.moves.len());
+                if dry_run {
+                    println!("rebalance would move {} masters:", reply.moves.len());
+                } else {
+                    // The leader plans again before every move (a replica
+                    // that catches up, a node that comes back): what moves
+                    // in the end may differ from this first plan.
+                    println!(
+                        "rebalance begun; as planned now, {} masters (planned again before each move):",
+                        reply.moves.len()
+                    );
+                }
                 for m in &reply.moves {
                     println!("  {}: {} → {}", m.store, m.from, m.to);
                 }
