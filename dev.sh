@@ -3,7 +3,7 @@
 # on a fresh Debian 12 machine (run as root, or with sudo available):
 #
 #   ./dev.sh demo   the main job (root): three machines and a client, each a
-#                   network namespace, real slotd agents (Cyrus driver `none`,
+#                   network namespace, real slotd agents (real Cyrus if installed,
 #                   mutual TLS); init, status, one machine killed and its
 #                   masters failing over (timed), back, rebalance, cleaned up
 #                   (also on Ctrl-C). Without root: scripts/demo.sh, the same

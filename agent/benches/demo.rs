@@ -1,21 +1,25 @@
 //! The README's main demo, on one machine, as root: three storage machines
 //! and a client, each a network namespace on one bridge; real `slotd`
-//! agents (Cyrus driver `none`, mutual TLS); a topology initialised. Then
+//! agents (mutual TLS) running real Cyrus slots when Cyrus is installed
+//! (the `exec` driver, every slot a prepared instance), otherwise the
+//! driver `none`; a topology initialised. Then
 //! one machine dies — kill -9 of its agent and `slotd fence`, as systemd's
 //! ExecStopPost runs it (or, with `--port-down`, its switch port goes down
 //! and the agent runs on, cut off) — its masters fail over, timed from the
-//! death until the client reaches every moved master IP on a survivor; the
-//! machine comes back, `slotctl rebalance` gives it masters again, and
+//! death until the client reaches every moved master IP on a survivor (and,
+//! with Cyrus, until it gets the IMAP greeting there from the new master's
+//! Cyrus); the machine comes back, `slotctl rebalance` gives it masters again, and
 //! everything is removed: also on Ctrl-C (SIGINT), SIGTERM, SIGHUP or a
 //! failure.
 //!
-//! `cargo bench -p slotd-agent --bench demo [-- [--ci] [--leader] [--port-down]]`
+//! `cargo bench -p slotd-agent --bench demo [-- [--ci] [--leader] [--port-down] [--no-cyrus]]`
 //!
 //! - `--ci` (implied when stdout is not a terminal): plain lines, one per
 //!   change, instead of a table redrawn in place;
 //! - `--leader`: the Raft leader's machine dies (an election first);
 //!   otherwise a follower's;
-//! - `--port-down`: a silent death (lease + margin before stores move).
+//! - `--port-down`: a silent death (lease + margin before stores move);
+//! - `--no-cyrus`: the driver `none` even when Cyrus is installed.
 //!
 //! Exit status: 0 when all went as told; 128 + the signal (130 for Ctrl-C)
 //! when interrupted, after the cleanup; 101 on a failure (a panic, with the
@@ -37,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use netns::{addr_of, cert_env, ok, Site, SiteOptions, HOSTS, WAIT};
+use netns::{addr_of, cert_env, cyrus, ok, Site, SiteOptions, HOSTS, WAIT};
 use slotd_agent::config::Timing;
 use slotd_agent::status::StatusView;
 
@@ -47,6 +51,9 @@ const SLOTS: usize = 4;
 const POLL: Duration = Duration::from_millis(50);
 /// How often the client starts a look at every master IP.
 const EVERY: Duration = Duration::from_millis(20);
+/// How often the client starts a look at the IMAP greeting on every master
+/// IP (with Cyrus: each look is an IMAP connection per IP).
+const GREET_EVERY: Duration = Duration::from_millis(50);
 /// How often the status is asked for, and plain lines are written.
 const LOOK: Duration = Duration::from_millis(100);
 /// How often the table is redrawn on a terminal.
@@ -150,6 +157,8 @@ struct Opts {
     /// The leader's machine dies, not a follower's.
     leader: bool,
     death: Death,
+    /// Real Cyrus when installed (not `--no-cyrus`).
+    cyrus: bool,
 }
 
 impl Opts {
@@ -158,12 +167,14 @@ impl Opts {
             live: std::io::stdout().is_terminal(),
             leader: false,
             death: Death::KillAndFence,
+            cyrus: true,
         };
         for arg in std::env::args().skip(1) {
             match arg.as_str() {
                 "--ci" => opts.live = false,
                 "--leader" => opts.leader = true,
                 "--port-down" => opts.death = Death::PortDown,
+                "--no-cyrus" => opts.cyrus = false,
                 // cargo bench passes it to every bench.
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?}")),
@@ -171,6 +182,19 @@ impl Opts {
         }
         Ok(opts)
     }
+}
+
+/// What Cyrus needs here, as `cyrus::require_cyrus` (the Cyrus tests and
+/// the switchover bench's `cyrus` section) checks it: `None` when all is
+/// there, else the first missing.
+fn cyrus_missing() -> Option<&'static str> {
+    [
+        "/usr/sbin/cyrmaster",
+        "/usr/lib/cyrus/bin/sync_client",
+        "/usr/sbin/saslpasswd2",
+    ]
+    .into_iter()
+    .find(|bin| !std::path::Path::new(bin).exists())
 }
 
 // ---- output ----------------------------------------------------------------
@@ -247,6 +271,13 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// With Cyrus, the greeting's time, to follow a step's timing line.
+fn greeted(f: &Followed) -> String {
+    f.greeted
+        .map(|g| format!("; IMAP greeting from the new masters after {}", secs(g)))
+        .unwrap_or_default()
+}
+
 // ---- the cluster as the client and the leader see it -----------------------
 
 /// `slotctl status --json` through node `via`'s agent (`stale`: its own
@@ -295,6 +326,32 @@ fn master_ips(s: &StatusView) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Whose Cyrus greets the client (IMAP, port 143) on each of `ips`: the
+/// node of the banner's `SLOT.NODE`, asked from the client namespace, all
+/// at once (bounded by `cyrus::banner`'s connect and read timeouts).
+fn greetings(site: &Site, ips: &[IpAddr]) -> Vec<Option<String>> {
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = ips.iter().map(|ip| scope.spawn(|| greeting(site, *ip))).collect();
+        asks.into_iter().map(|h| h.join().ok().flatten()).collect()
+    })
+}
+
+/// Whose Cyrus greets the client on `ip` (see `greetings`).
+fn greeting(site: &Site, ip: IpAddr) -> Option<String> {
+    site.lan
+        .host("cl")
+        .spawn_blocking(move || greeter(ip))
+        .join()
+        .ok()
+        .flatten()
+}
+
+/// The node whose Cyrus greets on `ip`, asked from where we are.
+fn greeter(ip: IpAddr) -> Option<String> {
+    let banner = cyrus::banner(ip)?;
+    banner.rsplit_once('.').map(|(_, node)| node.to_owned())
+}
+
 /// Whether every store is stable and the client reaches each master IP on
 /// the store's master.
 fn all_served(s: &StatusView, answers: &[Option<String>]) -> bool {
@@ -322,6 +379,68 @@ struct Polled {
     since: Vec<Duration>,
     reached: Option<Duration>,
     look: u64,
+    /// The newest look noted for each IP alone (`note_one`).
+    looks: Vec<u64>,
+}
+
+impl Polled {
+    /// Answers assumed at the start: every IP served by `before`.
+    fn assuming(before: &[String]) -> Polled {
+        Polled {
+            answers: before.iter().cloned().map(Some).collect(),
+            since: vec![Duration::ZERO; before.len()],
+            reached: None,
+            look: 0,
+            looks: vec![0; before.len()],
+        }
+    }
+
+    /// The answer on IP `i` of look `n`, got at `at`: each IP on its own,
+    /// so that one slow to answer holds up no other.
+    fn note_one(
+        &mut self,
+        i: usize,
+        n: u64,
+        at: Duration,
+        answer: Option<String>,
+        reached: &(dyn Fn(&[Option<String>]) -> bool + Sync),
+    ) {
+        if self.looks.get(i).is_none_or(|l| n <= *l) {
+            return;
+        }
+        self.looks[i] = n;
+        if self.answers[i] != answer {
+            self.answers[i] = answer;
+            self.since[i] = at;
+        }
+        if self.reached.is_none() && reached(&self.answers) {
+            self.reached = Some(at);
+        }
+    }
+
+    /// The answers of look `n`, got at `at` (an older look than the
+    /// newest noted is dropped).
+    fn note(
+        &mut self,
+        n: u64,
+        at: Duration,
+        answers: Vec<Option<String>>,
+        reached: &(dyn Fn(&[Option<String>]) -> bool + Sync),
+    ) {
+        if n <= self.look {
+            return;
+        }
+        self.look = n;
+        if self.reached.is_none() && reached(&answers) {
+            self.reached = Some(at);
+        }
+        for (i, answer) in answers.into_iter().enumerate() {
+            if self.answers.get(i) != Some(&answer) {
+                self.answers[i] = answer;
+                self.since[i] = at;
+            }
+        }
+    }
 }
 
 /// One view of the cluster: a status (or why there is none), when it was
@@ -331,6 +450,9 @@ struct Seen {
     status: Result<StatusView, String>,
     answers: Vec<Option<String>>,
     since: Vec<Duration>,
+    /// With Cyrus: whose Cyrus greets the client on each master IP, since
+    /// when.
+    greetings: Option<(Vec<Option<String>>, Vec<Duration>)>,
 }
 
 /// A sentence about the cluster, under a key: plain output prints the
@@ -385,6 +507,19 @@ fn facts(seen: &Seen, stores: &[String], ips: &[IpAddr]) -> Vec<Fact> {
             at: *since,
         });
     }
+    if let Some((greetings, since)) = &seen.greetings {
+        for (((name, ip), who), since) in stores.iter().zip(ips).zip(greetings).zip(since) {
+            let text = match who {
+                Some(who) => format!("{name}: IMAP greeting from {who}'s Cyrus on {ip}"),
+                None => format!("{name}: no IMAP greeting on {ip}"),
+            };
+            facts.push(Fact {
+                key: format!("{name} imap"),
+                text,
+                at: *since,
+            });
+        }
+    }
     facts
 }
 
@@ -423,9 +558,14 @@ fn table(now: Duration, seen: &Seen, last: &StatusView, ips: &[IpAddr], before: 
         ),
         String::new(),
     ];
-    let mut rows = vec![["STORE", "MASTER", "EPOCH", "PHASE", "MASTER IP", "CLIENT REACHES", ""]
+    let mut header = ["STORE", "MASTER", "EPOCH", "PHASE", "MASTER IP", "CLIENT REACHES"]
         .map(str::to_owned)
-        .to_vec()];
+        .to_vec();
+    if seen.greetings.is_some() {
+        header.push("IMAP GREETING FROM".to_owned());
+    }
+    header.push(String::new());
+    let mut rows = vec![header];
     for (i, st) in s.stores.iter().enumerate() {
         let phase = if st.target.is_empty() {
             st.phase.clone()
@@ -437,15 +577,19 @@ fn table(now: Duration, seen: &Seen, last: &StatusView, ips: &[IpAddr], before: 
         } else {
             ""
         };
-        rows.push(vec![
+        let mut row = vec![
             st.name.clone(),
             st.master.clone(),
             st.epoch.to_string(),
             phase,
             ips.get(i).map(IpAddr::to_string).unwrap_or_default(),
             seen.answers.get(i).cloned().flatten().unwrap_or_else(|| "—".to_owned()),
-            moved.to_owned(),
-        ]);
+        ];
+        if let Some((greetings, _)) = &seen.greetings {
+            row.push(greetings.get(i).cloned().flatten().unwrap_or_else(|| "—".to_owned()));
+        }
+        row.push(moved.to_owned());
+        rows.push(row);
     }
     lines.extend(columns(&rows));
     lines
@@ -457,9 +601,13 @@ fn table(now: Duration, seen: &Seen, last: &StatusView, ips: &[IpAddr], before: 
 /// only by its 1 s read timeout, holds up that look alone; the newest look
 /// wins), and notes when `reached` first holds for its answers: the time
 /// measured. Statuses are asked for on threads too (one may wait for an
-/// unreachable leader). The follow ends once `reached` has held and
-/// `settled` holds for a status and the client's answers; it returns both
-/// times.
+/// unreachable leader). With Cyrus, the client also looks at the IMAP
+/// greeting on every master IP every `GREET_EVERY` (each IP's look on a
+/// thread of its own, the newest look of each IP wins) and notes
+/// when `reached` first holds for whose Cyrus greets it. The follow ends
+/// once `reached` has held (for the greetings too) and `settled` holds for
+/// a status and the client's answers (with Cyrus, every store's master
+/// also greets on its IP).
 #[derive(Clone, Copy)]
 struct Follow<'a> {
     site: &'a Site,
@@ -472,6 +620,18 @@ struct Follow<'a> {
     /// Every store's master when the step began (what the client reached
     /// then; the table marks moves from it).
     before: &'a [String],
+    /// Real Cyrus: the IMAP greetings are looked at too.
+    cyrus: bool,
+}
+
+/// When a follow's conditions held, from its `t0`.
+struct Followed {
+    /// `reached`, for the client's answers.
+    reached: Duration,
+    /// `reached`, for the IMAP greetings (with Cyrus).
+    greeted: Option<Duration>,
+    /// `settled` (and all before).
+    settled: Duration,
 }
 
 /// Sets its flag when dropped: the lookers stop however a follow ends.
@@ -492,18 +652,14 @@ impl Follow<'_> {
         settled: &dyn Fn(&StatusView, &[Option<String>]) -> bool,
         told: &mut Vec<Fact>,
         last: &mut StatusView,
-    ) -> Step<(Duration, Duration)> {
+    ) -> Step<Followed> {
         let stop = AtomicBool::new(false);
-        let polled = Mutex::new(Polled {
-            answers: self.before.iter().cloned().map(Some).collect(),
-            since: vec![Duration::ZERO; self.before.len()],
-            reached: None,
-            look: 0,
-        });
+        let polled = Mutex::new(Polled::assuming(self.before));
+        let greeted = Mutex::new(Polled::assuming(self.before));
         let asked = Mutex::new(Asked::default());
         std::thread::scope(|scope| {
             let _stop = StopOnDrop(&stop);
-            let (stop, polled, asked) = (&stop, &polled, &asked);
+            let (stop, polled, greeted, asked) = (&stop, &polled, &greeted, &asked);
             scope.spawn(move || {
                 let mut started = 0u64;
                 while !stop.load(Ordering::SeqCst) && !interrupted() {
@@ -512,24 +668,39 @@ impl Follow<'_> {
                     scope.spawn(move || {
                         let answers = self.site.who_serves_all_within(self.ips, POLL);
                         let at = self.t0.elapsed();
-                        let mut p = lock(polled);
-                        if n <= p.look {
-                            return;
-                        }
-                        p.look = n;
-                        if p.reached.is_none() && reached(&answers) {
-                            p.reached = Some(at);
-                        }
-                        for (i, answer) in answers.into_iter().enumerate() {
-                            if p.answers.get(i) != Some(&answer) {
-                                p.answers[i] = answer;
-                                p.since[i] = at;
-                            }
-                        }
+                        lock(polled).note(n, at, answers, reached);
                     });
                     std::thread::sleep(EVERY);
                 }
             });
+            if self.cyrus {
+                scope.spawn(move || {
+                    // Each IP's look on a thread of its own, not waited
+                    // for: a connection to an instance being stopped,
+                    // answered only by the read timeout (5 s), holds up
+                    // neither another IP nor the end of the follow.
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let client = self.site.lan.host("cl");
+                    let mut started = 0u64;
+                    while !stop.load(Ordering::SeqCst) && !interrupted() {
+                        started += 1;
+                        let n = started;
+                        for (i, ip) in self.ips.iter().copied().enumerate() {
+                            let (tx, t0) = (tx.clone(), self.t0);
+                            drop(client.spawn_blocking(move || {
+                                let answer = greeter(ip);
+                                let _ = tx.send((i, n, t0.elapsed(), answer));
+                            }));
+                        }
+                        let mut g = lock(greeted);
+                        for (i, n, at, answer) in rx.try_iter() {
+                            g.note_one(i, n, at, answer, reached);
+                        }
+                        drop(g);
+                        std::thread::sleep(GREET_EVERY);
+                    }
+                });
+            }
             scope.spawn(move || {
                 let mut started = 0u64;
                 let mut last_start: Option<Instant> = None;
@@ -562,6 +733,7 @@ impl Follow<'_> {
                 check()?;
                 let now = self.t0.elapsed();
                 let p = lock(polled).clone();
+                let g = self.cyrus.then(|| lock(greeted).clone());
                 let latest = lock(asked).status.clone();
                 if let Some((status, at)) = latest {
                     let seen = Seen {
@@ -569,14 +741,20 @@ impl Follow<'_> {
                         status,
                         answers: p.answers,
                         since: p.since,
+                        greetings: g.as_ref().map(|g| (g.answers.clone(), g.since.clone())),
                     };
-                    let reached = p.reached.filter(|_| match &seen.status {
-                        Ok(s) => settled(s, &seen.answers),
+                    // With Cyrus, also greeted, and by every store's master.
+                    let greeted = match &g {
+                        Some(g) => g.reached.map(Some),
+                        None => Some(None),
+                    };
+                    let done = p.reached.zip(greeted).filter(|_| match &seen.status {
+                        Ok(s) => settled(s, &seen.answers) && g.as_ref().is_none_or(|g| all_served(s, &g.answers)),
                         Err(_) => false,
                     });
                     if ui.live {
                         // The last view is always drawn.
-                        if reached.is_some() || redrawn.is_none_or(|t: Instant| t.elapsed() >= REDRAW) {
+                        if done.is_some() || redrawn.is_none_or(|t: Instant| t.elapsed() >= REDRAW) {
                             ui.redraw(&table(now, &seen, last, self.ips, self.before));
                             redrawn = Some(Instant::now());
                         }
@@ -602,8 +780,12 @@ impl Follow<'_> {
                     if let Ok(s) = seen.status {
                         *last = s;
                     }
-                    if let Some(reached) = reached {
-                        return Ok((reached, at.max(reached)));
+                    if let Some((reached, greeted)) = done {
+                        return Ok(Followed {
+                            reached,
+                            greeted,
+                            settled: at.max(reached).max(greeted.unwrap_or_default()),
+                        });
                     }
                 }
                 assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
@@ -619,7 +801,7 @@ fn main() {
     let opts = match Opts::parse() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("demo: {e}\nusage: cargo bench -p slotd-agent --bench demo -- [--ci] [--leader] [--port-down]");
+            eprintln!("demo: {e}\nusage: cargo bench -p slotd-agent --bench demo -- [--ci] [--leader] [--port-down] [--no-cyrus]");
             std::process::exit(2);
         }
     };
@@ -637,15 +819,40 @@ fn main() {
         live: opts.live,
         drawn: 0,
     };
+    let cyrus = match (opts.cyrus, cyrus_missing()) {
+        (false, _) => {
+            ui.step("--no-cyrus: Cyrus driver none (IPs and phases only, no Cyrus instance)");
+            false
+        }
+        (true, Some(missing)) => {
+            ui.step(&format!(
+                "Cyrus not installed ({missing} missing): Cyrus driver none (IPs and phases only)"
+            ));
+            false
+        }
+        (true, None) => {
+            ui.step(
+                "Cyrus found (/usr/sbin/cyrmaster): every slot is a real Cyrus instance, exec driver \
+                 (--no-cyrus for the driver none)",
+            );
+            true
+        }
+    };
+    let driver = if cyrus {
+        "Cyrus driver exec, every slot a Cyrus instance prepared"
+    } else {
+        "Cyrus driver none"
+    };
     ui.step(&format!(
         "starting 3 machines (imap1–imap3) and a client, each a network namespace on one bridge; \
-         a slotd agent on each machine (Cyrus driver none, {SLOTS} slots, mutual TLS)"
+         a slotd agent on each machine ({driver}, {SLOTS} slots, mutual TLS)"
     ));
     let site = match panic::catch_unwind(|| {
         Site::start_with(
             "demo",
             SiteOptions {
                 slots: SLOTS,
+                cyrus,
                 ..SiteOptions::default()
             },
         )
@@ -667,7 +874,7 @@ fn main() {
         .expect("namespace names end in the host's name")
         .to_owned();
     let dir = site.dir.path().to_string_lossy().into_owned();
-    match panic::catch_unwind(AssertUnwindSafe(|| demo(&site, &mut ui, &opts, &prefix))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| demo(&site, &mut ui, &opts, cyrus, &prefix))) {
         Ok(_) => {}
         Err(_) if interrupted() => {}
         // The site is dropped while unwinding: it prints the agents' logs.
@@ -677,9 +884,13 @@ fn main() {
         ui.drawn = 0;
         println!();
     }
-    ui.step("cleaning up: agents killed (SIGKILL), namespaces and files removed");
+    if cyrus {
+        ui.step("cleaning up: agents and Cyrus instances killed (SIGKILL), namespaces and files removed");
+    } else {
+        ui.step("cleaning up: agents killed (SIGKILL), namespaces and files removed");
+    }
     drop(site);
-    let left = leftovers(&format!("{prefix}-"), Some(&dir));
+    let left = gone(&format!("{prefix}-"), &dir);
     assert!(left.is_empty(), "left behind: {}", left.join(", "));
     ui.text(&format!("no namespace {prefix}-* left, no process using {dir}"));
     if interrupted() {
@@ -696,8 +907,22 @@ fn leave(ui: &mut Ui) -> ! {
     std::process::exit(128 + signal)
 }
 
+/// What `leftovers` finds once killed processes had a moment to go (a
+/// process SIGKILLed stays listed until reaped): polled for up to 5 s.
+fn gone(prefix: &str, dir: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = leftovers(prefix, Some(dir));
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Namespaces whose name begins with `prefix`, and processes whose command
-/// line names `dir` (our agents' configs), still there.
+/// line names `dir` (our agents' configs, our Cyrus instances), still
+/// there.
 fn leftovers(prefix: &str, dir: Option<&str>) -> Vec<String> {
     let mut left = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
@@ -729,7 +954,7 @@ fn leftovers(prefix: &str, dir: Option<&str>) -> Vec<String> {
     left
 }
 
-fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
+fn demo(site: &Site, ui: &mut Ui, opts: &Opts, cyrus: bool, prefix: &str) -> Step {
     check()?;
     let timing = Timing::default();
     ui.text(&format!(
@@ -767,6 +992,18 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
         "every master IP bound and served by its master {} after init",
         secs(t0.elapsed())
     ));
+    if cyrus {
+        let masters: Vec<Option<String>> = first.stores.iter().map(|st| Some(st.master.clone())).collect();
+        until(
+            "every master's Cyrus greeting on its master IP after init",
+            WAIT,
+            || (greetings(site, &ips) == masters).then_some(()),
+        )?;
+        ui.text(&format!(
+            "every master's Cyrus greets the client (IMAP) on its master IP {} after init",
+            secs(t0.elapsed())
+        ));
+    }
     // A steady cluster: every node holds a lease, under one leader.
     let mut since = (Instant::now(), None);
     let steady = until("every node alive under one leader", WAIT, || {
@@ -835,6 +1072,12 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
             status: Ok(steady.clone()),
             answers: preferred.iter().cloned().map(Some).collect(),
             since: vec![Duration::ZERO; preferred.len()],
+            greetings: cyrus.then(|| {
+                (
+                    preferred.iter().cloned().map(Some).collect(),
+                    vec![Duration::ZERO; preferred.len()],
+                )
+            }),
         },
         &stores,
         &ips,
@@ -847,6 +1090,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
         stores: &stores,
         ips: &ips,
         before: &preferred,
+        cyrus,
     };
     let reached = |answers: &[Option<String>]| {
         moved
@@ -862,7 +1106,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
             && s.nodes.iter().any(|n| n.name == victim && !n.alive)
             && all_served(s, answers)
     };
-    let (took, _) = follow.run(
+    let failover = follow.run(
         ui,
         "the moved master IPs served by survivors, and the leader seeing the victim down",
         &reached,
@@ -885,14 +1129,20 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
         (Death::PortDown, true) => format!("an election, lease + margin (≤ {:?})", timing.leader_change() + lm),
     };
     ui.step(&format!(
-        "failover: {victim}'s {} masters ({}) served again by {} after {}",
+        "failover: {victim}'s {} masters ({}) served again by {} after {}{}",
         moved.len(),
         moved_names.join(", "),
         to.join("/"),
-        secs(took)
+        secs(failover.reached),
+        greeted(&failover),
     ));
     ui.text(&format!(
-        "(from the death until the client reached every moved master IP on its new master: {bound})"
+        "(from the death until the client reached every moved master IP on its new master: {bound}{})",
+        if cyrus {
+            "; then until the new master's Cyrus, started there, greeted the client on each"
+        } else {
+            ""
+        }
     ));
 
     // ---- back
@@ -931,7 +1181,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
             && s.stores.iter().all(|st| st.backlog.is_some())
             && all_served(s, answers)
     };
-    let (_, took) = follow.run(
+    let took = follow.run(
         ui,
         "the victim alive and following the leader",
         &|_| true,
@@ -941,7 +1191,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
     )?;
     ui.step(&format!(
         "{victim} back after {}: alive, following leader {} (term {}), master of nothing until a rebalance",
-        secs(took),
+        secs(took.settled),
         last.leader_name,
         last.term
     ));
@@ -977,7 +1227,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
     let balanced = |s: &StatusView, answers: &[Option<String>]| {
         !s.rebalancing && even(&mut s.stores.iter().map(|st| st.master.as_str())) && all_served(s, answers)
     };
-    let (took, _) = follow.run(ui, "the rebalance", &reached, &balanced, &mut told, &mut last)?;
+    let rebalance = follow.run(ui, "the rebalance", &reached, &balanced, &mut told, &mut last)?;
     let again: Vec<&str> = last
         .stores
         .iter()
@@ -985,11 +1235,19 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, prefix: &str) -> Step {
         .map(|st| st.name.as_str())
         .collect();
     ui.step(&format!(
-        "rebalance: {victim} masters {} again, {per_node} masters on each node, after {}",
+        "rebalance: {victim} masters {} again, {per_node} masters on each node, after {}{}",
         again.join(", "),
-        secs(took)
+        secs(rebalance.reached),
+        greeted(&rebalance),
     ));
-    ui.text("(from the command until the client reached every master IP on its master)");
+    ui.text(&format!(
+        "(from the command until the client reached every master IP on its master{})",
+        if cyrus {
+            ", and until every master's Cyrus greeted it there"
+        } else {
+            ""
+        }
+    ));
 
     ui.step(&format!("slotctl status (through {})", node_name(via)));
     ui.text(&ok(site.slotctl(via, &["status"])));
