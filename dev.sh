@@ -48,29 +48,31 @@ need_rust() {
   fi
 }
 
+# run_as_root_bench BENCH WHY ARGS…: the bench target BENCH of slotd-agent,
+# built for release with the binaries it runs, as root (WHY says why).
+run_as_root_bench() {
+  local bench=$1 why=$2
+  shift 2
+  if [[ $(id -u) -ne 0 ]]; then
+    say "run it as root: $why"
+    exit 1
+  fi
+  say "building slotd, slotctl and the $bench bench (release)"
+  cargo build --release -q -p slotd-agent --bins
+  exec cargo bench -q -p slotd-agent --bench "$bench" -- "$@"
+}
+
 case ${1:-} in
   demo)
     install_packages
     need_rust
-    if [[ $(id -u) -ne 0 ]]; then
-      say "the demo makes network namespaces: run it as root (or try scripts/demo.sh, on 127.0.0.1, no failover)"
-      exit 1
-    fi
-    say "building slotd, slotctl and the demo (release)"
-    cargo build --release -q -p slotd-agent --bins
-    exec cargo bench -q -p slotd-agent --bench demo -- "${@:2}"
+    run_as_root_bench demo "the demo makes network namespaces (or try scripts/demo.sh, on 127.0.0.1, no failover)" "${@:2}"
     ;;
   bench)
     PACKAGES+=(keepalived)
     install_packages
     need_rust
-    if [[ $(id -u) -ne 0 ]]; then
-      say "the benchmark makes network namespaces: run it as root"
-      exit 1
-    fi
-    say "building slotd, slotctl and the benchmark (release)"
-    cargo build --release -q -p slotd-agent --bins
-    exec cargo bench -q -p slotd-agent --bench keepalived -- "${@:2}"
+    run_as_root_bench keepalived "the benchmark makes network namespaces" "${@:2}"
     ;;
   test)
     install_packages
