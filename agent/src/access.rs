@@ -54,10 +54,6 @@ pub enum Claim {
 #[error("{0}")]
 pub struct Denied(pub String);
 
-fn member<'a>(state: &'a ClusterState, name: &str) -> Option<&'a slotd_raft_store::Node> {
-    state.nodes.values().find(|n| n.name == name)
-}
-
 /// The certificate names `name`, and node `node` (of the state) is that one.
 fn is_node(state: &ClusterState, node: NodeId, name: &str) -> Result<(), Denied> {
     match state.nodes.get(&node) {
@@ -90,7 +86,7 @@ pub fn peer(
     match claim {
         Claim::Join | Claim::Leader { bootstrap: true, .. } => Ok(()),
         Claim::Leader { own: Some(node), .. } => is_node(state, node, name),
-        Claim::Leader { own: None, .. } => match member(state, name) {
+        Claim::Leader { own: None, .. } => match state.node_by_name(name) {
             Some(_) => Ok(()),
             None => Err(Denied(format!("node {name} is not a member of this cluster"))),
         },
@@ -99,7 +95,7 @@ pub fn peer(
         Claim::Raft { from } if !raft_members.contains(&from) => Err(Denied(format!(
             "node {from} ({name}) is not in this node's Raft membership"
         ))),
-        Claim::Raft { from } => match (state.nodes.get(&from), member(state, name)) {
+        Claim::Raft { from } => match (state.nodes.get(&from), state.node_by_name(name)) {
             (Some(n), _) if n.name == name => Ok(()),
             (Some(n), _) => Err(Denied(format!(
                 "the certificate names node {name}, the call comes from node {from} ({})",
@@ -118,7 +114,7 @@ pub fn peer(
 pub fn admin(caller: &Caller, state: &ClusterState, init: bool) -> Result<(), Denied> {
     match caller {
         Caller::Insecure | Caller::Cert(Who::Operator(_)) => Ok(()),
-        Caller::Cert(Who::Node(n)) if member(state, n).is_some() => Ok(()),
+        Caller::Cert(Who::Node(n)) if state.node_by_name(n).is_some() => Ok(()),
         // Before the bootstrap there are no members: a node's own
         // certificate may start it, and do nothing else.
         Caller::Cert(Who::Node(_)) if init && !state.initialised => Ok(()),

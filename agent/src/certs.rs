@@ -216,10 +216,6 @@ pub fn make(dir: &Path, request: &Request) -> Result<Vec<PathBuf>, CertsError> {
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     for (who, _) in &whos {
-        let (Who::Node(name) | Who::Operator(name)) = who;
-        if let Some(p) = slotd_raft_store::apply::name_problem(name) {
-            return Err(CertsError::Invalid(format!("{who}: {p}")));
-        }
         if !seen.insert(who) {
             return Err(CertsError::Invalid(format!("{who} is asked for twice")));
         }
@@ -233,10 +229,6 @@ pub fn make(dir: &Path, request: &Request) -> Result<Vec<PathBuf>, CertsError> {
             }
         }
     }
-    std::fs::create_dir_all(dir).map_err(|source| CertsError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
     let (ca_cert, ca_key) = (dir.join(CA_CERT), dir.join(CA_KEY));
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| CertsError::Io {
@@ -278,6 +270,10 @@ pub fn make(dir: &Path, request: &Request) -> Result<Vec<PathBuf>, CertsError> {
         files.push((dir.join(cert_name), cert, false));
         files.push((dir.join(key_name), key, true));
     }
+    std::fs::create_dir_all(dir).map_err(|source| CertsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut written = Vec::new();
     for (path, text, secret) in files {
         if let Err(e) = write_new(&path, &text, secret) {

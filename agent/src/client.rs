@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use slotd_proto::v1::admin_client::AdminClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::tls::{Credentials, Files};
 
@@ -104,12 +104,11 @@ impl Tls {
 /// Connects to the agent at `endpoint` (`host:port`).
 pub async fn connect(endpoint: &str, tls: &Tls) -> Result<AdminClient<Channel>, Failure> {
     let bad = |e: tonic::transport::Error| Failure::refused(format!("--endpoint {endpoint:?}: {e}"));
-    let ep = match tls {
-        Tls::Cert(creds) => creds
-            .client(Endpoint::from_shared(format!("https://{endpoint}")).map_err(bad)?)
-            .map_err(bad)?,
-        Tls::Insecure => Endpoint::from_shared(format!("http://{endpoint}")).map_err(bad)?,
+    let creds = match tls {
+        Tls::Cert(creds) => Some(creds),
+        Tls::Insecure => None,
     };
+    let ep = crate::tls::endpoint(endpoint, creds).map_err(bad)?;
     let ep = ep
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));

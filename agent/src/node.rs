@@ -94,6 +94,13 @@ pub enum NodeError {
     ServerTls(String),
 }
 
+impl NodeError {
+    /// Bad input (exit code 2, like a bad config) rather than a failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, NodeError::Tls(_) | NodeError::NotOurCertificate { .. })
+    }
+}
+
 /// This node's credentials from `[tls]` (none when `insecure`), checked to
 /// name this node: a certificate of another node would be refused by every
 /// peer, and one that passed could speak for the wrong node.
@@ -144,7 +151,9 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> 
 /// hands its masters over (DESIGN rule 7; a second message cuts that
 /// short), then stops it in order.
 pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver<()>) -> Result<(), NodeError> {
-    // First of all: no other agent, and no `slotd fence`, on this data.
+    // Bad TLS files are bad input: refused before anything is touched.
+    let tls = node_credentials(&config)?;
+    // Then: no other agent, and no `slotd fence`, on this data.
     let _lock = lock::acquire(&config.runtime_dir)?;
     // Before Raft: a driver that cannot work refuses the start cleanly.
     let driver = match config.cyrus.driver {
@@ -155,7 +164,6 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
                 .map_err(NodeError::Cyrus)?,
         ),
     };
-    let tls = node_credentials(&config)?;
     if tls.is_none() {
         warn!(
             listen = %config.listen,

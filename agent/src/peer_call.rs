@@ -17,7 +17,7 @@ use serde::Serialize;
 use slotd_proto::v1::peer_client::PeerClient;
 use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::codec;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::identity::{Identity, HEADER};
 use crate::tls::Credentials;
@@ -90,11 +90,7 @@ impl Channels {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ep = match &self.tls {
-            Some(tls) => tls.client(Endpoint::from_shared(format!("https://{addr}"))?)?,
-            None => Endpoint::from_shared(format!("http://{addr}"))?,
-        };
-        let ch = ep
+        let ch = crate::tls::endpoint(addr, self.tls.as_ref())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -238,39 +238,6 @@ fn the_damaged_files_start_from_valid_ones() {
     assert!(slotd_agent::config::Config::parse(CONFIG, "good.toml").is_ok());
 }
 
-const TOPOLOGY: &str = r#"
-[[node]]
-id = 1
-name = "imap1"
-addr = "10.0.0.1:7420"
-slots = ["s01", "s02"]
-[[node]]
-id = 2
-name = "imap2"
-addr = "10.0.0.2:7420"
-slots = ["s01", "s02"]
-[[store]]
-name = "st01"
-master_ip = "10.0.1.1/32"
-replica_ip = "10.0.2.1/32"
-slots = ["imap1:s01", "imap2:s01"]
-"#;
-
-const CONFIG: &str = r#"
-node_id = 1
-name = "imap1"
-listen = "10.0.0.1:7420"
-metrics_listen = "127.0.0.1:9420"
-data_dir = "/var/lib/slotd"
-interface = "eth0"
-tls = { ca_file = "/etc/slotd/tls/ca.pem", cert_file = "/etc/slotd/tls/n.pem", key_file = "/etc/slotd/tls/n.key" }
-[cyrus]
-driver = "exec"
-root = "/srv/cyrus"
-[timing]
-heartbeat_ms = 200
-lease_ms = 2000
-clock_skew_margin_ms = 500
-[switchover]
-demote_timeout_ms = 15000
-"#;
+/// The valid files damaged above: the examples the package ships.
+const TOPOLOGY: &str = include_str!("../../examples/topology.toml");
+const CONFIG: &str = include_str!("../../examples/slotd.toml");

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Instant;
 
 use common::{comparable, wait_for, TestCluster, WAIT};
@@ -75,24 +74,6 @@ fn forgeries(node: u64, store: &str, passed_on: bool) -> Vec<(&'static str, &'st
         ));
     }
     calls
-}
-
-/// A channel to `endpoint` showing certificate `stem` of the CA in `tls`,
-/// or why none could be had.
-async fn try_channel(tls: &Path, stem: &str, endpoint: &str) -> Result<Channel, String> {
-    let creds = slotd_agent::tls::Credentials::load(&slotd_agent::tls::Files {
-        ca: ("ca", &tls.join("ca.pem")),
-        cert: ("cert", &tls.join(format!("{stem}.pem"))),
-        key: ("key", &tls.join(format!("{stem}.key"))),
-    })
-    .map_err(|e| e.to_string())?;
-    let ep = Endpoint::from_shared(format!("https://{endpoint}")).map_err(|e| e.to_string())?;
-    creds
-        .client(ep)
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| e.to_string())
 }
 
 fn json(out: std::process::Output) -> Value {
@@ -175,7 +156,7 @@ async fn forged_renewals_and_fence_notices_change_nothing() {
         ("no certificate", anonymous.map_err(|e| e.to_string())),
         (
             "another CA",
-            try_channel(&foreign, &format!("node-{victim_name}"), &endpoint).await,
+            common::try_channel_as(&foreign, &format!("node-{victim_name}"), &endpoint).await,
         ),
         (
             "plain text",

@@ -120,12 +120,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Bad TLS files are bad input, like a bad config (and checked before
-    // anything starts); `slotd fence` above never needs them to release.
-    if let Err(e) = node::node_credentials(&config) {
-        eprintln!("slotd: {e}");
-        return ExitCode::from(2);
-    }
     let (stops_tx, stops) = tokio::sync::mpsc::unbounded_channel();
     runtime.spawn(stop_signals(stops_tx));
     match runtime.block_on(node::run(config, stops)) {
@@ -133,7 +127,12 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e:#}");
             eprintln!("slotd: {e:#}");
-            ExitCode::FAILURE
+            // Bad TLS files are bad input, like a bad config.
+            if e.is_bad_input() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

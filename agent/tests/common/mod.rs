@@ -53,21 +53,25 @@ fn own_loopback(nth: u16, agent: u16) -> SocketAddr {
 }
 
 /// A gRPC channel to `endpoint` showing the certificate `stem` of the CA
-/// in `tls` (for tests that call Peer or Admin themselves).
-pub async fn channel_as(tls: &Path, stem: &str, endpoint: &str) -> tonic::transport::Channel {
+/// in `tls` (for tests that call Peer or Admin themselves), or why none
+/// could be had.
+pub async fn try_channel_as(tls: &Path, stem: &str, endpoint: &str) -> Result<tonic::transport::Channel, String> {
     let creds = slotd_agent::tls::Credentials::load(&slotd_agent::tls::Files {
         ca: ("ca", &tls.join("ca.pem")),
         cert: ("cert", &tls.join(format!("{stem}.pem"))),
         key: ("key", &tls.join(format!("{stem}.key"))),
     })
-    .expect("credentials");
-    let ep = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}")).expect("endpoint");
-    creds
-        .client(ep)
-        .expect("tls endpoint")
+    .map_err(|e| e.to_string())?;
+    slotd_agent::tls::endpoint(endpoint, Some(&creds))
+        .map_err(|e| e.to_string())?
         .connect()
         .await
-        .expect("connect")
+        .map_err(|e| e.to_string())
+}
+
+/// `try_channel_as`, which must work.
+pub async fn channel_as(tls: &Path, stem: &str, endpoint: &str) -> tonic::transport::Channel {
+    try_channel_as(tls, stem, endpoint).await.expect("a channel")
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `within`.
