@@ -29,7 +29,9 @@ DEB=$("$CARGO_DEB" -p slotd-agent --no-build --strip 2>/dev/null | tail -1)
 [[ -f $DEB ]] || fail "cargo deb made no package"
 
 WORK=$(mktemp -d /tmp/slotd-package.XXXXXX)
+AGENT=
 cleanup() {
+  if [[ -n $AGENT ]]; then kill -9 "$AGENT" 2>/dev/null || true; fi
   dpkg --purge slotd >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -68,13 +70,14 @@ mkdir -p "$WORK/data"
 /usr/bin/slotd --config "$WORK/run.toml" 2>"$WORK/agent.log" &
 AGENT=$!
 for _ in $(seq 1 200); do [[ -s $WORK/data/endpoints ]] && break; sleep 0.05; done
-[[ -s $WORK/data/endpoints ]] || { cat "$WORK/agent.log" >&2; kill -9 $AGENT; fail "the installed agent did not serve"; }
+[[ -s $WORK/data/endpoints ]] || { cat "$WORK/agent.log" >&2; fail "the installed agent did not serve"; }
 ENDPOINT=$(sed -n 's/^listen=//p' "$WORK/data/endpoints")
 SLOTCTL_CA=$WORK/tls/ca.pem SLOTCTL_CERT=$WORK/tls/operator-ops.pem SLOTCTL_KEY=$WORK/tls/operator-ops.key \
   /usr/bin/slotctl --endpoint "$ENDPOINT" status --stale --json | grep -q '"initialised": false' \
-  || { kill -9 $AGENT; fail "the installed slotctl got no status from the installed agent"; }
+  || fail "the installed slotctl got no status from the installed agent"
 kill -TERM $AGENT
 wait $AGENT || fail "the installed agent did not stop cleanly on SIGTERM"
+AGENT=
 # And a bad config is refused with exit code 2.
 chmod 0644 "$WORK/tls/node-imap1.key"
 set +e

@@ -190,7 +190,7 @@ pub fn reconcile(state: &ClusterState, me: NodeId, lease_valid: bool, observed: 
             }
             Role::Fenced => {
                 if let Phase::Demoting { force, .. } = store.phase {
-                    if observed.demoted.get(&slot) != Some(&store.epoch) && !observed.busy.contains(&slot) {
+                    if observed.demoted.get(&slot) != Some(&store.epoch) {
                         give_up.push(Action::Demote {
                             store: name.clone(),
                             slot,

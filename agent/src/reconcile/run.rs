@@ -506,10 +506,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 }
                 _ => ACTION_TIMEOUT,
             };
-            let result = match tokio::time::timeout(limit, self.execute(action, state, probes).instrument(span)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("no result within {limit:?}")),
-            };
+            let result = within(limit, self.execute(action, state, probes).instrument(span)).await;
             if let Err(e) = result {
                 Stats::add(&r.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
@@ -878,9 +875,9 @@ impl Drop for Busy {
 }
 
 /// A driver call that gets `limit`: its error, or that it gave none in time.
-async fn within<T>(
+async fn within<T, E: std::fmt::Display>(
     limit: Duration,
-    call: impl std::future::Future<Output = Result<T, crate::driver::DriverError>>,
+    call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(limit, call).await {
         Ok(r) => r.map_err(|e| e.to_string()),
