@@ -501,9 +501,12 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
             // future, ends it (a start cut half-way would leave an
             // untracked instance behind).
             let limit = match action {
-                Action::Stop { .. } | Action::StartMaster { .. } | Action::StartReplica { .. } => {
-                    crate::cyrus::instance::START_STOP_BOUND
-                }
+                // A demote only starts its task, but at stop it stops the
+                // instance right here: the driver's stop bound, not 5 s.
+                Action::Stop { .. }
+                | Action::Demote { .. }
+                | Action::StartMaster { .. }
+                | Action::StartReplica { .. } => crate::cyrus::instance::START_STOP_BOUND,
                 _ => ACTION_TIMEOUT,
             };
             let result = within(limit, self.execute(action, state, probes).instrument(span)).await;
