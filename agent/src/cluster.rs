@@ -14,13 +14,13 @@ use slotd_raft_store::{Command, NodeId, Rejection, Request, Response};
 use tokio::sync::Notify;
 use tracing::info;
 
-use crate::clock::{unix_ms, Mono};
+use crate::clock::{self, unix_ms};
 use crate::error::AgentError;
 use crate::identity::Identity;
-use crate::leader::LeaderCore;
 use crate::network::PeerNetwork;
 use crate::peer_call::{CallError, Method};
 use crate::wire::{FenceReply, FenceRequest, LeaderCall, LeaderReply, LeaderRequest};
+use slotd_core::leader::LeaderCore;
 
 /// How long an admin call waits for a leader to be known.
 pub const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -46,7 +46,7 @@ pub struct Cluster {
     /// The cluster id this agent answers to (none before it joined).
     pub identity: Identity,
     /// This node's `[switchover]` (the leader's governs operator commands).
-    pub switchover: crate::config::SwitchoverConfig,
+    pub switchover: slotd_core::timing::SwitchoverConfig,
 }
 
 impl Cluster {
@@ -243,7 +243,7 @@ impl Cluster {
     pub async fn fence_request(&self, request: FenceRequest) -> Result<FenceReply, AgentError> {
         self.confirm_leader().await?;
         let term = self.raft.metrics().borrow().current_term;
-        let now = Mono::now();
+        let now = clock::now();
         let mut core = self.core();
         core.observe(Some(term), now);
         match request {

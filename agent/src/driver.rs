@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::reconcile::Instance;
+use slotd_core::node::reconcile::Instance;
 
 /// What an instance needs to know of its store to run in a role.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,15 +26,16 @@ use slotd_raft_store::{storage, ClusterState, NodeId, ServiceIp};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{Config, Timing};
+use crate::config::Config;
 use crate::error::AgentError;
 use crate::identity::Identity;
-use crate::leader::core::TICKET_FRESH;
 use crate::ledger::{Entries, Ledger};
 use crate::lock::{self, LockError};
 use crate::peer_call::{Channels, Method};
 use crate::tls::Credentials;
 use crate::wire::{FenceReply, FenceRequest};
+use slotd_core::node::fence::{in_doubt_for, telling_for};
+use slotd_core::timing::{FENCE_CALL_TIMEOUT, FENCE_RETRY};
 
 /// Why `slotd fence` could not do all it should.
 #[derive(Debug, thiserror::Error)]
@@ -302,27 +303,6 @@ async fn tell(config: &Config, allowed: bool, state: Option<&ClusterState>) -> O
     }
 }
 
-/// How long one call to a peer may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Pause between rounds over the nodes while no leader answers (an
-/// election may be under way).
-pub const RETRY: Duration = Duration::from_millis(50);
-
-/// How long `slotd fence` keeps trying to tell a leader: `lease + margin`,
-/// after which the silent path has moved the stores anyway (and long
-/// enough to outlast an election when the leader itself died).
-pub fn telling_for(timing: &Timing) -> Duration {
-    timing.lease() + timing.clock_skew_margin()
-}
-
-/// How long after its ticket arrived a notice sent without an answer may
-/// still be accepted (the ticket is fresh on the leader's clock, which may
-/// run slow by the margin): `slotd fence` does not exit before that.
-pub fn in_doubt_for(timing: &Timing) -> Duration {
-    TICKET_FRESH + timing.clock_skew_margin()
-}
-
 /// Best effort (DESIGN rule 6): tell the leader this node holds nothing, so
 /// its stores move now rather than after the lease. Asks the nodes (the
 /// leader's hint first) for a fence ticket, then presents it with the
@@ -380,7 +360,7 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
                     &addr,
                     Method::Fenced,
                     &FenceRequest::Ticket { node: me },
-                    CALL_TIMEOUT,
+                    FENCE_CALL_TIMEOUT,
                 )
                 .await;
             let id = match ticket {
@@ -404,7 +384,7 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
                     &addr,
                     Method::Fenced,
                     &FenceRequest::Notice { node: me, ticket: id },
-                    CALL_TIMEOUT,
+                    FENCE_CALL_TIMEOUT,
                 )
                 .await;
             match notice {
@@ -422,7 +402,7 @@ async fn tell_leader(config: &Config, state: &ClusterState) -> Option<bool> {
                 }
             }
         }
-        tokio::time::sleep(RETRY).await;
+        tokio::time::sleep(FENCE_RETRY).await;
     }
     if outcome != Some(true) {
         match outcome {

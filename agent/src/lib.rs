@@ -39,7 +39,6 @@ pub mod error;
 pub mod fence;
 pub mod follow;
 pub mod identity;
-pub mod l2;
 pub mod leader;
 pub mod lease;
 pub mod ledger;

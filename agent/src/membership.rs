@@ -12,7 +12,7 @@ use openraft::{BasicNode, ChangeMembers};
 use slotd_raft_store::{ClusterState, Command, NodeId, NodeSpec, Rejection, Topology};
 use tracing::{info, warn};
 
-use crate::clock::Mono;
+use crate::clock;
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::identity::ClusterId;
@@ -227,7 +227,7 @@ impl Cluster {
                     .learner_ids()
                     .filter(|l| *l != id)
                     .filter(|l| self.reader.with(|d| d.state.nodes.contains_key(l)))
-                    .filter(|l| self.core().alive(*l, Mono::now()))
+                    .filter(|l| self.core().alive(*l, clock::now()))
                     .filter(|l| {
                         replication
                             .get(l)

@@ -32,14 +32,14 @@ use tracing::{info, warn};
 
 use crate::addresses::AnyOps;
 use crate::admin::AdminService;
-use crate::clock::Mono;
+use crate::clock;
 use crate::cluster::Cluster;
 use crate::config::{Config, Driver};
 use crate::cyrus::CyrusDriver;
 use crate::driver::{AnyDriver, NoneDriver};
 use crate::identity::{Identity, IdentityError};
-use crate::leader::{FailoverEngine, Granter, LeaderCore, LeaderTiming};
-use crate::lease::{self, LeaseState};
+use crate::leader::{FailoverEngine, Granter};
+use crate::lease;
 use crate::ledger::Ledger;
 use crate::lock::{self, LockError};
 use crate::metrics::{self, Exposition};
@@ -50,8 +50,12 @@ use crate::peer_call::{Channels, MAX_MESSAGE};
 use crate::reconcile::run::Reconciler;
 use crate::stats::Stats;
 use crate::tls::{Credentials, Who};
-use crate::watchdog::{self, Part, Progress};
+use crate::watchdog::{self, Progress};
 use crate::wire::HealthReport;
+use slotd_core::leader::{LeaderCore, LeaderTiming};
+use slotd_core::node::lease::LeaseState;
+use slotd_core::node::watchdog::Part;
+use slotd_core::timing::{MARK_EVERY, UNIT_WATCHDOG};
 
 /// Why the agent could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -318,7 +322,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
             stats: stats.clone(),
             report,
             progress: progress.clone(),
-            mark_every: watched.then_some(watchdog::MARK_EVERY),
+            mark_every: watched.then_some(MARK_EVERY),
             stall_requests,
             // As the last agent (or `slotd fence`) left it.
             ledger_entries: Mutex::new(ledger.read_or_warn("starting from the interface's tags")),
@@ -454,13 +458,13 @@ async fn stall_on_sigusr1(requests: Arc<AtomicU64>) {
 /// under systemd without one, says what that means.
 fn check_watchdog(config: &Config, notifier: &Notifier) -> Result<(), NodeError> {
     match Notifier::watchdog_timeout() {
-        Some(w) => watchdog::check(w, config.timing.clock_skew_margin()).map_err(NodeError::Watchdog),
+        Some(w) => slotd_core::node::watchdog::check(w, config.timing.clock_skew_margin()).map_err(NodeError::Watchdog),
         None => {
             if notifier.is_active() {
                 warn!(
                     "no systemd watchdog (WatchdogSec) for this unit: a frozen agent would keep its master IPs \
                      until it is killed by hand; the shipped unit sets WatchdogSec={}ms",
-                    watchdog::UNIT_WATCHDOG.as_millis()
+                    UNIT_WATCHDOG.as_millis()
                 );
             }
             Ok(())
@@ -569,7 +573,7 @@ pub fn render(
         "slotd_lease_remaining_seconds",
         "Time left on this node's master lease.",
         &[],
-        l.remaining(Mono::now()).as_secs_f64(),
+        l.remaining(clock::now()).as_secs_f64(),
     );
     x.gauge(
         "slotd_fenced",
@@ -627,7 +631,7 @@ pub fn render(
             d.state
                 .stores
                 .values()
-                .filter(|s| crate::l2::verdict(s, &reports).is_alarm())
+                .filter(|s| slotd_core::l2::verdict(s, &reports).is_alarm())
                 .count()
         });
         x.gauge(

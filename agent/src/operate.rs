@@ -10,11 +10,11 @@ use slotd_raft_store::state::HISTORY_LEN;
 use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Rejection};
 use tracing::info;
 
-use crate::clock::{unix_ms, Mono};
+use crate::clock::{self, unix_ms};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
-use crate::leader::switchover::{failover_command, rebalance_plan, stranded, Facts};
 use crate::wire::LeaderReply;
+use slotd_core::leader::switchover::{failover_command, rebalance_plan, stranded, Facts};
 
 /// Switchovers at a time of a rebalance without `--concurrency`.
 pub const REBALANCE_CONCURRENCY: u32 = 4;
@@ -25,7 +25,7 @@ pub const HISTORY_DEFAULT: u32 = 50;
 impl Cluster {
     /// What the leader knows beside the log, for the conductor's rules.
     pub fn facts(&self, state: &ClusterState) -> Facts {
-        Facts::of(&self.core(), state, Mono::now(), &self.switchover, unix_ms())
+        Facts::of(&self.core(), state, clock::now(), &self.switchover, unix_ms())
     }
 
     fn node_named(state: &ClusterState, name: &str) -> Result<NodeId, AgentError> {
@@ -49,7 +49,7 @@ impl Cluster {
             // as the failover engine does, no grant to it may slip in
             // between this decision and the entry (its lease would count
             // on a log from before the failover).
-            if matches!(command, Command::Failover { .. }) && !self.core().condemn_if_down(from, Mono::now()) {
+            if matches!(command, Command::Failover { .. }) && !self.core().condemn_if_down(from, clock::now()) {
                 return Err(AgentError::Precondition(format!(
                     "store {store:?}: its master {} answered meanwhile; try again",
                     state.node_name(from)

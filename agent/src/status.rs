@@ -10,7 +10,7 @@ use slotd_proto::v1 as pb;
 use slotd_raft_store::storage::SmData;
 use slotd_raft_store::NodeId;
 
-use crate::clock::Mono;
+use crate::clock;
 use crate::cluster::Cluster;
 
 /// `slotctl status --json` prints exactly this: the protobuf reply itself
@@ -122,7 +122,7 @@ impl Cluster {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let leading = m.state == ServerState::Leader;
-        let now = Mono::now();
+        let now = clock::now();
         self.reader.with(|data| {
             // Alive = granted a lease recently (renewals carry the health
             // report); only the leader grants, so only it knows.
@@ -166,7 +166,7 @@ impl Cluster {
                     },
                     l2: &|s| {
                         if leading {
-                            crate::l2::verdict(s, &reports).to_string()
+                            slotd_core::l2::verdict(s, &reports).to_string()
                         } else {
                             "unknown".to_owned()
                         }

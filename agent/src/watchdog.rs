@@ -1,148 +1,18 @@
-//! The systemd watchdog, as the fence of last resort (DESIGN "Safety",
-//! rule 4): the agent pings systemd only while every part that fences makes
-//! progress, so a frozen or stalled agent is killed (`WatchdogSignal=SIGKILL`)
-//! and fenced (`ExecStopPost=slotd fence`) before its lease plus the clock
-//! margin is over — the leader's failover comes only after that.
-//!
-//! Each part marks its progress at least every [`MARK_EVERY`] (the lease
-//! keeper, the reconciler's loop, a round trip through the Raft core); the
-//! pinger pings every [`PING_EVERY`] only if the reconciler's mark is not
-//! older than [`STALL_BOUND`] and the others' not older than
-//! [`RECOVERY_BOUND`]. The reconciler is the part that fences: from the
-//! moment it stalls (or the whole process freezes, right after a ping),
-//! systemd kills the agent within `STALL_BOUND + PING_EVERY + WatchdogSec`,
-//! and `slotd fence` has released the addresses [`FENCE_TIME`] later:
-//! [`worst_case`] must stay below the margin ([`check`]). A stuck lease
-//! keeper or Raft core cannot keep a master past its lease (no renewal, no
-//! lease; the reconciler fences), so they get a longer bound that a slow
-//! disk write does not reach, and a restart if they stay stuck.
+//! The watchdog's shell (the rule, and why: `slotd_core::node::watchdog`):
+//! progress marks the parts leave, and the pinger that pings systemd only
+//! while the rule allows.
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use slotd_core::node::watchdog::{verdict, Part};
+use slotd_core::timing::PING_EVERY;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::clock::Mono;
+use crate::clock::{self, Mono};
 use crate::notify::Notifier;
-
-/// How often the reconciler marks its progress (a third of its bound).
-pub const MARK_EVERY: Duration = Duration::from_millis(50);
-
-/// The reconciler is stalled when its last mark is older than this.
-pub const STALL_BOUND: Duration = Duration::from_millis(150);
-
-/// The lease keeper and the Raft core are stalled when their last mark is
-/// older than this.
-pub const RECOVERY_BOUND: Duration = Duration::from_secs(1);
-
-/// How often the pinger looks and (if nothing stalled) pings.
-pub const PING_EVERY: Duration = Duration::from_millis(25);
-
-/// What the shipped unit sets (`WatchdogSec=200ms`).
-pub const UNIT_WATCHDOG: Duration = Duration::from_millis(200);
-
-/// Budget for systemd's kill and `slotd fence` releasing the addresses
-/// (measured: a few ms to start, ~1 ms per address).
-pub const FENCE_TIME: Duration = Duration::from_millis(60);
-
-/// The parts the watchdog watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Part {
-    LeaseKeeper,
-    Reconciler,
-    Raft,
-}
-
-impl Part {
-    pub const ALL: [Part; 3] = [Part::LeaseKeeper, Part::Reconciler, Part::Raft];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Part::LeaseKeeper => "lease keeper",
-            Part::Reconciler => "reconciler",
-            Part::Raft => "Raft core",
-        }
-    }
-
-    /// How often it marks progress: a few times within its bound (the lease
-    /// keeper marks on its own heartbeat, at least every `heartbeat_ms`).
-    pub fn mark_every(self) -> Duration {
-        match self {
-            Part::Reconciler => MARK_EVERY,
-            Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND / 4,
-        }
-    }
-
-    /// How old its last mark may be.
-    pub fn bound(self) -> Duration {
-        match self {
-            Part::Reconciler => STALL_BOUND,
-            Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND,
-        }
-    }
-}
-
-impl fmt::Display for Part {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The parts whose last mark (`marks`, in [`Part::ALL`] order; `None`: not
-/// marked yet, counted from `started`) is older than their bound at `now`.
-/// Empty: ping.
-pub fn stalled(marks: [Option<Mono>; 3], started: Mono, now: Mono) -> Vec<Part> {
-    Part::ALL
-        .into_iter()
-        .zip(marks)
-        .filter(|(p, m)| now.since(m.unwrap_or(started)) > p.bound())
-        .map(|(p, _)| p)
-        .collect()
-}
-
-/// Why the pinger holds back its ping.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Withheld {
-    /// These parts made no progress within [`STALL_BOUND`].
-    Stalled(Vec<Part>),
-    /// Giving up an address has been failing for this long (more than the
-    /// margin): better be killed and fenced by `slotd fence`.
-    ReleaseFailing(Duration),
-}
-
-impl fmt::Display for Withheld {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Withheld::Stalled(parts) => {
-                let names: Vec<String> = parts.iter().map(|p| format!("the {p} (for {:?})", p.bound())).collect();
-                write!(f, "no progress in {}", names.join(", "))
-            }
-            Withheld::ReleaseFailing(d) => write!(f, "releasing an address has failed for {d:?}"),
-        }
-    }
-}
-
-/// The pinger's rule: ping unless a part stalled ([`stalled`]) or releases
-/// have been failing for longer than `margin`.
-pub fn verdict(
-    marks: [Option<Mono>; 3],
-    started: Mono,
-    now: Mono,
-    release_failing_since: Option<Mono>,
-    margin: Duration,
-) -> Result<(), Withheld> {
-    let parts = stalled(marks, started, now);
-    if !parts.is_empty() {
-        return Err(Withheld::Stalled(parts));
-    }
-    match release_failing_since.map(|t| now.since(t)) {
-        Some(d) if d > margin => Err(Withheld::ReleaseFailing(d)),
-        _ => Ok(()),
-    }
-}
 
 /// Progress marks, shared by the parts and the pinger.
 #[derive(Clone, Default)]
@@ -165,7 +35,7 @@ impl Progress {
     /// `part` made progress now.
     pub fn mark(&self, part: Part) {
         let i = Part::ALL.iter().position(|p| *p == part).unwrap_or(0);
-        self.marks[i].store(enc(Mono::now()), Ordering::Relaxed);
+        self.marks[i].store(enc(clock::now()), Ordering::Relaxed);
     }
 
     pub fn marks(&self) -> [Option<Mono>; 3] {
@@ -176,7 +46,7 @@ impl Progress {
     pub fn release_failed(&self) {
         let _ = self
             .release_failing
-            .compare_exchange(0, enc(Mono::now()), Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(0, enc(clock::now()), Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Releases succeed again.
@@ -198,7 +68,7 @@ pub async fn run_pinger(
     margin: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let started = Mono::now();
+    let started = clock::now();
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut withheld = false;
@@ -207,7 +77,7 @@ pub async fn run_pinger(
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        let now = Mono::now();
+        let now = clock::now();
         match verdict(progress.marks(), started, now, progress.release_failing_since(), margin) {
             Ok(()) => {
                 if withheld {
@@ -226,83 +96,16 @@ pub async fn run_pinger(
     }
 }
 
-/// The longest a stalled or frozen agent may keep its addresses with the
-/// watchdog set to `watchdog` (`WatchdogSec`).
-pub fn worst_case(watchdog: Duration) -> Duration {
-    STALL_BOUND + PING_EVERY + watchdog + FENCE_TIME
-}
-
-/// Whether `watchdog` (`WatchdogSec`) is short enough for `margin`
-/// (`clock_skew_margin_ms`): `Err` says why not.
-pub fn check(watchdog: Duration, margin: Duration) -> Result<(), String> {
-    if watchdog < 2 * PING_EVERY {
-        return Err(format!(
-            "WatchdogSec={}ms is shorter than two pings ({}ms): the agent would be killed while healthy",
-            watchdog.as_millis(),
-            (2 * PING_EVERY).as_millis()
-        ));
-    }
-    let worst = worst_case(watchdog);
-    if worst < margin {
-        Ok(())
-    } else {
-        Err(format!(
-            "WatchdogSec={}ms is too long for clock_skew_margin_ms={}: a frozen agent could keep its master \
-             IPs {}ms past its lease (stall bound {}ms + ping interval {}ms + WatchdogSec + kill and fence {}ms), \
-             and must keep them less than the margin; use WatchdogSec={}ms or less",
-            watchdog.as_millis(),
-            margin.as_millis(),
-            worst.as_millis(),
-            STALL_BOUND.as_millis(),
-            PING_EVERY.as_millis(),
-            FENCE_TIME.as_millis(),
-            margin
-                .saturating_sub(STALL_BOUND + PING_EVERY + FENCE_TIME)
-                .saturating_sub(Duration::from_millis(1))
-                .as_millis(),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(ms: u64) -> Mono {
-        Mono::from_origin(Duration::from_millis(ms))
-    }
-
-    #[test]
-    fn a_part_is_stalled_once_its_mark_is_older_than_its_bound() {
-        // Keeper, reconciler, Raft.
-        let marks = [Some(at(1000)), Some(at(1050)), None];
-        assert!(stalled(marks, at(990), at(1200)).is_empty());
-        assert_eq!(stalled(marks, at(990), at(1201)), vec![Part::Reconciler]);
-        assert_eq!(stalled(marks, at(990), at(1991)), vec![Part::Reconciler, Part::Raft]);
-        assert_eq!(stalled(marks, at(990), at(2001)), Part::ALL.to_vec());
-    }
-
-    #[test]
-    fn failing_releases_escalate_after_the_margin() {
-        let marks = [Some(at(1000)); 3];
-        let margin = Duration::from_millis(500);
-        assert_eq!(verdict(marks, at(0), at(1050), Some(at(600)), margin), Ok(()));
-        assert_eq!(
-            verdict(marks, at(0), at(1050), Some(at(500)), margin),
-            Err(Withheld::ReleaseFailing(Duration::from_millis(550)))
-        );
-        assert!(matches!(
-            verdict(marks, at(0), at(1200), None, margin),
-            Err(Withheld::Stalled(_))
-        ));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn progress_marks_round_trip() {
         let p = Progress::default();
         assert_eq!(p.marks(), [None, None, None]);
         tokio::time::advance(Duration::from_millis(7)).await;
-        let before = Mono::now();
+        let before = clock::now();
         p.mark(Part::Reconciler);
         let marked = p.marks()[1].unwrap();
         assert!(
@@ -316,13 +119,5 @@ mod tests {
         assert_eq!(p.release_failing_since(), since, "the first failure starts the clock");
         p.release_ok();
         assert_eq!(p.release_failing_since(), None);
-    }
-
-    #[test]
-    fn the_shipped_unit_fits_the_default_margin() {
-        assert!(check(UNIT_WATCHDOG, Duration::from_millis(500)).is_ok());
-        assert!(worst_case(UNIT_WATCHDOG) < Duration::from_millis(500));
-        let err = check(Duration::from_secs(1), Duration::from_millis(500)).unwrap_err();
-        assert!(err.contains("use WatchdogSec=264ms or less"), "{err}");
     }
 }

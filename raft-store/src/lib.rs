@@ -8,19 +8,20 @@
 //! - `storage`: the durable log store and state machine on redb.
 //! - `codec`: the versioned binary encoding used on disk and between agents.
 //! - `topology`: the `topology.toml` parser.
-//! - `plan`, `decide`: pure functions the leader calls — the initial
-//!   placement, failover targets, rebalance moves.
+//! - `plan`: the initial placement (`slotctl plan`); the leader's decisions
+//!   over the state are `slotd-core`'s.
+//! - `testkit`: builders of topologies and states for tests and benches.
 //!
 //! This crate does no I/O but on its own database file.
 
 pub mod apply;
 pub mod codec;
 pub mod command;
-pub mod decide;
 pub mod ip;
 pub mod plan;
 pub mod state;
 pub mod storage;
+pub mod testkit;
 pub mod topology;
 pub mod types;
 

@@ -30,7 +30,7 @@ use super::synclog;
 use super::systemd;
 use crate::config::{CyrusConfig, Driver};
 use crate::driver::{DriverError, SlotContext, SlotDriver};
-use crate::reconcile::Instance;
+use slotd_core::node::reconcile::Instance;
 
 /// How long a start may take until its port answers (the lab: < 0.2 s).
 const START_TIMEOUT: Duration = Duration::from_secs(15);

@@ -4,9 +4,9 @@
 //! replica (`decide::failover_targets`). What counts as dead, and when a
 //! fresh leader may decide at all, is the core's (`leader::core`).
 //!
-//! Then it conducts switchovers (`switchover::conduct`): the next phase of
-//! each (at once when a node acks one: the granter wakes it), rollbacks,
-//! and the switchovers of drains and rebalances.
+//! Then it runs a round of the switchover conductor (`Conductor`): the next
+//! phase of each switchover (at once when a node acks one: the granter wakes
+//! it), rollbacks, and the switchovers of drains and rebalances.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -14,15 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use slotd_raft_store::{Command, Reason, Store};
+use slotd_core::leader::conductor::Conductor;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::switchover::{conduct, rebalancing, Facts, Memory, SwitchoverTiming};
-use crate::clock::{sleep_until, unix_ms, Mono};
+use crate::clock::{self, sleep_until, unix_ms, Mono};
 use crate::cluster::Cluster;
-use crate::config::SwitchoverConfig;
 use crate::stats::Stats;
+use slotd_core::timing::SwitchoverConfig;
 
 pub struct FailoverEngine {
     pub cluster: Arc<Cluster>,
@@ -41,7 +40,7 @@ impl FailoverEngine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported_stranded: BTreeSet<String> = BTreeSet::new();
         let mut l2_alarms: BTreeSet<String> = BTreeSet::new();
-        let mut memory = Memory::default();
+        let mut conductor = Conductor::default();
         loop {
             // Also exactly when the next silent node's lease + margin is
             // over, not up to a tick later.
@@ -54,7 +53,7 @@ impl FailoverEngine {
             }
             let m = self.cluster.raft.metrics().borrow().clone();
             let leading = (m.state == ServerState::Leader).then_some(m.current_term);
-            let now = Mono::now();
+            let now = clock::now();
             let began = self.cluster.core().observe(leading, now);
             if began {
                 let wait = self.cluster.core().timing().dead_after();
@@ -65,14 +64,12 @@ impl FailoverEngine {
                 );
             }
             if leading.is_none() {
-                memory = Memory::default();
-            }
-            if leading.is_none() {
+                conductor.forget();
                 continue;
             }
             self.watch_l2(&mut l2_alarms);
             self.fail_over(now, m.current_term, &mut reported_stranded).await;
-            self.conduct(m.current_term, &mut memory).await;
+            self.conduct(m.current_term, &mut conductor).await;
         }
     }
 
@@ -84,30 +81,23 @@ impl FailoverEngine {
                 reported_stranded.clear();
                 return;
             }
-            let plan = decision.plan;
+            let plan = &decision.plan;
             self.stats.stranded.store(plan.stranded.len() as u64, Ordering::Relaxed);
             for s in &plan.stranded {
                 if reported_stranded.insert(s.store.clone()) {
                     error!(store = %s.store, why = %s.why, "store has no live replica to fail over to; it stays where it is");
                 }
             }
-            if plan.moves.is_empty() {
+            let Some(command) = decision.command() else {
                 return;
-            }
+            };
             let n = plan.moves.len();
-            let dead = decision.dead;
+            let dead = &decision.dead;
             let span = info_span!("failover", dead = ?dead, term);
-            let written = self
-                .cluster
-                .write(Command::Failover {
-                    reason: Reason::Failure,
-                    moves: plan.moves.clone(),
-                })
-                .instrument(span)
-                .await;
+            let written = self.cluster.write(command).instrument(span).await;
+            self.cluster.core().settle(dead, written.as_ref().ok().copied());
             match written {
                 Ok(index) => {
-                    self.cluster.core().failed_over(&dead, index);
                     Stats::add(&self.stats.failovers_failure, 1);
                     Stats::add(&self.stats.stores_failed_over, n as u64);
                     self.stats.last_failover_ms.store(unix_ms(), Ordering::Relaxed);
@@ -118,32 +108,26 @@ impl FailoverEngine {
                 }
                 // Refused (a store moved meanwhile) or lost leadership: the
                 // next tick decides again from the state it then sees.
-                Err(e) => {
-                    self.cluster.core().pardon(&dead);
-                    warn!(error = %e, "failover not committed; deciding again");
-                }
+                Err(e) => warn!(error = %e, "failover not committed; deciding again"),
             }
         }
     }
 
-    /// Writes what `switchover::conduct` says, one entry after another; a
-    /// refused entry (the state moved on) is decided again next time.
-    async fn conduct(&self, term: u64, memory: &mut Memory) {
-        let now = Mono::now();
-        let timing = SwitchoverTiming::of(&self.switchover);
-        let (commands, rebalancing) = self.cluster.reader.with(|d| {
-            let state = &d.state;
-            memory.prepare(term, state, now);
-            let facts = memory.facts(Facts::of(&self.cluster.core(), state, now, &self.switchover, unix_ms()));
-            let age = |s: &Store| memory.age(s, now);
-            (conduct(state, &facts, &age, &timing), rebalancing(state))
-        });
-        for command in commands {
+    /// Writes what a round of the conductor asks for, one entry after
+    /// another; a refused entry (the state moved on) is decided again next
+    /// time.
+    async fn conduct(&self, term: u64, conductor: &mut Conductor) {
+        let now = clock::now();
+        let round = self
+            .cluster
+            .reader
+            .with(|d| conductor.round(term, &self.cluster.core(), &d.state, now, &self.switchover, unix_ms()));
+        for command in &round.commands {
             let what = format!("{command:?}");
             match self.cluster.write(command.clone()).await {
                 Ok(index) => {
                     info!(index, entry = %what, "switchover step");
-                    if let Some(wait) = memory.written(&command, &rebalancing, Mono::now(), &timing) {
+                    if let Some(wait) = conductor.written(&round, command, clock::now(), &self.switchover) {
                         warn!(entry = %what, ?wait, "switchover rolled back; a drain tries it again after the wait");
                     }
                 }
@@ -158,11 +142,11 @@ impl FailoverEngine {
     /// Logs stores entering and leaving a layer-2 alarm.
     fn watch_l2(&self, alarms: &mut BTreeSet<String>) {
         let reports = self.cluster.core().reports();
-        let verdicts: Vec<(String, u64, crate::l2::Verdict)> = self.cluster.reader.with(|d| {
+        let verdicts: Vec<(String, u64, slotd_core::l2::Verdict)> = self.cluster.reader.with(|d| {
             d.state
                 .stores
                 .values()
-                .map(|s| (s.name.clone(), s.epoch, crate::l2::verdict(s, &reports)))
+                .map(|s| (s.name.clone(), s.epoch, slotd_core::l2::verdict(s, &reports)))
                 .collect()
         });
         for (store, epoch, v) in verdicts {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::Mono;
+use crate::clock;
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::wire::{Granted, Renewal};
@@ -33,7 +33,7 @@ impl Granter {
                     batch.push(more);
                 }
                 let outcome = round(&cluster, lease).await;
-                let now = Mono::now();
+                let now = clock::now();
                 let mut core = cluster.core();
                 if let Ok((term, _)) = &outcome {
                     core.observe(Some(*term), now);

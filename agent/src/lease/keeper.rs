@@ -14,14 +14,15 @@ use slotd_raft_store::NodeId;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::{LeaseBook, LeaseState};
-use crate::clock::{sleep_until, Mono};
+use crate::clock::{self, sleep_until, Mono};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::Granter;
 use crate::peer_call::Method;
-use crate::watchdog::{Part, Progress};
+use crate::watchdog::Progress;
 use crate::wire::{Granted, HealthReport, Renewal};
+use slotd_core::node::lease::{LeaseBook, LeaseState};
+use slotd_core::node::watchdog::Part;
 
 /// Sends one renewal to whoever leads now (this node included).
 async fn renew(
@@ -76,7 +77,7 @@ pub fn spawn_keeper(
             // The loop comes round at least every heartbeat (the watchdog's
             // bound for the keeper is far longer).
             progress.mark(Part::LeaseKeeper);
-            let was_valid = book.state().valid_at(Mono::now());
+            let was_valid = book.state().valid_at(clock::now());
             let expiry = book.state().valid_until.filter(|_| was_valid);
             let renew_now = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -99,7 +100,7 @@ pub fn spawn_keeper(
                 Some((sent, result)) = done.recv() => {
                     match result {
                         Ok(g) => {
-                            book.granted(sent, g.read_index, applied_index(&applied), Mono::now());
+                            book.granted(sent, g.read_index, applied_index(&applied), clock::now());
                         }
                         Err(e) => debug!(error = %e, "lease renewal refused"),
                     }
@@ -107,13 +108,13 @@ pub fn spawn_keeper(
                 }
                 changed = applied.changed(), if book.waiting() => {
                     if changed.is_err() { return }
-                    book.applied(applied_index(&applied), Mono::now());
+                    book.applied(applied_index(&applied), clock::now());
                     false
                 }
                 _ = sleep_until(expiry) => false,
             };
             let state = book.state();
-            let valid = state.valid_at(Mono::now());
+            let valid = state.valid_at(clock::now());
             if !was_valid && valid {
                 info!("lease granted");
             } else if was_valid && !valid {
@@ -125,7 +126,7 @@ pub fn spawn_keeper(
                 changed
             });
             if renew_now {
-                let sent = Mono::now();
+                let sent = clock::now();
                 let renewal = Renewal {
                     node: cluster.id,
                     report: report(),

@@ -22,31 +22,26 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::{
-    leftovers_settled, phase_done, plan_pass, reconcile, store_addresses, wants_ip, Action, Instance, Observed,
-    PassPlan,
-};
-use crate::clock::{sleep_until, Mono};
+use crate::clock::{self, sleep_until};
 use crate::driver::SlotDriver;
-use crate::l2::L2Seen;
-use crate::lease::LeaseState;
 use crate::ledger::{Entries, Ledger};
 use crate::stats::Stats;
-use crate::watchdog::{Part, Progress, MARK_EVERY};
+use crate::watchdog::Progress;
 use crate::wire::{HealthReport, Replayed};
-
-/// How often the machine is compared with the log even when nothing changed.
-pub const RESYNC: Duration = Duration::from_secs(1);
+use slotd_core::node::lease::LeaseState;
+use slotd_core::node::reconcile::{
+    leftovers_settled, missing_role, phase_done, plan_pass, reconcile, serves_as_master, store_addresses, wants_ip,
+    Action, Instance, Observed, PassPlan, MISSING_ROUNDS,
+};
+use slotd_core::node::watchdog::Part;
+use slotd_core::report::L2Seen;
+use slotd_core::timing::{DEMOTE_RETRY, HEALTH_EVERY, MARK_EVERY, RESYNC, TAKE_GUARD};
 
 /// Probe results by address, taken before a pass binds.
 type Probes = BTreeMap<IpAddr, Result<Option<slotd_netops::MacAddr>, String>>;
 
 /// The longest one action (a bind, a driver start or stop) may take.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A master IP is bound, or Cyrus started as master, only with at least this
-/// much lease left: an action must not straddle the lease's end.
-pub const TAKE_GUARD: Duration = Duration::from_millis(300);
 
 /// Layer-2 probes per round of the checker.
 const L2_PER_PASS: usize = 8;
@@ -123,7 +118,7 @@ fn prefix(ip: ServiceIp) -> Result<IpPrefix, String> {
 pub async fn lease_flips(mut lease: watch::Receiver<LeaseState>, valid: bool) {
     loop {
         let state = *lease.borrow_and_update();
-        if state.valid_at(Mono::now()) != valid {
+        if state.valid_at(clock::now()) != valid {
             return;
         }
         let until = state.valid_until.filter(|_| valid);
@@ -225,7 +220,7 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
         mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'passes: loop {
             self.tick();
-            let valid = self.lease.borrow().valid_at(Mono::now());
+            let valid = self.lease.borrow().valid_at(clock::now());
             // The pass gives way to the lease's end, as it stands now: what
             // was in flight is dropped and the node fences at once.
             let expired = {
@@ -402,7 +397,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 let wanted = state
                     .stores
                     .get(store)
-                    .is_some_and(|s| s.replay.is_some() && super::serves_as_master(s, me, lease_valid));
+                    .is_some_and(|s| s.replay.is_some() && serves_as_master(s, me, lease_valid));
                 if !wanted && !job.is_finished() {
                     warn!(store = %store, "replay stopped: this node no longer serves the store as master");
                     job.abort();
@@ -612,7 +607,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     .stores
                     .get(store)
                     .and_then(|s| s.replay.as_ref())
-                    .is_some_and(|p| p.from == out.from && crate::wire::replay_digest(&p.log) == out.digest)
+                    .is_some_and(|p| p.from == out.from && slotd_core::report::replay_digest(&p.log) == out.digest)
             });
             ran.clone()
         };
@@ -758,7 +753,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     }
                     // The probe took time: the lease must still hold now, with
                     // room to spare for the bind itself.
-                    if r.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
+                    if r.lease.borrow().remaining(clock::now()) < TAKE_GUARD {
                         return Err("lease (nearly) expired while probing".into());
                     }
                 }
@@ -781,7 +776,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                 });
             }
             Action::StartMaster { store, slot, epoch } => {
-                if r.lease.borrow().remaining(Mono::now()) < TAKE_GUARD {
+                if r.lease.borrow().remaining(clock::now()) < TAKE_GUARD {
                     return Err("lease (nearly) expired before starting as master".into());
                 }
                 let ctx = context(state, store, *epoch)?;
@@ -798,7 +793,7 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
                     .filter(|p| p.from == *from)
                     .map(|p| p.log.clone())
                     .ok_or("the replay is no longer pending")?;
-                let digest = crate::wire::replay_digest(&log);
+                let digest = slotd_core::report::replay_digest(&log);
                 let mut jobs = r.replaying.lock().unwrap_or_else(PoisonError::into_inner);
                 let done = r
                     .replayed
@@ -855,9 +850,6 @@ impl<A: AddressOps, D: SlotDriver> Pass<'_, A, D> {
         Ok(())
     }
 }
-
-/// How long a failed demote waits before it is tried again.
-pub const DEMOTE_RETRY: Duration = RESYNC;
 
 /// A slot's demote task: while it lives, the slot is busy; when it ends
 /// (done, failed, or dropped), the slot is free and the loop wakes.
@@ -979,7 +971,7 @@ impl<A: AddressOps + 'static> Announcer<A> {
         let (ops, iface, interval) = (self.ops.clone(), self.interface.clone(), self.options.interval);
         let (reader, lease, me) = (self.reader.clone(), self.lease.clone(), self.me);
         let still = move || {
-            let valid = lease.borrow().valid_at(Mono::now());
+            let valid = lease.borrow().valid_at(clock::now());
             reader.with(|d| {
                 wants_ip(&d.state, me, valid, &store, addr)
                     && epoch.is_none_or(|e| d.state.stores.get(&store).is_some_and(|s| s.epoch == e))
@@ -1012,7 +1004,7 @@ impl<A: AddressOps + 'static> Announcer<A> {
                 return Vec::new();
             }
         };
-        let valid = self.lease.borrow().valid_at(Mono::now());
+        let valid = self.lease.borrow().valid_at(clock::now());
         self.reader.with(|d| {
             d.state
                 .stores
@@ -1035,24 +1027,6 @@ struct HealthChecker<D: SlotDriver> {
     driver: Arc<D>,
     report: Arc<Mutex<HealthReport>>,
 }
-
-/// How often the running instances are checked.
-pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
-
-/// The role a stable store's instance here should run in but does not
-/// (`instance` as the reconciler last saw it): "master" or "replica".
-pub fn missing_role(store: &slotd_raft_store::Store, me: NodeId, instance: Option<&str>) -> Option<&'static str> {
-    store.slot_on(me)?;
-    if store.phase != Phase::Stable {
-        return None;
-    }
-    let want = if store.master == me { "master" } else { "replica" };
-    (instance != Some(want)).then_some(want)
-}
-
-/// Rounds an instance may be missing before it is reported (the
-/// reconciler may be starting it).
-const MISSING_ROUNDS: u32 = 2;
 
 impl<D: SlotDriver> HealthChecker<D> {
     async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -1157,7 +1131,7 @@ impl<A: AddressOps> L2Checker<A> {
         let due: Vec<&slotd_raft_store::Store> = state
             .stores
             .values()
-            .filter(|s| s.phase == Phase::Stable && crate::l2::checks(s, state.nodes.keys().copied(), self.me))
+            .filter(|s| s.phase == Phase::Stable && slotd_core::l2::checks(s, state.nodes.keys().copied(), self.me))
             .filter(|s| !checked.get(&s.name).is_some_and(|p| p.epoch == s.epoch && p.answered))
             .take(L2_PER_PASS)
             .collect();

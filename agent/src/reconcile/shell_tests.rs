@@ -15,13 +15,13 @@ use slotd_raft_store::{ClusterState, NodeId};
 use tokio::sync::watch;
 
 use super::run::Reconciler;
-use super::Instance;
-use crate::clock::Mono;
+use crate::clock::{self, Mono};
 use crate::driver::{DriverError, NoneDriver, SlotContext, SlotDriver};
-use crate::lease::LeaseState;
 use crate::ledger::Ledger;
 use crate::stats::Stats;
 use crate::watchdog::Progress;
+use slotd_core::node::lease::LeaseState;
+use slotd_core::node::reconcile::Instance;
 
 const ME: NodeId = 1;
 const LEASE: Duration = Duration::from_millis(2000);
@@ -161,7 +161,7 @@ impl Shell {
                     let _ = renew_rx.changed().await;
                     continue;
                 }
-                let sent = Mono::now();
+                let sent = clock::now();
                 tokio::time::sleep(Duration::from_millis(3)).await;
                 lease_tx.send_modify(|l| l.valid_until = Some(sent + LEASE));
             }
@@ -173,11 +173,11 @@ impl Shell {
         // The parts this shell stands in for make progress all along.
         let marks = progress.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::watchdog::MARK_EVERY);
+            let mut tick = tokio::time::interval(slotd_core::timing::MARK_EVERY);
             loop {
                 tick.tick().await;
-                marks.mark(crate::watchdog::Part::LeaseKeeper);
-                marks.mark(crate::watchdog::Part::Raft);
+                marks.mark(slotd_core::node::watchdog::Part::LeaseKeeper);
+                marks.mark(slotd_core::node::watchdog::Part::Raft);
             }
         });
         let task = tokio::spawn(
@@ -194,7 +194,7 @@ impl Shell {
                 stats: Arc::new(Stats::default()),
                 report: report.clone(),
                 progress: progress.clone(),
-                mark_every: Some(crate::watchdog::MARK_EVERY),
+                mark_every: Some(slotd_core::timing::MARK_EVERY),
                 stall_requests: Default::default(),
                 ledger: ledger.clone(),
                 ledger_entries: Default::default(),
@@ -334,14 +334,14 @@ async fn when_renewals_stop_the_fence_fires_at_the_lease_end() {
     sleep(2000).await;
     assert!(shell.masters.is_subset(&shell.bound()));
     let _ = shell.renewing.send(false);
-    let last_renewal = Mono::now();
+    let last_renewal = clock::now();
     // The last grant (sent at most a heartbeat ago) still holds…
     sleep(LEASE.as_millis() as u64 - HEARTBEAT.as_millis() as u64 - 10).await;
     assert!(shell.masters.is_subset(&shell.bound()), "fenced too early");
     assert_eq!(shell.masters_released(), 0);
     // …and is over a lease after it was sent.
     sleep(HEARTBEAT.as_millis() as u64 + 50).await;
-    assert!(Mono::now().since(last_renewal) > LEASE);
+    assert!(clock::now().since(last_renewal) > LEASE);
     assert!(
         shell.bound().is_disjoint(&shell.masters),
         "master IPs kept past the lease"
@@ -386,7 +386,7 @@ async fn a_release_failing_longer_than_the_margin_stops_the_pings() {
     // within 2 s and the node must give up its master IPs — and cannot.
     shell.ops.fail_always(Op::Release, true);
     let _ = shell.renewing.send(false);
-    let stopped_renewing = Mono::now();
+    let stopped_renewing = clock::now();
     pings.clear();
     watch_for(&socket, 5000, &mut pings).await;
     let last = *pings.last().expect("pings went on while the lease held");
@@ -420,7 +420,7 @@ async fn watch_for(socket: &std::os::unix::net::UnixDatagram, ms: u64, pings: &m
         let mut buf = [0u8; 64];
         while let Ok(n) = socket.recv(&mut buf) {
             if &buf[..n] == b"WATCHDOG=1" {
-                pings.push(Mono::now());
+                pings.push(clock::now());
             }
         }
     }

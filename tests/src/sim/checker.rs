@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use slotd_agent::reconcile::Instance;
+use slotd_core::node::reconcile::Instance;
 use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Phase, Reason};
 
 use super::switchover::involved;

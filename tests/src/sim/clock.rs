@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use slotd_agent::clock::Mono;
+use slotd_core::time::Mono;
 
 /// A node's monotonic clock: `local = offset + rate × true`, in ms.
 #[derive(Clone, Copy, Debug)]

@@ -4,19 +4,21 @@
 //! undrains and rebalances meanwhile, checking DESIGN's safety invariant S1
 //! and the liveness rules beside it after every step.
 //!
-//! It runs the agent's own code for everything it models: the state machine
-//! (`ClusterState::apply`), the leader's core (`leader::core::LeaderCore`:
-//! lease ledger, fresh-leader wait, who is dead, who is down, fence
-//! notices, failover targets, phase acks and backlogs from health reports),
-//! the switchover conductor (`leader::switchover::conduct`) with the facts
-//! (`Facts::of`) and phase clocks the engine gives it, the operator's
-//! commands as the leader checks them (`switchover::{failover_command,
-//! stranded, rebalance_plan}`), the node's lease rules
-//! (`lease::LeaseBook`), the reconciler's decision, its reports and the
-//! shape of its passes (`reconcile::{reconcile, phase_done,
-//! leftovers_settled, plan_pass}`), the watchdog rule
-//! (`watchdog::verdict`), the timing defaults (`config::Timing`,
-//! `config::SwitchoverConfig`) and `slotd fence`'s timings. The simulation
+//! It runs the agent's own code for everything it models — the state
+//! machine (`ClusterState::apply`) and the pure decisions of `slotd-core`:
+//! the leader's core (`leader::LeaderCore`: lease ledger, fresh-leader
+//! wait, who is dead, who is down, fence notices, failover targets, phase
+//! acks and backlogs from health reports, the failover entry it decides
+//! and how it is settled), the engine's switchover rounds
+//! (`leader::conductor::Conductor`, the conductor's memory and facts
+//! included), the operator's commands as the leader checks them
+//! (`leader::switchover::{failover_command, stranded, rebalance_plan}`), the
+//! node's lease rules (`node::lease::LeaseBook`), the reconciler's
+//! decision, its reports and the shape of its passes
+//! (`node::reconcile::{reconcile, phase_done, leftovers_settled,
+//! plan_pass}`), the watchdog rule (`node::watchdog::verdict`), and every
+//! timing they count on (`timing`: the `[timing]` and `[switchover]`
+//! defaults, the loops' intervals, `slotd fence`'s timings). The simulation
 //! supplies time, the network, Raft, the machines, the operators, and how
 //! long each action takes.
 //!
@@ -48,10 +50,10 @@ pub mod world;
 
 use std::time::Duration;
 
-use slotd_agent::config::{SwitchoverConfig, Timing};
-use slotd_agent::fence;
-use slotd_agent::leader::switchover::SwitchoverTiming;
-use slotd_agent::leader::LeaderTiming;
+use slotd_core::leader::switchover::SwitchoverTiming;
+use slotd_core::leader::LeaderTiming;
+use slotd_core::node::fence;
+use slotd_core::timing::{SwitchoverConfig, Timing};
 
 pub use world::{run_seed, Failure, SeedReport};
 
@@ -223,9 +225,9 @@ impl Variant {
             watchdog: if self.old_watchdog {
                 1000.0
             } else {
-                ms(slotd_agent::watchdog::UNIT_WATCHDOG)
+                ms(slotd_core::timing::UNIT_WATCHDOG)
             },
-            ping_every: ms(slotd_agent::watchdog::PING_EVERY),
+            ping_every: ms(slotd_core::timing::PING_EVERY),
             fence_telling: ms(fence::telling_for(&t)),
             fence_in_doubt: ms(fence::in_doubt_for(&t)),
             leader,
@@ -279,7 +281,6 @@ pub struct SimTiming {
 /// How long the agent's actions take on a machine (true ms), and the run's
 /// bounds.
 pub mod timing {
-    use slotd_agent::reconcile::run;
     use slotd_netops::AnnounceOptions;
 
     use super::ms;
@@ -295,13 +296,13 @@ pub mod timing {
     pub const STOP: f64 = 5.0;
     /// A master IP is bound, or Cyrus started as master, only with this
     /// much lease left.
-    pub const TAKE_GUARD: f64 = ms(run::TAKE_GUARD);
+    pub const TAKE_GUARD: f64 = ms(slotd_core::timing::TAKE_GUARD);
     /// Reconciler resync period.
-    pub const RESYNC: f64 = ms(run::RESYNC);
+    pub const RESYNC: f64 = ms(slotd_core::timing::RESYNC);
     /// `slotd fence` retries its round over the nodes this often, and
     /// gives up on one call after this long.
-    pub const FENCE_RETRY: f64 = ms(slotd_agent::fence::RETRY);
-    pub const FENCE_CALL_TIMEOUT: f64 = ms(slotd_agent::fence::CALL_TIMEOUT);
+    pub const FENCE_RETRY: f64 = ms(slotd_core::timing::FENCE_RETRY);
+    pub const FENCE_CALL_TIMEOUT: f64 = ms(slotd_core::timing::FENCE_CALL_TIMEOUT);
     /// One simulation step.
     pub const STEP: u64 = 10;
     /// Faults (and operators' commands) start in `FAULTS_FROM..FAULTS_UNTIL`

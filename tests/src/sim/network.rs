@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use slotd_agent::wire::HealthReport;
+use slotd_core::report::HealthReport;
 
 use super::raft::Vote;
 use super::rng::Rng;

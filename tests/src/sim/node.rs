@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use slotd_agent::leader::LeaderCore;
-use slotd_agent::lease::LeaseBook;
-use slotd_agent::reconcile::{leftovers_settled, phase_done, reconcile, Action, Instance, Observed};
-use slotd_agent::wire::HealthReport;
+use slotd_core::leader::LeaderCore;
+use slotd_core::node::lease::LeaseBook;
+use slotd_core::node::reconcile::{leftovers_settled, phase_done, reconcile, Action, Instance, Observed};
+use slotd_core::report::HealthReport;
 use slotd_raft_store::{ClusterState, NodeId, Request};
 
 use super::clock::Clock;
@@ -422,7 +422,7 @@ impl Node {
     }
 }
 
-pub use slotd_agent::stop::UNDRAIN_TRIES;
+pub use slotd_core::timing::UNDRAIN_TRIES;
 
 fn core(idx: usize, t: &SimTiming) -> LeaderCore {
     LeaderCore::new(idx as NodeId + 1, t.leader)

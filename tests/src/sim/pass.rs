@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use slotd_agent::reconcile::{plan_pass, Action, PassPlan};
+use slotd_core::node::reconcile::{plan_pass, Action, PassPlan};
 use slotd_raft_store::ClusterState;
 
 use super::timing::*;

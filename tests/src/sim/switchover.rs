@@ -1,6 +1,7 @@
-//! Controlled switchovers in the simulation: what the leader's engine
-//! remembers while it conducts them (the agent's `switchover::Memory`), and
-//! the operators' seeded schedule of commands.
+//! Controlled switchovers in the simulation: the leader's conductor (the
+//! agent's own `Conductor`, whose rounds run here as in the engine) with the
+//! simulation's shortcut beside it, and the operators' seeded schedule of
+//! commands.
 //!
 //! The rules themselves — `switchover::{conduct, failover_command,
 //! stranded, rebalance_plan}` — and the facts they are given
@@ -9,27 +10,28 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use slotd_agent::clock::Mono;
-use slotd_agent::config::SwitchoverConfig;
-use slotd_agent::leader::switchover::{Facts, Memory, SwitchoverTiming};
-use slotd_agent::leader::LeaderCore;
-use slotd_raft_store::{ClusterState, Command, NodeId, Phase, Store};
+use slotd_core::leader::conductor::{Conductor, Round};
+use slotd_core::leader::switchover::{Facts, SwitchoverTiming};
+use slotd_core::leader::LeaderCore;
+use slotd_core::time::Mono;
+use slotd_core::timing::SwitchoverConfig;
+use slotd_raft_store::{ClusterState, Command, NodeId, Phase};
 
 use super::rng::Rng;
 use super::timing::{FAULTS_FROM, FAULTS_UNTIL};
 
-/// What the engine remembers of switchovers while it leads one term: the
-/// agent's own `switchover::Memory`, plus the simulation's shortcut (the
-/// inputs of the last `conduct` that answered nothing).
+/// What the engine keeps while it leads: the agent's own [`Conductor`],
+/// plus the simulation's shortcut (the inputs of the last round that
+/// answered nothing).
 #[derive(Clone, Debug, Default)]
 pub struct Conducting {
-    memory: Memory,
-    /// The simulation's, not the engine's: the inputs of the last
-    /// `conduct` that answered nothing, and until when that answer holds.
+    conductor: Conductor,
+    /// The simulation's, not the engine's: the inputs of the last round
+    /// that answered nothing, and until when that answer holds.
     quiet: Option<(Inputs, Mono)>,
 }
 
-/// What `conduct`'s answer depends on, but for the phase clocks: the state
+/// What a round's answer depends on, but for the phase clocks: the state
 /// (by how much of the log is applied), the reports the core holds (by how
 /// often one changed: acks, backlogs, settled leftovers), who is down,
 /// whether the leadership has settled, what is cooling or given up. The
@@ -46,14 +48,15 @@ pub struct Inputs {
 }
 
 impl Conducting {
-    /// The opening of the engine's `conduct` at `now`, leading `term`.
+    /// The conductor's memory brought up to date at `now`, leading `term`
+    /// (as a round begins), so that the shortcut sees what the round would.
     pub fn prepare(&mut self, term: u64, state: &ClusterState, now: Mono) {
-        self.memory.prepare(term, state, now);
+        self.conductor.prepare(term, state, now);
     }
 
-    /// `conduct`'s inputs now (see [`Inputs`]).
+    /// A round's inputs now (see [`Inputs`]).
     pub fn inputs(&self, core: &LeaderCore, state: &ClusterState, applied: usize, reports: u64, now: Mono) -> Inputs {
-        let mine = self.memory.facts(Facts::default());
+        let mine = self.conductor.memory().facts(Facts::default());
         Inputs {
             applied,
             reports,
@@ -64,60 +67,56 @@ impl Conducting {
         }
     }
 
-    /// Whether `conduct` would answer nothing now: it did with these very
-    /// inputs, and no phase has run past its timeout since (`conduct` is
-    /// pure; the simulation skips such calls, which copy the state — the
-    /// engine makes them).
+    /// Whether a round would answer nothing now: one did with these very
+    /// inputs, and no phase has run past its timeout since (a round is
+    /// pure; the simulation skips such rounds, which copy the state — the
+    /// engine runs them).
     pub fn still_quiet(&self, inputs: &Inputs, now: Mono) -> bool {
         self.quiet
             .as_ref()
             .is_some_and(|(i, until)| i == inputs && now <= *until)
     }
 
-    /// `conduct` answered (`nothing`, or some entries) with `inputs`.
-    pub fn answered(&mut self, inputs: Inputs, nothing: bool, state: &ClusterState, timing: &SwitchoverTiming) {
-        self.quiet = None;
-        if !nothing {
-            return;
-        }
-        // A phase times out once its age exceeds its limit.
-        let until = state
-            .stores
-            .values()
-            .filter_map(|s| {
-                let since = self.memory.seen(&s.name)?;
-                let limit = match s.phase {
-                    Phase::Demoting { .. } => timing.demote,
-                    Phase::Promoting { .. } => timing.promote,
-                    Phase::Stable => return None,
-                };
-                Some(since + limit)
-            })
-            .min();
-        let until = until.unwrap_or_else(|| Mono::from_origin(Duration::MAX));
-        self.quiet = Some((inputs, until));
-    }
-
-    /// The facts the engine builds for `conduct`.
-    pub fn facts(
-        &self,
+    /// The engine's round (`Conductor::round`), remembered as quiet when it
+    /// asks for nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn round(
+        &mut self,
+        inputs: Inputs,
+        term: u64,
         core: &LeaderCore,
         state: &ClusterState,
         now: Mono,
         config: &SwitchoverConfig,
         now_ms: u64,
-    ) -> Facts {
-        self.memory.facts(Facts::of(core, state, now, config, now_ms))
+    ) -> Round {
+        let round = self.conductor.round(term, core, state, now, config, now_ms);
+        self.quiet = None;
+        if round.commands.is_empty() {
+            let timing = SwitchoverTiming::of(config);
+            // A phase times out once its age exceeds its limit.
+            let until = state
+                .stores
+                .values()
+                .filter_map(|s| {
+                    let since = self.conductor.memory().seen(&s.name)?;
+                    let limit = match s.phase {
+                        Phase::Demoting { .. } => timing.demote,
+                        Phase::Promoting { .. } => timing.promote,
+                        Phase::Stable => return None,
+                    };
+                    Some(since + limit)
+                })
+                .min();
+            let until = until.unwrap_or_else(|| Mono::from_origin(Duration::MAX));
+            self.quiet = Some((inputs, until));
+        }
+        round
     }
 
-    /// How long this leadership has seen `store` in its phase.
-    pub fn age(&self, store: &Store, now: Mono) -> Duration {
-        self.memory.age(store, now)
-    }
-
-    /// `command` was written at `now` (the engine's `Memory::written`).
-    pub fn written(&mut self, command: &Command, rebalancing: &BTreeSet<String>, now: Mono, timing: &SwitchoverTiming) {
-        self.memory.written(command, rebalancing, now, timing);
+    /// `command` of `round` was written at `now` (`Conductor::written`).
+    pub fn written(&mut self, round: &Round, command: &Command, now: Mono, config: &SwitchoverConfig) {
+        self.conductor.written(round, command, now, config);
     }
 }
 

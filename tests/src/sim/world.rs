@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use slotd_agent::clock::Mono;
-use slotd_agent::config::SwitchoverConfig;
-use slotd_agent::leader::core::Decision;
-use slotd_agent::leader::switchover::{self, conduct, failover_command, rebalance_plan, stranded, Facts};
-use slotd_agent::watchdog;
+use slotd_core::leader::switchover::{self, failover_command, rebalance_plan, stranded, Facts};
+use slotd_core::leader::Decision;
+use slotd_core::node::watchdog;
+use slotd_core::time::Mono;
+use slotd_core::timing::SwitchoverConfig;
 use slotd_raft_store::plan::{plan, Naming};
-use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Phase, Reason, Rejection, Request, Store};
+use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Phase, Reason, Rejection, Request};
 
 use super::checker::{drain_resting, Checker, Stuck};
 use super::clock::{to_mono, Clock};
@@ -1076,28 +1076,26 @@ impl World {
         let node = &mut self.nodes[li];
         node.core.observe(Some(term), mono);
         let decision = node.core.decide(&node.state, mono);
-        if !decision.plan.moves.is_empty() {
-            self.fail_over(li, decision);
+        if let Some(command) = decision.command() {
+            self.fail_over(li, &decision, command);
         }
         self.conduct(li);
     }
 
-    fn fail_over(&mut self, li: usize, decision: Decision) {
-        let dead = decision.dead;
+    fn fail_over(&mut self, li: usize, decision: &Decision, command: Command) {
+        let dead = &decision.dead;
         let moves = decision.plan.moves.len() as u64;
-        let command = Command::Failover {
-            reason: Reason::Failure,
-            moves: decision.plan.moves,
-        };
-        match self.write(li, command) {
-            Err(None) => self.nodes[li].core.pardon(&dead),
+        let written = self.write(li, command);
+        self.nodes[li]
+            .core
+            .settle(dead, written.as_ref().ok().map(|len| *len as u64));
+        match written {
+            Err(None) => {}
             Err(Some(r)) => {
-                self.nodes[li].core.pardon(&dead);
                 self.report.rejected_failovers += 1;
                 self.log(format!("leader node {}: failover of {dead:?} REJECTED: {r}", li + 1));
             }
             Ok(len) => {
-                self.nodes[li].core.failed_over(&dead, len as u64);
                 self.report.failovers += 1;
                 self.report.stores_moved += moves;
                 self.log(format!(
@@ -1109,17 +1107,18 @@ impl World {
         }
     }
 
-    /// The engine's `conduct` on leader `li`: its memory brought up to
-    /// date, the agent's `conduct` asked what to write, each entry written
-    /// in turn until one cannot be.
+    /// The engine's round on leader `li`: the conductor's memory brought up
+    /// to date, its round asked what to write (unless the simulation's
+    /// shortcut knows it asks nothing), each entry written in turn until
+    /// one cannot be.
     fn conduct(&mut self, li: usize) {
-        let (now, t) = (self.now, self.t);
+        let now = self.now;
         let no_rollback = self.variant.no_rollback;
         let node = &mut self.nodes[li];
         let mono = node.clock.mono(now);
         let term = node.raft.term();
         node.conducting.prepare(term, &node.state, mono);
-        // The agent's own shortcut, taken here before the inputs are built.
+        // The round's own shortcut, taken here before the inputs are built.
         if switchover::idle(&node.state) {
             return;
         }
@@ -1129,25 +1128,20 @@ impl World {
         if node.conducting.still_quiet(&inputs, mono) {
             return;
         }
-        let facts = node.conducting.facts(&node.core, &node.state, mono, &self.config, now);
-        let conducting = &node.conducting;
-        let age = |s: &Store| conducting.age(s, mono);
-        let mut commands = conduct(&node.state, &facts, &age, &t.switchover);
-        let timing = t.switchover;
-        node.conducting
-            .answered(inputs, commands.is_empty(), &node.state, &timing);
-        let rebalancing = switchover::rebalancing(&node.state);
+        let mut round = node
+            .conducting
+            .round(inputs, term, &node.core, &node.state, mono, &self.config, now);
         if no_rollback {
-            commands.retain(|c| !matches!(c, Command::RollbackSwitchover { .. }));
+            round
+                .commands
+                .retain(|c| !matches!(c, Command::RollbackSwitchover { .. }));
         }
         let mut wrote = false;
-        for command in commands {
+        for command in round.commands.clone() {
             let what = describe(&command);
             match self.write(li, command.clone()) {
                 Ok(len) => {
-                    self.nodes[li]
-                        .conducting
-                        .written(&command, &rebalancing, mono, &t.switchover);
+                    self.nodes[li].conducting.written(&round, &command, mono, &self.config);
                     self.log(format!("leader node {}: {what} (entry {len})", li + 1));
                     wrote = true;
                 }

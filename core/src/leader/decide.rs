@@ -5,8 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::command::{Move, Rejection};
-use crate::state::{ClusterState, NodeId, NodeMode, Phase, Store};
+use slotd_raft_store::{ClusterState, Move, NodeId, NodeMode, Phase, Rejection, Store};
 
 /// What the leader last heard from nodes, as far as decisions need it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -149,7 +148,7 @@ pub fn rebalance_moves(
     let movable: Vec<&Store> = state
         .stores
         .values()
-        .filter(|s| s.phase == crate::state::Phase::Stable && live.contains(&s.master))
+        .filter(|s| s.phase == Phase::Stable && live.contains(&s.master))
         .collect();
     for s in &movable {
         master.insert(&s.name, s.master);

@@ -1,8 +1,15 @@
-//! The leader's pure core: the lease ledger (who was granted what, when),
-//! the fresh-leader wait, declaring nodes dead, liveness, and the rule for
+//! The leader's decisions.
+//!
+//! [`LeaderCore`], here: the lease ledger (who was granted what, when), the
+//! fresh-leader wait, declaring nodes dead, liveness, and the rule for
 //! fence notices (DESIGN "Safety", rules 1–3 and 6). No I/O and no clock:
-//! time comes in as [`Mono`] values, so the agent (`granter`, `engine`) and
-//! the simulation drive the very same code.
+//! time comes in as [`Mono`] values, so the agent (its granter and engine)
+//! and the simulation drive the very same code. Beside it:
+//! - `decide`: where a dead node's stores go, switchover targets,
+//!   rebalance moves (from the state and what nodes reported);
+//! - `switchover`: the switchover phase machine, drains and rebalances, and
+//!   the checks of operators' commands;
+//! - `conductor`: the engine's round, as the engine and the simulation run it.
 //!
 //! Grants and failovers meet here, under the one lock the agent holds the
 //! core with: a node being failed over is *condemned* and gets no grant until
@@ -12,17 +19,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use slotd_raft_store::decide::{failover_targets, FailoverPlan, Reports};
-use slotd_raft_store::{ClusterState, NodeId};
+use slotd_raft_store::{ClusterState, Command, NodeId, Reason};
 
-use crate::clock::Mono;
-use crate::config::Timing;
-use crate::wire::HealthReport;
+use crate::report::{HealthReport, Replayed};
+use crate::time::Mono;
+use crate::timing::{Timing, TICKET_FRESH};
 
-/// How long a fence ticket stays good: a notice presented later is refused.
-/// `slotd fence` waits this (plus the clock margin) before it exits with a
-/// notice unanswered.
-pub const TICKET_FRESH: Duration = Duration::from_secs(1);
+pub mod conductor;
+pub mod decide;
+pub mod switchover;
+
+use decide::{failover_targets, FailoverPlan, Reports};
 
 /// The timings the leader decides with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +87,7 @@ struct TicketOut {
 /// Leftover sync logs offered, by node and store.
 pub type Offered = BTreeMap<NodeId, BTreeMap<String, String>>;
 /// Replays run, by (master) node and store.
-pub type Ran = BTreeMap<NodeId, BTreeMap<String, crate::wire::Replayed>>;
+pub type Ran = BTreeMap<NodeId, BTreeMap<String, Replayed>>;
 
 /// A grant's numbers, for the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +108,17 @@ pub struct Decision {
     pub dead: BTreeSet<NodeId>,
     /// Where their stores go, and which cannot go anywhere.
     pub plan: FailoverPlan,
+}
+
+impl Decision {
+    /// The log entry that carries the decision out: one `Failover` moving
+    /// every store that can go (none when none can).
+    pub fn command(&self) -> Option<Command> {
+        (!self.plan.moves.is_empty()).then(|| Command::Failover {
+            reason: Reason::Failure,
+            moves: self.plan.moves.clone(),
+        })
+    }
 }
 
 /// The leader side of leases and failure detection.
@@ -319,6 +337,16 @@ impl LeaderCore {
             book.condemned = false;
             book.fenced = false;
             book.failed_over_at = book.failed_over_at.max(index);
+        }
+    }
+
+    /// The failover of `nodes` was written at `index` (`Some`), or could
+    /// not be (`None`: refused, or leadership lost): settles their
+    /// condemnation either way (`failed_over` or `pardon`).
+    pub fn settle(&mut self, nodes: &BTreeSet<NodeId>, written: Option<u64>) {
+        match written {
+            Some(index) => self.failed_over(nodes, index),
+            None => self.pardon(nodes),
         }
     }
 

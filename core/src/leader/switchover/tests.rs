@@ -8,7 +8,7 @@ use slotd_raft_store::command::{NodeSpec, StoreSpec};
 use slotd_raft_store::{ClusterState, Command, NodeMode, Phase, Reason, Rejection, Request, SlotRef, Topology};
 
 use super::*;
-use crate::reconcile::{reconcile, Action, Instance, Observed};
+use crate::node::reconcile::{reconcile, Action, Instance, Observed};
 
 const T: SwitchoverTiming = SwitchoverTiming {
     demote: Duration::from_secs(20),
@@ -677,7 +677,7 @@ fn a_failing_instance_is_not_promoted() {
 /// failing one only when nothing else is left.
 #[test]
 fn a_failover_prefers_a_working_instance() {
-    use slotd_raft_store::decide::failover_targets;
+    use crate::leader::decide::failover_targets;
     let s = cluster(3, 6);
     let mut r = caught_up(&s);
     let dead: BTreeSet<u64> = [1].into();

@@ -2,15 +2,13 @@
 //! most ⌈masters/(N−1)⌉ masters to any survivor — checked by actually failing
 //! each node in turn through `failover_targets` and the state machine.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use slotd_raft_store::decide::{failover_targets, Reports};
+use slotd_core::leader::decide::{failover_targets, Reports};
 use slotd_raft_store::plan::{plan, PlanError};
 use slotd_raft_store::{Command, Reason, Response};
 
-use common::{initialised, planned};
+use slotd_raft_store::testkit::{initialised, planned, req};
 
 #[test]
 fn one_death_spreads_evenly_for_3_to_40_nodes() {
@@ -45,7 +43,7 @@ fn one_death_spreads_evenly_for_3_to_40_nodes() {
                     continue;
                 }
                 let mut after = state.clone();
-                let r = after.apply(&common::req(Command::Failover {
+                let r = after.apply(&req(Command::Failover {
                     reason: Reason::Failure,
                     moves: decision.moves,
                 }));

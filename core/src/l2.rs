@@ -11,8 +11,7 @@ use std::fmt;
 
 use slotd_raft_store::{NodeId, Phase, Store};
 
-use crate::wire::HealthReport;
-pub use crate::wire::L2Seen;
+use crate::report::{HealthReport, L2Seen};
 
 /// The leader's verdict for one store.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! undrain, rebalance"): which log entry moves each switchover on, when one
 //! rolls back, and which switchovers a drain or a rebalance begins next.
 //!
-//! Pure: the leader's engine (`engine.rs`) and the simulation call the very
-//! same functions with what the leader knows — who is down, the phases each
+//! Pure: the leader's engine (through `conductor`) and the simulation call
+//! the very same functions with what the leader knows — who is down, the phases each
 //! node acked in its health report, backlogs, and how long this leader has
 //! seen each store in its phase.
 //!
@@ -19,10 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use slotd_raft_store::decide::{
-    check_switchover_target, rebalance_moves, switchover_target, RebalanceOptions, Reports,
-};
 use slotd_raft_store::{ClusterState, Command, Move, NodeId, NodeMode, Phase, Reason, Rejection, Request, Store};
+
+use super::decide::{check_switchover_target, rebalance_moves, switchover_target, RebalanceOptions, Reports};
+use super::LeaderCore;
+use crate::report::{replay_digest, Replayed};
+use crate::time::Mono;
+use crate::timing::{SwitchoverConfig, MAX_COOLING, RETRY_AFTER};
 
 /// The conductor's timings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +39,7 @@ pub struct SwitchoverTiming {
 }
 
 impl SwitchoverTiming {
-    pub fn of(c: &crate::config::SwitchoverConfig) -> SwitchoverTiming {
+    pub fn of(c: &SwitchoverConfig) -> SwitchoverTiming {
         SwitchoverTiming {
             demote: c.demote_timeout(),
             promote: c.promote_timeout(),
@@ -44,9 +47,6 @@ impl SwitchoverTiming {
         }
     }
 }
-
-/// How long a drain leaves a rolled-back store alone before trying again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// What the leader knows beside the log.
 #[derive(Clone, Debug, Default)]
@@ -75,7 +75,7 @@ pub struct Facts {
     /// Leftover sync logs dirty nodes offer for a replay: store → log.
     pub leftovers: BTreeMap<NodeId, BTreeMap<String, String>>,
     /// Replays masters ran: store → outcome.
-    pub replayed: BTreeMap<NodeId, BTreeMap<String, crate::wire::Replayed>>,
+    pub replayed: BTreeMap<NodeId, BTreeMap<String, Replayed>>,
     /// Unix ms, for the entries' stamps (history durations).
     pub now_ms: u64,
 }
@@ -84,13 +84,7 @@ impl Facts {
     /// What the leader's core knows at `now` (the engine, the operator
     /// commands and the simulation build them here, the one way); cooling
     /// and given-up stores are the engine's own memory, left empty.
-    pub fn of(
-        core: &super::LeaderCore,
-        state: &ClusterState,
-        now: crate::clock::Mono,
-        config: &crate::config::SwitchoverConfig,
-        now_ms: u64,
-    ) -> Facts {
+    pub fn of(core: &LeaderCore, state: &ClusterState, now: Mono, config: &SwitchoverConfig, now_ms: u64) -> Facts {
         let (leftovers, replayed) = core.leftovers();
         Facts {
             down: state.nodes.keys().copied().filter(|n| core.down(*n, now)).collect(),
@@ -119,9 +113,6 @@ impl Facts {
     }
 }
 
-/// The longest a drain leaves a store alone after rollbacks.
-pub const MAX_COOLING: Duration = Duration::from_secs(300);
-
 /// What the leader remembers of switchovers while it leads one term (the
 /// engine and the simulation both keep one): phase clocks, cooling after
 /// rollbacks, and the stores the rebalance under way is done with. A new
@@ -133,9 +124,9 @@ pub struct Memory {
     rollbacks: BTreeMap<String, u32>,
     /// When this leadership first saw each store in its current phase and
     /// epoch.
-    seen: BTreeMap<String, (u64, crate::clock::Mono)>,
+    seen: BTreeMap<String, (u64, Mono)>,
     /// Stores rolled back, and until when a drain leaves them alone.
-    cooling: BTreeMap<String, crate::clock::Mono>,
+    cooling: BTreeMap<String, Mono>,
     /// Stores the rebalance under way is done with (moved, or rolled back):
     /// it plans again without them, so it can neither flap nor retry.
     given_up: BTreeSet<String>,
@@ -144,7 +135,7 @@ pub struct Memory {
 impl Memory {
     /// At the start of a round at `now`, leading `term`: the phase clocks
     /// follow the state, cooling runs out, a rebalance over forgets.
-    pub fn prepare(&mut self, term: u64, state: &ClusterState, now: crate::clock::Mono) {
+    pub fn prepare(&mut self, term: u64, state: &ClusterState, now: Mono) {
         if self.term != Some(term) {
             *self = Memory {
                 term: Some(term),
@@ -176,14 +167,14 @@ impl Memory {
     }
 
     /// How long this leadership has seen `store` in its phase.
-    pub fn age(&self, store: &Store, now: crate::clock::Mono) -> Duration {
+    pub fn age(&self, store: &Store, now: Mono) -> Duration {
         self.seen
             .get(&store.name)
             .map_or(Duration::ZERO, |(_, t)| now.since(*t))
     }
 
     /// When this leadership first saw `store` in its phase, if it is in one.
-    pub fn seen(&self, store: &str) -> Option<crate::clock::Mono> {
+    pub fn seen(&self, store: &str) -> Option<Mono> {
         self.seen.get(store).map(|(_, t)| *t)
     }
 
@@ -194,7 +185,7 @@ impl Memory {
         &mut self,
         command: &Command,
         rebalancing: &BTreeSet<String>,
-        now: crate::clock::Mono,
+        now: Mono,
         timing: &SwitchoverTiming,
     ) -> Option<Duration> {
         match command {
@@ -418,7 +409,7 @@ pub fn conduct(
                     .replayed
                     .get(&store.master)
                     .and_then(|r| r.get(&store.name))
-                    .filter(|o| o.from == pending.from && o.digest == crate::wire::replay_digest(&pending.log));
+                    .filter(|o| o.from == pending.from && o.digest == replay_digest(&pending.log));
                 if let Some(o) = outcome {
                     let done = Command::ReplayDone {
                         store: store.name.clone(),

@@ -1,14 +1,12 @@
 //! The leader's pure decisions: failover targets and rebalance moves.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use slotd_raft_store::decide::{failover_targets, rebalance_moves, RebalanceOptions, Reports};
+use slotd_core::leader::decide::{failover_targets, rebalance_moves, RebalanceOptions, Reports};
 use slotd_raft_store::{ClusterState, Command, Move, NodeMode, Reason, Topology};
 
-use common::{initialised, node, planned, req, store};
+use slotd_raft_store::testkit::{initialised, node, planned, req, store};
 
 /// Three stores with three slots each over four nodes, all mastered on imap1.
 fn triple() -> ClusterState {

@@ -410,7 +410,6 @@ fn a_removed_store_leaves_nothing_behind() {
 
 #[test]
 fn an_instance_the_log_wants_and_that_does_not_run_is_missing() {
-    use super::run::missing_role;
     let mut s = state();
     let st = s.stores["st01"].clone();
     // imap1 masters st01, imap2 is its replica.

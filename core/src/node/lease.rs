@@ -1,0 +1,172 @@
+//! Leases, node side: how long this node may act as master without hearing
+//! from a Raft majority (DESIGN "Safety", rule 1).
+//!
+//! Every `heartbeat` the agent's lease keeper sends a renewal to the leader,
+//! which answers after a quorum round it started after receiving it (the
+//! agent's granter). [`LeaseBook`] turns the grants into a lease, by rules
+//! the simulation runs too:
+//! - a lease runs from when the renewal was *sent*, for `lease`, on this
+//!   node's monotonic clock;
+//! - it counts only once this node has applied the log up to the grant's
+//!   read index (so it never serves a store the leader already moved);
+//! - a grant never shortens the lease, and one that arrives too late to
+//!   matter is dropped.
+
+use std::time::Duration;
+
+use crate::time::Mono;
+
+/// This node's lease as the reconciler sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseState {
+    /// The lease is valid strictly before this point.
+    pub valid_until: Option<Mono>,
+}
+
+impl LeaseState {
+    pub fn valid_at(&self, now: Mono) -> bool {
+        self.valid_until.is_some_and(|t| now < t)
+    }
+
+    pub fn remaining(&self, now: Mono) -> Duration {
+        self.valid_until.map_or(Duration::ZERO, |t| t.since(now))
+    }
+}
+
+/// A grant waiting for the log to reach its read index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiting {
+    until: Mono,
+    read_index: u64,
+}
+
+/// Grants in, lease out.
+#[derive(Clone, Debug)]
+pub struct LeaseBook {
+    lease: Duration,
+    state: LeaseState,
+    /// Grants not yet usable, none dominated by another (later end and
+    /// lower read index).
+    waiting: Vec<Waiting>,
+}
+
+impl LeaseBook {
+    pub fn new(lease: Duration) -> LeaseBook {
+        LeaseBook {
+            lease,
+            state: LeaseState::default(),
+            waiting: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> LeaseState {
+        self.state
+    }
+
+    /// The renewal sent at `sent` was granted with `read_index`; this node
+    /// has applied up to `applied`. True if the lease grew.
+    pub fn granted(&mut self, sent: Mono, read_index: u64, applied: u64, now: Mono) -> bool {
+        let until = sent + self.lease;
+        if now >= until {
+            return false;
+        }
+        if applied >= read_index {
+            return self.extend(until);
+        }
+        let w = Waiting { until, read_index };
+        if !self
+            .waiting
+            .iter()
+            .any(|x| x.until >= w.until && x.read_index <= w.read_index)
+        {
+            self.waiting
+                .retain(|x| !(w.until >= x.until && w.read_index <= x.read_index));
+            self.waiting.push(w);
+        }
+        false
+    }
+
+    /// The log is applied up to `applied`: waiting grants may count now.
+    /// True if the lease grew.
+    pub fn applied(&mut self, applied: u64, now: Mono) -> bool {
+        let mut grew = false;
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.waiting) {
+            if now >= w.until {
+                continue;
+            }
+            if applied >= w.read_index {
+                grew |= self.extend(w.until);
+            } else {
+                keep.push(w);
+            }
+        }
+        self.waiting = keep;
+        grew
+    }
+
+    /// Whether a grant is waiting for the log.
+    pub fn waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    fn extend(&mut self, until: Mono) -> bool {
+        if self.state.valid_until.is_none_or(|t| t < until) {
+            self.state.valid_until = Some(until);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Mono {
+        Mono::from_origin(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn a_lease_runs_from_the_send_and_never_shrinks() {
+        let mut b = LeaseBook::new(Duration::from_millis(2000));
+        assert!(b.granted(at(100), 0, 0, at(150)));
+        assert_eq!(b.state().valid_until, Some(at(2100)));
+        // An older renewal answered late does not shorten it.
+        assert!(!b.granted(at(50), 0, 0, at(160)));
+        assert_eq!(b.state().valid_until, Some(at(2100)));
+        assert!(b.state().valid_at(at(2099)) && !b.state().valid_at(at(2100)));
+        // A grant whose lease is already over is worthless.
+        assert!(!b.granted(at(100), 0, 0, at(2100)));
+    }
+
+    #[test]
+    fn a_grant_waits_for_the_log_to_reach_its_read_index() {
+        let mut b = LeaseBook::new(Duration::from_millis(2000));
+        assert!(!b.granted(at(0), 7, 5, at(10)), "not applied that far yet");
+        assert!(!b.state().valid_at(at(10)));
+        assert!(!b.applied(6, at(20)));
+        assert!(b.applied(7, at(30)));
+        assert_eq!(b.state().valid_until, Some(at(2000)));
+        assert!(!b.waiting());
+        // A waiting grant that runs out before the log catches up is dropped.
+        assert!(!b.granted(at(100), 9, 7, at(110)));
+        assert!(!b.applied(9, at(2100)));
+        assert!(!b.waiting());
+    }
+
+    #[test]
+    fn waiting_grants_keep_the_useful_ones() {
+        let mut b = LeaseBook::new(Duration::from_millis(2000));
+        b.granted(at(0), 5, 0, at(1));
+        b.granted(at(200), 9, 0, at(201));
+        // Dominated: ends earlier, needs more of the log.
+        b.granted(at(100), 9, 0, at(101));
+        assert_eq!(b.waiting.len(), 2);
+        assert!(b.applied(5, at(300)));
+        assert_eq!(b.state().valid_until, Some(at(2000)));
+        assert!(b.applied(9, at(400)));
+        assert_eq!(b.state().valid_until, Some(at(2200)));
+    }
+}

@@ -1,0 +1,13 @@
+//! This machine's decisions:
+//! - `lease`: grants in, lease out (the lease keeper's book);
+//! - `reconcile`: from the log, the lease and what is observed, the actions
+//!   that make the machine match, and how a pass carries them out;
+//! - `watchdog`: when the agent may ping systemd's watchdog;
+//! - `fence`: how long `slotd fence` tries to tell the leader;
+//! - `stop`: what a stopping agent waits for (stopping is draining).
+
+pub mod fence;
+pub mod lease;
+pub mod reconcile;
+pub mod stop;
+pub mod watchdog;

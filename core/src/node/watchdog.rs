@@ -1,0 +1,201 @@
+//! The systemd watchdog, as the fence of last resort (DESIGN "Safety",
+//! rule 4): the agent pings systemd only while every part that fences makes
+//! progress, so a frozen or stalled agent is killed (`WatchdogSignal=SIGKILL`)
+//! and fenced (`ExecStopPost=slotd fence`) before its lease plus the clock
+//! margin is over — the leader's failover comes only after that.
+//!
+//! Each part marks its progress at least every [`MARK_EVERY`] (the lease
+//! keeper, the reconciler's loop, a round trip through the Raft core); the
+//! pinger pings every [`PING_EVERY`] only if the reconciler's mark is not
+//! older than [`STALL_BOUND`] and the others' not older than
+//! [`RECOVERY_BOUND`]. The reconciler is the part that fences: from the
+//! moment it stalls (or the whole process freezes, right after a ping),
+//! systemd kills the agent within `STALL_BOUND + PING_EVERY + WatchdogSec`,
+//! and `slotd fence` has released the addresses [`FENCE_TIME`] later:
+//! [`worst_case`] must stay below the margin ([`check`]). A stuck lease
+//! keeper or Raft core cannot keep a master past its lease (no renewal, no
+//! lease; the reconciler fences), so they get a longer bound that a slow
+//! disk write does not reach, and a restart if they stay stuck.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::time::Mono;
+use crate::timing::{FENCE_TIME, MARK_EVERY, PING_EVERY, RECOVERY_BOUND, STALL_BOUND};
+
+/// The parts the watchdog watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    LeaseKeeper,
+    Reconciler,
+    Raft,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::LeaseKeeper, Part::Reconciler, Part::Raft];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::LeaseKeeper => "lease keeper",
+            Part::Reconciler => "reconciler",
+            Part::Raft => "Raft core",
+        }
+    }
+
+    /// How often it marks progress: a few times within its bound (the lease
+    /// keeper marks on its own heartbeat, at least every `heartbeat_ms`).
+    pub fn mark_every(self) -> Duration {
+        match self {
+            Part::Reconciler => MARK_EVERY,
+            Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND / 4,
+        }
+    }
+
+    /// How old its last mark may be.
+    pub fn bound(self) -> Duration {
+        match self {
+            Part::Reconciler => STALL_BOUND,
+            Part::LeaseKeeper | Part::Raft => RECOVERY_BOUND,
+        }
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The parts whose last mark (`marks`, in [`Part::ALL`] order; `None`: not
+/// marked yet, counted from `started`) is older than their bound at `now`.
+/// Empty: ping.
+pub fn stalled(marks: [Option<Mono>; 3], started: Mono, now: Mono) -> Vec<Part> {
+    Part::ALL
+        .into_iter()
+        .zip(marks)
+        .filter(|(p, m)| now.since(m.unwrap_or(started)) > p.bound())
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Why the pinger holds back its ping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Withheld {
+    /// These parts made no progress within [`STALL_BOUND`].
+    Stalled(Vec<Part>),
+    /// Giving up an address has been failing for this long (more than the
+    /// margin): better be killed and fenced by `slotd fence`.
+    ReleaseFailing(Duration),
+}
+
+impl fmt::Display for Withheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Withheld::Stalled(parts) => {
+                let names: Vec<String> = parts.iter().map(|p| format!("the {p} (for {:?})", p.bound())).collect();
+                write!(f, "no progress in {}", names.join(", "))
+            }
+            Withheld::ReleaseFailing(d) => write!(f, "releasing an address has failed for {d:?}"),
+        }
+    }
+}
+
+/// The pinger's rule: ping unless a part stalled ([`stalled`]) or releases
+/// have been failing for longer than `margin`.
+pub fn verdict(
+    marks: [Option<Mono>; 3],
+    started: Mono,
+    now: Mono,
+    release_failing_since: Option<Mono>,
+    margin: Duration,
+) -> Result<(), Withheld> {
+    let parts = stalled(marks, started, now);
+    if !parts.is_empty() {
+        return Err(Withheld::Stalled(parts));
+    }
+    match release_failing_since.map(|t| now.since(t)) {
+        Some(d) if d > margin => Err(Withheld::ReleaseFailing(d)),
+        _ => Ok(()),
+    }
+}
+
+/// The longest a stalled or frozen agent may keep its addresses with the
+/// watchdog set to `watchdog` (`WatchdogSec`).
+pub fn worst_case(watchdog: Duration) -> Duration {
+    STALL_BOUND + PING_EVERY + watchdog + FENCE_TIME
+}
+
+/// Whether `watchdog` (`WatchdogSec`) is short enough for `margin`
+/// (`clock_skew_margin_ms`): `Err` says why not.
+pub fn check(watchdog: Duration, margin: Duration) -> Result<(), String> {
+    if watchdog < 2 * PING_EVERY {
+        return Err(format!(
+            "WatchdogSec={}ms is shorter than two pings ({}ms): the agent would be killed while healthy",
+            watchdog.as_millis(),
+            (2 * PING_EVERY).as_millis()
+        ));
+    }
+    let worst = worst_case(watchdog);
+    if worst < margin {
+        Ok(())
+    } else {
+        Err(format!(
+            "WatchdogSec={}ms is too long for clock_skew_margin_ms={}: a frozen agent could keep its master \
+             IPs {}ms past its lease (stall bound {}ms + ping interval {}ms + WatchdogSec + kill and fence {}ms), \
+             and must keep them less than the margin; use WatchdogSec={}ms or less",
+            watchdog.as_millis(),
+            margin.as_millis(),
+            worst.as_millis(),
+            STALL_BOUND.as_millis(),
+            PING_EVERY.as_millis(),
+            FENCE_TIME.as_millis(),
+            margin
+                .saturating_sub(STALL_BOUND + PING_EVERY + FENCE_TIME)
+                .saturating_sub(Duration::from_millis(1))
+                .as_millis(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timing::UNIT_WATCHDOG;
+
+    fn at(ms: u64) -> Mono {
+        Mono::from_origin(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn a_part_is_stalled_once_its_mark_is_older_than_its_bound() {
+        // Keeper, reconciler, Raft.
+        let marks = [Some(at(1000)), Some(at(1050)), None];
+        assert!(stalled(marks, at(990), at(1200)).is_empty());
+        assert_eq!(stalled(marks, at(990), at(1201)), vec![Part::Reconciler]);
+        assert_eq!(stalled(marks, at(990), at(1991)), vec![Part::Reconciler, Part::Raft]);
+        assert_eq!(stalled(marks, at(990), at(2001)), Part::ALL.to_vec());
+    }
+
+    #[test]
+    fn failing_releases_escalate_after_the_margin() {
+        let marks = [Some(at(1000)); 3];
+        let margin = Duration::from_millis(500);
+        assert_eq!(verdict(marks, at(0), at(1050), Some(at(600)), margin), Ok(()));
+        assert_eq!(
+            verdict(marks, at(0), at(1050), Some(at(500)), margin),
+            Err(Withheld::ReleaseFailing(Duration::from_millis(550)))
+        );
+        assert!(matches!(
+            verdict(marks, at(0), at(1200), None, margin),
+            Err(Withheld::Stalled(_))
+        ));
+    }
+
+    #[test]
+    fn the_shipped_unit_fits_the_default_margin() {
+        assert!(check(UNIT_WATCHDOG, Duration::from_millis(500)).is_ok());
+        assert!(worst_case(UNIT_WATCHDOG) < Duration::from_millis(500));
+        let err = check(Duration::from_secs(1), Duration::from_millis(500)).unwrap_err();
+        assert!(err.contains("use WatchdogSec=264ms or less"), "{err}");
+    }
+}

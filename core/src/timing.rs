@@ -1,0 +1,237 @@
+//! Every timing a decision depends on, in one place: the node's `[timing]`
+//! and `[switchover]` tables (read by the agent's `config`, defaults here),
+//! and the fixed intervals and bounds of the agent's loops that the rules
+//! (and the simulation, which runs the rules in virtual time) count on.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `[timing]` table, all in milliseconds. Kept as plain integers (not
+/// `Duration`) so the file format is obvious; use the accessor methods in code.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    /// How often a node reports liveness (and renews its master leases).
+    pub heartbeat_ms: u64,
+    /// How long a master lease lasts without renewal; a master that cannot
+    /// renew demotes itself before this runs out.
+    pub lease_ms: u64,
+    /// Extra wait after a lease expires before another node may promote, to
+    /// cover clock-rate differences between machines.
+    pub clock_skew_margin_ms: u64,
+    /// Lower bound of the randomised Raft election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised Raft election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Interval of Raft leader heartbeats (AppendEntries when idle).
+    pub raft_heartbeat_ms: u64,
+    /// A master re-announces its IPs this often: shorter than common switch
+    /// MAC ageing (300 s), so a switch that forgot the port relearns it.
+    pub announce_refresh_ms: u64,
+    /// How long to listen for another machine answering for an IP before
+    /// binding it (RFC 5227 probe).
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 200,
+            lease_ms: 2000,
+            clock_skew_margin_ms: 500,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 250,
+            raft_heartbeat_ms: 75,
+            announce_refresh_ms: 60_000,
+            probe_timeout_ms: 200,
+        }
+    }
+}
+
+impl Timing {
+    /// `heartbeat_ms` as a `Duration`.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// `announce_refresh_ms` as a `Duration`.
+    pub fn announce_refresh(&self) -> Duration {
+        Duration::from_millis(self.announce_refresh_ms)
+    }
+
+    /// `probe_timeout_ms` as a `Duration`.
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+
+    /// `lease_ms` as a `Duration`.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// `clock_skew_margin_ms` as a `Duration`.
+    pub fn clock_skew_margin(&self) -> Duration {
+        Duration::from_millis(self.clock_skew_margin_ms)
+    }
+
+    /// `election_timeout_min_ms` as a `Duration`.
+    pub fn election_timeout_min(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_min_ms)
+    }
+
+    /// `election_timeout_max_ms` as a `Duration`.
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms)
+    }
+
+    /// `raft_heartbeat_ms` as a `Duration`.
+    pub fn raft_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.raft_heartbeat_ms)
+    }
+
+    /// The longest a change of Raft leader keeps a node from renewing its
+    /// lease, from the old leader's last heartbeat to the first grant of the
+    /// new one, as openraft 0.9 times elections (E = `election_timeout_max`,
+    /// a tick = 1.5 Raft heartbeats):
+    /// - a follower votes for a candidate only once its *leader lease* (E)
+    ///   has passed since it last heard the leader, and campaigns only after
+    ///   that lease plus its own election timeout (≤ E), on a tick;
+    /// - a node that once campaigned and was told of a longer log waits 2E
+    ///   more before it campaigns next (`smaller_log_timeout`, kept until
+    ///   that campaign);
+    /// - votes of one term are ordered by node id: a candidate with a shorter
+    ///   log but a higher id that campaigned first in the same term refuses
+    ///   the one that can win, which tries again after its election timeout
+    ///   and a tick.
+    ///
+    /// So 5E + 2 ticks, then the node hearing of the new leader, renewing at
+    /// once, and the new leader's first entry ([`LEADER_CHANGE_SLACK`]).
+    /// With five voters each further shorter-log candidate can cost another
+    /// E + tick; the defaults leave room for one.
+    pub fn leader_change(&self) -> Duration {
+        Duration::from_millis(5 * self.election_timeout_max_ms + 3 * self.raft_heartbeat_ms) + LEADER_CHANGE_SLACK
+    }
+}
+
+/// Round trips and disk writes of a change of leader (vote, first entry,
+/// renewal, quorum round), with room for a loaded machine.
+pub const LEADER_CHANGE_SLACK: Duration = Duration::from_millis(100);
+/// The `[switchover]` table. The leader's values govern the switchovers it
+/// conducts; `stop_drain_timeout_ms` is this node's own.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwitchoverConfig {
+    /// The old master must have stopped taking clients and flushed its sync
+    /// log within this, or the switchover rolls back.
+    pub demote_timeout_ms: u64,
+    /// The new master must serve (IP bound, announced, Cyrus started as
+    /// master) within this, or the store switches back.
+    pub promote_timeout_ms: u64,
+    /// A replica further behind than this (bytes of its master's sync log)
+    /// does not get the master, unless `--force`.
+    pub max_backlog_bytes: u64,
+    /// Switchovers at a time of `slotctl drain` without `--concurrency`.
+    pub drain_concurrency: u32,
+    /// On SIGTERM, how long the agent hands its masters over before it
+    /// fences the rest and exits; 0 skips that. Keep it below the unit's
+    /// `TimeoutStopSec`.
+    pub stop_drain_timeout_ms: u64,
+}
+
+impl Default for SwitchoverConfig {
+    fn default() -> Self {
+        SwitchoverConfig {
+            demote_timeout_ms: 20_000,
+            promote_timeout_ms: 10_000,
+            max_backlog_bytes: 1 << 20,
+            drain_concurrency: 4,
+            stop_drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl SwitchoverConfig {
+    pub fn demote_timeout(&self) -> Duration {
+        Duration::from_millis(self.demote_timeout_ms)
+    }
+
+    pub fn promote_timeout(&self) -> Duration {
+        Duration::from_millis(self.promote_timeout_ms)
+    }
+
+    pub fn stop_drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.stop_drain_timeout_ms)
+    }
+}
+
+// The leader.
+
+/// How long a fence ticket stays good: a notice presented later is refused.
+/// `slotd fence` waits this (plus the clock margin) before it exits with a
+/// notice unanswered.
+pub const TICKET_FRESH: Duration = Duration::from_secs(1);
+
+/// After a rollback, a drain tries the store again only this much later
+/// (doubling with each rollback of the same store, up to [`MAX_COOLING`]).
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The longest a drain leaves a store alone after rollbacks.
+pub const MAX_COOLING: Duration = Duration::from_secs(300);
+
+// This machine's reconciler.
+
+/// How often the machine is compared with the log even when nothing changed.
+pub const RESYNC: Duration = Duration::from_secs(1);
+
+/// A master IP is bound, or Cyrus started as master, only with at least this
+/// much lease left: an action must not straddle the lease's end.
+pub const TAKE_GUARD: Duration = Duration::from_millis(300);
+
+/// How long a failed demote waits before it is tried again.
+pub const DEMOTE_RETRY: Duration = RESYNC;
+
+/// How often the running instances are checked.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+// The watchdog (see `node::watchdog`).
+
+/// How often the reconciler marks its progress (a third of its bound).
+pub const MARK_EVERY: Duration = Duration::from_millis(50);
+
+/// The reconciler is stalled when its last mark is older than this.
+pub const STALL_BOUND: Duration = Duration::from_millis(150);
+
+/// The lease keeper and the Raft core are stalled when their last mark is
+/// older than this.
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(1);
+
+/// How often the pinger looks and (if nothing stalled) pings.
+pub const PING_EVERY: Duration = Duration::from_millis(25);
+
+/// What the shipped unit sets (`WatchdogSec=200ms`).
+pub const UNIT_WATCHDOG: Duration = Duration::from_millis(200);
+
+/// Budget for systemd's kill and `slotd fence` releasing the addresses
+/// (measured: a few ms to start, ~1 ms per address).
+pub const FENCE_TIME: Duration = Duration::from_millis(60);
+
+// `slotd fence` (see `node::fence`).
+
+/// How long one call of `slotd fence` to a peer may take.
+pub const FENCE_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Pause between rounds of `slotd fence` over the nodes while no leader
+/// answers (an election may be under way).
+pub const FENCE_RETRY: Duration = Duration::from_millis(50);
+
+// Stopping is draining (see `node::stop`).
+
+/// How long a stopping agent waits for the leader to take its drain order
+/// (without a quorum there is nobody to hand masters to: fence at once).
+pub const STOP_ORDER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often, and how many times, the agent tries after start to make its
+/// node active again after a stop's drain (the leader may still be coming up).
+pub const UNDRAIN_EVERY: Duration = Duration::from_secs(1);
+pub const UNDRAIN_TRIES: u32 = 60;
