@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use netns::{addr_of, cert_env, cyrus, ok, Site, SiteOptions, HOSTS, WAIT};
 use slotd_agent::config::Timing;
-use slotd_agent::status::StatusView;
+use slotd_agent::ctl::table;
+use slotd_proto::v1::StatusReply;
 
 /// Slots per machine: 3 × 4 slots make 6 stores, 2 mastered by each.
 const SLOTS: usize = 4;
@@ -240,29 +241,6 @@ impl Ui {
     }
 }
 
-/// Rows padded to aligned columns.
-fn columns(rows: &[Vec<String>]) -> Vec<String> {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    rows.iter()
-        .map(|r| {
-            let mut line = String::new();
-            for (cell, w) in r.iter().zip(&widths) {
-                let _ = write!(line, "{cell:<w$}  ");
-            }
-            line.trim_end().to_owned()
-        })
-        .collect()
-}
-
 fn node_name(i: usize) -> String {
     format!("imap{}", i + 1)
 }
@@ -283,7 +261,7 @@ fn greeted(f: &Followed) -> String {
 /// `slotctl status --json` through node `via`'s agent (`stale`: its own
 /// view, without the leader), given up after `STATUS_TIMEOUT` s; else the
 /// first line of what slotctl said.
-fn status(site: &Site, via: usize, stale: bool) -> Result<StatusView, String> {
+fn status(site: &Site, via: usize, stale: bool) -> Result<StatusReply, String> {
     let tls = cert_env(&site.dir.path().join("tls"), "operator-ops");
     let files: Vec<String> = tls.iter().map(|(_, p)| p.to_string_lossy().into_owned()).collect();
     let endpoint = format!("{}:7420", addr_of(via));
@@ -315,7 +293,7 @@ fn status(site: &Site, via: usize, stale: bool) -> Result<StatusView, String> {
 }
 
 /// The master IPs of a status, in its store order.
-fn master_ips(s: &StatusView) -> Vec<IpAddr> {
+fn master_ips(s: &StatusReply) -> Vec<IpAddr> {
     s.stores
         .iter()
         .map(|st| {
@@ -354,7 +332,7 @@ fn greeter(ip: IpAddr) -> Option<String> {
 
 /// Whether every store is stable and the client reaches each master IP on
 /// the store's master.
-fn all_served(s: &StatusView, answers: &[Option<String>]) -> bool {
+fn all_served(s: &StatusReply, answers: &[Option<String>]) -> bool {
     s.stores.len() == answers.len()
         && s.stores
             .iter()
@@ -366,7 +344,7 @@ fn all_served(s: &StatusView, answers: &[Option<String>]) -> bool {
 /// under way.
 #[derive(Default)]
 struct Asked {
-    status: Option<(Result<StatusView, String>, Duration)>,
+    status: Option<(Result<StatusReply, String>, Duration)>,
     look: u64,
     pending: usize,
 }
@@ -447,7 +425,7 @@ impl Polled {
 /// answered, and who the client reaches on each master IP, since when.
 struct Seen {
     at: Duration,
-    status: Result<StatusView, String>,
+    status: Result<StatusReply, String>,
     answers: Vec<Option<String>>,
     since: Vec<Duration>,
     /// With Cyrus: whose Cyrus greets the client on each master IP, since
@@ -526,7 +504,7 @@ fn facts(seen: &Seen, stores: &[String], ips: &[IpAddr]) -> Vec<Fact> {
 /// The table drawn on a terminal at `now`: leader, leases, and every store
 /// with who the client reaches on its master IP (`last`: the status to
 /// show when the view has none).
-fn table(now: Duration, seen: &Seen, last: &StatusView, ips: &[IpAddr], before: &[String]) -> Vec<String> {
+fn table(now: Duration, seen: &Seen, last: &StatusReply, ips: &[IpAddr], before: &[String]) -> Vec<String> {
     let s = seen.status.as_ref().unwrap_or(last);
     let mut leader = match &seen.status {
         Ok(s) if s.leader.is_some() => format!("leader {} (term {})", s.leader_name, s.term),
@@ -565,13 +543,9 @@ fn table(now: Duration, seen: &Seen, last: &StatusView, ips: &[IpAddr], before: 
         header.push("IMAP GREETING FROM".to_owned());
     }
     header.push(String::new());
-    let mut rows = vec![header];
+    let mut rows = Vec::new();
     for (i, st) in s.stores.iter().enumerate() {
-        let phase = if st.target.is_empty() {
-            st.phase.clone()
-        } else {
-            format!("{} → {}", st.phase, st.target)
-        };
+        let phase = table::phase(st);
         let moved = if before.get(i) != Some(&st.master) {
             "(moved)"
         } else {
@@ -591,7 +565,8 @@ fn table(now: Duration, seen: &Seen, last: &StatusView, ips: &[IpAddr], before: 
         row.push(moved.to_owned());
         rows.push(row);
     }
-    lines.extend(columns(&rows));
+    let head: Vec<&str> = header.iter().map(String::as_str).collect();
+    lines.extend(table::columns(&head, &rows).lines().map(str::to_owned));
     lines
 }
 
@@ -649,9 +624,9 @@ impl Follow<'_> {
         ui: &mut Ui,
         what: &str,
         reached: &(dyn Fn(&[Option<String>]) -> bool + Sync),
-        settled: &dyn Fn(&StatusView, &[Option<String>]) -> bool,
+        settled: &dyn Fn(&StatusReply, &[Option<String>]) -> bool,
         told: &mut Vec<Fact>,
-        last: &mut StatusView,
+        last: &mut StatusReply,
     ) -> Step<Followed> {
         let stop = AtomicBool::new(false);
         let polled = Mutex::new(Polled::assuming(self.before));
@@ -1099,7 +1074,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, cyrus: bool, prefix: &str) -> Ste
     };
     // Until the leader sees the victim down too (its lease ran out): then
     // its coming back shows.
-    let settled = |s: &StatusView, answers: &[Option<String>]| {
+    let settled = |s: &StatusReply, answers: &[Option<String>]| {
         moved
             .iter()
             .all(|i| s.stores.get(*i).is_some_and(|st| st.master != victim))
@@ -1174,7 +1149,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, cyrus: bool, prefix: &str) -> Ste
     // (an old leader cut off may believe itself leader a while); every
     // master's backlog reported (a rebalance moves a master only to a
     // replica known to have nothing left to receive).
-    let rejoined = |s: &StatusView, answers: &[Option<String>]| {
+    let rejoined = |s: &StatusReply, answers: &[Option<String>]| {
         let own = status(site, v, true).ok();
         s.nodes.iter().all(|n| n.alive)
             && own.is_some_and(|o| o.leader == s.leader && o.term == s.term)
@@ -1224,7 +1199,7 @@ fn demo(site: &Site, ui: &mut Ui, opts: &Opts, cyrus: bool, prefix: &str) -> Ste
     let reached = |answers: &[Option<String>]| {
         answers.iter().all(Option::is_some) && even(&mut answers.iter().filter_map(|a| a.as_deref()))
     };
-    let balanced = |s: &StatusView, answers: &[Option<String>]| {
+    let balanced = |s: &StatusReply, answers: &[Option<String>]| {
         !s.rebalancing && even(&mut s.stores.iter().map(|st| st.master.as_str())) && all_served(s, answers)
     };
     let rebalance = follow.run(ui, "the rebalance", &reached, &balanced, &mut told, &mut last)?;

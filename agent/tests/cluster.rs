@@ -410,7 +410,7 @@ fn an_agent_that_never_joined_never_votes() {
 /// with this cluster's id they are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_calls_from_another_cluster_are_refused() {
-    use slotd_agent::wire::{HealthReport, Renewal};
+    use slotd_agent::cluster::wire::{HealthReport, Renewal};
     use slotd_proto::v1::peer_client::PeerClient;
     use slotd_proto::v1::RaftPayload;
 

@@ -6,12 +6,12 @@
 //! error, never a panic.
 
 use proptest::prelude::*;
-use slotd_agent::error::AgentError;
-use slotd_agent::identity::ClusterId;
-use slotd_agent::wire::{
+use slotd_agent::cluster::identity::ClusterId;
+use slotd_agent::cluster::wire::{
     FenceReply, FenceRequest, Granted, HealthReport, JoinRequest, L2Seen, LeaderCall, LeaderReply, LeaderRequest,
     Renewal, Replayed,
 };
+use slotd_agent::error::AgentError;
 use slotd_raft_store::codec::{self, CodecError, FORMAT_VERSION};
 use slotd_raft_store::{ClusterState, Request, TypeConfig};
 
@@ -216,7 +216,7 @@ proptest! {
 thread_local! {
     /// A real node certificate (DER), to damage.
     static CERT: Vec<u8> = {
-        let ca = slotd_agent::certs::Authority::generate().expect("ca");
+        let ca = slotd_agent::tls::certs::Authority::generate().expect("ca");
         let (pem, _) = ca
             .issue(&slotd_agent::tls::Who::Node("imap1".into()), &[], 1)
             .expect("certificate");

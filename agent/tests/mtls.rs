@@ -11,7 +11,7 @@ use common::{comparable, wait_for, TestCluster, WAIT};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Vote;
 use serde_json::Value;
-use slotd_agent::wire::{FenceRequest, HealthReport, LeaderCall, LeaderRequest, Renewal};
+use slotd_agent::cluster::wire::{FenceRequest, HealthReport, LeaderCall, LeaderRequest, Renewal};
 use slotd_proto::v1::peer_client::PeerClient;
 use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::TypeConfig;
@@ -282,12 +282,12 @@ async fn a_removed_nodes_certificate_is_refused() {
 
     // A certificate of the cluster CA for a node that was never a member
     // (made ahead for a future node): no Raft call of it gets in either.
-    let request = slotd_agent::certs::Request {
+    let request = slotd_agent::tls::certs::Request {
         nodes: vec![("imap9".into(), vec![])],
         operators: vec![],
         days: 1,
     };
-    slotd_agent::certs::make(&c.tls(), &request).expect("imap9's certificate");
+    slotd_agent::tls::certs::make(&c.tls(), &request).expect("imap9's certificate");
     for target in 1..=3 {
         let ch = c.channel_as(target, "node-imap9").await;
         let forged = encode(&AppendEntriesRequest::<TypeConfig> {

@@ -280,7 +280,7 @@ fn group_processes(pidfile: &std::path::Path, comm: &str) -> Vec<i32> {
     else {
         return Vec::new();
     };
-    slotd_agent::cyrus::procs::members(pgid)
+    slotd_agent::host::cyrus::procs::members(pgid)
         .into_iter()
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
         .collect()

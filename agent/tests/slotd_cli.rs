@@ -200,12 +200,12 @@ fn tls_files_are_checked() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let make = |sub: &str| {
-        let request = slotd_agent::certs::Request {
+        let request = slotd_agent::tls::certs::Request {
             nodes: vec![("imap1".into(), vec![]), ("imap2".into(), vec![])],
             operators: vec!["ops".into()],
             days: 1,
         };
-        slotd_agent::certs::make(&dir.path().join(sub), &request).unwrap();
+        slotd_agent::tls::certs::make(&dir.path().join(sub), &request).unwrap();
         dir.path().join(sub)
     };
     let (ours, theirs) = (make("ours"), make("theirs"));

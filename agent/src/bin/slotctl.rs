@@ -9,9 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use slotd_agent::client::{self, Failure, DEFAULT_ENDPOINT};
-use slotd_agent::status::StatusView;
-use slotd_agent::{follow, verify};
+use slotd_agent::ctl::client::{self, Failure, DEFAULT_ENDPOINT};
+use slotd_agent::ctl::{follow, table, verify};
 use slotd_netops::cli::NetCommand;
 use slotd_proto::v1 as pb;
 use slotd_raft_store::plan::{plan, Naming};
@@ -275,16 +274,6 @@ fn written(json: bool, what: &str, reply: pb::WriteReply) -> Result<(), Failure>
     }
 }
 
-fn spec(n: &slotd_raft_store::NodeSpec) -> pb::NodeSpec {
-    pb::NodeSpec {
-        id: n.id,
-        name: n.name.clone(),
-        addr: n.addr.clone(),
-        voter: n.voter,
-        slots: n.slots.clone(),
-    }
-}
-
 async fn run(cli: Cli) -> Result<(), Failure> {
     let Cli {
         endpoint,
@@ -346,35 +335,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status { stale } => {
             let mut c = agent()?.connect().await?;
             let reply = c.status(pb::StatusRequest { stale }).await?.into_inner();
-            let view: StatusView = reply;
             if json {
-                print_json(&view)
+                print_json(&reply)
             } else {
-                print!("{}", slotd_agent::status::table(&view));
+                print!("{}", table::status(&reply));
                 Ok(())
             }
         }
         Cmd::Init { file } => {
             let t = read_topology(&file)?;
-            let names: std::collections::BTreeMap<u64, &str> =
-                t.nodes.iter().map(|n| (n.id, n.name.as_str())).collect();
-            let request = pb::InitRequest {
-                nodes: t.nodes.iter().map(spec).collect(),
-                stores: t
-                    .stores
-                    .iter()
-                    .map(|s| pb::StoreSpec {
-                        name: s.name.clone(),
-                        master_ip: s.master_ip.to_string(),
-                        replica_ip: s.replica_ip.to_string(),
-                        slots: s
-                            .slots
-                            .iter()
-                            .map(|r| format!("{}:{}", names.get(&r.node).copied().unwrap_or("?"), r.slot))
-                            .collect(),
-                    })
-                    .collect(),
-            };
+            let request = slotd_agent::convert::init_request(&t);
             let mut c = agent()?.connect().await?;
             let reply = c.init(request).await?.into_inner();
             written(
@@ -623,7 +593,7 @@ async fn moves(agent: &Agent, json: bool, command: Cmd) -> Result<(), Failure> {
             if json {
                 print_json(&reply)
             } else {
-                print!("{}", follow::history_table(&reply.entries));
+                print!("{}", table::history(&reply.entries));
                 Ok(())
             }
         }
@@ -649,7 +619,7 @@ fn certs(
     operators: Vec<String>,
     days: i64,
 ) -> Result<(), Failure> {
-    let mut request = slotd_agent::certs::Request {
+    let mut request = slotd_agent::tls::certs::Request {
         nodes: nodes.into_iter().map(|n| (n, Vec::new())).collect(),
         operators,
         days,
@@ -663,7 +633,7 @@ fn certs(
             request.nodes.push((n.name, host.into_iter().collect()));
         }
     }
-    let written = slotd_agent::certs::make(dir, &request).map_err(|e| Failure::refused(e.to_string()))?;
+    let written = slotd_agent::tls::certs::make(dir, &request).map_err(|e| Failure::refused(e.to_string()))?;
     for f in &written {
         println!("{}", f.display());
     }

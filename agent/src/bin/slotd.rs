@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use slotd_agent::config::Config;
-use slotd_agent::node;
+use slotd_agent::daemon;
 use tracing::error;
 
 #[derive(Parser)]
@@ -39,10 +39,10 @@ fn main() -> ExitCode {
     if let Some(path) = args.check_config {
         // What the agent would refuse at start, beside the file itself.
         let ready = |c: &Config| {
-            slotd_agent::node::node_credentials(c).map_err(|e| e.to_string())?;
+            slotd_agent::daemon::node_credentials(c).map_err(|e| e.to_string())?;
             match c.cyrus.driver {
                 slotd_agent::config::Driver::None => Ok(()),
-                _ => slotd_agent::cyrus::instance::read_sync_password(&c.cyrus).map(drop),
+                _ => slotd_agent::host::cyrus::instance::read_sync_password(&c.cyrus).map(drop),
             }
         };
         return match Config::load(&path) {
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
             Ok(rt) => rt,
             Err(code) => return code,
         };
-        let fenced = runtime.block_on(slotd_agent::fence::fence(&config));
+        let fenced = runtime.block_on(slotd_agent::daemon::fence::fence(&config));
         // A read of a stuck data disk may still be running: do not wait.
         runtime.shutdown_background();
         return match fenced {
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
     };
     let (stops_tx, stops) = tokio::sync::mpsc::unbounded_channel();
     runtime.spawn(stop_signals(stops_tx));
-    match runtime.block_on(node::run(config, stops)) {
+    match runtime.block_on(daemon::run(config, stops)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");

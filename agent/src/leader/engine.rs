@@ -2,7 +2,7 @@
 //! fence notice is accepted) it asks the core who is dead and writes one log
 //! entry moving every store those nodes mastered, each to the best live
 //! replica (`decide::failover_targets`). What counts as dead, and when a
-//! fresh leader may decide at all, is the core's (`leader::core`).
+//! fresh leader may decide at all, is the core's (`slotd_core::leader::LeaderCore`).
 //!
 //! Then it runs a round of the switchover conductor (`Conductor`): the next
 //! phase of each switchover (at once when a node acks one: the granter wakes

@@ -11,9 +11,9 @@ use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
+use crate::cluster::wire::{Granted, Renewal};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
-use crate::wire::{Granted, Renewal};
 
 type Pending = (Renewal, oneshot::Sender<Result<Granted, AgentError>>);
 

@@ -639,12 +639,12 @@ pub fn leader(status: &Value) -> usize {
 /// `dir/tls`: every test cluster runs mutual TLS, as in production.
 pub fn make_certs(dir: &Path, n: usize) -> PathBuf {
     let tls = dir.join("tls");
-    let request = slotd_agent::certs::Request {
+    let request = slotd_agent::tls::certs::Request {
         nodes: (1..=n).map(|i| (format!("imap{i}"), Vec::new())).collect(),
         operators: vec!["ops".into()],
         days: 1,
     };
-    slotd_agent::certs::make(&tls, &request).expect("make certificates");
+    slotd_agent::tls::certs::make(&tls, &request).expect("make certificates");
     tls
 }
 

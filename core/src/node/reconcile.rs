@@ -23,10 +23,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use slotd_raft_store::{ClusterState, NodeId, Phase, ServiceIp, Store};
 
 use crate::report::replay_digest;
+use crate::timing::TAKE_GUARD;
 
 /// The role an instance was started in, and for which epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -478,6 +480,49 @@ pub fn store_addresses(state: &ClusterState) -> BTreeSet<IpAddr> {
         .values()
         .flat_map(|s| [s.master_ip.addr, s.replica_ip.addr])
         .collect()
+}
+
+/// The last pass of an agent that stops: a demote becomes a plain stop of
+/// the instance, without its flush (it would run on a task of its own, and
+/// nothing may outlive the agent; the stop's own drain has had its time),
+/// and every other action stays as planned.
+pub fn at_stop(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .map(|a| match a {
+            Action::Demote { store, slot, .. } => Action::Stop { store, slot },
+            other => other,
+        })
+        .collect()
+}
+
+/// Why a taking step that the plan holds must not go ahead when its turn
+/// comes (the pass's probes and earlier steps took time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Another machine answers for the master IP (RFC 5227): a split-brain
+    /// alarm. Its MAC.
+    Answered(String),
+    /// Less than [`TAKE_GUARD`] of the lease is left: the step could
+    /// straddle the lease's end.
+    LeaseEnding,
+}
+
+/// Whether binding a master IP may go ahead, with `answered` the MAC its
+/// probe heard (if any) and `lease_left` what is left of the lease now.
+pub fn may_bind_master(answered: Option<String>, lease_left: Duration) -> Result<(), Hold> {
+    if let Some(mac) = answered {
+        return Err(Hold::Answered(mac));
+    }
+    may_start_master(lease_left)
+}
+
+/// Whether starting Cyrus as master may go ahead with `lease_left`.
+pub fn may_start_master(lease_left: Duration) -> Result<(), Hold> {
+    if lease_left < TAKE_GUARD {
+        return Err(Hold::LeaseEnding);
+    }
+    Ok(())
 }
 
 /// The role a stable store's instance here should run in but does not

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use slotd_agent::client;
+use slotd_agent::ctl::client;
 use slotd_proto::v1::StatusRequest;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -57,12 +57,12 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         // Mutual TLS, as in production.
         let tls = dir.path().join("tls");
-        let request = slotd_agent::certs::Request {
+        let request = slotd_agent::tls::certs::Request {
             nodes: (1..=n).map(|id| (format!("imap{id}"), Vec::new())).collect(),
             operators: vec!["bench".into()],
             days: 1,
         };
-        slotd_agent::certs::make(&tls, &request).expect("certificates");
+        slotd_agent::tls::certs::make(&tls, &request).expect("certificates");
         let mut agents = Vec::new();
         for id in 1..=n {
             let data_dir = dir.path().join(format!("n{id}"));

@@ -294,9 +294,6 @@ pub mod timing {
     pub const ANNOUNCE_ROUNDS: u32 = AnnounceOptions::DEFAULT.count;
     /// Stopping an instance.
     pub const STOP: f64 = 5.0;
-    /// A master IP is bound, or Cyrus started as master, only with this
-    /// much lease left.
-    pub const TAKE_GUARD: f64 = ms(slotd_core::timing::TAKE_GUARD);
     /// Reconciler resync period.
     pub const RESYNC: f64 = ms(slotd_core::timing::RESYNC);
     /// `slotd fence` retries its round over the nodes this often, and

@@ -329,7 +329,7 @@ impl Node {
     }
 
     /// The end of a pass planned with `lease_valid`: the reconciler
-    /// publishes its report (as `run.rs`'s `publish`) — the phases it
+    /// publishes its report (as the reconciler pass's `publish`) — the phases it
     /// finished (`phase_done`, on the state applied now), the stores whose
     /// leftovers it settled (`leftovers_settled`) and the backlog of every
     /// master it runs (0 bytes: replication keeps up in this model). News
@@ -439,12 +439,12 @@ struct NodeHost<'a> {
 }
 
 impl Host for NodeHost<'_> {
-    fn lease_room(&self, ms: f64) -> bool {
+    fn lease_left(&self) -> Duration {
         if self.ignore_lease {
-            return true;
+            return Duration::MAX;
         }
         let now = self.node.clock.mono(self.now);
-        self.node.book.state().remaining(now) >= Duration::from_secs_f64(ms / 1000.0)
+        self.node.book.state().remaining(now)
     }
 
     fn log_moved(&self, since: usize) -> bool {

@@ -1,17 +1,17 @@
-//! A reconciler pass in time, shaped as `reconcile::run` runs it: the
+//! A reconciler pass in time, shaped as the agent's reconciler pass runs it: the
 //! agent's `plan_pass` arranges `reconcile`'s actions (giving up, store by
 //! store side by side; the probes of all master IPs at once; then taking,
 //! store by store side by side, each store's steps in order), and here each
 //! step takes the time it takes on a machine. Before each taking step the
-//! pass checks, as `run.rs` does, that the log has not moved on, and before a
+//! pass checks, as the reconciler does, that the log has not moved on, and before a
 //! master bind or start that the lease (as it stands then) has room left.
 //!
 //! A step may fail (a switchover attempt whose flush wedges, or whose new
 //! master will not start, see `world`): it takes its time and changes
-//! nothing more; as in `run.rs`, a failed taking step ends its store's
+//! nothing more; as in the reconciler, a failed taking step ends its store's
 //! chain, a failed giving up does not (the address must still go).
 //!
-//! A demote (stop, flush) runs on a task of its own, as in `run.rs`: the
+//! A demote (stop, flush) runs on a task of its own, as in the reconciler: the
 //! pass hands it to the node (`Host::detach`), which finishes it later and
 //! passes again; meanwhile `reconcile` sees its slot busy.
 //!
@@ -21,8 +21,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
-use slotd_core::node::reconcile::{plan_pass, Action, PassPlan};
+use slotd_core::node::reconcile::{may_bind_master, may_start_master, plan_pass, Action, PassPlan};
 use slotd_raft_store::ClusterState;
 
 use super::timing::*;
@@ -64,8 +65,8 @@ enum Stage {
 
 /// What a step needs to know about the node, and does to its machine.
 pub trait Host {
-    /// Whether the lease, as it stands now, has at least `ms` left.
-    fn lease_room(&self, ms: f64) -> bool;
+    /// What is left of the lease, as it stands now.
+    fn lease_left(&self) -> Duration;
     /// Whether the node has applied more than when the pass began.
     fn log_moved(&self, since: usize) -> bool;
     /// Whether another machine holds `ip` now (an RFC 5227 probe's answer).
@@ -73,7 +74,7 @@ pub trait Host {
     /// A step begins, to end at `end` (true ms), failing then if `fails`
     /// (a demote stops client services at once).
     fn begin(&mut self, action: &Action, end: f64, fails: bool);
-    /// A demote goes on on a task of its own (as `run.rs` runs it): the
+    /// A demote goes on on a task of its own (as the reconciler runs it): the
     /// node finishes it at `end`, failing then if `fails`.
     fn detach(&mut self, action: &Action, end: f64, fails: bool);
     /// Carries out a completed step on the machine.
@@ -199,7 +200,7 @@ impl Pass {
         }
     }
 
-    /// Whether step `a` may start now (the checks `run.rs` makes).
+    /// Whether step `a` may start now (the checks the reconciler makes).
     fn may_start(&self, a: &Action, host: &impl Host) -> bool {
         if a.is_give_up() {
             return true;
@@ -211,10 +212,10 @@ impl Pass {
             Action::Bind { ip, .. } => match self.answers.get(&ip.addr) {
                 // A master IP: nobody else may answer, and the lease must
                 // have room for the bind.
-                Some(other) => !*other && host.lease_room(TAKE_GUARD),
+                Some(other) => may_bind_master(other.then(|| "another machine".to_owned()), host.lease_left()).is_ok(),
                 None => true,
             },
-            Action::StartMaster { .. } => host.lease_room(TAKE_GUARD),
+            Action::StartMaster { .. } => may_start_master(host.lease_left()).is_ok(),
             _ => true,
         }
     }

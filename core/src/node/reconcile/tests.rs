@@ -423,3 +423,43 @@ fn an_instance_the_log_wants_and_that_does_not_run_is_missing() {
     begin_switchover_to_imap2(&mut s);
     assert_eq!(missing_role(&s.stores["st01"], 1, None), None);
 }
+
+#[test]
+fn a_stopping_agent_stops_a_demoting_instance_without_its_flush() {
+    let demote = Action::Demote {
+        store: "st01".into(),
+        slot: "s01".into(),
+        epoch: 4,
+        force: false,
+    };
+    let release = Action::Release {
+        store: "st01".into(),
+        ip: ip("10.0.1.1/32"),
+    };
+    assert_eq!(
+        at_stop(vec![demote, release.clone()]),
+        vec![
+            Action::Stop {
+                store: "st01".into(),
+                slot: "s01".into()
+            },
+            release
+        ]
+    );
+}
+
+#[test]
+fn a_master_is_taken_only_with_nobody_answering_and_lease_to_spare() {
+    let plenty = Duration::from_secs(1);
+    assert_eq!(may_bind_master(None, plenty), Ok(()));
+    assert_eq!(
+        may_bind_master(Some("02:00:00:00:00:02".into()), plenty),
+        Err(Hold::Answered("02:00:00:00:00:02".into()))
+    );
+    assert_eq!(
+        may_bind_master(None, TAKE_GUARD - Duration::from_millis(1)),
+        Err(Hold::LeaseEnding)
+    );
+    assert_eq!(may_start_master(TAKE_GUARD), Ok(()));
+    assert_eq!(may_start_master(Duration::ZERO), Err(Hold::LeaseEnding));
+}

@@ -1,0 +1,146 @@
+//! The lease keeper: renews this node's lease with whoever leads, every
+//! `heartbeat` and at once when a new leader becomes known (so a change of
+//! leader costs no heartbeat of lease), and publishes the lease the
+//! [`LeaseBook`] makes of the grants.
+//!
+//! Each renewal runs on its own task (bounded by the lease), so a slow or
+//! dead leader never delays the next one; results come back to the one loop
+//! that owns the book.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slotd_raft_store::NodeId;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+
+use crate::clock::{self, sleep_until, Mono};
+use crate::cluster::channel::Method;
+use crate::cluster::wire::{Granted, HealthReport, Renewal};
+use crate::cluster::Cluster;
+use crate::error::AgentError;
+use crate::leader::Granter;
+use crate::node::progress::Progress;
+use slotd_core::node::lease::{LeaseBook, LeaseState};
+use slotd_core::node::watchdog::Part;
+
+/// Sends one renewal to whoever leads now (this node included).
+async fn renew(
+    cluster: &Cluster,
+    granter: &Granter,
+    renewal: Renewal,
+    timeout: Duration,
+) -> Result<Granted, AgentError> {
+    let leader = cluster
+        .raft
+        .metrics()
+        .borrow()
+        .current_leader
+        .ok_or(AgentError::NoLeader)?;
+    if leader == cluster.id {
+        return granter.grant(renewal).await;
+    }
+    let addr = cluster.leader_addr(leader).ok_or(AgentError::NoLeader)?;
+    cluster
+        .network
+        .channels
+        .call::<_, Result<Granted, AgentError>>(&addr, Method::Heartbeat, &renewal, timeout)
+        .await
+        .map_err(|e| AgentError::Raft(e.to_string()))?
+}
+
+/// Renews this node's lease every `heartbeat` (and when `renew_now` is
+/// notified: a health report with news for the leader) until `stop` is set;
+/// publishes it on the returned receiver.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_keeper(
+    cluster: Arc<Cluster>,
+    granter: Granter,
+    heartbeat: Duration,
+    lease: Duration,
+    report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
+    progress: Progress,
+    renew_now: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(LeaseState::default());
+    let handle = tokio::spawn(async move {
+        let mut book = LeaseBook::new(lease);
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = cluster.raft.metrics();
+        let mut leader = metrics.borrow().current_leader;
+        let mut applied = cluster.reader.subscribe();
+        let (done_tx, mut done) = mpsc::channel::<(Mono, Result<Granted, AgentError>)>(64);
+        let applied_index = |rx: &watch::Receiver<Option<openraft::LogId<NodeId>>>| rx.borrow().map_or(0, |l| l.index);
+        loop {
+            // The loop comes round at least every heartbeat (the watchdog's
+            // bound for the keeper is far longer).
+            progress.mark(Part::LeaseKeeper);
+            let was_valid = book.state().valid_at(clock::now());
+            let expiry = book.state().valid_until.filter(|_| was_valid);
+            let renew_now = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => true,
+                _ = renew_now.notified() => {
+                    tick.reset();
+                    true
+                }
+                changed = metrics.changed() => {
+                    if changed.is_err() { return }
+                    let now_leader = metrics.borrow_and_update().current_leader;
+                    let new = now_leader.is_some() && now_leader != leader;
+                    leader = now_leader;
+                    if new {
+                        debug!(leader = ?leader, "new leader: renewing the lease at once");
+                        tick.reset();
+                    }
+                    new
+                }
+                Some((sent, result)) = done.recv() => {
+                    match result {
+                        Ok(g) => {
+                            book.granted(sent, g.read_index, applied_index(&applied), clock::now());
+                        }
+                        Err(e) => debug!(error = %e, "lease renewal refused"),
+                    }
+                    false
+                }
+                changed = applied.changed(), if book.waiting() => {
+                    if changed.is_err() { return }
+                    book.applied(applied_index(&applied), clock::now());
+                    false
+                }
+                _ = sleep_until(expiry) => false,
+            };
+            let state = book.state();
+            let valid = state.valid_at(clock::now());
+            if !was_valid && valid {
+                info!("lease granted");
+            } else if was_valid && !valid {
+                warn!("lease expired: fencing (no master role until a renewal is granted)");
+            }
+            tx.send_if_modified(|s| {
+                let changed = *s != state;
+                *s = state;
+                changed
+            });
+            if renew_now {
+                let sent = clock::now();
+                let renewal = Renewal {
+                    node: cluster.id,
+                    report: report(),
+                };
+                let (cluster, granter, done_tx) = (cluster.clone(), granter.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(lease, renew(&cluster, &granter, renewal, lease)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(AgentError::Raft(format!("no answer within {lease:?}"))),
+                    };
+                    let _ = done_tx.send((sent, result)).await;
+                });
+            }
+        }
+    });
+    (rx, handle)
+}

@@ -1,0 +1,16 @@
+//! This machine's loops (their rules: `slotd_core::node`):
+//! - `progress`: the marks the loops leave for the watchdog;
+//! - `lease_keeper`: renews this node's lease with the leader every
+//!   heartbeat and publishes the lease the book makes of the grants;
+//! - `reconciler`: makes the machine match the log — addresses, then Cyrus
+//!   — and fences when the lease runs out; beside it, on tasks of their
+//!   own, `announcer` (gratuitous ARP / NA after a bind, and every refresh),
+//!   `health` (the instances' greetings) and `l2` (who answers for a master
+//!   IP after a move).
+
+pub mod announcer;
+pub mod health;
+pub mod l2;
+pub mod lease_keeper;
+pub mod progress;
+pub mod reconciler;

@@ -1,0 +1,83 @@
+//! Progress marks the parts that fence leave for the watchdog (the lease
+//! keeper, the reconciler, a round trip through the Raft core), and since
+//! when giving up an address has been failing: what the daemon's pinger
+//! judges by `slotd_core::node::watchdog::verdict`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use slotd_core::node::watchdog::Part;
+
+use crate::clock::{self, Mono};
+
+/// Progress marks, shared by the parts and the pinger.
+#[derive(Clone, Default)]
+pub struct Progress {
+    /// Per part (in [`Part::ALL`] order): `Mono` ms + 1 of its last mark, 0 for none.
+    marks: Arc<[AtomicU64; 3]>,
+    /// `Mono` ms + 1 since when releases fail, 0 while they succeed.
+    release_failing: Arc<AtomicU64>,
+}
+
+fn enc(m: Mono) -> u64 {
+    u64::try_from(m.as_duration().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+fn dec(v: u64) -> Option<Mono> {
+    (v > 0).then(|| Mono::from_origin(Duration::from_millis(v - 1)))
+}
+
+impl Progress {
+    /// `part` made progress now.
+    pub fn mark(&self, part: Part) {
+        let i = Part::ALL.iter().position(|p| *p == part).unwrap_or(0);
+        self.marks[i].store(enc(clock::now()), Ordering::Relaxed);
+    }
+
+    pub fn marks(&self) -> [Option<Mono>; 3] {
+        [0, 1, 2].map(|i| dec(self.marks[i].load(Ordering::Relaxed)))
+    }
+
+    /// A release failed (the first failure starts the clock).
+    pub fn release_failed(&self) {
+        let _ = self
+            .release_failing
+            .compare_exchange(0, enc(clock::now()), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Releases succeed again.
+    pub fn release_ok(&self) {
+        self.release_failing.store(0, Ordering::Relaxed);
+    }
+
+    pub fn release_failing_since(&self) -> Option<Mono> {
+        dec(self.release_failing.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_marks_round_trip() {
+        let p = Progress::default();
+        assert_eq!(p.marks(), [None, None, None]);
+        tokio::time::advance(Duration::from_millis(7)).await;
+        let before = clock::now();
+        p.mark(Part::Reconciler);
+        let marked = p.marks()[1].unwrap();
+        assert!(
+            before.since(marked) < Duration::from_millis(1),
+            "marks keep the millisecond"
+        );
+        p.release_failed();
+        let since = p.release_failing_since();
+        tokio::time::advance(Duration::from_millis(30)).await;
+        p.release_failed();
+        assert_eq!(p.release_failing_since(), since, "the first failure starts the clock");
+        p.release_ok();
+        assert_eq!(p.release_failing_since(), None);
+    }
+}
