@@ -1,7 +1,7 @@
 //! Three `slotd` processes in their own network namespaces on one bridge,
 //! plus a client namespace; each host runs a TCP responder that says its
-//! name, so the client can tell who holds an IP. Shared by the netns tests
-//! and the failover benchmark.
+//! name, so the client can tell who holds an IP. Shared by the netns tests,
+//! the benchmarks and the demo.
 //!
 //! With `SiteOptions::service_manager`, the test plays systemd with the
 //! shipped unit's settings: each agent gets a `NOTIFY_SOCKET` and
@@ -32,6 +32,31 @@ pub const PORT: u16 = 8143;
 pub const HOSTS: [&str; 3] = ["a", "b", "c"];
 /// The shipped unit's `WatchdogSec`.
 pub const WATCHDOG: Duration = Duration::from_millis(200);
+
+/// The agent's binary `name` (`slotd`, `slotctl`): Cargo's own for tests
+/// and benches (built with them, from the same source); for the demo (an
+/// example, which Cargo gives no binaries) the one beside it,
+/// `target/PROFILE/NAME`, which `./dev.sh` builds in the same run.
+pub fn bin(name: &str) -> String {
+    let cargo = match name {
+        "slotd" => option_env!("CARGO_BIN_EXE_slotd"),
+        "slotctl" => option_env!("CARGO_BIN_EXE_slotctl"),
+        _ => None,
+    };
+    if let Some(path) = cargo {
+        return path.to_owned();
+    }
+    // target/PROFILE/examples/demo → target/PROFILE/NAME
+    let exe = std::env::current_exe().expect("the path of this program");
+    let dir = exe.parent().and_then(Path::parent).expect("a target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (cargo build -p slotd-agent --bins, with this program's profile)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
 
 pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
@@ -108,7 +133,7 @@ pub fn addr_of(i: usize) -> String {
 /// `slotd fence` with `config` in namespace `ns`, as ExecStopPost runs it.
 pub fn fence_command(ns: &str, config: &Path) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_slotd"), "fence", "--config"])
+    cmd.args(["netns", "exec", ns, &bin("slotd"), "fence", "--config"])
         .arg(config);
     cmd
 }
@@ -237,7 +262,7 @@ impl Site {
             "netns",
             "exec",
             self.lan.host(HOSTS[i]).name(),
-            env!("CARGO_BIN_EXE_slotd"),
+            &bin("slotd"),
             "--config",
         ])
         .arg(self.config(i))
@@ -352,7 +377,7 @@ impl Site {
             files[2],
         ];
         full.extend_from_slice(args);
-        self.lan.host(HOSTS[i]).exec(env!("CARGO_BIN_EXE_slotctl"), &full)
+        self.lan.host(HOSTS[i]).exec(&bin("slotctl"), &full)
     }
 
     /// `slotd fence` in host `i`'s namespace, as ExecStopPost runs it.

@@ -12,7 +12,11 @@
 //! everything is removed: also on Ctrl-C (SIGINT), SIGTERM, SIGHUP or a
 //! failure.
 //!
-//! `cargo bench -p slotd-agent --bench demo [-- [--ci] [--leader] [--port-down] [--no-cyrus]]`
+//! `./dev.sh demo [--ci] [--leader] [--port-down] [--no-cyrus]`, which
+//! builds the agent's binaries and this example in one run (`cargo build
+//! --release -p slotd-agent --bins --example demo`) and runs
+//! `target/release/examples/demo` as root; the binaries it starts are the
+//! ones beside it (`netns::bin`).
 //!
 //! - `--ci` (implied when stdout is not a terminal): plain lines, one per
 //!   change, instead of a table redrawn in place;
@@ -27,11 +31,6 @@
 
 #[path = "../tests/common/netns.rs"]
 mod netns;
-
-// The benches' shared helpers (arguments, figures): the demo times one
-// failover and reads flags of its own.
-#[allow(dead_code)]
-mod common;
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -265,7 +264,8 @@ fn status(site: &Site, via: usize, stale: bool) -> Result<StatusReply, String> {
     let tls = cert_env(&site.dir.path().join("tls"), "operator-ops");
     let files: Vec<String> = tls.iter().map(|(_, p)| p.to_string_lossy().into_owned()).collect();
     let endpoint = format!("{}:7420", addr_of(via));
-    let mut args = vec!["-s", "KILL", STATUS_TIMEOUT, env!("CARGO_BIN_EXE_slotctl")];
+    let slotctl = netns::bin("slotctl");
+    let mut args = vec!["-s", "KILL", STATUS_TIMEOUT, &slotctl];
     args.extend([
         "--endpoint",
         &endpoint,
@@ -776,7 +776,7 @@ fn main() {
     let opts = match Opts::parse() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("demo: {e}\nusage: cargo bench -p slotd-agent --bench demo -- [--ci] [--leader] [--port-down] [--no-cyrus]");
+            eprintln!("demo: {e}\nusage: ./dev.sh demo [--ci] [--leader] [--port-down] [--no-cyrus]");
             std::process::exit(2);
         }
     };
