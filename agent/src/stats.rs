@@ -23,6 +23,8 @@ pub struct Stats {
     pub peer_refused: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// Reconciler actions that failed.
     pub action_errors: AtomicU64,
+    /// Admin calls refused for the caller's certificate.
+    pub admin_refused: AtomicU64,
 }
 
 impl Stats {

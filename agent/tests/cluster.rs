@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{comparable, wait_for, TestCluster, WAIT};
 
 #[test]
@@ -472,4 +474,87 @@ async fn peer_calls_from_another_cluster_are_refused() {
         assert!(err.message().contains(says.as_str()), "{what}: {}", err.message());
     }
     assert!(call(Some(&id)).await.is_ok(), "the agent still answers");
+}
+
+#[test]
+fn a_removed_stores_addresses_are_given_out_again_only_after_lease_and_margin() {
+    // A long lease, so that the refusal below cannot be outrun.
+    let c = TestCluster::start_with(3, |config| {
+        config.timing.lease_ms = 6000;
+        config.timing.clock_skew_margin_ms = 500;
+    });
+    c.init(1, 2);
+    let leader = c.leader();
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let before = c.status(leader, false).unwrap();
+    let old = before["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "st0001")
+        .unwrap()
+        .clone();
+    let master_ip = old["master_ip"].as_str().unwrap().to_owned();
+    // The same slots again (status names nodes, the topology slots).
+    let topology = std::fs::read_to_string(c.topology(2)).unwrap();
+    let topology = slotd_raft_store::topology::parse(&topology).unwrap();
+    let spec = topology.stores.iter().find(|s| s.name == "st0001").unwrap();
+    let name = |id: u64| topology.nodes.iter().find(|n| n.id == id).unwrap().name.clone();
+    let slots: Vec<String> = spec
+        .slots
+        .iter()
+        .map(|s| format!("{}:{}", name(s.node), s.slot))
+        .collect();
+    let slots = slots.join(",");
+    let again: &[&str] = &[
+        "store",
+        "add",
+        "--name",
+        "st0009",
+        "--master-ip",
+        &master_ip,
+        "--replica-ip",
+        "10.9.9.9",
+        "--slots",
+        &slots,
+    ];
+    let removing = Instant::now();
+    let out = c.slotctl(follower, &["store", "remove", "st0001"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let removed = c.status(leader, false).unwrap();
+
+    // A cut-off old master may hold the address until its lease runs out:
+    // refused, naming when it is free, nothing changed.
+    let out = c.slotctl(follower, again);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        // Freed "by removing store st0001", or, if the leader took office
+        // after the removal, "perhaps, by a removal this leader did not see".
+        err.contains(&format!("{master_ip} was freed")) && err.contains("free again in"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(
+        comparable(&c.status(leader, false).unwrap()),
+        comparable(&removed),
+        "a refused store add changed the cluster"
+    );
+
+    // Accepted once lease + margin have passed since the leader saw the
+    // removal (which was after it was asked for).
+    wait_for("the freed address to be given out again", WAIT, || {
+        c.slotctl(follower, again).status.success().then_some(())
+    });
+    let waited = removing.elapsed();
+    assert!(
+        waited >= Duration::from_millis(6500),
+        "given out again after {waited:?}"
+    );
+    let after = c.converged();
+    assert!(after["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "st0009" && s["master_ip"] == master_ip.as_str()));
 }

@@ -8,8 +8,8 @@
 use proptest::prelude::*;
 use slotd_agent::cluster::identity::ClusterId;
 use slotd_agent::cluster::wire::{
-    FenceReply, FenceRequest, Granted, HealthReport, JoinRequest, L2Seen, LeaderCall, LeaderReply, LeaderRequest,
-    Renewal, Replayed,
+    Asker, FenceReply, FenceRequest, Granted, HealthReport, JoinRequest, L2Seen, LeaderCall, LeaderReply,
+    LeaderRequest, Renewal, Replayed,
 };
 use slotd_agent::error::AgentError;
 use slotd_raft_store::codec::{self, CodecError, FORMAT_VERSION};
@@ -83,6 +83,7 @@ fn samples() -> Vec<Vec<u8>> {
         out(codec::encode(&Renewal { node: 1, report })),
         out(codec::encode(&LeaderRequest {
             by: "operator alice".into(),
+            asker: Asker::Operator("alice".into()),
             call: LeaderCall::Failover {
                 store: "st0001".into(),
                 to: Some("imap2".into()),

@@ -11,7 +11,7 @@ use common::{comparable, wait_for, TestCluster, WAIT};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Vote;
 use serde_json::Value;
-use slotd_agent::cluster::wire::{FenceRequest, HealthReport, LeaderCall, LeaderRequest, Renewal};
+use slotd_agent::cluster::wire::{Asker, FenceRequest, HealthReport, LeaderCall, LeaderRequest, Renewal};
 use slotd_proto::v1::peer_client::PeerClient;
 use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::TypeConfig;
@@ -40,9 +40,10 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// The forged calls for node `node`: renewal, fence ticket and notice,
-/// and (`passed_on`) a failover passed on as if to the leader, which a
-/// member may do (it is how a follower passes an operator's call on).
-fn forgeries(node: u64, store: &str, passed_on: bool) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+/// and a failover passed on as if to the leader, as asked by each of
+/// `askers` (a member may pass calls on: it is how a follower passes an
+/// operator's call on; but only reads unless an operator asked).
+fn forgeries(node: u64, store: &str, askers: &[Asker]) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut calls = vec![
         (
             "heartbeat",
@@ -59,12 +60,13 @@ fn forgeries(node: u64, store: &str, passed_on: bool) -> Vec<(&'static str, &'st
             encode(&FenceRequest::Notice { node, ticket: 0x5eed }),
         ),
     ];
-    if passed_on {
+    for asker in askers {
         calls.push((
             "leader",
             "failover passed on",
             encode(&LeaderRequest {
-                by: "operator forger".into(),
+                by: "a forger".into(),
+                asker: asker.clone(),
                 call: LeaderCall::Failover {
                     store: store.to_owned(),
                     to: None,
@@ -132,9 +134,19 @@ async fn forged_renewals_and_fence_notices_change_nothing() {
 
     let mut refused = 0;
     // Members of another kind (an operator) or another node.
-    for (stem, passed_on) in [("operator-ops".to_owned(), true), (format!("node-imap{third}"), false)] {
+    // A member passing a change on says who asked: not an operator (its
+    // own certificate, its agent, a plain-text port), and it is refused.
+    let third_name = format!("imap{third}");
+    let askers = [
+        ("operator-ops".to_owned(), vec![Asker::Operator("forger".into())]),
+        (
+            format!("node-{third_name}"),
+            vec![Asker::Node(third_name.clone()), Asker::Agent, Asker::Unchecked],
+        ),
+    ];
+    for (stem, askers) in askers {
         let ch = c.channel_as(leader, &stem).await;
-        for (method, what, payload) in forgeries(victim, &store, passed_on) {
+        for (method, what, payload) in forgeries(victim, &store, &askers) {
             let r = peer_call(&ch, method, payload, &cluster).await;
             assert_eq!(r, Err(tonic::Code::PermissionDenied), "{stem}: {what}");
             refused += 1;
@@ -175,7 +187,7 @@ async fn forged_renewals_and_fence_notices_change_nothing() {
         match ch {
             Err(e) => assert!(!e.is_empty(), "{who}"),
             Ok(ch) => {
-                for (method, what, payload) in forgeries(victim, &store, true) {
+                for (method, what, payload) in forgeries(victim, &store, &[Asker::Operator("forger".into())]) {
                     let r = peer_call(&ch, method, payload, &cluster).await;
                     assert!(
                         matches!(
@@ -318,6 +330,7 @@ async fn a_removed_nodes_certificate_is_refused() {
                 "leader",
                 encode(&LeaderRequest {
                     by: "node imap4".into(),
+                    asker: Asker::Node("imap4".into()),
                     call: LeaderCall::Status,
                 }),
             ),
@@ -446,4 +459,115 @@ fn removing_the_leader_finishes() {
     // And it still decides: a switchover of the store.
     let out = c.slotctl(c.leader(), &["failover", "st01", "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A learner's certificate can neither campaign nor lead: its votes and
+/// appends (as itself, in a far higher term) are refused by every voter; a
+/// voter's certificate cannot speak for the leader; and a member's
+/// certificate reads through Admin but changes nothing there. The term, the
+/// leader, the state and the history stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_cannot_take_a_term_and_a_member_cannot_change_through_admin() {
+    let c = tokio::task::spawn_blocking(|| {
+        let c = TestCluster::start(4);
+        // Three voters and a learner (imap4).
+        c.init_one_store(["imap1", "imap2"]);
+        c
+    })
+    .await
+    .expect("start");
+    let leader = c.leader();
+    let before = c.status(leader, false).expect("status");
+    assert_eq!(before["nodes"][3]["raft"], "learner", "{before}");
+    let cluster = before["cluster_id"].as_str().expect("cluster id").to_owned();
+    let history_before = json(c.slotctl(leader, &["history", "--json"]));
+    let term = before["term"].as_u64().expect("term");
+
+    let mut refused = 0.0;
+    for target in 1..=3 {
+        let ch = c.channel_as(target, "node-imap4").await;
+        let vote = encode(&VoteRequest::new(Vote::new(term + 1_000, 4), None));
+        let r = peer_call(&ch, "vote", vote, &cluster).await;
+        assert_eq!(
+            r,
+            Err(tonic::Code::PermissionDenied),
+            "node {target}: the learner's vote"
+        );
+        let append = encode(&AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(term + 1_000, 4),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        });
+        let r = peer_call(&ch, "append_entries", append, &cluster).await;
+        assert_eq!(
+            r,
+            Err(tonic::Code::PermissionDenied),
+            "node {target}: the learner's append"
+        );
+        refused += 2.0;
+    }
+    // A voter that is not the leader, speaking for it.
+    let follower = (1..=3).find(|i| *i != leader).expect("a follower");
+    let target = (1..=3).find(|i| *i != leader && *i != follower).expect("a third voter");
+    let ch = c.channel_as(target, &format!("node-imap{follower}")).await;
+    let append = encode(&AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term + 1_000, leader),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    });
+    let r = peer_call(&ch, "append_entries", append, &cluster).await;
+    assert_eq!(
+        r,
+        Err(tonic::Code::PermissionDenied),
+        "a follower speaking for the leader"
+    );
+
+    // A member's own slotctl: status yes, a change no (exit 2, one line).
+    let member = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slotctl"))
+            .envs(common::cert_env(&c.tls(), &format!("node-imap{follower}")))
+            .args(["--endpoint", &c.agent(follower).endpoint()])
+            .args(args)
+            .output()
+            .expect("slotctl")
+    };
+    let out = tokio::task::block_in_place(|| member(&["status"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for args in [
+        &["drain", "imap1"][..],
+        &["failover", "st01", "--force"],
+        &["store", "remove", "st01"],
+    ] {
+        let out = tokio::task::block_in_place(|| member(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("changes need an operator's certificate"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+
+    let after = c.status(leader, false).expect("status");
+    assert_eq!(comparable(&after), comparable(&before));
+    assert_eq!(after["term"].as_u64(), Some(term), "a refused call moved the term");
+    assert_eq!(c.leader(), leader);
+    assert_eq!(json(c.slotctl(leader, &["history", "--json"])), history_before);
+    let counted: f64 = (1..=3)
+        .filter_map(|i| {
+            ["vote", "append_entries"]
+                .iter()
+                .map(|m| {
+                    c.agent(i).metric(&format!(
+                        "slotd_peer_refused_total{{method=\"{m}\",reason=\"certificate\"}}"
+                    ))
+                })
+                .sum::<Option<f64>>()
+        })
+        .sum();
+    assert!(counted >= refused, "{counted} refusals counted, {refused} made");
+    let admin = c.agent(follower).metric("slotd_admin_refused_total");
+    assert_eq!(admin, Some(3.0), "the member's three changes counted");
 }

@@ -7,7 +7,8 @@
 //!   stores are reachable on their new masters;
 //! - `slotd fence` with the Raft data corrupt, the data directory gone, or
 //!   the ledger gone too, still releases every address the node held;
-//! - a removed store's IP is released, and a new store gets it: one holder.
+//! - a removed store's IP is released, and a new store gets it: one holder,
+//!   even when the old master was cut off and never heard of the removal.
 
 mod common;
 
@@ -192,24 +193,30 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
             .all(|h| !h.contains(&master_ip) && !h.contains(&replica_ip))
             .then_some(())
     });
-    // A new store gets the same master IP, mastered by the old replica.
+    // A new store gets the same master IP, mastered by the old replica,
+    // once lease + margin have passed (a cut-off old master could hold it
+    // until then: see the next test).
     let slots = format!("{replica}:{},{master}:{}", slot_of[&replica], slot_of[master]);
-    let out = site.slotctl(
-        0,
-        &[
-            "store",
-            "add",
-            "--name",
-            "reborn",
-            "--master-ip",
-            &master_ip,
-            "--replica-ip",
-            "10.128.9.9/32",
-            "--slots",
-            &slots,
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let add = [
+        "store",
+        "add",
+        "--name",
+        "reborn",
+        "--master-ip",
+        &master_ip,
+        "--replica-ip",
+        "10.128.9.9/32",
+        "--slots",
+        &slots,
+    ];
+    wait_for("the freed address given out again", WAIT, || {
+        let out = site.slotctl(0, &add);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("free again in"), "{err}");
+        }
+        out.status.success().then_some(())
+    });
     let after = site.served_by_masters(0);
     let reborn = find_store(&after, "reborn");
     assert_eq!(reborn["master"], replica.as_str());
@@ -218,6 +225,105 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
         .map(|i| HOSTS[i])
         .collect();
     assert_eq!(holders.len(), 1, "{master_ip} held by {holders:?}");
+}
+
+/// `store remove` while the store's master is cut off: it does not hear of
+/// the removal and keeps the address until its lease runs out. A new store
+/// asking for that address is refused until lease + margin have passed
+/// since the removal, so, sampled every 10 ms, the address never has two
+/// holders, and the new store gets it afterwards.
+#[test]
+fn a_removed_stores_ip_is_not_given_out_while_a_cut_off_master_may_hold_it() {
+    let site = Site::start("fzc");
+    let before = site.init();
+    let lead = leader(&before);
+    let store = before["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["master"] != format!("imap{}", lead + 1).as_str())
+        .unwrap()
+        .clone();
+    let name = store["name"].as_str().unwrap().to_owned();
+    let master = store["master"].as_str().unwrap().to_owned();
+    let replica = store["replicas"][0].as_str().unwrap().to_owned();
+    let index_of = |node: &str| (0..3).find(|i| format!("imap{}", i + 1) == node).unwrap();
+    let (victim, new_master) = (index_of(&master), index_of(&replica));
+    let master_ip = store["master_ip"].as_str().unwrap().to_owned();
+    let topology = site.topology();
+    let planned = topology.stores.iter().find(|s| s.name == name).unwrap();
+    let slot_of: BTreeMap<String, String> = planned
+        .slots
+        .iter()
+        .map(|r| (format!("imap{}", r.node), r.slot.clone()))
+        .collect();
+    let slots = format!("{replica}:{},{master}:{}", slot_of[&replica], slot_of[&master]);
+    let add = [
+        "store",
+        "add",
+        "--name",
+        "reborn",
+        "--master-ip",
+        &master_ip,
+        "--replica-ip",
+        "10.128.9.9/32",
+        "--slots",
+        &slots,
+    ];
+    assert!(site.held(victim).contains(&master_ip), "{:?}", site.held(victim));
+
+    let port = format!("p-{}", HOSTS[victim]);
+    site.lan.switch().ip(&["link", "set", &port, "down"]);
+    let removing = Instant::now();
+    let out = site.slotctl(lead, &["store", "remove", &name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Sample the holders every 10 ms; between samples, ask for the address
+    // now and then, until it is given out and served by the new master.
+    let holders = || -> Vec<usize> { (0..3).filter(|i| site.held(*i).contains(&master_ip)).collect() };
+    let (mut accepted, mut refusals, mut rounds) = (None, 0, 0u32);
+    let deadline = removing + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "accepted {accepted:?}, holders {:?}",
+            holders()
+        );
+        let now = holders();
+        assert!(
+            now.len() <= 1,
+            "{master_ip} held by {now:?} at {:?}",
+            removing.elapsed()
+        );
+        if accepted.is_some() && now == [new_master] {
+            break;
+        }
+        rounds += 1;
+        if accepted.is_none() && rounds % 20 == 0 {
+            let out = site.slotctl(lead, &add);
+            if out.status.success() {
+                accepted = Some(removing.elapsed());
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.contains(&format!("{master_ip} was freed")), "{err}");
+                refusals += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let accepted = accepted.unwrap();
+    let t = Timing::default();
+    eprintln!("cut master: {refusals} refusals; given out again after {accepted:?}");
+    assert!(
+        accepted >= t.lease() + t.clock_skew_margin(),
+        "given out after {accepted:?}"
+    );
+
+    // Heal: the old master, replica of nothing now, holds nothing.
+    site.lan.switch().ip(&["link", "set", &port, "up"]);
+    let after = site.served_by_masters(lead);
+    assert_eq!(find_store(&after, "reborn")["master"], replica.as_str());
+    assert_eq!(holders(), vec![new_master]);
 }
 
 /// `slotd fence` beside a live agent would pull addresses from under it:

@@ -281,4 +281,13 @@ pub enum Rejection {
     NoTarget { store: String, why: String },
     #[error("node {node}: stores {stores} have no live active replica to move to")]
     Stranded { node: String, stores: String },
+    #[error(
+        "store {store:?}: {ip} was freed {by}; a cut-off old master may still hold it until its lease runs out, so it is free again in {free_in}"
+    )]
+    AddressCooling {
+        store: String,
+        ip: String,
+        by: String,
+        free_in: String,
+    },
 }

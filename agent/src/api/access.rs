@@ -12,17 +12,23 @@
 //!   node whose removal the state has and the membership not yet) must not
 //!   carry a name the state gives another node. A removed node is out of
 //!   the membership, so its certificate gets nothing in.
-//!   A node that knows no membership at all (joined, never yet reached by
-//!   a leader) takes them from any node certificate: it has nothing to
-//!   check against. The price of the membership rule: a node that was away
-//!   while another was added *and promoted to voter* does not take calls
-//!   from that one while it leads; it catches up once another node leads.
+//!   The sender must be a voter there: a learner never campaigns, leads or
+//!   sends a snapshot, so its certificate cannot take a term or write a
+//!   log. A node that knows no membership at all (joined, never yet
+//!   reached by a leader) takes them from any node certificate: it has
+//!   nothing to check against. The price of the membership rule: a node
+//!   that was away while another was added *and promoted to voter* does
+//!   not take calls from that one while it leads; it catches up once
+//!   another node leads.
 //! - Calls passed to the leader need a member's certificate (the bootstrap
 //!   excepted: there are no members yet); those only a node's own agent
 //!   makes for itself (its stop's drain, and the end of it) need that
-//!   node's. `Join` needs a node certificate.
-//! - Admin calls need an operator's certificate or a member's (before the
-//!   bootstrap, any node's for `init` only).
+//!   node's. The member says who asked (`Asker`): a change passes only if
+//!   an operator asked, or it is the agent's own call (`passed_on`).
+//!   `Join` needs a node certificate (an agent that has not joined has no
+//!   state to check a caller against).
+//! - Admin calls need an operator's certificate; a member's may read
+//!   (status, history), never change.
 //!
 //! On a plain-text port (`tls.insecure`) everyone passes: there is nobody
 //! to check.
@@ -31,6 +37,7 @@ use std::collections::BTreeSet;
 
 use slotd_raft_store::{ClusterState, NodeId};
 
+use crate::cluster::wire::{Asker, LeaderCall};
 use crate::tls::{Caller, Who};
 
 /// What a Peer call claims about its sender.
@@ -66,14 +73,19 @@ fn is_node(state: &ClusterState, node: NodeId, name: &str) -> Result<(), Denied>
     }
 }
 
-/// May `caller` make a Peer call claiming `claim`? `raft_members`: the
-/// receiver's Raft membership (voters and learners, as its log has it).
-pub fn peer(
-    caller: &Caller,
-    claim: Claim,
-    state: &ClusterState,
-    raft_members: &BTreeSet<NodeId>,
-) -> Result<(), Denied> {
+/// A receiver's Raft membership, as its log has it (committed or not; in a
+/// joint configuration, the voters of both).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftMembers {
+    /// Voters and learners.
+    pub all: BTreeSet<NodeId>,
+    pub voters: BTreeSet<NodeId>,
+}
+
+/// May `caller` make a Peer call claiming `claim`? `raft`: the receiver's
+/// Raft membership.
+pub fn peer(caller: &Caller, claim: Claim, state: &ClusterState, raft: &RaftMembers) -> Result<(), Denied> {
+    let raft_members = &raft.all;
     let name = match caller {
         Caller::Insecure => return Ok(()),
         Caller::Cert(Who::Operator(o)) => {
@@ -95,30 +107,92 @@ pub fn peer(
         Claim::Raft { from } if !raft_members.contains(&from) => Err(Denied(format!(
             "node {from} ({name}) is not in this node's Raft membership"
         ))),
-        Claim::Raft { from } => match (state.nodes.get(&from), state.node_by_name(name)) {
-            (Some(n), _) if n.name == name => Ok(()),
-            (Some(n), _) => Err(Denied(format!(
-                "the certificate names node {name}, the call comes from node {from} ({})",
-                n.name
-            ))),
-            (None, Some(m)) => Err(Denied(format!(
-                "the certificate names node {name} (node {}), the call comes from node {from}",
-                m.id
-            ))),
-            (None, None) => Ok(()),
-        },
+        Claim::Raft { from } => {
+            match (state.nodes.get(&from), state.node_by_name(name)) {
+                (Some(n), _) if n.name == name => {}
+                (Some(n), _) => {
+                    return Err(Denied(format!(
+                        "the certificate names node {name}, the call comes from node {from} ({})",
+                        n.name
+                    )))
+                }
+                (None, Some(m)) => {
+                    return Err(Denied(format!(
+                        "the certificate names node {name} (node {}), the call comes from node {from}",
+                        m.id
+                    )))
+                }
+                (None, None) => {}
+            }
+            // A learner never campaigns, leads or sends a snapshot: its
+            // certificate must not be able to take a term or write a log.
+            if raft.voters.contains(&from) {
+                Ok(())
+            } else {
+                Err(Denied(format!(
+                    "node {from} ({name}) is a learner in this node's Raft membership: only a voter \
+                     asks for votes, leads or sends snapshots"
+                )))
+            }
+        }
     }
 }
 
-/// May `caller` make an Admin call (`init`: the bootstrap)?
-pub fn admin(caller: &Caller, state: &ClusterState, init: bool) -> Result<(), Denied> {
+/// What an Admin call does, for [`admin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminCall {
+    /// Reads (status, history).
+    Read,
+    /// Changes the cluster.
+    Change,
+    /// The bootstrap.
+    Init,
+}
+
+const NODE_READS_ONLY: &str = "a node certificate may read (status, history); changes need an operator's certificate";
+
+/// May `caller` make an Admin call of kind `call`?
+pub fn admin(caller: &Caller, state: &ClusterState, call: AdminCall) -> Result<(), Denied> {
     match caller {
         Caller::Insecure | Caller::Cert(Who::Operator(_)) => Ok(()),
-        Caller::Cert(Who::Node(n)) if state.node_by_name(n).is_some() => Ok(()),
-        // Before the bootstrap there are no members: a node's own
-        // certificate may start it, and do nothing else.
-        Caller::Cert(Who::Node(_)) if init && !state.initialised => Ok(()),
-        Caller::Cert(Who::Node(n)) => Err(Denied(format!("node {n} is not a member of this cluster"))),
+        Caller::Cert(Who::Node(n)) if call == AdminCall::Init => Err(Denied(format!(
+            "node {n}: the bootstrap needs an operator's certificate"
+        ))),
+        Caller::Cert(Who::Node(n)) if state.node_by_name(n).is_none() => {
+            Err(Denied(format!("node {n} is not a member of this cluster")))
+        }
+        Caller::Cert(Who::Node(_)) if call == AdminCall::Read => Ok(()),
+        Caller::Cert(Who::Node(n)) => Err(Denied(format!("node {n}: {NODE_READS_ONLY}"))),
+    }
+}
+
+/// May a leader call asked for by `asker` be carried out, as the member
+/// passing it on vouches (its own certificate passed [`peer`])? Reads by
+/// anyone; changes by an operator; an agent passes on only its own calls.
+/// `secure`: this port runs TLS (so an unchecked asker is a forgery).
+pub fn passed_on(asker: &Asker, call: &LeaderCall, secure: bool) -> Result<(), Denied> {
+    let read = matches!(call, LeaderCall::Status | LeaderCall::History { .. });
+    let own = matches!(
+        call,
+        LeaderCall::Drain { on_stop: true, .. }
+            | LeaderCall::Undrain { after_stop: true, .. }
+            | LeaderCall::WriteInit(_)
+            | LeaderCall::AddTopologyLearners
+    );
+    match asker {
+        _ if read => Ok(()),
+        Asker::Operator(_) => Ok(()),
+        Asker::Unchecked if !secure => Ok(()),
+        Asker::Unchecked => Err(Denied(
+            "a change passed on as asked on a plain-text port, to a port that runs TLS".into(),
+        )),
+        Asker::Agent if own => Ok(()),
+        Asker::Agent => Err(Denied(
+            "an agent passes on only its own calls (a stop's drain and its end, the bootstrap's writes); \
+             this one needs an operator's certificate"
+                .into(),
+        )),
+        Asker::Node(n) => Err(Denied(format!("node {n}: {NODE_READS_ONLY}"))),
     }
 }
 
@@ -146,10 +220,10 @@ mod tests {
         s.apply(&Request { at_ms: 0, command });
     }
 
-    /// imap1 and imap2 members, imap3 removed; Raft members 1, 2 and 5
-    /// (a node being bootstrapped, or removed from the state and not yet
-    /// from the membership).
-    fn state() -> (ClusterState, BTreeSet<NodeId>) {
+    /// imap1 and imap2 members, imap3 removed, imap4 a learner; Raft
+    /// voters 1, 2 and 5 (a node being bootstrapped, or removed from the
+    /// state and not yet from the membership), learner 4.
+    fn state() -> (ClusterState, RaftMembers) {
         let mut s = ClusterState::default();
         let topology = Topology {
             nodes: vec![spec(1, "imap1"), spec(2, "imap2"), spec(3, "imap3")],
@@ -157,7 +231,16 @@ mod tests {
         };
         apply(&mut s, Command::Init(topology));
         apply(&mut s, Command::RemoveNode { node: 3 });
-        (s, BTreeSet::from([1, 2, 5]))
+        let learner = NodeSpec {
+            voter: false,
+            ..spec(4, "imap4")
+        };
+        apply(&mut s, Command::AddNode(learner));
+        let raft = RaftMembers {
+            all: BTreeSet::from([1, 2, 4, 5]),
+            voters: BTreeSet::from([1, 2, 5]),
+        };
+        (s, raft)
     }
 
     const LEADER: Claim = Claim::Leader {
@@ -222,6 +305,8 @@ mod tests {
                 false,
             ),
             ("raft from a removed node", node("imap3"), raft(3), false),
+            ("raft from a learner, as itself", node("imap4"), raft(4), false),
+            ("raft from a learner, as a voter", node("imap4"), raft(1), false),
             ("leader call from a member", node("imap1"), LEADER, true),
             ("leader call from a removed node", node("imap3"), LEADER, false),
             ("leader call from a stranger", node("imap9"), LEADER, false),
@@ -237,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_node_that_knows_no_membership_takes_raft_calls_from_any_node_certificate() {
-        let none = BTreeSet::new();
+        let none = RaftMembers::default();
         assert!(peer(&node("imap5"), Claim::Raft { from: 5 }, &ClusterState::default(), &none).is_ok());
         let op = Caller::Cert(Who::Operator("alice".into()));
         assert!(peer(&op, Claim::Raft { from: 5 }, &ClusterState::default(), &none).is_err());
@@ -248,12 +333,15 @@ mod tests {
         let (mut s, _) = state();
         let spec = NodeSpec {
             voter: false,
-            ..spec(4, "imap3")
+            ..spec(6, "imap3")
         };
         apply(&mut s, Command::AddNode(spec));
-        let members = BTreeSet::from([1, 2, 4]);
-        assert!(peer(&node("imap3"), Claim::Raft { from: 4 }, &s, &members).is_ok());
-        assert!(peer(&node("imap3"), Claim::OnBehalf { node: 4 }, &s, &members).is_ok());
+        let members = RaftMembers {
+            all: BTreeSet::from([1, 2, 6]),
+            voters: BTreeSet::from([1, 2, 6]),
+        };
+        assert!(peer(&node("imap3"), Claim::Raft { from: 6 }, &s, &members).is_ok());
+        assert!(peer(&node("imap3"), Claim::OnBehalf { node: 6 }, &s, &members).is_ok());
         // The old id is out of the membership: nobody may claim it.
         assert!(peer(&node("imap3"), Claim::Raft { from: 3 }, &s, &members).is_err());
         assert!(peer(&node("imap8"), Claim::Raft { from: 3 }, &s, &members).is_err());
@@ -263,15 +351,71 @@ mod tests {
     fn admin_calls() {
         let (s, _) = state();
         let fresh = ClusterState::default();
-        assert!(admin(&Caller::Cert(Who::Operator("alice".into())), &s, false).is_ok());
-        assert!(admin(&node("imap1"), &s, false).is_ok());
-        assert!(admin(&node("imap3"), &s, false).is_err(), "a removed node");
-        assert!(admin(&node("imap9"), &s, false).is_err(), "a stranger");
-        assert!(admin(&Caller::Insecure, &s, false).is_ok());
-        // Before init there are no members: `slotctl init` with a node's
-        // certificate works, and nothing else does.
-        assert!(admin(&node("imap9"), &fresh, true).is_ok());
-        assert!(admin(&node("imap9"), &fresh, false).is_err());
-        assert!(admin(&node("imap9"), &s, true).is_err(), "init once initialised");
+        let op = Caller::Cert(Who::Operator("alice".into()));
+        use AdminCall::{Change, Init, Read};
+        let cases: Vec<(&str, Caller, &ClusterState, AdminCall, bool)> = vec![
+            ("operator, change", op.clone(), &s, Change, true),
+            ("operator, init", op, &fresh, Init, true),
+            ("insecure port, change", Caller::Insecure, &s, Change, true),
+            ("member node, read", node("imap1"), &s, Read, true),
+            ("member node, change", node("imap1"), &s, Change, false),
+            ("member node, init", node("imap1"), &fresh, Init, false),
+            ("removed node, read", node("imap3"), &s, Read, false),
+            ("stranger, read", node("imap9"), &s, Read, false),
+        ];
+        for (what, caller, state, call, ok) in cases {
+            let r = admin(&caller, state, call);
+            assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
+        }
+        let err = admin(&node("imap1"), &s, Change).unwrap_err();
+        assert!(err.0.contains("changes need an operator's certificate"), "{err}");
+    }
+
+    #[test]
+    fn calls_passed_on_to_the_leader() {
+        let failover = LeaderCall::Failover {
+            store: "st01".into(),
+            to: None,
+            force: true,
+        };
+        let stop_drain = LeaderCall::Drain {
+            node: "imap1".into(),
+            concurrency: None,
+            on_stop: true,
+        };
+        let drain = LeaderCall::Drain {
+            node: "imap1".into(),
+            concurrency: None,
+            on_stop: false,
+        };
+        let op = Asker::Operator("alice".into());
+        let member = Asker::Node("imap1".into());
+        let init = LeaderCall::Init {
+            topology: Topology::default(),
+            forwarded: true,
+        };
+        let cases: Vec<(&str, &Asker, &LeaderCall, bool, bool)> = vec![
+            ("operator's failover", &op, &failover, true, true),
+            ("operator's status", &op, &LeaderCall::Status, true, true),
+            ("node's status", &member, &LeaderCall::Status, true, true),
+            ("node's failover", &member, &failover, true, false),
+            ("agent's own stop drain", &Asker::Agent, &stop_drain, true, true),
+            ("agent's operator-style drain", &Asker::Agent, &drain, true, false),
+            ("agent's failover", &Asker::Agent, &failover, true, false),
+            (
+                "unchecked on a plain-text port",
+                &Asker::Unchecked,
+                &failover,
+                false,
+                true,
+            ),
+            ("unchecked on a TLS port", &Asker::Unchecked, &failover, true, false),
+            ("init, from an operator", &op, &init, true, true),
+            ("init, from an agent", &Asker::Agent, &init, true, false),
+        ];
+        for (what, asker, call, secure, ok) in cases {
+            let r = passed_on(asker, call, secure);
+            assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
+        }
     }
 }

@@ -10,13 +10,15 @@ use slotd_raft_store::{ClusterState, Command, NodeSpec, Topology};
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::{access, to_status, CallLimit};
+use super::access::{self, AdminCall};
+use super::{to_status, CallLimit};
 use crate::cluster::status;
-use crate::cluster::wire::{LeaderCall, LeaderReply};
+use crate::cluster::wire::{Asker, LeaderCall, LeaderReply};
 use crate::cluster::Cluster;
 use crate::convert::{node_spec, store_spec, FieldError};
 use crate::error::AgentError;
 use crate::leader::{bootstrap, calls};
+use crate::stats::Stats;
 use crate::tls::{self, Caller};
 
 /// The Admin service of one agent.
@@ -28,12 +30,14 @@ pub struct AdminService {
     pub calls: CallLimit,
     /// The port runs mutual TLS: callers are known by their certificate.
     pub secure: bool,
+    pub stats: Arc<Stats>,
 }
 
 /// An admitted call: its permit (ends with the call) and who made it.
 struct Opened {
     _permit: tokio::sync::OwnedSemaphorePermit,
     by: String,
+    asker: Asker,
 }
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
@@ -50,16 +54,17 @@ impl AdminService {
     /// (`access::admin`), while the agent stops, or when too many are under
     /// way.
     fn open<T>(&self, req: &Request<T>) -> Result<Opened, Status> {
-        self.open_as(req, false)
+        self.open_as(req, AdminCall::Change)
     }
 
-    /// `open`, saying whether the call is the bootstrap (`init`).
-    fn open_as<T>(&self, req: &Request<T>, init: bool) -> Result<Opened, Status> {
+    /// `open`, saying what kind of call it is.
+    fn open_as<T>(&self, req: &Request<T>, call: AdminCall) -> Result<Opened, Status> {
         let caller = tls::caller(req, self.secure)?;
         self.cluster
             .reader
-            .with(|d| access::admin(&caller, &d.state, init))
+            .with(|d| access::admin(&caller, &d.state, call))
             .map_err(|denied| {
+                Stats::add(&self.stats.admin_refused, 1);
                 warn!(caller = %caller, error = %denied, "admin call refused");
                 Status::permission_denied(denied.to_string())
             })?;
@@ -73,11 +78,15 @@ impl AdminService {
         Ok(Opened {
             _permit: self.calls.enter()?,
             by,
+            asker: Asker::from(&caller),
         })
     }
 
-    async fn written(&self, by: &str, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
-        match calls::call_by(&self.cluster, by, call).await.map_err(to_status)? {
+    async fn written(&self, open: &Opened, call: LeaderCall) -> Result<Response<pb::WriteReply>, Status> {
+        match calls::call_by(&self.cluster, &open.by, &open.asker, call)
+            .await
+            .map_err(to_status)?
+        {
             LeaderReply::Written { index } => Ok(Response::new(pb::WriteReply { index })),
             other => Err(unexpected(&other)),
         }
@@ -87,11 +96,11 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
-        let open = self.open(&req)?;
+        let open = self.open_as(&req, AdminCall::Read)?;
         if req.into_inner().stale {
             return Ok(Response::new(status::of(&self.cluster)));
         }
-        match calls::call_by(&self.cluster, &open.by, LeaderCall::Status)
+        match calls::call_by(&self.cluster, &open.by, &open.asker, LeaderCall::Status)
             .await
             .map_err(to_status)?
         {
@@ -101,7 +110,7 @@ impl Admin for AdminService {
     }
 
     async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let open = self.open_as(&req, true)?;
+        let open = self.open_as(&req, AdminCall::Init)?;
         let req = req.into_inner();
         let nodes: Vec<NodeSpec> = req.nodes.into_iter().map(node_spec).collect();
         let by_name = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.id);
@@ -116,7 +125,7 @@ impl Admin for AdminService {
             .map_err(|r| to_status(AgentError::Refused(r)))?;
         // Init is carried out by the topology's first voter (there is no
         // leader to pass it to yet).
-        match bootstrap::init(&self.cluster, topology, false, &open.by)
+        match bootstrap::init(&self.cluster, topology, false, &open.by, &open.asker)
             .await
             .map_err(to_status)?
         {
@@ -130,14 +139,13 @@ impl Admin for AdminService {
         let Some(node) = req.into_inner().node else {
             return Err(invalid("node", "missing"));
         };
-        self.written(&open.by, LeaderCall::AddNode(node_spec(node))).await
+        self.written(&open, LeaderCall::AddNode(node_spec(node))).await
     }
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::WriteReply>, Status> {
         let open = self.open(&req)?;
         // Resolved on the leader: this node's view may be behind.
-        self.written(&open.by, LeaderCall::RemoveNode(req.into_inner().node))
-            .await
+        self.written(&open, LeaderCall::RemoveNode(req.into_inner().node)).await
     }
 
     async fn add_store(&self, req: Request<pb::AddStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
@@ -149,7 +157,7 @@ impl Admin for AdminService {
         // resolved on the leader, whose view is current.
         let placeholder = |_: &str| Some(0);
         store_spec(store.clone(), &placeholder).map_err(field)?;
-        self.written(&open.by, LeaderCall::AddStore(store.into())).await
+        self.written(&open, LeaderCall::AddStore(store.into())).await
     }
 
     async fn failover(&self, req: Request<pb::FailoverRequest>) -> Result<Response<pb::FailoverReply>, Status> {
@@ -164,7 +172,10 @@ impl Admin for AdminService {
             to: req.to,
             force: req.force,
         };
-        match calls::call_by(&self.cluster, &open.by, call).await.map_err(to_status)? {
+        match calls::call_by(&self.cluster, &open.by, &open.asker, call)
+            .await
+            .map_err(to_status)?
+        {
             LeaderReply::Failover(r) => Ok(Response::new(r)),
             other => Err(unexpected(&other)),
         }
@@ -180,7 +191,10 @@ impl Admin for AdminService {
             concurrency: req.concurrency,
             on_stop: false,
         };
-        match calls::call_by(&self.cluster, &open.by, call).await.map_err(to_status)? {
+        match calls::call_by(&self.cluster, &open.by, &open.asker, call)
+            .await
+            .map_err(to_status)?
+        {
             LeaderReply::Drain { reply, .. } => Ok(Response::new(reply)),
             other => Err(unexpected(&other)),
         }
@@ -191,7 +205,7 @@ impl Admin for AdminService {
         let node = req.into_inner().node;
         name_arg("node", &node)?;
         self.written(
-            &open.by,
+            &open,
             LeaderCall::Undrain {
                 node,
                 after_stop: false,
@@ -208,14 +222,17 @@ impl Admin for AdminService {
             dry_run: req.dry_run,
             concurrency: req.concurrency,
         };
-        match calls::call_by(&self.cluster, &open.by, call).await.map_err(to_status)? {
+        match calls::call_by(&self.cluster, &open.by, &open.asker, call)
+            .await
+            .map_err(to_status)?
+        {
             LeaderReply::Rebalance(r) => Ok(Response::new(r)),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
-        let open = self.open(&req)?;
+        let open = self.open_as(&req, AdminCall::Read)?;
         let req = req.into_inner();
         if let Some(store) = &req.store {
             name_arg("store", store)?;
@@ -224,7 +241,10 @@ impl Admin for AdminService {
             store: req.store,
             limit: req.limit,
         };
-        match calls::call_by(&self.cluster, &open.by, call).await.map_err(to_status)? {
+        match calls::call_by(&self.cluster, &open.by, &open.asker, call)
+            .await
+            .map_err(to_status)?
+        {
             LeaderReply::History(r) => Ok(Response::new(r)),
             other => Err(unexpected(&other)),
         }
@@ -234,7 +254,7 @@ impl Admin for AdminService {
         let open = self.open(&req)?;
         let req = req.into_inner();
         self.written(
-            &open.by,
+            &open,
             LeaderCall::RemoveStore {
                 store: req.store,
                 epoch: req.epoch,

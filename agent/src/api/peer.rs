@@ -6,7 +6,6 @@
 //! which come before there is a cluster id. On a TLS port every call must
 //! also come from a node certificate that may make it (`access`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -19,7 +18,7 @@ use slotd_raft_store::{codec, NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use crate::api::access::{self, Claim};
+use crate::api::access::{self, Claim, RaftMembers};
 use crate::cluster::identity::{Refusal, HEADER};
 use crate::cluster::wire::{FenceRequest, JoinRequest, LeaderCall, LeaderRequest, Renewal};
 use crate::cluster::Cluster;
@@ -68,21 +67,26 @@ impl PeerService {
     fn allow(&self, method: &'static str, caller: &Caller, claim: Claim) -> Result<(), Status> {
         // Raft calls are checked against the membership as the log has it
         // (ahead of the applied state).
-        let raft_members: BTreeSet<NodeId> = match claim {
+        let raft = match claim {
             Claim::Raft { .. } => {
                 let m = self.cluster.raft.metrics().borrow().membership_config.clone();
-                m.membership().nodes().map(|(id, _)| *id).collect()
+                RaftMembers {
+                    all: m.membership().nodes().map(|(id, _)| *id).collect(),
+                    voters: m.membership().voter_ids().collect(),
+                }
             }
-            _ => BTreeSet::new(),
+            _ => RaftMembers::default(),
         };
         self.cluster
             .reader
-            .with(|d| access::peer(caller, claim, &d.state, &raft_members))
-            .map_err(|denied| {
-                self.stats.peer_refused(method, "certificate");
-                warn!(method, caller = %caller, error = %denied, "peer call refused");
-                Status::permission_denied(denied.to_string())
-            })
+            .with(|d| access::peer(caller, claim, &d.state, &raft))
+            .map_err(|denied| self.denied(method, caller, denied))
+    }
+
+    fn denied(&self, method: &'static str, caller: &Caller, denied: access::Denied) -> Status {
+        self.stats.peer_refused(method, "certificate");
+        warn!(method, caller = %caller, error = %denied, "peer call refused");
+        Status::permission_denied(denied.to_string())
     }
 
     fn caller<T>(&self, method: &'static str, req: &Request<T>) -> Result<Caller, Status> {
@@ -166,7 +170,7 @@ impl Peer for PeerService {
         let _call = self.leader_calls.enter()?;
         let header = header(&req).map(str::to_owned);
         let caller = self.caller(M, &req)?;
-        let LeaderRequest { by, call } = decode(req)?;
+        let LeaderRequest { by, asker, call } = decode(req)?;
         let bootstrap = matches!(call, LeaderCall::Init { .. });
         if !bootstrap {
             self.admit(M, header.as_deref())?;
@@ -185,12 +189,15 @@ impl Peer for PeerService {
         };
         self.allow(M, &caller, Claim::Leader { bootstrap, own })?;
         // The forwarding node is a member (checked above): its word for
-        // who asked is taken, and kept beside its own name.
+        // who asked is taken, checked, and kept beside its own name.
+        access::passed_on(&asker, &call, self.secure).map_err(|denied| self.denied(M, &caller, denied))?;
         let by: String = by.chars().filter(|c| !c.is_control()).take(200).collect();
         let by = format!("{by} via {caller}");
         let reply = match call {
             // The bootstrap's one hop to the first voter.
-            LeaderCall::Init { topology, forwarded } => bootstrap::init(&self.cluster, topology, forwarded, &by).await,
+            LeaderCall::Init { topology, forwarded } => {
+                bootstrap::init(&self.cluster, topology, forwarded, &by, &asker).await
+            }
             call => calls::execute(&self.cluster, call, &by).await,
         };
         encode(&reply)

@@ -30,7 +30,7 @@ pub mod wire;
 
 use channel::{CallError, Method, PeerNetwork};
 use identity::Identity;
-use wire::{LeaderCall, LeaderReply, LeaderRequest};
+use wire::{Asker, LeaderCall, LeaderReply, LeaderRequest};
 
 /// The longest one hop to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,9 +80,16 @@ impl Cluster {
     }
 
     /// Passes `call` to the agent at `addr` (`Peer.Leader`).
-    pub async fn forward(&self, addr: &str, by: &str, call: &LeaderCall) -> Result<LeaderReply, AgentError> {
+    pub async fn forward(
+        &self,
+        addr: &str,
+        by: &str,
+        asker: &Asker,
+        call: &LeaderCall,
+    ) -> Result<LeaderReply, AgentError> {
         let request = LeaderRequest {
             by: by.to_owned(),
+            asker: asker.clone(),
             call: call.clone(),
         };
         match self

@@ -11,6 +11,7 @@ use slotd_proto::v1 as pb;
 pub use slotd_core::report::{replay_digest, HealthReport, L2Seen, Replayed};
 
 use crate::cluster::identity::ClusterId;
+use crate::tls::{Caller, Who};
 
 /// A lease renewal request (`Peer.Heartbeat`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,13 +61,38 @@ pub struct JoinRequest {
     pub name: String,
 }
 
-/// What `Peer.Leader` carries: the call, and who asked for it (an operator
-/// known by its certificate, or an agent for its own calls), for the
-/// leader's log.
+/// What `Peer.Leader` carries: the call, and who asked for it, for the
+/// leader's log (`by`) and its check (`asker`: `access::passed_on`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaderRequest {
     pub by: String,
+    pub asker: Asker,
     pub call: LeaderCall,
+}
+
+/// Who asked for a leader call, as the member passing it on vouches (it
+/// checked the certificate; the leader checks the member's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Asker {
+    /// An operator's certificate, by its name.
+    Operator(String),
+    /// A member node's certificate (a node's own `slotctl`): reads only.
+    Node(String),
+    /// A plain-text port: nobody to check.
+    Unchecked,
+    /// The passing node's own agent, for its own calls (a stop's drain and
+    /// its end, the bootstrap's writes).
+    Agent,
+}
+
+impl From<&Caller> for Asker {
+    fn from(caller: &Caller) -> Asker {
+        match caller {
+            Caller::Cert(Who::Operator(o)) => Asker::Operator(o.clone()),
+            Caller::Cert(Who::Node(n)) => Asker::Node(n.clone()),
+            Caller::Insecure => Asker::Unchecked,
+        }
+    }
 }
 
 /// A call that must run on the leader (`Peer.Leader`).

@@ -529,6 +529,13 @@ pub fn exposition(
         );
     }
 
+    x.counter(
+        "slotd_admin_refused_total",
+        "Admin calls refused for the caller's certificate (a non-member, or a node's certificate asking for a change).",
+        &[],
+        Stats::get(&stats.admin_refused) as f64,
+    );
+
     if m.state == ServerState::Leader {
         let reports = cluster.core().reports();
         let alarms = cluster.reader.with(|d| {

@@ -249,6 +249,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         closing: closing.clone(),
         calls: crate::api::CallLimit::new(crate::api::MAX_ADMIN_CALLS),
         secure: tls.is_some(),
+        stats: stats.clone(),
     })
     .max_decoding_message_size(crate::api::MAX_ADMIN_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);

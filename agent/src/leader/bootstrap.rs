@@ -14,7 +14,7 @@ use tracing::info;
 use super::calls;
 use super::membership::join_node;
 use crate::cluster::identity::ClusterId;
-use crate::cluster::wire::{LeaderCall, LeaderReply};
+use crate::cluster::wire::{Asker, LeaderCall, LeaderReply};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 
@@ -30,7 +30,15 @@ pub async fn init(
     topology: Topology,
     forwarded: bool,
     by: &str,
+    asker: &Asker,
 ) -> Result<LeaderReply, AgentError> {
+    info!(
+        by,
+        nodes = topology.nodes.len(),
+        stores = topology.stores.len(),
+        forwarded,
+        "init"
+    );
     if cluster.reader.with(|d| d.state.initialised) {
         return Err(AgentError::Refused(Rejection::AlreadyInitialised));
     }
@@ -62,6 +70,7 @@ pub async fn init(
             .forward(
                 &first_node.addr,
                 by,
+                asker,
                 &LeaderCall::Init {
                     topology,
                     forwarded: true,
@@ -119,9 +128,9 @@ pub async fn init(
         }
         info!("init: Raft already bootstrapped, finishing the topology");
     }
-    let mut reply = calls::call_by(cluster, by, LeaderCall::WriteInit(topology.clone())).await?;
+    let mut reply = calls::call_by(cluster, by, &Asker::Agent, LeaderCall::WriteInit(topology.clone())).await?;
     if topology.nodes.iter().any(|n| !n.voter) {
-        reply = calls::call_by(cluster, by, LeaderCall::AddTopologyLearners).await?;
+        reply = calls::call_by(cluster, by, &Asker::Agent, LeaderCall::AddTopologyLearners).await?;
     }
     Ok(reply)
 }

@@ -15,7 +15,7 @@ use tracing::info;
 use super::{membership, operate};
 use crate::clock;
 use crate::cluster::status;
-use crate::cluster::wire::{FenceReply, FenceRequest, LeaderCall, LeaderReply};
+use crate::cluster::wire::{Asker, FenceReply, FenceRequest, LeaderCall, LeaderReply};
 use crate::cluster::Cluster;
 use crate::convert;
 use crate::error::AgentError;
@@ -30,14 +30,19 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(25);
 /// Runs this agent's own `call` on the leader (see `call_by`).
 pub async fn call(cluster: &Arc<Cluster>, call: LeaderCall) -> Result<LeaderReply, AgentError> {
     let by = format!("the agent of node {}", cluster.name);
-    call_by(cluster, &by, call).await
+    call_by(cluster, &by, &Asker::Agent, call).await
 }
 
-/// Runs `call`, asked for by `by`, on the leader, wherever it is,
-/// following a change of leader a few times.
-pub async fn call_by(cluster: &Arc<Cluster>, by: &str, call: LeaderCall) -> Result<LeaderReply, AgentError> {
+/// Runs `call`, asked for by `by` (`asker`, checked where it came in), on
+/// the leader, wherever it is, following a change of leader a few times.
+pub async fn call_by(
+    cluster: &Arc<Cluster>,
+    by: &str,
+    asker: &Asker,
+    call: LeaderCall,
+) -> Result<LeaderReply, AgentError> {
     // Below slotctl's own 30 s timeout, so the operator hears why.
-    match tokio::time::timeout(CALL_DEADLINE, call_inner(cluster, by, call)).await {
+    match tokio::time::timeout(CALL_DEADLINE, call_inner(cluster, by, asker, call)).await {
         Ok(r) => r,
         Err(_) => Err(AgentError::Raft(format!(
             "no answer from the leader within {CALL_DEADLINE:?}; the call may still complete"
@@ -45,7 +50,12 @@ pub async fn call_by(cluster: &Arc<Cluster>, by: &str, call: LeaderCall) -> Resu
     }
 }
 
-async fn call_inner(cluster: &Arc<Cluster>, by: &str, call: LeaderCall) -> Result<LeaderReply, AgentError> {
+async fn call_inner(
+    cluster: &Arc<Cluster>,
+    by: &str,
+    asker: &Asker,
+    call: LeaderCall,
+) -> Result<LeaderReply, AgentError> {
     let mut last = AgentError::NoLeader;
     for _ in 0..4 {
         let Some(leader) = cluster.wait_leader(LEADER_WAIT).await else {
@@ -55,7 +65,7 @@ async fn call_inner(cluster: &Arc<Cluster>, by: &str, call: LeaderCall) -> Resul
             execute(cluster, call.clone(), by).await
         } else {
             match cluster.leader_addr(leader) {
-                Some(addr) => cluster.forward(&addr, by, &call).await,
+                Some(addr) => cluster.forward(&addr, by, asker, &call).await,
                 None => Err(AgentError::NoLeader),
             }
         };
@@ -134,6 +144,17 @@ pub async fn execute(cluster: &Arc<Cluster>, call: LeaderCall, by: &str) -> Resu
                 convert::store_spec(store.into(), &lookup)
             });
             let spec = spec.map_err(|e| AgentError::Invalid(e.to_string()))?;
+            // Not an address a cut-off old master may still hold.
+            let term = cluster.raft.metrics().borrow().current_term;
+            let now = clock::now();
+            cluster
+                .reader
+                .with(|d| {
+                    let mut core = cluster.core();
+                    core.observe(Some(term), now);
+                    core.may_use_addresses(&d.state, &spec, now)
+                })
+                .map_err(AgentError::Refused)?;
             let index = cluster.write(Command::AddStore(spec)).await?;
             Ok(LeaderReply::Written { index })
         }

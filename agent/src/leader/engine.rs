@@ -67,6 +67,9 @@ impl FailoverEngine {
                 conductor.forget();
                 continue;
             }
+            self.cluster
+                .reader
+                .with(|d| self.cluster.core().see_addresses(&d.state, now));
             self.watch_l2(&mut l2_alarms);
             self.fail_over(now, m.current_term, &mut reported_stranded).await;
             self.conduct(m.current_term, &mut conductor).await;

@@ -152,6 +152,11 @@ impl Agent {
 impl TestCluster {
     /// Starts `n` agents (not yet initialised).
     pub fn start(n: usize) -> TestCluster {
+        TestCluster::start_with(n, |_| {})
+    }
+
+    /// Starts `n` agents with their config changed by `tweak`.
+    pub fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> TestCluster {
         static STARTED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
         let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         assert!(nth < 64 && n < 32, "too many test clusters in one process");
@@ -166,6 +171,7 @@ impl TestCluster {
             config.metrics_listen = SocketAddr::new(listen.ip(), 0);
             config.cyrus.driver = Driver::None;
             config.tls = node_tls(&tls, &format!("imap{i}"));
+            tweak(&mut config);
             let path = dir.path().join(format!("n{i}.toml"));
             std::fs::write(&path, config.to_toml()).expect("write config");
             let mut agent = Agent {

@@ -19,12 +19,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use slotd_raft_store::{ClusterState, Command, NodeId, Reason};
+use slotd_raft_store::{ClusterState, Command, NodeId, Reason, Rejection, StoreSpec};
 
 use crate::report::{HealthReport, Replayed};
 use crate::time::Mono;
 use crate::timing::{Timing, TICKET_FRESH};
 
+pub mod addresses;
 pub mod conductor;
 pub mod decide;
 pub mod switchover;
@@ -133,6 +134,8 @@ pub struct LeaderCore {
     tickets: BTreeMap<u64, TicketOut>,
     /// Numbers grants (unique within this process).
     next_seq: u64,
+    /// Addresses freed by removed stores, not to be given out yet.
+    addresses: addresses::Addresses,
 }
 
 impl LeaderCore {
@@ -144,6 +147,7 @@ impl LeaderCore {
             books: BTreeMap::new(),
             tickets: BTreeMap::new(),
             next_seq: 0,
+            addresses: addresses::Addresses::default(),
         }
     }
 
@@ -172,8 +176,22 @@ impl LeaderCore {
             book.condemned = false;
         }
         self.tickets.clear();
+        self.addresses.forget();
         self.leading = leading.map(|t| (t, now));
         leading.is_some()
+    }
+
+    /// Looks at the addresses `state`'s stores use (every tick, and before
+    /// checking a new store): those gone since the last look were freed now.
+    pub fn see_addresses(&mut self, state: &ClusterState, now: Mono) {
+        self.addresses.see(state, now, self.timing.dead_after());
+    }
+
+    /// Whether a new store may have `spec`'s addresses at `now`: not one in
+    /// use, nor one freed less than `lease + margin` ago (see `addresses`).
+    pub fn may_use_addresses(&mut self, state: &ClusterState, spec: &StoreSpec, now: Mono) -> Result<(), Rejection> {
+        self.see_addresses(state, now);
+        self.addresses.may_use(state, spec, now, self.timing.dead_after())
     }
 
     /// The term led now, if any.
