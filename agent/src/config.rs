@@ -463,6 +463,21 @@ impl Config {
                 ),
             ));
         }
+        // The elector asks the other voters once a node has heard no leader
+        // for election_timeout_min_ms; its answers must be in before
+        // openraft's own wait (election_timeout_max_ms more) is over, or it
+        // would slow every change of leader.
+        let asking = slotd_core::timing::ELECTOR_EVERY + slotd_core::timing::ELECTOR_CALL_TIMEOUT;
+        if u128::from(t.election_timeout_max_ms) < asking.as_millis() {
+            return Err(invalid(
+                "timing.election_timeout_max_ms",
+                format!(
+                    "must be at least {} (the elector's round and its answers' deadline), or every change of \
+                     leader waits for the elector",
+                    asking.as_millis()
+                ),
+            ));
+        }
         if t.raft_heartbeat_ms >= t.election_timeout_min_ms {
             return Err(invalid(
                 "timing.raft_heartbeat_ms",

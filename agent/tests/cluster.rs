@@ -384,12 +384,20 @@ fn an_agent_that_never_joined_never_votes() {
     let (lonely, gone) = (others[0], others[1]);
     c.kill9(gone);
     c.replace_with_stranger(leader);
-    // The survivor campaigns (after openraft's leader lease and its election
-    // timeout) and asks the stranger, which refuses: wait for a few of those.
-    let refused = "slotd_peer_refused_total{method=\"vote\",reason=\"not_joined\"}";
-    wait_for("the stranger to refuse three votes", WAIT, || {
+    // The survivor hears no leader and asks the others whether they do
+    // before it may campaign (the elector's pre-vote); the stranger refuses
+    // to answer, the dead one cannot: no majority, no campaign. Wait for a
+    // few of those refusals.
+    let refused = "slotd_peer_refused_total{method=\"reach\",reason=\"not_joined\"}";
+    wait_for("the stranger to refuse three pre-votes", WAIT, || {
         (c.agent(leader).metric(refused)? >= 3.0).then_some(())
     });
+    let votes = "slotd_peer_refused_total{method=\"vote\",reason=\"not_joined\"}";
+    assert_eq!(
+        c.agent(leader).metric(votes),
+        None,
+        "the survivor campaigned without a majority"
+    );
     // A leader in openraft 0.9 stays leader once elected: looking now is
     // enough to know it never was.
     let s = c.status(lonely, true).unwrap();

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use slotd_agent::cluster::identity::ClusterId;
 use slotd_agent::cluster::wire::{
     Asker, FenceReply, FenceRequest, Granted, HealthReport, JoinRequest, L2Seen, LeaderCall, LeaderReply,
-    LeaderRequest, Renewal, Replayed,
+    LeaderRequest, ReachRequest, Reached, Renewal, Replayed,
 };
 use slotd_agent::error::AgentError;
 use slotd_raft_store::codec::{self, CodecError, FORMAT_VERSION};
@@ -31,6 +31,8 @@ fn decoders() -> Vec<Decoder> {
         FenceRequest,
         FenceReply,
         JoinRequest,
+        ReachRequest,
+        Reached,
         LeaderCall,
         LeaderRequest,
         Result<LeaderReply, AgentError>,
@@ -95,6 +97,11 @@ fn samples() -> Vec<Vec<u8>> {
             cluster: ClusterId(0x36f3_d57e),
             node: 3,
             name: "imap3".into(),
+        })),
+        out(codec::encode(&ReachRequest { node: 4 })),
+        out(codec::encode(&Reached {
+            term: 9,
+            leader_heard: true,
         })),
         out(codec::encode(&Granted {
             leader: 1,

@@ -11,7 +11,7 @@ use common::{comparable, wait_for, TestCluster, WAIT};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Vote;
 use serde_json::Value;
-use slotd_agent::cluster::wire::{Asker, FenceRequest, HealthReport, LeaderCall, LeaderRequest, Renewal};
+use slotd_agent::cluster::wire::{Asker, FenceRequest, HealthReport, LeaderCall, LeaderRequest, ReachRequest, Renewal};
 use slotd_proto::v1::peer_client::PeerClient;
 use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::TypeConfig;
@@ -30,6 +30,7 @@ async fn peer_call(channel: &Channel, method: &str, payload: Vec<u8>, cluster: &
         "leader" => c.leader(req).await,
         "vote" => c.vote(req).await,
         "append_entries" => c.append_entries(req).await,
+        "reach" => c.reach(req).await,
         other => panic!("no method {other}"),
     };
     r.map(drop).map_err(|s| s.code())
@@ -505,7 +506,15 @@ async fn a_learner_cannot_take_a_term_and_a_member_cannot_change_through_admin()
             Err(tonic::Code::PermissionDenied),
             "node {target}: the learner's append"
         );
-        refused += 2.0;
+        // Nor may it ask whether it could campaign.
+        let reach = encode(&ReachRequest { node: 4 });
+        let r = peer_call(&ch, "reach", reach, &cluster).await;
+        assert_eq!(
+            r,
+            Err(tonic::Code::PermissionDenied),
+            "node {target}: the learner's pre-vote"
+        );
+        refused += 3.0;
     }
     // A voter that is not the leader, speaking for it.
     let follower = (1..=3).find(|i| *i != leader).expect("a follower");
@@ -557,7 +566,7 @@ async fn a_learner_cannot_take_a_term_and_a_member_cannot_change_through_admin()
     assert_eq!(json(c.slotctl(leader, &["history", "--json"])), history_before);
     let counted: f64 = (1..=3)
         .filter_map(|i| {
-            ["vote", "append_entries"]
+            ["vote", "append_entries", "reach"]
                 .iter()
                 .map(|m| {
                     c.agent(i).metric(&format!(

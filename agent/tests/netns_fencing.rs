@@ -1,7 +1,8 @@
 //! Fencing that cannot be outlived, with real processes in network
 //! namespaces (root; never skips):
-//! - a SIGSTOPped master's agent, or one whose reconciler is stuck, is
-//!   killed by the watchdog (the test plays systemd with the shipped unit's
+//! - a SIGSTOPped master's agent, one whose reconciler is stuck, or one
+//!   whose kernel calls never answer when its lease runs out, is killed by
+//!   the watchdog (the test plays systemd with the shipped unit's
 //!   settings) and fenced: its master IPs leave its namespace well within
 //!   lease + margin, sampled every 10 ms there are never two holders, and the
 //!   stores are reachable on their new masters;
@@ -20,10 +21,22 @@ use common::netns::{find_store, leader, masters, wait_for, Site, SiteOptions, HO
 use slotd_agent::config::Timing;
 use slotd_netops::testkit::IFACE;
 
+/// How a master's agent is made unable to fence by itself.
+#[derive(Clone, Copy)]
+enum Freeze {
+    /// This signal (SIGSTOP; SIGUSR1 with fault injection: the reconciler
+    /// blocks for 10 s).
+    Signal(libc::c_int),
+    /// SIGUSR2 with fault injection (every kernel call hangs from then on),
+    /// then its switch port cut, so that its lease runs out and it must
+    /// give up its addresses through a kernel that does not answer.
+    KernelHangsThenCut,
+}
+
 /// Freezes (or stalls) a master's agent and watches its master IPs, every
 /// 10 ms, until they are served elsewhere: they must have left its
 /// namespace before lease + margin (when the leader may move the stores).
-fn frozen_master(tag: &str, freeze: libc::c_int) {
+fn frozen_master(tag: &str, freeze: Freeze) {
     let site = Site::start_with(
         tag,
         SiteOptions {
@@ -39,8 +52,25 @@ fn frozen_master(tag: &str, freeze: libc::c_int) {
     let ips: Vec<String> = moved.iter().map(|(_, ip)| format!("{ip}/32")).collect();
     assert!(!ips.is_empty());
 
-    let frozen = Instant::now();
-    site.signal(victim, freeze);
+    let frozen = match freeze {
+        Freeze::Signal(signal) => {
+            let frozen = Instant::now();
+            site.signal(victim, signal);
+            frozen
+        }
+        Freeze::KernelHangsThenCut => {
+            site.signal(victim, libc::SIGUSR2);
+            // The agent says so once the signal is handled: then cut.
+            wait_for("the kernel calls to hang", WAIT, || {
+                site.log(victim).contains("every kernel call hangs").then_some(())
+            });
+            let frozen = Instant::now();
+            site.lan
+                .switch()
+                .ip(&["link", "set", &format!("p-{}", HOSTS[victim]), "down"]);
+            frozen
+        }
+    };
     let mut gone = None;
     let deadline = frozen + WAIT;
     loop {
@@ -83,13 +113,20 @@ fn frozen_master(tag: &str, freeze: libc::c_int) {
 
 #[test]
 fn a_sigstopped_master_is_killed_and_fenced_within_the_margin() {
-    frozen_master("fzs", libc::SIGSTOP);
+    frozen_master("fzs", Freeze::Signal(libc::SIGSTOP));
 }
 
 #[test]
 fn a_stalled_reconciler_is_killed_and_fenced_within_the_margin() {
     // SIGUSR1 (with SLOTD_INJECT_FAULTS=1): the reconciler blocks for 10 s.
-    frozen_master("fzr", libc::SIGUSR1);
+    frozen_master("fzr", Freeze::Signal(libc::SIGUSR1));
+}
+
+#[test]
+fn a_master_whose_kernel_stops_answering_is_killed_and_fenced_within_the_margin() {
+    // SIGUSR2 (with SLOTD_INJECT_FAULTS=1): no kernel call answers; the
+    // cut ends the lease, and the fence through that kernel never ends.
+    frozen_master("fzk", Freeze::KernelHangsThenCut);
 }
 
 #[test]

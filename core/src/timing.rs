@@ -114,6 +114,11 @@ impl Timing {
     }
 }
 
+/// How often a voter asks the others whether they hear a leader (see
+/// `node::elector`), and how long it waits for their answers.
+pub const ELECTOR_EVERY: Duration = Duration::from_millis(20);
+pub const ELECTOR_CALL_TIMEOUT: Duration = Duration::from_millis(50);
+
 /// Round trips and disk writes of a change of leader (vote, first entry,
 /// renewal, quorum round), with room for a loaded machine.
 pub const LEADER_CHANGE_SLACK: Duration = Duration::from_millis(100);
@@ -191,8 +196,23 @@ pub const TAKE_GUARD: Duration = Duration::from_millis(300);
 /// How long a failed demote waits before it is tried again.
 pub const DEMOTE_RETRY: Duration = RESYNC;
 
+/// The deadline of one kernel call (netlink: bind, release, list; a
+/// packet send): they take a millisecond, and a kernel that does not answer
+/// (a reply dropped under ENOBUFS) must not hold a pass. A fence that
+/// cannot give up its addresses escalates long before this (the watchdog,
+/// after [`STALL_BOUND`]); the deadline lets the rest of the pass go on.
+pub const KERNEL_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The deadline of a driver's look at its instances (and its other quick
+/// answers: backlog, leftover sync log).
+pub const DRIVER_LOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often the running instances are checked.
 pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+/// The longest one instance's health check may take: it ends before the
+/// next is due, and one that does not end counts as failing.
+pub const HEALTH_CHECK_TIMEOUT: Duration = HEALTH_EVERY;
 
 // The watchdog (see `node::watchdog`).
 

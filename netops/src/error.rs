@@ -94,6 +94,19 @@ pub enum NetError {
         source: std::io::Error,
     },
 
+    /// The call did not finish within its deadline (see [`crate::Bounded`]):
+    /// a kernel that does not answer (a reply lost under ENOBUFS, a stuck
+    /// netlink socket) must not hold its caller for ever.
+    #[error("{op} on {interface:?} did not finish within {after:?}")]
+    Timeout {
+        /// The operation that did not finish.
+        op: &'static str,
+        /// The interface it was for.
+        interface: String,
+        /// The deadline it had.
+        after: std::time::Duration,
+    },
+
     /// A failure injected into the in-memory implementation by a simulation.
     #[error("injected failure for {op}")]
     Injected {

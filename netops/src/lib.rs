@@ -11,6 +11,7 @@
 //! - [`ops`]: the [`AddressOps`] trait and its small value types.
 //! - [`addr`]: [`IpPrefix`], a validated address/length.
 //! - [`error`]: [`NetError`], the crate's one error type.
+//! - [`bounded`]: [`Bounded`], a deadline on every call of any [`AddressOps`].
 //! - `kernel`: [`KernelOps`], the real implementation, built from
 //!   `netlink` (addresses and links) and `packet` (AF_PACKET send/receive),
 //!   which uses the pure frame builders/parsers in `arp` and `ndp`.
@@ -22,6 +23,7 @@
 
 pub mod addr;
 mod arp;
+pub mod bounded;
 pub mod cli;
 pub mod error;
 mod kernel;
@@ -34,6 +36,7 @@ mod packet;
 pub mod testkit;
 
 pub use addr::IpPrefix;
+pub use bounded::Bounded;
 pub use error::NetError;
 pub use kernel::KernelOps;
 pub use memory::{Call, MemoryNet, MemoryOps, MemoryTiming, Op};

@@ -150,6 +150,8 @@ struct Host {
     fail_next: Vec<(Op, NetError)>,
     /// Ops that fail every time with [`NetError::Injected`].
     fail_always: Vec<Op>,
+    /// Ops that never answer (a stuck kernel) while listed.
+    hanging: Vec<Op>,
 }
 
 /// A simulated LAN: the hosts that can see each other's addresses in
@@ -215,6 +217,7 @@ impl MemoryOps {
                 calls: Vec::new(),
                 fail_next: Vec::new(),
                 fail_always: Vec::new(),
+                hanging: Vec::new(),
             })),
             net,
             timing: MemoryTiming::default(),
@@ -255,6 +258,24 @@ impl MemoryOps {
         h.fail_always.retain(|o| *o != op);
         if on {
             h.fail_always.push(op);
+        }
+    }
+
+    /// Every call of `op` made while `on` never answers (a kernel that
+    /// does not reply): the caller's deadline must end it.
+    pub fn hang(&self, op: Op, on: bool) {
+        let mut h = lock(&self.host);
+        h.hanging.retain(|o| *o != op);
+        if on {
+            h.hanging.push(op);
+        }
+    }
+
+    /// Waits for ever if `op` hangs now.
+    async fn hung(&self, op: Op) {
+        let hangs = lock(&self.host).hanging.contains(&op);
+        if hangs {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -315,6 +336,7 @@ fn mismatch(interface: &str, bound: &IpPrefix, requested: IpPrefix) -> NetError 
 
 impl AddressOps for MemoryOps {
     async fn bind(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        self.hung(Op::Bind).await;
         pause(self.timing.change).await;
         let mut h = self.enter(Call::Bind {
             interface: interface.to_string(),
@@ -337,6 +359,7 @@ impl AddressOps for MemoryOps {
     }
 
     async fn release(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        self.hung(Op::Release).await;
         pause(self.timing.change).await;
         let mut h = self.enter(Call::Release {
             interface: interface.to_string(),
@@ -354,6 +377,7 @@ impl AddressOps for MemoryOps {
     }
 
     async fn list(&self, interface: &str) -> Result<Vec<BoundAddress>, NetError> {
+        self.hung(Op::List).await;
         let mut h = self.enter(Call::List {
             interface: interface.to_string(),
         })?;
@@ -370,6 +394,7 @@ impl AddressOps for MemoryOps {
     }
 
     async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
+        self.hung(Op::Announce).await;
         {
             let mut h = self.enter(Call::Announce {
                 interface: interface.to_string(),
@@ -392,6 +417,7 @@ impl AddressOps for MemoryOps {
     }
 
     async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
+        self.hung(Op::Probe).await;
         {
             let mut h = self.enter(Call::Probe {
                 interface: interface.to_string(),

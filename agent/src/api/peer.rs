@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use std::time::Duration;
+
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use openraft::ServerState;
 use openraft::Vote;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::access::{self, Claim, RaftMembers};
 use crate::cluster::identity::{Refusal, HEADER};
-use crate::cluster::wire::{FenceRequest, JoinRequest, LeaderCall, LeaderRequest, Renewal};
+use crate::cluster::wire::{FenceRequest, JoinRequest, LeaderCall, LeaderRequest, ReachRequest, Reached, Renewal};
 use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::{bootstrap, calls, Granter};
@@ -121,7 +124,14 @@ impl Peer for PeerService {
         let caller = self.caller(M, &req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         self.allow(M, &caller, raft_claim(&rpc.vote)?)?;
-        encode(&self.cluster.raft.append_entries(rpc).await)
+        let reply = self.cluster.raft.append_entries(rpc).await;
+        if reply
+            .as_ref()
+            .is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_)))
+        {
+            self.cluster.leader_contact.heard();
+        }
+        encode(&reply)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -201,6 +211,22 @@ impl Peer for PeerService {
             call => calls::execute(&self.cluster, call, &by).await,
         };
         encode(&reply)
+    }
+
+    async fn reach(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        const M: &str = "reach";
+        self.admit(M, header(&req))?;
+        let caller = self.caller(M, &req)?;
+        let ask: ReachRequest = decode(req)?;
+        // Asked only by a voter about to campaign: the same rule as a vote.
+        self.allow(M, &caller, Claim::Raft { from: ask.node })?;
+        let m = self.cluster.raft.metrics().borrow().clone();
+        let quiet = Duration::from_millis(self.cluster.raft.config().election_timeout_min);
+        let leader_heard = m.state == ServerState::Leader || self.cluster.leader_contact.within(quiet);
+        encode(&Reached {
+            term: m.current_term,
+            leader_heard,
+        })
     }
 
     async fn join(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -48,6 +48,7 @@ pub enum Method {
     Fenced,
     Leader,
     Join,
+    Reach,
 }
 
 /// Why a peer call got no usable answer.
@@ -149,6 +150,7 @@ impl Channels {
             Method::Fenced => client.fenced(req).await,
             Method::Leader => client.leader(req).await,
             Method::Join => client.join(req).await,
+            Method::Reach => client.reach(req).await,
         };
         let reply = reply.map_err(|status| status_error(addr, &status))?;
         codec::decode(&reply.into_inner().payload).map_err(|e| codec_err(format!("decode: {e}")))

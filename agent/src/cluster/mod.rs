@@ -7,6 +7,7 @@
 //! - `identity`: the cluster id every Peer call carries;
 //! - `status`: the cluster as operators see it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::sync::Notify;
 use slotd_core::leader::LeaderCore;
 use slotd_core::timing::SwitchoverConfig;
 
-use crate::clock::unix_ms;
+use crate::clock::{self, unix_ms, Mono};
 use crate::error::AgentError;
 
 pub mod channel;
@@ -51,6 +52,29 @@ pub struct Cluster {
     pub identity: Identity,
     /// This node's `[switchover]` (the leader's governs operator commands).
     pub switchover: SwitchoverConfig,
+    /// When this node last took an append from a leader (for the elector).
+    pub leader_contact: LeaderContact,
+}
+
+/// When this node last heard from a leader: an append it took (not one it
+/// refused for a higher vote of its own).
+#[derive(Debug, Default)]
+pub struct LeaderContact(AtomicU64);
+
+impl LeaderContact {
+    /// Heard from a leader now.
+    pub fn heard(&self) {
+        let ms = u64::try_from(clock::now().as_duration().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// Whether it heard from a leader within `d` of now.
+    pub fn within(&self, d: Duration) -> bool {
+        match self.0.load(Ordering::Relaxed) {
+            0 => false,
+            v => clock::now().since(Mono::from_origin(Duration::from_millis(v - 1))) < d,
+        }
+    }
 }
 
 impl Cluster {

@@ -20,6 +20,21 @@ pub struct Renewal {
     pub report: HealthReport,
 }
 
+/// A voter's question before it may campaign (`Peer.Reach`; see
+/// `slotd_core::node::elector`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReachRequest {
+    pub node: NodeId,
+}
+
+/// The answer: this node's term, and whether it heard from a leader lately
+/// (or leads).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reached {
+    pub term: u64,
+    pub leader_heard: bool,
+}
+
 /// A granted renewal.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Granted {

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use openraft::storage::RaftLogStorage;
 use openraft::{EntryPayload, RaftLogReader, StorageError};
-use slotd_netops::{AddressOps, IpPrefix, KernelOps, NetError, Outcome};
+use slotd_core::timing::KERNEL_CALL_TIMEOUT;
+use slotd_netops::{AddressOps, Bounded, IpPrefix, KernelOps, NetError, Outcome};
 use slotd_raft_store::storage::OpenError;
 use slotd_raft_store::{storage, ClusterState, NodeId, ServiceIp};
 use tokio::time::Instant;
@@ -171,7 +172,7 @@ async fn release_all(config: &Config) -> Result<Released, FenceError> {
     let mut released = Vec::new();
     let mut still = Entries::new();
     let mut failures = Vec::new();
-    let ops = KernelOps::new().map_err(FenceError::Netlink)?;
+    let ops = Bounded::new(KernelOps::new().map_err(FenceError::Netlink)?, KERNEL_CALL_TIMEOUT);
     let listed = match ops.list(&config.interface).await {
         Ok(list) => Some(list),
         Err(e) => {
@@ -236,7 +237,7 @@ fn add_tagged(targets: &mut Entries, list: &[slotd_netops::BoundAddress]) {
 
 /// Releases `targets`, going on past failures.
 async fn release(
-    ops: &KernelOps,
+    ops: &Bounded<KernelOps>,
     config: &Config,
     targets: &Entries,
     released: &mut Vec<ServiceIp>,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::SnapshotPolicy;
-use slotd_netops::{KernelOps, MacAddr, MemoryOps, NetError};
+use slotd_netops::{Bounded, KernelOps, MacAddr, MemoryOps, NetError};
 use slotd_proto::v1::admin_server::AdminServer;
 use slotd_proto::v1::peer_server::PeerServer;
 use slotd_raft_store::storage::{self, OpenError};
@@ -43,18 +43,18 @@ use crate::daemon::metrics::{self};
 use crate::daemon::notify::Notifier;
 use crate::daemon::watchdog;
 use crate::host::any::AnyDriver;
-use crate::host::any::AnyOps;
+use crate::host::any::{AnyOps, Stuckable};
 use crate::host::cyrus::CyrusDriver;
 use crate::host::driver::NoneDriver;
 use crate::host::ledger::Ledger;
 use crate::leader::{FailoverEngine, Granter};
-use crate::node::lease_keeper;
 use crate::node::progress::Progress;
 use crate::node::reconciler::{self, Reconciler};
+use crate::node::{elector, lease_keeper};
 use crate::stats::Stats;
 use crate::tls::{Credentials, Who};
 use slotd_core::leader::{LeaderCore, LeaderTiming};
-use slotd_core::timing::{MARK_EVERY, UNIT_WATCHDOG};
+use slotd_core::timing::{KERNEL_CALL_TIMEOUT, MARK_EVERY, UNIT_WATCHDOG};
 
 /// Why the agent could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,8 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, DaemonError
         install_snapshot_timeout: 5_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
         max_in_snapshot_log_to_keep: 1_000,
+        // Campaigns only when the elector (a pre-vote) turns them on.
+        enable_elect: false,
         ..Default::default()
     };
     c.validate()
@@ -190,6 +192,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         engine_wake: engine_wake.clone(),
         identity,
         switchover: config.switchover.clone(),
+        leader_contact: Default::default(),
     });
     let stats = Arc::new(Stats::default());
     let granter = Granter::spawn(cluster.clone(), config.timing.lease());
@@ -198,6 +201,10 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     } else {
         AnyOps::Memory(MemoryOps::new(MacAddr([0x02, 0, 0, 0, 0, 0x01])).with_interface(&config.interface))
     };
+    // Every kernel call has a deadline, whoever makes it (reconciler,
+    // announcer, layer-2 checker).
+    let kernel_stuck = Arc::new(AtomicBool::new(false));
+    let ops = Bounded::new(Stuckable::new(ops, kernel_stuck.clone()), KERNEL_CALL_TIMEOUT);
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -297,12 +304,17 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     // The watchdog's machinery runs only when systemd watches: without one
     // nothing would act on it, and it costs wake-ups.
     let watched = Notifier::watchdog_timeout().is_some();
+    let elector = tokio::spawn(elector::run(cluster.clone(), loops_rx.clone()));
     let raft_marks =
         watched.then(|| tokio::spawn(watchdog::mark_raft(raft.clone(), progress.clone(), loops_rx.clone())));
     let stall_requests = Arc::new(AtomicU64::new(0));
     if std::env::var_os(INJECT_FAULTS).is_some_and(|v| v == "1") {
-        warn!("{INJECT_FAULTS}=1: SIGUSR1 stalls the reconciler for 10 s (for tests only)");
+        warn!(
+            "{INJECT_FAULTS}=1: SIGUSR1 stalls the reconciler for 10 s, SIGUSR2 makes every kernel call \
+             hang from then on (for tests only)"
+        );
         tokio::spawn(stall_on_sigusr1(stall_requests.clone()));
+        tokio::spawn(stick_on_sigusr2(kernel_stuck));
     }
     let lease_for_metrics = lease.clone();
     let reconciler = Reconciler::new(
@@ -352,14 +364,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     if let Err(e) = notifier.ready() {
         warn!(error = %e, "sd_notify READY failed");
     }
-    let watchdog = watched.then(|| {
-        tokio::spawn(watchdog::run_pinger(
-            notifier.clone(),
-            progress,
-            config.timing.clock_skew_margin(),
-            loops_rx.clone(),
-        ))
-    });
+    let watchdog = watched.then(|| tokio::spawn(watchdog::run_pinger(notifier.clone(), progress, loops_rx.clone())));
 
     let undrain = tokio::spawn(crate::daemon::stop::undrain_after_stop(cluster.clone()));
     stops.recv().await;
@@ -401,6 +406,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     if let Some(marks) = raft_marks {
         marks.abort();
     }
+    elector.abort();
     info!("stopped");
     Ok(())
 }
@@ -424,6 +430,20 @@ async fn stall_on_sigusr1(requests: Arc<AtomicU64>) {
     };
     while usr1.recv().await.is_some() {
         requests.store(10_000, Ordering::Relaxed);
+    }
+}
+
+/// Testing only: SIGUSR2 makes every kernel call of the agent hang (a
+/// netlink socket that never answers), for good.
+async fn stick_on_sigusr2(stuck: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        warn!("cannot listen for SIGUSR2: no fault injection");
+        return;
+    };
+    if usr2.recv().await.is_some() {
+        warn!("fault injection: every kernel call hangs from now on");
+        stuck.store(true, Ordering::Relaxed);
     }
 }
 

@@ -3,7 +3,6 @@
 //! of the Raft core's progress (the loops leave theirs: `node::progress`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use slotd_core::node::watchdog::{verdict, Part};
 use slotd_core::timing::PING_EVERY;
@@ -18,12 +17,7 @@ use crate::node::progress::Progress;
 /// Pings systemd every [`PING_EVERY`] while [`verdict`] allows, until
 /// `stop`; says once why it stopped pinging (systemd then kills the agent
 /// and `slotd fence` runs) and once when it pings again.
-pub async fn run_pinger(
-    notifier: Arc<Notifier>,
-    progress: Progress,
-    margin: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_pinger(notifier: Arc<Notifier>, progress: Progress, mut stop: watch::Receiver<bool>) {
     let started = clock::now();
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -34,7 +28,7 @@ pub async fn run_pinger(
             _ = tick.tick() => {}
         }
         let now = clock::now();
-        match verdict(progress.marks(), started, now, progress.release_failing_since(), margin) {
+        match verdict(progress.marks(), started, now, progress.giving_up_since()) {
             Ok(()) => {
                 if withheld {
                     info!("watchdog pings resume");

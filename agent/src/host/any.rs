@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use slotd_core::node::reconcile::Instance;
@@ -61,6 +63,59 @@ impl AddressOps for AnyOps {
             AnyOps::Kernel(k) => k.probe(interface, addr, timeout).await,
             AnyOps::Memory(m) => m.probe(interface, addr, timeout).await,
         }
+    }
+}
+
+/// `inner`, unless told to stop answering (fault injection, for tests
+/// only): then every call waits for ever, as a kernel that never replies
+/// would have it. The deadlines around it (`slotd_netops::Bounded`) must
+/// end them.
+pub struct Stuckable<A> {
+    inner: A,
+    stuck: Arc<AtomicBool>,
+}
+
+impl<A> Stuckable<A> {
+    pub fn new(inner: A, stuck: Arc<AtomicBool>) -> Stuckable<A> {
+        Stuckable { inner, stuck }
+    }
+
+    async fn gate(&self) {
+        if self.stuck.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl<A: AddressOps> AddressOps for Stuckable<A> {
+    async fn bind(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        self.gate().await;
+        self.inner.bind(interface, prefix).await
+    }
+
+    async fn release(&self, interface: &str, prefix: IpPrefix) -> Result<Outcome, NetError> {
+        self.gate().await;
+        self.inner.release(interface, prefix).await
+    }
+
+    async fn list(&self, interface: &str) -> Result<Vec<BoundAddress>, NetError> {
+        self.gate().await;
+        self.inner.list(interface).await
+    }
+
+    async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
+        self.gate().await;
+        self.inner.announce(interface, addr, options).await
+    }
+
+    async fn mac(&self, interface: &str) -> Result<MacAddr, NetError> {
+        self.gate().await;
+        self.inner.mac(interface).await
+    }
+
+    async fn probe(&self, interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<MacAddr>, NetError> {
+        self.gate().await;
+        self.inner.probe(interface, addr, timeout).await
     }
 }
 

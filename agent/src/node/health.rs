@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use slotd_core::node::reconcile::{missing_role, MISSING_ROUNDS};
-use slotd_core::timing::HEALTH_EVERY;
+use slotd_core::timing::{HEALTH_CHECK_TIMEOUT, HEALTH_EVERY};
 use slotd_raft_store::storage::StateReader;
 use slotd_raft_store::NodeId;
 use tokio::sync::watch;
@@ -52,7 +52,14 @@ impl<D: SlotDriver> HealthChecker<D> {
                 let ctx = SlotContext::of(s, s.epoch);
                 let driver = &self.driver;
                 Some(async move {
-                    let problems = driver.health(&slot.slot, &ctx, master).await;
+                    // A check that does not end is a failing check.
+                    let problems = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, driver.health(&slot.slot, &ctx, master))
+                        .await
+                        .unwrap_or_else(|_| {
+                            vec![format!(
+                                "the health check gave no answer within {HEALTH_CHECK_TIMEOUT:?}"
+                            )]
+                        });
                     (s.name.clone(), problems)
                 })
             });

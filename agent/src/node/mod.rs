@@ -1,4 +1,6 @@
 //! This machine's loops (their rules: `slotd_core::node`):
+//! - `elector`: turns Raft elections on only while a majority of the
+//!   voters hears no leader (a pre-vote);
 //! - `progress`: the marks the loops leave for the watchdog;
 //! - `lease_keeper`: renews this node's lease with the leader every
 //!   heartbeat and publishes the lease the book makes of the grants;
@@ -9,6 +11,7 @@
 //!   IP after a move).
 
 pub mod announcer;
+pub mod elector;
 pub mod health;
 pub mod l2;
 pub mod lease_keeper;

@@ -1,6 +1,6 @@
 //! Progress marks the parts that fence leave for the watchdog (the lease
 //! keeper, the reconciler, a round trip through the Raft core), and since
-//! when giving up an address has been failing: what the daemon's pinger
+//! when giving up an address has not succeeded: what the daemon's pinger
 //! judges by `slotd_core::node::watchdog::verdict`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +16,9 @@ use crate::clock::{self, Mono};
 pub struct Progress {
     /// Per part (in [`Part::ALL`] order): `Mono` ms + 1 of its last mark, 0 for none.
     marks: Arc<[AtomicU64; 3]>,
-    /// `Mono` ms + 1 since when releases fail, 0 while they succeed.
-    release_failing: Arc<AtomicU64>,
+    /// `Mono` ms + 1 since when an address is being given up and not yet
+    /// seen gone, 0 when none is.
+    giving_up: Arc<AtomicU64>,
 }
 
 fn enc(m: Mono) -> u64 {
@@ -39,20 +40,22 @@ impl Progress {
         [0, 1, 2].map(|i| dec(self.marks[i].load(Ordering::Relaxed)))
     }
 
-    /// A release failed (the first failure starts the clock).
-    pub fn release_failed(&self) {
+    /// An address must be given up (a fencing pass begins, a release is
+    /// sent, or one failed): the clock starts, unless it runs already.
+    /// Waiting on the kernel is never progress: only `given_up` stops it.
+    pub fn giving_up(&self) {
         let _ = self
-            .release_failing
+            .giving_up
             .compare_exchange(0, enc(clock::now()), Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// Releases succeed again.
-    pub fn release_ok(&self) {
-        self.release_failing.store(0, Ordering::Relaxed);
+    /// Every address that had to go is seen gone.
+    pub fn given_up(&self) {
+        self.giving_up.store(0, Ordering::Relaxed);
     }
 
-    pub fn release_failing_since(&self) -> Option<Mono> {
-        dec(self.release_failing.load(Ordering::Relaxed))
+    pub fn giving_up_since(&self) -> Option<Mono> {
+        dec(self.giving_up.load(Ordering::Relaxed))
     }
 }
 
@@ -72,12 +75,12 @@ mod tests {
             before.since(marked) < Duration::from_millis(1),
             "marks keep the millisecond"
         );
-        p.release_failed();
-        let since = p.release_failing_since();
+        p.giving_up();
+        let since = p.giving_up_since();
         tokio::time::advance(Duration::from_millis(30)).await;
-        p.release_failed();
-        assert_eq!(p.release_failing_since(), since, "the first failure starts the clock");
-        p.release_ok();
-        assert_eq!(p.release_failing_since(), None);
+        p.giving_up();
+        assert_eq!(p.giving_up_since(), since, "the first need starts the clock");
+        p.given_up();
+        assert_eq!(p.giving_up_since(), None);
     }
 }

@@ -8,7 +8,8 @@
 //! `WATCHDOG_USEC` (200 ms); once READY, an agent that sends no
 //! `WATCHDOG=1` for 200 ms is killed with SIGKILL (`WatchdogSignal=SIGKILL`)
 //! and `slotd fence` runs in its namespace (`ExecStopPost`). Agents also get
-//! `SLOTD_INJECT_FAULTS=1` (SIGUSR1 stalls the reconciler for 10 s).
+//! `SLOTD_INJECT_FAULTS=1` (SIGUSR1 stalls the reconciler for 10 s; SIGUSR2 makes every
+//! kernel call hang).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -30,6 +31,8 @@ pub mod cyrus;
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const PORT: u16 = 8143;
 pub const HOSTS: [&str; 3] = ["a", "b", "c"];
+/// Host names of a site of up to five machines (`SiteOptions::hosts`).
+const ALL_HOSTS: [&str; 5] = ["a", "b", "c", "d", "e"];
 /// The shipped unit's `WatchdogSec`.
 pub const WATCHDOG: Duration = Duration::from_millis(200);
 
@@ -80,6 +83,8 @@ pub struct SiteOptions {
     pub service_manager: bool,
     /// `timing.probe_timeout_ms` of every agent.
     pub probe_timeout_ms: u64,
+    /// How many machines (3 to 5; [`HOSTS`] names the first three).
+    pub hosts: usize,
     /// Real Cyrus: the `exec` driver, every slot's instance prepared (see
     /// `cyrus::prepare`); the site stops them all when dropped.
     pub cyrus: bool,
@@ -95,6 +100,7 @@ impl Default for SiteOptions {
             slots: 4,
             service_manager: false,
             probe_timeout_ms: slotd_agent::config::Timing::default().probe_timeout_ms,
+            hosts: 3,
             cyrus: false,
             systemd: false,
         }
@@ -161,9 +167,12 @@ impl Site {
 
     pub fn start_with(tag: &str, options: SiteOptions) -> Site {
         require_root();
-        let lan = Lan::new(tag, &["a", "b", "c", "cl"]);
+        assert!((3..=5).contains(&options.hosts), "a site has 3 to 5 machines");
+        let hosts = &ALL_HOSTS[..options.hosts];
+        let names: Vec<&str> = hosts.iter().copied().chain(["cl"]).collect();
+        let lan = Lan::new(tag, &names);
         let stop = Arc::new(AtomicBool::new(false));
-        for (i, h) in HOSTS.iter().chain(["cl"].iter()).enumerate() {
+        for (i, h) in names.iter().enumerate() {
             let ns = lan.host(h);
             let ip = if *h == "cl" { "10.99.0.9".to_owned() } else { addr_of(i) };
             ns.add_addr(IFACE, &format!("{ip}/24"));
@@ -183,12 +192,12 @@ impl Site {
             dir,
             options,
             runtime_dirs: Vec::new(),
-            agents: Arc::new(Mutex::new(vec![None, None, None])),
+            agents: Arc::new(Mutex::new(hosts.iter().map(|_| None).collect())),
             stop,
             killed: Arc::default(),
         };
-        let tls = make_certs(site.dir.path(), HOSTS.len());
-        for i in 0..HOSTS.len() {
+        let tls = make_certs(site.dir.path(), hosts.len());
+        for i in 0..hosts.len() {
             let data_dir = site.data_dir(i);
             std::fs::create_dir_all(&data_dir).expect("data dir");
             let mut c = Config::builder(
@@ -231,6 +240,19 @@ impl Site {
         site
     }
 
+    /// This site's machines' host names.
+    pub fn hosts(&self) -> &'static [&'static str] {
+        &ALL_HOSTS[..self.options.hosts]
+    }
+
+    /// Cuts machine `i`'s switch port (`up`: heals it).
+    pub fn port(&self, i: usize, up: bool) {
+        let port = format!("p-{}", self.hosts()[i]);
+        self.lan
+            .switch()
+            .ip(&["link", "set", &port, if up { "up" } else { "down" }]);
+    }
+
     /// Node `i`'s Cyrus instance directories (`cyrus.root`).
     pub fn cyrus_root(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("n{}-cyrus", i + 1))
@@ -261,7 +283,7 @@ impl Site {
         cmd.args([
             "netns",
             "exec",
-            self.lan.host(HOSTS[i]).name(),
+            self.lan.host(self.hosts()[i]).name(),
             &bin("slotd"),
             "--config",
         ])
@@ -377,12 +399,12 @@ impl Site {
             files[2],
         ];
         full.extend_from_slice(args);
-        self.lan.host(HOSTS[i]).exec(&bin("slotctl"), &full)
+        self.lan.host(self.hosts()[i]).exec(&bin("slotctl"), &full)
     }
 
     /// `slotd fence` in host `i`'s namespace, as ExecStopPost runs it.
     pub fn fence_command(&self, i: usize) -> Command {
-        let mut cmd = fence_command(self.lan.host(HOSTS[i]).name(), &self.config(i));
+        let mut cmd = fence_command(self.lan.host(self.hosts()[i]).name(), &self.config(i));
         cmd.envs(self.systemd_vars(i));
         cmd
     }
@@ -434,9 +456,13 @@ impl Site {
 
     /// The planned topology of the site, with the agents' Peer addresses.
     pub fn topology(&self) -> slotd_raft_store::Topology {
-        let mut t = slotd_raft_store::plan::plan(3, self.options.slots)
+        let naming = slotd_raft_store::plan::Naming {
+            voters: slotd_raft_store::topology::default_voters(self.options.hosts),
+            ..Default::default()
+        };
+        let mut t = slotd_raft_store::plan::plan(self.options.hosts, self.options.slots)
             .expect("plan")
-            .to_topology(&slotd_raft_store::plan::Naming::default());
+            .to_topology(&naming);
         for (i, n) in t.nodes.iter_mut().enumerate() {
             n.addr = format!("{}:7420", addr_of(i));
         }
@@ -490,7 +516,7 @@ impl Site {
         let ips: Vec<IpAddr> = stores.iter().map(|(_, ip)| *ip).collect();
         let answers = self.who_serves_all(&ips);
         for ((st, ip), who) in stores.into_iter().zip(answers) {
-            let holders: Vec<String> = (0..HOSTS.len())
+            let holders: Vec<String> = (0..self.hosts().len())
                 .filter(|i| held[*i].contains(&format!("{ip}/32")))
                 .map(|i| format!("imap{}", i + 1))
                 .collect();
@@ -561,7 +587,7 @@ impl Site {
 
     /// Store IPs bound in each namespace (none looked at for `skip`).
     pub fn held_all(&self, skip: &[usize]) -> Vec<Vec<String>> {
-        (0..HOSTS.len())
+        (0..self.hosts().len())
             .map(|i| if skip.contains(&i) { Vec::new() } else { self.held(i) })
             .collect()
     }
@@ -569,7 +595,7 @@ impl Site {
     /// Store IPs bound in host `i`'s namespace.
     pub fn held(&self, i: usize) -> Vec<String> {
         self.lan
-            .host(HOSTS[i])
+            .host(self.hosts()[i])
             .ip(&["-4", "-o", "addr", "show", "dev", IFACE])
             .lines()
             .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
@@ -596,17 +622,17 @@ impl Drop for Site {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // SIGKILL ends a stopped agent too.
-        for i in 0..HOSTS.len() {
+        for i in 0..self.hosts().len() {
             self.kill9(i);
         }
         if self.options.cyrus {
             // Cyrus runs in process groups of its own: gone with the site.
-            for i in 0..HOSTS.len() {
+            for i in 0..self.hosts().len() {
                 cyrus::kill_all(&self.cyrus_root(i));
             }
         }
         if std::thread::panicking() {
-            for i in 0..HOSTS.len() {
+            for i in 0..self.hosts().len() {
                 eprintln!("---- log of imap{} ----\n{}", i + 1, self.log(i));
             }
         }

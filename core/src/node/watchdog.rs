@@ -16,6 +16,14 @@
 //! keeper or Raft core cannot keep a master past its lease (no renewal, no
 //! lease; the reconciler fences), so they get a longer bound that a slow
 //! disk write does not reach, and a restart if they stay stuck.
+//!
+//! Waiting is never progress: the reconciler's loop marks while a pass
+//! waits on its actions, so giving up an address is watched on its own.
+//! From the moment the node must give one up (a fencing pass begins, or a
+//! release is sent) until it is seen gone, the clock runs; once it has run
+//! [`STALL_BOUND`] — a release that fails, never answers, or a list that
+//! cannot see the interface — the pinger stops, exactly as for a stalled
+//! loop, and the same arithmetic keeps the address inside the margin.
 
 use std::fmt;
 use std::time::Duration;
@@ -83,9 +91,9 @@ pub fn stalled(marks: [Option<Mono>; 3], started: Mono, now: Mono) -> Vec<Part> 
 pub enum Withheld {
     /// These parts made no progress within [`STALL_BOUND`].
     Stalled(Vec<Part>),
-    /// Giving up an address has been failing for this long (more than the
-    /// margin): better be killed and fenced by `slotd fence`.
-    ReleaseFailing(Duration),
+    /// Giving up an address has not succeeded for this long (more than
+    /// [`STALL_BOUND`]): better be killed and fenced by `slotd fence`.
+    GivingUpStuck(Duration),
 }
 
 impl fmt::Display for Withheld {
@@ -95,26 +103,26 @@ impl fmt::Display for Withheld {
                 let names: Vec<String> = parts.iter().map(|p| format!("the {p} (for {:?})", p.bound())).collect();
                 write!(f, "no progress in {}", names.join(", "))
             }
-            Withheld::ReleaseFailing(d) => write!(f, "releasing an address has failed for {d:?}"),
+            Withheld::GivingUpStuck(d) => write!(f, "giving up an address has not succeeded for {d:?}"),
         }
     }
 }
 
-/// The pinger's rule: ping unless a part stalled ([`stalled`]) or releases
-/// have been failing for longer than `margin`.
+/// The pinger's rule: ping unless a part stalled ([`stalled`]) or giving
+/// up an address (since `giving_up_since`) has not succeeded within
+/// [`STALL_BOUND`].
 pub fn verdict(
     marks: [Option<Mono>; 3],
     started: Mono,
     now: Mono,
-    release_failing_since: Option<Mono>,
-    margin: Duration,
+    giving_up_since: Option<Mono>,
 ) -> Result<(), Withheld> {
     let parts = stalled(marks, started, now);
     if !parts.is_empty() {
         return Err(Withheld::Stalled(parts));
     }
-    match release_failing_since.map(|t| now.since(t)) {
-        Some(d) if d > margin => Err(Withheld::ReleaseFailing(d)),
+    match giving_up_since.map(|t| now.since(t)) {
+        Some(d) if d > STALL_BOUND => Err(Withheld::GivingUpStuck(d)),
         _ => Ok(()),
     }
 }
@@ -177,18 +185,20 @@ mod tests {
     }
 
     #[test]
-    fn failing_releases_escalate_after_the_margin() {
+    fn giving_up_that_does_not_succeed_escalates_like_a_stall() {
         let marks = [Some(at(1000)); 3];
-        let margin = Duration::from_millis(500);
-        assert_eq!(verdict(marks, at(0), at(1050), Some(at(600)), margin), Ok(()));
+        assert_eq!(verdict(marks, at(0), at(1050), Some(at(900))), Ok(()));
         assert_eq!(
-            verdict(marks, at(0), at(1050), Some(at(500)), margin),
-            Err(Withheld::ReleaseFailing(Duration::from_millis(550)))
+            verdict(marks, at(0), at(1050), Some(at(899))),
+            Err(Withheld::GivingUpStuck(Duration::from_millis(151)))
         );
         assert!(matches!(
-            verdict(marks, at(0), at(1200), None, margin),
+            verdict(marks, at(0), at(1200), None),
             Err(Withheld::Stalled(_))
         ));
+        // The same arithmetic as a stall: the address is gone (killed,
+        // fenced) within the default margin of the moment it had to go.
+        assert!(worst_case(UNIT_WATCHDOG) < Duration::from_millis(500));
     }
 
     #[test]

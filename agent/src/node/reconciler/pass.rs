@@ -16,7 +16,7 @@ use slotd_core::node::reconcile::{
     at_stop, leftovers_settled, may_bind_master, may_start_master, phase_done, plan_pass, reconcile, serves_as_master,
     store_addresses, Action, Hold, Instance, Observed, PassPlan,
 };
-use slotd_core::timing::DEMOTE_RETRY;
+use slotd_core::timing::{DEMOTE_RETRY, DRIVER_LOOK_TIMEOUT};
 use slotd_netops::{AddressOps, AnnounceOptions, IpPrefix, Outcome};
 use slotd_raft_store::{ClusterState, ServiceIp};
 use tokio::sync::{mpsc, Notify};
@@ -62,8 +62,12 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
             }
         };
         let ledger = r.ledger_entries.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Ok(instances) = tokio::time::timeout(DRIVER_LOOK_TIMEOUT, r.driver.observe()).await else {
+            error!("the driver did not say which instances run within {DRIVER_LOOK_TIMEOUT:?}");
+            return None;
+        };
         let mut observed = Observed {
-            instances: r.driver.observe().await,
+            instances,
             // Busy first: a demote that ends between the two reads is then
             // seen busy (and waited for), never neither busy nor done.
             busy: r.busy.lock().unwrap_or_else(PoisonError::into_inner).clone(),
@@ -178,6 +182,12 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
     pub(super) async fn run(&self, lease_valid: bool) {
         let r = self.r;
         let (state, applied_at) = r.reader.with(|d| (d.state.clone(), d.last_applied));
+        if !lease_valid {
+            // Fencing: what must go is gone only once a look says so. A
+            // list or release that does not answer is no progress: the
+            // clock runs from here (see `slotd_core::node::watchdog`).
+            r.progress.giving_up();
+        }
         self.trim_replays(&state, lease_valid);
         let Some(observed) = self.observe(&state).await else {
             if !lease_valid {
@@ -200,7 +210,7 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
         let plan = plan_pass(&state, actions);
         if plan.is_empty() {
             // Nothing to release (releases that failed earlier are done now).
-            r.progress.release_ok();
+            r.progress.given_up();
             // Nothing changed on the machine: report what was just seen
             // rather than asking the kernel again.
             self.settle_ledger(&state, &observed).await;
@@ -212,6 +222,11 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
             futures::future::join_all(plan.give_up.iter().map(|c| self.chain(c, &state, applied_at, &none)))
                 .await
                 .contains(&true);
+        if !release_failed {
+            // Given up: whatever the rest of the pass does (a ledger that
+            // cannot be written) is no longer the fence's clock.
+            r.progress.given_up();
+        }
         let answers = futures::future::join_all(
             plan.probe
                 .iter()
@@ -236,7 +251,7 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
                 .await
                 .contains(&true);
         if !release_failed {
-            r.progress.release_ok();
+            r.progress.given_up();
         }
         if let Some(observed) = self.observe(&state).await {
             self.settle_ledger(&state, &observed).await;
@@ -282,12 +297,15 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
                 | Action::StartReplica { .. } => crate::host::cyrus::instance::START_STOP_BOUND,
                 _ => ACTION_TIMEOUT,
             };
+            if matches!(action, Action::Release { .. }) {
+                // Sent is not done: the clock runs until it answers.
+                r.progress.giving_up();
+            }
             let result = within(limit, self.execute(action, state, probes).instrument(span)).await;
             if let Err(e) = result {
                 Stats::add(&r.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
                 if matches!(action, Action::Release { .. }) {
-                    r.progress.release_failed();
                     release_failed = true;
                 }
                 if !action.is_give_up() {
@@ -304,20 +322,29 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
     async fn blind_fence(&self, state: &ClusterState) {
         let r = self.r;
         warn!("cannot observe the interface and the lease is not valid: fencing blind");
-        // Whether the master IPs are gone cannot be seen: count it as a
-        // failing release, so that it escalates if it lasts.
-        r.progress.release_failed();
+        // Whether the master IPs are gone cannot be seen: the clock the
+        // pass started keeps running, so that it escalates if it lasts.
+        r.progress.giving_up();
+        // Addresses first, instances after; each call bounded (the
+        // kernel's by `ops` itself), so a hung one cannot keep the others.
         for s in state.stores.values() {
             let ip = s.master_ip;
             if let Ok(p) = prefix(ip) {
-                if let Ok(Outcome::Changed) = r.ops.release(&r.interface, p).await {
-                    info!(%ip, store = %s.name, "released");
+                match r.ops.release(&r.interface, p).await {
+                    Ok(Outcome::Changed) => info!(%ip, store = %s.name, "released"),
+                    Ok(Outcome::Unchanged) => {}
+                    Err(e) => warn!(%ip, store = %s.name, error = %e, "cannot release while fencing blind"),
                 }
             }
         }
-        for (slot, instance) in r.driver.observe().await {
+        let Ok(instances) = tokio::time::timeout(DRIVER_LOOK_TIMEOUT, r.driver.observe()).await else {
+            error!("the driver did not say which instances run while fencing blind");
+            return;
+        };
+        for (slot, instance) in instances {
             if matches!(instance, Instance::Master { .. }) {
-                if let Err(e) = r.driver.stop(&slot).await {
+                let stop = within(crate::host::cyrus::instance::START_STOP_BOUND, r.driver.stop(&slot));
+                if let Err(e) = stop.await {
                     error!(slot, error = %e, "cannot stop a master instance while fencing");
                 }
             }
@@ -349,7 +376,12 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
         // one): no look at a master's directory on every pass.
         for s in state.stores.values().filter(|s| s.master != r.me) {
             let Some(slot) = s.slot_on(r.me) else { continue };
-            let Some(log) = r.driver.leftover_log(&slot.slot).await else {
+            let Ok(log) = tokio::time::timeout(DRIVER_LOOK_TIMEOUT, r.driver.leftover_log(&slot.slot)).await else {
+                warn!(store = %s.name, "the driver did not find the leftover sync log within {DRIVER_LOOK_TIMEOUT:?}");
+                waiting.insert(slot.slot.clone());
+                continue;
+            };
+            let Some(log) = log else {
                 continue;
             };
             let dirty = s.dirty.contains(&r.me) && s.master != r.me;
@@ -367,7 +399,7 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
             if dirty && r.replay_leftover {
                 waiting.insert(slot.slot.clone());
                 leftovers.insert(s.name.clone(), log);
-            } else if let Err(e) = r.driver.finish_leftovers(&slot.slot, !dirty).await {
+            } else if let Err(e) = within(DRIVER_LOOK_TIMEOUT, r.driver.finish_leftovers(&slot.slot, !dirty)).await {
                 warn!(store = %s.name, error = %e, "cannot put the leftover sync log away");
             } else if dirty {
                 warn!(store = %s.name, "leftover sync log kept aside, not replayed (cyrus.replay_leftover = false)");
@@ -396,10 +428,11 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
             if !matches!(observed.instances.get(&slot.slot), Some(Instance::Master { .. })) {
                 continue;
             }
-            if let Some(bytes) = r.driver.backlog(&slot.slot).await {
+            // A backlog not read in time is not reported (as if unknown).
+            if let Ok(Some(bytes)) = tokio::time::timeout(DRIVER_LOOK_TIMEOUT, r.driver.backlog(&slot.slot)).await {
                 backlog.insert(s.name.clone(), bytes);
             }
-            if let Some(age) = r.driver.backlog_age(&slot.slot).await {
+            if let Ok(Some(age)) = tokio::time::timeout(DRIVER_LOOK_TIMEOUT, r.driver.backlog_age(&slot.slot)).await {
                 backlog_age.insert(s.name.clone(), age.as_millis() as u64);
             }
         }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slotd_netops::{AnnounceOptions, Call, MacAddr, MemoryOps, MemoryTiming};
+use slotd_netops::{AnnounceOptions, Bounded, Call, MacAddr, MemoryOps, MemoryTiming};
 use slotd_raft_store::plan::{plan, Naming};
 use slotd_raft_store::storage::{in_memory, SmData};
 use slotd_raft_store::{ClusterState, NodeId};
@@ -22,6 +22,7 @@ use crate::node::progress::Progress;
 use crate::stats::Stats;
 use slotd_core::node::lease::LeaseState;
 use slotd_core::node::reconcile::Instance;
+use slotd_core::timing::KERNEL_CALL_TIMEOUT;
 
 const ME: NodeId = 1;
 const LEASE: Duration = Duration::from_millis(2000);
@@ -185,7 +186,8 @@ impl Shell {
                 Deps {
                     me: ME,
                     reader,
-                    ops: Arc::new(ops.clone()),
+                    // Deadlines on every kernel call, as the daemon has them.
+                    ops: Arc::new(Bounded::new(ops.clone(), KERNEL_CALL_TIMEOUT)),
                     driver: Arc::new(driver.clone()),
                     lease: lease_rx,
                     ledger: ledger.clone(),
@@ -350,18 +352,30 @@ async fn when_renewals_stop_the_fence_fires_at_the_lease_end() {
     shell.stop().await;
 }
 
-/// A release that keeps failing (injected) for longer than the margin stops
-/// the watchdog pings: systemd then kills the agent and `slotd fence` tries.
-#[tokio::test(start_paused = true)]
-async fn a_release_failing_longer_than_the_margin_stops_the_pings() {
+/// How giving up the master IPs goes wrong once the lease has ended.
+#[derive(Clone, Copy, Debug)]
+enum GivingUpFault {
+    /// Every release fails (the kernel says no).
+    ReleasesFail,
+    /// Every list and release never answers (a kernel that does not reply).
+    KernelHangs,
+}
+
+/// Once the lease ends the node must give up its master IPs, and cannot:
+/// the watchdog pings stop `STALL_BOUND` after the fencing began (systemd
+/// then kills the agent and `slotd fence` releases), as for a stalled loop
+/// — waiting on the kernel is no progress. When the kernel works again the
+/// calls' deadlines have ended the hung ones: the fence completes, and the
+/// pings resume.
+async fn pings_stop_while_giving_up_fails(fault: GivingUpFault) {
     use std::os::unix::net::UnixDatagram;
 
+    use slotd_core::timing::STALL_BOUND;
     use slotd_netops::Op;
 
     use crate::daemon::notify::Notifier;
     use crate::daemon::watchdog::run_pinger;
 
-    let margin = Duration::from_millis(500);
     let shell = Shell::start(Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
@@ -371,41 +385,66 @@ async fn a_release_failing_longer_than_the_margin_stops_the_pings() {
     let pinger = tokio::spawn(run_pinger(
         Arc::new(Notifier::to_socket(&path)),
         shell.progress.clone(),
-        margin,
         stop_rx,
     ));
     let mut pings: Vec<Mono> = Vec::new();
     watch_for(&socket, 2000, &mut pings).await;
     assert!(pings.len() > 20, "no pings while all is well: {}", pings.len());
-    // From now on every release fails; renewals stop, so the lease ends
-    // within 2 s and the node must give up its master IPs — and cannot.
-    shell.ops.fail_always(Op::Release, true);
+    match fault {
+        GivingUpFault::ReleasesFail => shell.ops.fail_always(Op::Release, true),
+        GivingUpFault::KernelHangs => {
+            shell.ops.hang(Op::Release, true);
+            shell.ops.hang(Op::List, true);
+        }
+    }
+    // Renewals stop: the lease ends within 2 s, and the node must give up
+    // its master IPs — and cannot.
     let _ = shell.renewing.send(false);
     let stopped_renewing = clock::now();
     pings.clear();
     watch_for(&socket, 5000, &mut pings).await;
     let last = *pings.last().expect("pings went on while the lease held");
-    let first_failure = shell.progress.release_failing_since().expect("releases failed");
-    assert!(first_failure.since(stopped_renewing) <= LEASE, "the fence came late");
-    // Pings stop once releases failed for longer than the margin (one ping
+    let since = shell.progress.giving_up_since().expect("giving up began");
+    assert!(since.since(stopped_renewing) <= LEASE, "{fault:?}: the fence came late");
+    // Pings stop once giving up has not succeeded for STALL_BOUND (one ping
     // interval of slack), and not before.
+    let after = last.since(since);
     assert!(
-        last.since(first_failure) <= margin + Duration::from_millis(60),
-        "pinged {:?} after the first failure",
-        last.since(first_failure)
+        after <= STALL_BOUND + Duration::from_millis(60),
+        "{fault:?}: pinged {after:?} after"
     );
     assert!(
-        last.since(first_failure) >= margin - Duration::from_millis(60),
-        "stopped {:?} after the first failure",
-        last.since(first_failure)
+        after + Duration::from_millis(60) >= STALL_BOUND,
+        "{fault:?}: stopped {after:?} after"
     );
     assert!(
         shell.masters.is_subset(&shell.bound()),
         "the releases were meant to fail"
     );
+
+    // The kernel works again: no call is left hanging for ever, so the
+    // fence completes and the pings come back.
+    shell.ops.fail_always(Op::Release, false);
+    shell.ops.hang(Op::Release, false);
+    shell.ops.hang(Op::List, false);
+    pings.clear();
+    watch_for(&socket, 5000, &mut pings).await;
+    assert!(shell.bound().is_disjoint(&shell.masters), "{fault:?}: master IPs kept");
+    assert_eq!(shell.progress.giving_up_since(), None);
+    assert!(!pings.is_empty(), "{fault:?}: the pings did not resume");
     let _ = stop_pinger.send(true);
     let _ = pinger.await;
     shell.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn releases_that_fail_after_the_lease_stop_the_pings() {
+    pings_stop_while_giving_up_fails(GivingUpFault::ReleasesFail).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kernel_that_stops_answering_after_the_lease_stops_the_pings() {
+    pings_stop_while_giving_up_fails(GivingUpFault::KernelHangs).await;
 }
 
 /// Every 10 ms of virtual time for `ms`, notes the pings that arrived.
