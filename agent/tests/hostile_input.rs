@@ -108,6 +108,7 @@ fn samples() -> Vec<Vec<u8>> {
             term: 4,
             seq: 12,
             read_index: 40,
+            lease_ms: 2000,
         })),
         out(codec::encode(&state)),
     ]

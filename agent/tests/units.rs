@@ -120,6 +120,42 @@ fn the_agent_unit_is_hardened_around_what_the_agent_needs() -> Result<(), String
     Ok(())
 }
 
+/// The watchdog arithmetic the agent checks holds for the path the unit
+/// really takes: its WatchdogSec, and a fence run without the sandbox's
+/// setup time (`ExecStopPost=+`), which would not fit the default margin.
+#[test]
+fn the_agent_units_watchdog_and_fence_fit_the_default_margin() -> Result<(), String> {
+    use slotd_core::node::watchdog::{check, worst_case};
+    use slotd_core::timing::{FENCE_SANDBOX_TIME, UNIT_WATCHDOG};
+    let text = std::fs::read_to_string(units().join("slotd.service")).map_err(|e| e.to_string())?;
+    let value = |key: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+    };
+    let watchdog = value("WatchdogSec").ok_or("no WatchdogSec")?;
+    let ms: u64 = watchdog
+        .strip_suffix("ms")
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("WatchdogSec={watchdog}: want a value in ms"))?;
+    if std::time::Duration::from_millis(ms) != UNIT_WATCHDOG {
+        return Err(format!(
+            "WatchdogSec={watchdog}, the arithmetic assumes {UNIT_WATCHDOG:?}"
+        ));
+    }
+    let margin = slotd_agent::config::Timing::default().clock_skew_margin();
+    check(UNIT_WATCHDOG, margin)?;
+    let fence = value("ExecStopPost").ok_or("no ExecStopPost")?;
+    if !fence.starts_with("+/usr/bin/slotd fence") {
+        return Err(format!(
+            "ExecStopPost={fence}: the fence must run outside the sandbox (\"+\"): with its {FENCE_SANDBOX_TIME:?} \
+             of setup the worst case is {:?}, over the {margin:?} margin",
+            worst_case(UNIT_WATCHDOG) + FENCE_SANDBOX_TIME
+        ));
+    }
+    Ok(())
+}
+
 /// The sysusers and tmpfiles snippets, applied to an empty root by the
 /// real tools: the group, and the directories with their modes and group.
 #[test]

@@ -47,6 +47,10 @@ pub struct Granted {
     /// far: a node must not act as master on a log that is behind what the
     /// leader has already decided (say, a failover away from it).
     pub read_index: u64,
+    /// The lease this grant gives, in ms: the leader's. A node acts on no
+    /// longer one, whatever its own `lease_ms` (the leader moves its stores
+    /// `lease + margin` after its last grant, by its own lease).
+    pub lease_ms: u64,
 }
 
 /// `slotd fence` tells the leader this node now holds nothing

@@ -98,9 +98,10 @@ fn run_by_systemd_after_stop() -> bool {
 
 /// Releases every address this node may hold, then tells the leader.
 ///
-/// Order matters: first what needs nothing but the runtime directory and
-/// the kernel (the ledger, the interface's tags), then the Raft data (read
-/// with a deadline, after the releases), then the leader.
+/// Order matters: first the addresses that need nothing but the runtime
+/// directory and the kernel (the ledger, the interface's tags), then the
+/// instances, then the addresses the Raft data names (read with a
+/// deadline), then the leader.
 pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
     // Held until we return: no agent starts meanwhile. Held by someone
     // else: a live agent (refuse), unless systemd runs us after stopping it
@@ -115,26 +116,34 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             None
         }
     };
-    // Instances first (the mission's order: no Cyrus runs as master
-    // without its IP, so it stops before the IP goes): SIGKILL to every
-    // slot's group a pidfile names, all at once (the kernel's work, in
-    // milliseconds: the IPs must go within the margin).
+    // Addresses first: what the ledger and the interface's tags name, the
+    // kernel's work in milliseconds (the IPs must go within the margin).
     let cyrus = config.cyrus.driver != crate::config::Driver::None;
+    let known = if config.manage_addresses {
+        Some(release_known(config).await)
+    } else {
+        None
+    };
+    // Then the instances, whatever the releases did: SIGKILL to every
+    // slot's group a pidfile names, all at once (also milliseconds). An
+    // instance without its address reaches nobody; stopped before the
+    // slow part below, it cannot serve as master past the margin either.
     if cyrus {
         let killed = crate::host::cyrus::instance::kill_all(&config.cyrus.root).await;
         if !killed.is_empty() {
             info!(slots = ?killed, "Cyrus instances killed");
         }
     }
-    let done = if config.manage_addresses {
-        release_all(config).await?
-    } else {
+    // Then the Raft data (read with a deadline): any store address it
+    // names that the ledger and the tags missed.
+    let done = match known {
+        Some(known) => release_the_rest(config, known?).await,
         // The addresses lived in the agent's memory: gone with it.
-        Released {
+        None => Ok(Released {
             addresses: Vec::new(),
             state: read_state(config).await,
             seen_interface: true,
-        }
+        }),
     };
     // Then systemd's units, also one whose cyrmaster has no pidfile yet;
     // bounded, it waits for no job.
@@ -146,6 +155,7 @@ pub async fn fence(config: &Config) -> Result<Fenced, FenceError> {
             Err(_) => warn!("systemctl kill of the slot units gave no answer in time"),
         }
     }
+    let done = done?;
     let may_tell = lock.is_some() && done.seen_interface;
     let leader_accepted = tell(config, may_tell, done.state.as_ref()).await;
     Ok(Fenced {
@@ -164,9 +174,20 @@ struct Released {
     seen_interface: bool,
 }
 
-/// Releases every address this node may hold; an error (after trying them
-/// all) if any is still held.
-async fn release_all(config: &Config) -> Result<Released, FenceError> {
+/// What [`release_known`] did, for [`release_the_rest`].
+struct Known {
+    ops: Bounded<KernelOps>,
+    ledger: Ledger,
+    targets: Entries,
+    listed: Option<Vec<slotd_netops::BoundAddress>>,
+    released: Vec<ServiceIp>,
+    still: Entries,
+    failures: Vec<String>,
+}
+
+/// Releases what needs nothing but the runtime directory and the kernel:
+/// the ledger's addresses and those tagged on the interface.
+async fn release_known(config: &Config) -> Result<Known, FenceError> {
     let ledger = Ledger::new(&config.runtime_dir);
     let mut targets: Entries = ledger.read_or_warn("releasing what the interface and the Raft data name");
     let mut released = Vec::new();
@@ -188,8 +209,30 @@ async fn release_all(config: &Config) -> Result<Released, FenceError> {
         add_tagged(&mut targets, list);
     }
     release(&ops, config, &targets, &mut released, &mut still, &mut failures).await;
-    // Then the Raft data: any store address it names that is still here
-    // (one the ledger and the tags missed).
+    Ok(Known {
+        ops,
+        ledger,
+        targets,
+        listed,
+        released,
+        still,
+        failures,
+    })
+}
+
+/// Then the Raft data: any store address it names that is still here (one
+/// the ledger and the tags missed). An error (after trying them all) if any
+/// address is still held.
+async fn release_the_rest(config: &Config, known: Known) -> Result<Released, FenceError> {
+    let Known {
+        ops,
+        ledger,
+        targets,
+        listed,
+        mut released,
+        mut still,
+        mut failures,
+    } = known;
     let state = read_state(config).await;
     if let Some(state) = &state {
         let mut more = Entries::new();

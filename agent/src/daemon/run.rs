@@ -296,6 +296,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         granter.clone(),
         config.timing.heartbeat(),
         config.timing.lease(),
+        config.timing.clock_skew_margin(),
         Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
         progress.clone(),
         renew_now.clone(),
@@ -311,10 +312,11 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     if std::env::var_os(INJECT_FAULTS).is_some_and(|v| v == "1") {
         warn!(
             "{INJECT_FAULTS}=1: SIGUSR1 stalls the reconciler for 10 s, SIGUSR2 makes every kernel call \
-             hang from then on (for tests only)"
+             hang from then on, SIGPWR sets the wall clock 5 s ahead of the agent's (for tests only)"
         );
         tokio::spawn(stall_on_sigusr1(stall_requests.clone()));
         tokio::spawn(stick_on_sigusr2(kernel_stuck));
+        tokio::spawn(shift_wall_on_sigpwr());
     }
     let lease_for_metrics = lease.clone();
     let reconciler = Reconciler::new(
@@ -444,6 +446,20 @@ async fn stick_on_sigusr2(stuck: Arc<AtomicBool>) {
     if usr2.recv().await.is_some() {
         warn!("fault injection: every kernel call hangs from now on");
         stuck.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Testing only: each SIGPWR moves the agent's wall clock 5 s ahead of its
+/// own clock, as a VM frozen with its clocks sees it once resumed and set.
+async fn shift_wall_on_sigpwr() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut pwr) = signal(SignalKind::from_raw(libc::SIGPWR)) else {
+        warn!("cannot listen for SIGPWR: no fault injection");
+        return;
+    };
+    while pwr.recv().await.is_some() {
+        warn!("fault injection: the wall clock jumps 5 s ahead");
+        crate::clock::shift_wall(Duration::from_secs(5));
     }
 }
 

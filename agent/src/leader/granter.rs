@@ -50,6 +50,7 @@ impl Granter {
                                     term: *term,
                                     seq: g.seq,
                                     read_index: g.read_index,
+                                    lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
                                 })
                             }
                             None => Err(AgentError::Precondition(format!(

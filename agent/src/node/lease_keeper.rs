@@ -21,7 +21,7 @@ use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::Granter;
 use crate::node::progress::Progress;
-use slotd_core::node::lease::{LeaseBook, LeaseState};
+use slotd_core::node::lease::{paused, LeaseBook, LeaseState};
 use slotd_core::node::watchdog::Part;
 
 /// Sends one renewal to whoever leads now (this node included).
@@ -49,6 +49,25 @@ async fn renew(
         .map_err(|e| AgentError::Raft(e.to_string()))?
 }
 
+/// A pause this node's clock did not see (a frozen VM, resumed) since the
+/// loop last looked, at `came_round` (this node's clock, the wall clock;
+/// now from here on): the wall clock ran ahead by more than `margin`.
+/// Whatever the lease says, it is gone: voided, and true.
+fn pause_voids(book: &mut LeaseBook, came_round: &mut (Mono, Duration), margin: Duration) -> bool {
+    let (now, wall) = (clock::now(), clock::wall());
+    let (then, then_wall) = std::mem::replace(came_round, (now, wall));
+    let Some(ahead) = paused(now.since(then), wall.saturating_sub(then_wall), margin) else {
+        return false;
+    };
+    warn!(
+        ?ahead,
+        "the wall clock ran ahead of this node's clock: paused without its clocks seeing it; the lease is \
+         void (fencing, then renewing)"
+    );
+    book.void(now);
+    true
+}
+
 /// Renews this node's lease every `heartbeat` (and when `renew_now` is
 /// notified: a health report with news for the leader) until `stop` is set;
 /// publishes it on the returned receiver.
@@ -58,6 +77,7 @@ pub fn spawn_keeper(
     granter: Granter,
     heartbeat: Duration,
     lease: Duration,
+    margin: Duration,
     report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
     progress: Progress,
     renew_now: Arc<Notify>,
@@ -73,11 +93,13 @@ pub fn spawn_keeper(
         let mut applied = cluster.reader.subscribe();
         let (done_tx, mut done) = mpsc::channel::<(Mono, Result<Granted, AgentError>)>(64);
         let applied_index = |rx: &watch::Receiver<Option<openraft::LogId<NodeId>>>| rx.borrow().map_or(0, |l| l.index);
+        let mut came_round = (clock::now(), clock::wall());
         loop {
             // The loop comes round at least every heartbeat (the watchdog's
             // bound for the keeper is far longer).
             progress.mark(Part::LeaseKeeper);
-            let was_valid = book.state().valid_at(clock::now());
+            let mut paused_now = pause_voids(&mut book, &mut came_round, margin);
+            let was_valid = book.state().valid_at(clock::now()) || paused_now;
             let expiry = book.state().valid_until.filter(|_| was_valid);
             let renew_now = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -98,9 +120,15 @@ pub fn spawn_keeper(
                     new
                 }
                 Some((sent, result)) = done.recv() => {
+                    // Woken by a grant after a pause: the pause first.
+                    paused_now |= pause_voids(&mut book, &mut came_round, margin);
                     match result {
                         Ok(g) => {
-                            book.granted(sent, g.read_index, applied_index(&applied), clock::now());
+                            let granted = Duration::from_millis(g.lease_ms);
+                            if granted < lease {
+                                debug!(?granted, own = ?lease, "the leader grants a shorter lease than this node's own: that one counts");
+                            }
+                            book.granted_for(sent, granted, g.read_index, applied_index(&applied), clock::now());
                         }
                         Err(e) => debug!(error = %e, "lease renewal refused"),
                     }
@@ -108,11 +136,13 @@ pub fn spawn_keeper(
                 }
                 changed = applied.changed(), if book.waiting() => {
                     if changed.is_err() { return }
+                    paused_now |= pause_voids(&mut book, &mut came_round, margin);
                     book.applied(applied_index(&applied), clock::now());
                     false
                 }
                 _ = sleep_until(expiry) => false,
             };
+            let renew_now = renew_now || paused_now;
             let state = book.state();
             let valid = state.valid_at(clock::now());
             if !was_valid && valid {

@@ -115,6 +115,8 @@ impl Agent {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info,openraft=warn")
+            // Signals inject faults (see `slotd_agent::daemon::run`).
+            .env("SLOTD_INJECT_FAULTS", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -327,6 +329,14 @@ impl TestCluster {
     pub fn leader(&self) -> u64 {
         let running = self.running_members().next().expect("a member runs");
         wait_for("a leader", WAIT, || self.status(running.id, true)?["leader"].as_u64())
+    }
+
+    /// Sends `signal` to agent `id`, if it runs.
+    pub fn signal(&self, id: u64, signal: libc::c_int) {
+        if let Some(child) = &self.agents[(id - 1) as usize].child {
+            // SAFETY: a plain kill(2) of our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
     }
 
     pub fn kill9(&mut self, id: u64) {

@@ -10,7 +10,13 @@
 //! - it counts only once this node has applied the log up to the grant's
 //!   read index (so it never serves a store the leader already moved);
 //! - a grant never shortens the lease, and one that arrives too late to
-//!   matter is dropped.
+//!   matter is dropped;
+//! - a pause its clocks did not see ([`paused`]: a frozen VM resumed, the
+//!   wall clock set forward past them) voids the lease, and every grant
+//!   asked for before it ([`LeaseBook::void`]): fence first, renew after.
+//!
+//! The node's clock counts through suspend (the agent reads `Mono` from
+//! CLOCK_BOOTTIME): a suspended machine's lease runs out while it sleeps.
 
 use std::time::Duration;
 
@@ -48,6 +54,19 @@ pub struct LeaseBook {
     /// Grants not yet usable, none dominated by another (later end and
     /// lower read index).
     waiting: Vec<Waiting>,
+    /// The last pause: grants of renewals sent before it do not count.
+    voided_at: Option<Mono>,
+}
+
+/// Whether a loop that slept `clock` on the node's own clock while the
+/// wall clock moved `wall` was paused without the node's clock seeing it:
+/// the wall clock ran ahead by more than `margin` (a VM frozen and resumed
+/// with its clocks stopped, until the host set its wall clock again). An
+/// NTP step forward looks the same: a fence that was not needed, never a
+/// lease kept too long. Returns by how much.
+pub fn paused(clock: Duration, wall: Duration, margin: Duration) -> Option<Duration> {
+    let ahead = wall.saturating_sub(clock);
+    (ahead > margin).then_some(ahead)
 }
 
 impl LeaseBook {
@@ -56,7 +75,17 @@ impl LeaseBook {
             lease,
             state: LeaseState::default(),
             waiting: Vec::new(),
+            voided_at: None,
         }
+    }
+
+    /// A pause this node's clock did not see (see [`paused`]), noticed at
+    /// `now`: the lease is gone, and so is every grant of a renewal sent
+    /// before now (its end was reckoned on a clock that stood still).
+    pub fn void(&mut self, now: Mono) {
+        self.state = LeaseState::default();
+        self.waiting.clear();
+        self.voided_at = Some(now);
     }
 
     pub fn state(&self) -> LeaseState {
@@ -66,8 +95,16 @@ impl LeaseBook {
     /// The renewal sent at `sent` was granted with `read_index`; this node
     /// has applied up to `applied`. True if the lease grew.
     pub fn granted(&mut self, sent: Mono, read_index: u64, applied: u64, now: Mono) -> bool {
-        let until = sent + self.lease;
-        if now >= until {
+        self.granted_for(sent, self.lease, read_index, applied, now)
+    }
+
+    /// The same, for a grant that names the lease it grants (`lease`, the
+    /// leader's): the lease is the shorter of it and this node's own, so
+    /// that no node acts on a longer lease than the leader granted (after
+    /// which the leader may move its stores).
+    pub fn granted_for(&mut self, sent: Mono, lease: Duration, read_index: u64, applied: u64, now: Mono) -> bool {
+        let until = sent + self.lease.min(lease);
+        if now >= until || self.voided_at.is_some_and(|v| sent < v) {
             return false;
         }
         if applied >= read_index {
@@ -123,6 +160,49 @@ impl LeaseBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_counts_for_the_shorter_of_the_leaders_lease_and_this_nodes() {
+        // This node is configured with 6 s; the leader grants 2 s.
+        let mut b = LeaseBook::new(Duration::from_secs(6));
+        assert!(b.granted_for(at(100), Duration::from_secs(2), 0, 0, at(150)));
+        assert_eq!(b.state().valid_until, Some(at(2100)));
+        // A leader granting more than this node's own: its own.
+        let mut b = LeaseBook::new(Duration::from_secs(2));
+        assert!(b.granted_for(at(100), Duration::from_secs(6), 0, 0, at(150)));
+        assert_eq!(b.state().valid_until, Some(at(2100)));
+    }
+
+    #[test]
+    fn a_pause_no_clock_of_the_node_saw_voids_the_lease_and_older_grants() {
+        let margin = Duration::from_millis(500);
+        // Slept as asked, or stalled with every clock counting: no pause.
+        assert_eq!(
+            paused(Duration::from_millis(200), Duration::from_millis(210), margin),
+            None
+        );
+        assert_eq!(paused(Duration::from_secs(3), Duration::from_secs(3), margin), None);
+        // The wall clock ran 5 s ahead of the node's: a frozen VM resumed.
+        assert_eq!(
+            paused(Duration::from_millis(200), Duration::from_millis(5200), margin),
+            Some(Duration::from_secs(5))
+        );
+        // A wall clock set back is no pause.
+        assert_eq!(paused(Duration::from_millis(200), Duration::ZERO, margin), None);
+
+        let mut b = LeaseBook::new(Duration::from_millis(2000));
+        assert!(b.granted(at(100), 0, 0, at(150)));
+        assert!(!b.granted(at(200), 9, 0, at(250)), "waits for the log");
+        b.void(at(300));
+        assert!(!b.state().valid_at(at(301)), "voided");
+        assert!(!b.waiting(), "grants in wait are dropped too");
+        // A grant of a renewal sent before the pause is dropped...
+        assert!(!b.granted(at(250), 0, 9, at(320)));
+        assert!(!b.state().valid_at(at(330)));
+        // ...one sent after it counts.
+        assert!(b.granted(at(310), 0, 9, at(340)));
+        assert_eq!(b.state().valid_until, Some(at(2310)));
+    }
 
     fn at(ms: u64) -> Mono {
         Mono::from_origin(Duration::from_millis(ms))
