@@ -170,8 +170,13 @@ fn a_node_with_a_longer_lease_than_the_leaders_acts_on_the_leaders() {
     assert_eq!(c.leader(), 1);
     let remaining = |id: u64| -> Option<f64> { c.agent(id).metric("slotd_lease_remaining_seconds") };
     for id in [2, 3] {
-        let first = wait_for(&format!("imap{id}'s lease"), WAIT, || remaining(id).filter(|v| *v > 0.0));
-        assert!(first <= 2.0, "imap{id}: {first} s of lease left, more than the leader grants");
+        let first = wait_for(&format!("imap{id}'s lease"), WAIT, || {
+            remaining(id).filter(|v| *v > 0.0)
+        });
+        assert!(
+            first <= 2.0,
+            "imap{id}: {first} s of lease left, more than the leader grants"
+        );
         // And later, after many renewals.
         let mut most: f64 = 0.0;
         for _ in 0..20 {

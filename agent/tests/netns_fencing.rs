@@ -204,6 +204,34 @@ fn fence_releases_the_ledger_without_the_raft_data() {
     }
 }
 
+/// `slotctl store add` of store "reborn" on removed store `name`'s slots
+/// (from the planned topology the site was given), mastered by its old
+/// `replica`, with its old master IP.
+fn reborn(site: &Site, name: &str, master: &str, replica: &str, master_ip: &str) -> Vec<String> {
+    let topology = site.topology();
+    let planned = topology.stores.iter().find(|s| s.name == name).unwrap();
+    let slot_of: BTreeMap<String, String> = planned
+        .slots
+        .iter()
+        .map(|r| (format!("imap{}", r.node), r.slot.clone()))
+        .collect();
+    let slots = format!("{replica}:{},{master}:{}", slot_of[replica], slot_of[master]);
+    [
+        "store",
+        "add",
+        "--name",
+        "reborn",
+        "--master-ip",
+        master_ip,
+        "--replica-ip",
+        "10.128.9.9/32",
+        "--slots",
+        &slots,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 #[test]
 fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
     let site = Site::start("fzg");
@@ -213,14 +241,6 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
     let master_ip = store["master_ip"].as_str().unwrap().to_owned();
     let replica_ip = store["replica_ip"].as_str().unwrap().to_owned();
     let replica = store["replicas"][0].as_str().unwrap().to_owned();
-    // The store's slots, from the planned topology the site was given.
-    let topology = site.topology();
-    let planned = topology.stores.iter().find(|s| s.name == name).unwrap();
-    let slot_of: BTreeMap<String, String> = planned
-        .slots
-        .iter()
-        .map(|r| (format!("imap{}", r.node), r.slot.clone()))
-        .collect();
     let out = site.slotctl(0, &["store", "remove", name]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Nobody answers for its addresses any more.
@@ -233,19 +253,8 @@ fn a_removed_store_leaves_no_ghost_and_its_ip_goes_to_a_new_store() {
     // A new store gets the same master IP, mastered by the old replica,
     // once lease + margin have passed (a cut-off old master could hold it
     // until then: see the next test).
-    let slots = format!("{replica}:{},{master}:{}", slot_of[&replica], slot_of[master]);
-    let add = [
-        "store",
-        "add",
-        "--name",
-        "reborn",
-        "--master-ip",
-        &master_ip,
-        "--replica-ip",
-        "10.128.9.9/32",
-        "--slots",
-        &slots,
-    ];
+    let add = reborn(&site, name, master, &replica, &master_ip);
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
     wait_for("the freed address given out again", WAIT, || {
         let out = site.slotctl(0, &add);
         if !out.status.success() {
@@ -287,26 +296,8 @@ fn a_removed_stores_ip_is_not_given_out_while_a_cut_off_master_may_hold_it() {
     let index_of = |node: &str| (0..3).find(|i| format!("imap{}", i + 1) == node).unwrap();
     let (victim, new_master) = (index_of(&master), index_of(&replica));
     let master_ip = store["master_ip"].as_str().unwrap().to_owned();
-    let topology = site.topology();
-    let planned = topology.stores.iter().find(|s| s.name == name).unwrap();
-    let slot_of: BTreeMap<String, String> = planned
-        .slots
-        .iter()
-        .map(|r| (format!("imap{}", r.node), r.slot.clone()))
-        .collect();
-    let slots = format!("{replica}:{},{master}:{}", slot_of[&replica], slot_of[&master]);
-    let add = [
-        "store",
-        "add",
-        "--name",
-        "reborn",
-        "--master-ip",
-        &master_ip,
-        "--replica-ip",
-        "10.128.9.9/32",
-        "--slots",
-        &slots,
-    ];
+    let add = reborn(&site, &name, &master, &replica, &master_ip);
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
     assert!(site.held(victim).contains(&master_ip), "{:?}", site.held(victim));
 
     let port = format!("p-{}", HOSTS[victim]);
