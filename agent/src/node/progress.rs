@@ -49,6 +49,14 @@ impl Progress {
             .compare_exchange(0, enc(clock::now()), Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// The lease ran out and the fence begins: the clock starts now, even
+    /// if it ran (from a release of the pass the lease's end cut short,
+    /// done or not: the fence looks again, and the margin is reckoned from
+    /// the lease's end).
+    pub fn giving_up_from_now(&self) {
+        self.giving_up.store(enc(clock::now()), Ordering::Relaxed);
+    }
+
     /// Every address that had to go is seen gone.
     pub fn given_up(&self) {
         self.giving_up.store(0, Ordering::Relaxed);
@@ -80,6 +88,9 @@ mod tests {
         tokio::time::advance(Duration::from_millis(30)).await;
         p.giving_up();
         assert_eq!(p.giving_up_since(), since, "the first need starts the clock");
+        tokio::time::advance(Duration::from_millis(30)).await;
+        p.giving_up_from_now();
+        assert!(p.giving_up_since() > since, "a fence restarts the clock");
         p.given_up();
         assert_eq!(p.giving_up_since(), None);
     }

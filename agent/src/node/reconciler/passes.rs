@@ -118,6 +118,9 @@ impl<A: AddressOps + 'static, D: SlotDriver> Reconciler<A, D> {
             };
             if expired {
                 warn!("lease ran out: fencing now");
+                // The fence's clock starts at the lease's end, not at a
+                // release of the pass just cut short.
+                self.progress.giving_up_from_now();
                 self.marking(this.run(false), &mut mark).await;
                 continue;
             }
