@@ -9,8 +9,9 @@
 //! - `leader/`: the leader's — the lease ledger and failure detector
 //!   (`LeaderCore`), failover targets and rebalance moves (`decide`), the
 //!   switchover phase machine with drains, rebalances and the checks of
-//!   operators' commands (`switchover`), and the engine's round
-//!   (`conductor`);
+//!   operators' commands (`switchover`), the engine's round
+//!   (`conductor`), and when a leader nobody answers in time steps down
+//!   (`standing`);
 //! - `node/`: this machine's — the lease book (`lease`), the reconciler's
 //!   plan (`reconcile`), the watchdog rule (`watchdog`), `slotd fence`'s
 //!   timings (`fence`), what a stop waits for (`stop`);

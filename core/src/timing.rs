@@ -119,6 +119,12 @@ impl Timing {
 pub const ELECTOR_EVERY: Duration = Duration::from_millis(20);
 pub const ELECTOR_CALL_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// How often a node with no leader it can renew with (none known, or it
+/// gave up leading itself) asks every other voter for its lease: the first
+/// to lead once the renewal arrives grants it, without the node first
+/// hearing of the new leader (on a slow link, two one-way trips sooner).
+pub const RENEW_WITHOUT_LEADER_EVERY: Duration = Duration::from_millis(50);
+
 /// Round trips and disk writes of a change of leader (vote, first entry,
 /// renewal, quorum round), with room for a loaded machine.
 pub const LEADER_CHANGE_SLACK: Duration = Duration::from_millis(100);

@@ -222,7 +222,9 @@ impl Peer for PeerService {
         self.allow(M, &caller, Claim::Raft { from: ask.node })?;
         let m = self.cluster.raft.metrics().borrow().clone();
         let quiet = Duration::from_millis(self.cluster.raft.config().election_timeout_min);
-        let leader_heard = m.state == ServerState::Leader || self.cluster.leader_contact.within(quiet);
+        // A leader that gave up is no leader to be heard.
+        let leading = m.state == ServerState::Leader && !self.cluster.network.standing().gave_up_in(m.current_term);
+        let leader_heard = leading || self.cluster.leader_contact.within(quiet);
         encode(&Reached {
             term: m.current_term,
             leader_heard,

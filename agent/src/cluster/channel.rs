@@ -28,7 +28,10 @@ use slotd_proto::v1::RaftPayload;
 use slotd_raft_store::{codec, NodeId, TypeConfig};
 use tonic::transport::Channel;
 
+use slotd_core::leader::standing::Standing;
+
 use super::identity::{Identity, HEADER};
+use crate::clock::{self, Mono};
 use crate::tls::Credentials;
 
 /// Largest gRPC message between agents: a snapshot chunk or a batch of
@@ -180,6 +183,23 @@ fn status_error(addr: &str, status: &tonic::Status) -> CallError {
 #[derive(Clone)]
 pub struct PeerNetwork {
     pub channels: Channels,
+    /// How this node's appends are answered while it leads, and whether it
+    /// gave up leading (`slotd_core::leader::standing`; the elector decides).
+    pub standing: Arc<Mutex<Standing>>,
+}
+
+impl PeerNetwork {
+    pub fn new(channels: Channels) -> PeerNetwork {
+        PeerNetwork {
+            channels,
+            standing: Arc::default(),
+        }
+    }
+
+    /// The standing, locked (never held across an await).
+    pub fn standing(&self) -> std::sync::MutexGuard<'_, Standing> {
+        self.standing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -190,6 +210,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             addr: node.addr.clone(),
             channels: self.channels.clone(),
+            standing: self.standing.clone(),
         }
     }
 }
@@ -199,6 +220,28 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     channels: Channels,
+    standing: Arc<Mutex<Standing>>,
+}
+
+/// One append on its way: when it ends (answered, refused, or dropped by
+/// openraft's deadline, which it does not survive), the standing hears.
+struct Attempt<'a> {
+    standing: &'a Mutex<Standing>,
+    term: u64,
+    target: NodeId,
+    sent: Mono,
+    answered: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut standing = self.standing.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.answered {
+            standing.answered(self.term, self.target);
+        } else {
+            standing.failed(self.term, self.target, self.sent);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +286,30 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(Method::AppendEntries, &rpc, &option).await
+        let term = rpc.vote.leader_id().term;
+        let gave_up = self
+            .standing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gave_up_in(term);
+        if gave_up {
+            // Silent, so that the followers stop hearing this leader and
+            // elect one they can hear in time.
+            return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
+                "node {}: not sent: this node gave up leading in term {term}",
+                self.target
+            )))));
+        }
+        let mut attempt = Attempt {
+            standing: &self.standing,
+            term,
+            target: self.target,
+            sent: clock::now(),
+            answered: false,
+        };
+        let result = self.rpc(Method::AppendEntries, &rpc, &option).await;
+        attempt.answered = matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_)));
+        result
     }
 
     async fn install_snapshot(

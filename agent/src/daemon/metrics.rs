@@ -536,6 +536,14 @@ pub fn exposition(
         Stats::get(&stats.admin_refused) as f64,
     );
 
+    let gave_up = cluster.network.standing().times_given_up();
+    x.counter(
+        "slotd_raft_gave_up_leading_total",
+        "Times this node gave up leading because no majority of the voters answered its appends in time (a slow link or machine at the leader).",
+        &[],
+        gave_up as f64,
+    );
+
     if m.state == ServerState::Leader {
         let reports = cluster.core().reports();
         let alarms = cluster.reader.with(|d| {

@@ -175,9 +175,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     let identity = Identity::load(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
-    let network = PeerNetwork {
-        channels: Channels::new(identity.clone(), tls.clone()),
-    };
+    let network = PeerNetwork::new(Channels::new(identity.clone(), tls.clone()));
     let raft = Raft::new(config.node_id, raft_config(&config)?, network.clone(), log, sm)
         .await
         .map_err(|e| DaemonError::Raft(e.to_string()))?;
@@ -305,18 +303,20 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     // The watchdog's machinery runs only when systemd watches: without one
     // nothing would act on it, and it costs wake-ups.
     let watched = Notifier::watchdog_timeout().is_some();
-    let elector = tokio::spawn(elector::run(cluster.clone(), loops_rx.clone()));
+    let elector = tokio::spawn(elector::run(cluster.clone(), config.timing.clone(), loops_rx.clone()));
     let raft_marks =
         watched.then(|| tokio::spawn(watchdog::mark_raft(raft.clone(), progress.clone(), loops_rx.clone())));
     let stall_requests = Arc::new(AtomicU64::new(0));
     if std::env::var_os(INJECT_FAULTS).is_some_and(|v| v == "1") {
         warn!(
             "{INJECT_FAULTS}=1: SIGUSR1 stalls the reconciler for 10 s, SIGUSR2 makes every kernel call \
-             hang from then on, SIGPWR sets the wall clock 5 s ahead of the agent's (for tests only)"
+             hang from then on, SIGPWR sets the wall clock 5 s ahead of the agent's, SIGRTMIN+1 makes every \
+             Raft data commit take {SLOW_DISK:?} longer or, sent again, as fast as before (for tests only)"
         );
         tokio::spawn(stall_on_sigusr1(stall_requests.clone()));
         tokio::spawn(stick_on_sigusr2(kernel_stuck));
         tokio::spawn(shift_wall_on_sigpwr());
+        tokio::spawn(slow_disk_on_sigrtmin1());
     }
     let lease_for_metrics = lease.clone();
     let reconciler = Reconciler::new(
@@ -460,6 +460,33 @@ async fn shift_wall_on_sigpwr() {
     while pwr.recv().await.is_some() {
         warn!("fault injection: the wall clock jumps 5 s ahead");
         crate::clock::shift_wall(Duration::from_secs(5));
+    }
+}
+
+/// How much longer a Raft data commit takes on a slow disk (fault injection).
+const SLOW_DISK: Duration = Duration::from_millis(100);
+
+/// Testing only: each SIGRTMIN+1 turns a slow data disk on or off: every
+/// commit of the Raft data takes [`SLOW_DISK`] longer, as when the mail
+/// spool on the same disk keeps it busy.
+async fn slow_disk_on_sigrtmin1() {
+    use slotd_raft_store::storage::slow;
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut rt) = signal(SignalKind::from_raw(libc::SIGRTMIN() + 1)) else {
+        warn!("cannot listen for SIGRTMIN+1: no fault injection");
+        return;
+    };
+    while rt.recv().await.is_some() {
+        let extra = if slow::extra().is_zero() {
+            SLOW_DISK
+        } else {
+            Duration::ZERO
+        };
+        warn!(
+            ?extra,
+            "fault injection: every Raft data commit takes this much longer from now on"
+        );
+        slow::set(extra);
     }
 }
 

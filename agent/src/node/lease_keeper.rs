@@ -5,7 +5,10 @@
 //!
 //! Each renewal runs on its own task (bounded by the lease), so a slow or
 //! dead leader never delays the next one; results come back to the one loop
-//! that owns the book.
+//! that owns the book. With no leader to renew with (none known, or this
+//! node gave up leading), it asks every other voter every
+//! [`RENEW_WITHOUT_LEADER_EVERY`]: whichever leads by the time the renewal
+//! arrives grants it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,30 +26,74 @@ use crate::leader::Granter;
 use crate::node::progress::Progress;
 use slotd_core::node::lease::{paused, LeaseBook, LeaseState};
 use slotd_core::node::watchdog::Part;
+use slotd_core::timing::RENEW_WITHOUT_LEADER_EVERY;
 
-/// Sends one renewal to whoever leads now (this node included).
+/// Whom a renewal goes to now.
+enum RenewWith {
+    /// This node leads (and has not given up leading).
+    Me,
+    /// Another node leads, at this Peer address.
+    Leader(String),
+    /// No leader this node can renew with: every other voter's address.
+    Everyone(Vec<String>),
+}
+
+fn renew_with(cluster: &Cluster) -> Result<RenewWith, AgentError> {
+    let m = cluster.raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(l) if l != cluster.id => cluster
+            .leader_addr(l)
+            .map(RenewWith::Leader)
+            .ok_or(AgentError::NoLeader),
+        Some(_) if !cluster.network.standing().gave_up_in(m.current_term) => Ok(RenewWith::Me),
+        _ => {
+            let membership = m.membership_config.membership();
+            let others: Vec<String> = membership
+                .voter_ids()
+                .filter(|v| *v != cluster.id)
+                .filter_map(|v| membership.get_node(&v).map(|n| n.addr.clone()))
+                .collect();
+            if others.is_empty() {
+                Err(AgentError::NoLeader)
+            } else {
+                Ok(RenewWith::Everyone(others))
+            }
+        }
+    }
+}
+
+/// Sends one renewal to whoever leads now (this node included); with no
+/// leader to renew with, to every other voter, the first grant counting.
 async fn renew(
     cluster: &Cluster,
     granter: &Granter,
     renewal: Renewal,
     timeout: Duration,
 ) -> Result<Granted, AgentError> {
-    let leader = cluster
-        .raft
-        .metrics()
-        .borrow()
-        .current_leader
-        .ok_or(AgentError::NoLeader)?;
-    if leader == cluster.id {
-        return granter.grant(renewal).await;
+    let call = |addr: String| {
+        let renewal = &renewal;
+        async move {
+            cluster
+                .network
+                .channels
+                .call::<_, Result<Granted, AgentError>>(&addr, Method::Heartbeat, renewal, timeout)
+                .await
+                .map_err(|e| AgentError::Raft(e.to_string()))?
+        }
+    };
+    match renew_with(cluster)? {
+        RenewWith::Me => granter.grant(renewal.clone()).await,
+        RenewWith::Leader(addr) => call(addr).await,
+        RenewWith::Everyone(addrs) => {
+            let asks = addrs.into_iter().map(|a| Box::pin(call(a)));
+            futures::future::select_ok(asks).await.map(|(granted, _)| granted)
+        }
     }
-    let addr = cluster.leader_addr(leader).ok_or(AgentError::NoLeader)?;
-    cluster
-        .network
-        .channels
-        .call::<_, Result<Granted, AgentError>>(&addr, Method::Heartbeat, &renewal, timeout)
-        .await
-        .map_err(|e| AgentError::Raft(e.to_string()))?
+}
+
+/// Whether this node has a leader to renew with.
+fn has_leader(cluster: &Cluster) -> bool {
+    !matches!(renew_with(cluster), Ok(RenewWith::Everyone(_)) | Err(_))
 }
 
 /// A pause this node's clock did not see (a frozen VM, resumed) since the
@@ -141,6 +188,7 @@ pub fn spawn_keeper(
                     false
                 }
                 _ = sleep_until(expiry) => false,
+                _ = tokio::time::sleep(RENEW_WITHOUT_LEADER_EVERY), if !has_leader(&cluster) => true,
             };
             let renew_now = renew_now || paused_now;
             let state = book.state();

@@ -27,6 +27,8 @@ use slotd_netops::testkit::{require_root, Lan, IFACE};
 
 #[path = "cyrus.rs"]
 pub mod cyrus;
+#[path = "delay.rs"]
+pub mod delay;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const PORT: u16 = 8143;
@@ -92,6 +94,9 @@ pub struct SiteOptions {
     /// stand-in `systemctl` (`common/systemctl.sh`) on the agents' PATH
     /// running the real `systemd/cyrus-slot@.service`.
     pub systemd: bool,
+    /// Each agent's Peer port behind a delaying proxy ([`delay`]), so that
+    /// [`Site::slow_link`] can make one machine's link slow.
+    pub slow_links: bool,
 }
 
 impl Default for SiteOptions {
@@ -103,6 +108,7 @@ impl Default for SiteOptions {
             hosts: 3,
             cyrus: false,
             systemd: false,
+            slow_links: false,
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct Site {
     stop: Arc<AtomicBool>,
     /// Agents killed by the stand-in service manager.
     pub killed: Arc<Mutex<Vec<Killed>>>,
+    /// Which machine's link is slow (with `SiteOptions::slow_links`).
+    delays: Arc<delay::Delays>,
 }
 
 pub fn addr_of(i: usize) -> String {
@@ -195,17 +203,26 @@ impl Site {
             agents: Arc::new(Mutex::new(hosts.iter().map(|_| None).collect())),
             stop,
             killed: Arc::default(),
+            delays: Arc::default(),
         };
         let tls = make_certs(site.dir.path(), hosts.len());
-        for i in 0..hosts.len() {
+        for (i, host) in hosts.iter().enumerate() {
             let data_dir = site.data_dir(i);
             std::fs::create_dir_all(&data_dir).expect("data dir");
-            let mut c = Config::builder(
-                i as u64 + 1,
-                &format!("imap{}", i + 1),
-                format!("{}:7420", addr_of(i)).parse().unwrap(),
-                data_dir,
-            );
+            // Behind the proxy, the agent listens on the next port; the
+            // topology names the proxy.
+            let peer: SocketAddr = format!("{}:7420", addr_of(i)).parse().unwrap();
+            let listen = if options.slow_links {
+                let behind = SocketAddr::new(peer.ip(), 7421);
+                let (delays, stop) = (site.delays.clone(), site.stop.clone());
+                site.lan
+                    .host(host)
+                    .spawn_blocking(move || delay::serve(peer, behind, delays, stop));
+                behind
+            } else {
+                peer
+            };
+            let mut c = Config::builder(i as u64 + 1, &format!("imap{}", i + 1), listen, data_dir);
             c.interface = IFACE.to_owned();
             c.manage_addresses = true;
             c.tls = node_tls(&tls, &format!("imap{}", i + 1));
@@ -251,6 +268,15 @@ impl Site {
         self.lan
             .switch()
             .ip(&["link", "set", &port, if up { "up" } else { "down" }]);
+    }
+
+    /// Makes machine `i`'s link slow by `delay` one way, to and from every
+    /// other machine (`None`: every link as fast as the bridge). Needs
+    /// `SiteOptions::slow_links`.
+    pub fn slow_link(&self, slow: Option<(usize, Duration)>) {
+        assert!(self.options.slow_links, "a site without slow_links");
+        self.delays
+            .set(slow.map(|(i, d)| (addr_of(i).parse().expect("an address"), d)));
     }
 
     /// Node `i`'s Cyrus instance directories (`cyrus.root`).

@@ -9,7 +9,8 @@
 //!   rebalance moves (from the state and what nodes reported);
 //! - `switchover`: the switchover phase machine, drains and rebalances, and
 //!   the checks of operators' commands;
-//! - `conductor`: the engine's round, as the engine and the simulation run it.
+//! - `conductor`: the engine's round, as the engine and the simulation run it;
+//! - `standing`: when a leader its voters do not answer in time steps down.
 //!
 //! Grants and failovers meet here, under the one lock the agent holds the
 //! core with: a node being failed over is *condemned* and gets no grant until
@@ -28,6 +29,7 @@ use crate::timing::{Timing, TICKET_FRESH};
 pub mod addresses;
 pub mod conductor;
 pub mod decide;
+pub mod standing;
 pub mod switchover;
 
 use decide::{failover_targets, FailoverPlan, Reports};

@@ -67,6 +67,7 @@ impl LogStore {
         let result = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
             txn.open_table(META)?.insert(key, bytes.as_slice())?;
+            super::slow::before_commit();
             txn.commit()?;
             Ok(())
         })
@@ -90,6 +91,7 @@ impl LogStore {
                 let mut table = txn.open_table(LOGS)?;
                 f(&mut table)?;
             }
+            super::slow::before_commit();
             txn.commit()?;
             Ok(())
         })
@@ -212,6 +214,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_write()?;
             txn.open_table(META)?.insert(KEY_LAST_PURGED, point.as_slice())?;
             txn.open_table(LOGS)?.retain_in(..=upto, |_, _| false)?;
+            super::slow::before_commit();
             txn.commit()?;
             Ok(())
         })

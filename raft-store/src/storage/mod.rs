@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+pub mod slow;
 mod state_machine;
 
 use std::path::{Path, PathBuf};

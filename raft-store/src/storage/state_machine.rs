@@ -161,6 +161,7 @@ impl StateMachineStore {
             }
             table.insert(KEY_SNAPSHOT, bytes.as_slice()).map_err(|e| err(&e))?;
         }
+        super::slow::before_commit();
         txn.commit().map_err(|e| err(&e))?;
         Ok(true)
     }
