@@ -593,6 +593,37 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The settings (dotted paths, in file order) whose values differ
+    /// between `self` and `other` (a key present in only one counts).
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        fn keyed(text: &str) -> Vec<(String, String)> {
+            let mut table = String::new();
+            let mut out = Vec::new();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    table = format!("{t}.");
+                } else if let Some((key, value)) = line.split_once(" = ") {
+                    out.push((format!("{table}{key}"), value.to_owned()));
+                }
+            }
+            out
+        }
+        let (mine, theirs) = (keyed(&self.to_toml()), keyed(&other.to_toml()));
+        let mut changed: Vec<String> = mine
+            .iter()
+            .filter(|(k, v)| !theirs.iter().any(|(k2, v2)| k2 == k && v2 == v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (k, _) in &theirs {
+            if !mine.iter().any(|(k2, _)| k2 == k) {
+                changed.push(k.clone());
+            }
+        }
+        changed
+    }
+}
+
 /// A TOML basic string for `s`, escaped by the toml crate itself.
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
@@ -796,6 +827,17 @@ data_dir = "/var/lib/slotd"
 interface = "eth0"
 tls = { ca_file = "/etc/slotd/tls/ca.pem", cert_file = "/etc/slotd/tls/node.pem", key_file = "/etc/slotd/tls/node.key" }
 "#;
+
+    #[test]
+    fn changed_keys_name_what_differs_by_its_dotted_path() {
+        let a = Config::builder(1, "imap1", "127.0.0.1:7420".parse().unwrap(), "/var/lib/slotd".into());
+        assert!(a.changed_keys(&a.clone()).is_empty());
+        let mut b = a.clone();
+        b.timing.lease_ms += 1;
+        b.name = "imap9".into();
+        b.tls.ca_file = Some("/etc/slotd/tls/ca.pem".into());
+        assert_eq!(a.changed_keys(&b), ["name", "timing.lease_ms", "tls.ca_file"]);
+    }
 
     #[test]
     fn full_file_reads_every_field() -> Result<(), ConfigError> {

@@ -440,3 +440,70 @@ fn unclean_death_of_the_master_machine_loses_nothing_once_its_leftovers_are_repl
         acked.len()
     );
 }
+
+/// `systemctl stop` of an agent with real Cyrus under the shipped unit's
+/// watchdog, which systemd keeps running through the stop, with a Cyrus
+/// that takes a second to stop (its cyrmaster stopped meanwhile, as one
+/// busy finishing a command): the last pass releases the master IP at once,
+/// waits for the instance, and the agent exits 0, never killed by the
+/// watchdog. (With the pings ending with the loops, every stop that took
+/// 200 ms longer ended `failed`, killed, fenced.)
+#[test]
+fn a_stop_waiting_on_a_slow_cyrus_satisfies_the_watchdog_to_the_end() {
+    let site = Site::start_with(
+        "cyst",
+        SiteOptions {
+            slots: 2,
+            cyrus: true,
+            service_manager: true,
+            ..SiteOptions::default()
+        },
+    );
+    let s = site.init();
+    let st = find_store(&s, "st0001");
+    let master = st["master"].as_str().expect("master").to_owned();
+    let ip = format!("{}/32", master_ip(st).expect("master ip"));
+    let (victim, slot) = node_and_slot(&site, &master);
+    let pidfile = site.cyrus_root(victim).join(&slot).join("run/master.pid");
+    let cyrmaster = group_processes(&pidfile, "cyrmaster");
+    assert_eq!(cyrmaster.len(), 1, "one cyrmaster in {}", pidfile.display());
+    let signal = |pid: i32, sig: libc::c_int| {
+        // SAFETY: kill(2) on a test-owned process; no memory involved.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    };
+    signal(cyrmaster[0], libc::SIGSTOP);
+
+    let stopping = Instant::now();
+    site.signal(victim, libc::SIGTERM);
+    // A second SIGTERM cuts the handover short: the last pass gives the
+    // master role up itself.
+    wait_for("the stop to begin", WAIT, || {
+        site.log(victim).contains("handing masters over first").then_some(())
+    });
+    site.signal(victim, libc::SIGTERM);
+    let released = wait_for("the master IP to be released", WAIT, || {
+        (!site.held(victim).contains(&ip)).then(|| stopping.elapsed())
+    });
+    // Cyrus takes its time: a second, then it gets the SIGTERM it was sent.
+    std::thread::sleep(Duration::from_secs(1));
+    signal(cyrmaster[0], libc::SIGCONT);
+    let status = wait_for("the stopped agent to exit", WAIT, || {
+        let killed = site.killed.lock().unwrap().clone();
+        assert!(
+            killed.is_empty(),
+            "the watchdog killed the stopping agent: {killed:?}; its log: {}",
+            site.log(victim)
+        );
+        site.exit_status(victim)
+    });
+    let took = stopping.elapsed();
+    eprintln!(
+        "imap{}: master IP released {released:?} after the stop began; stopped in {took:?}",
+        victim + 1
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(took > Duration::from_secs(1), "the stop waited for Cyrus: {took:?}");
+    let log = site.log(victim);
+    assert!(log.contains("instance stopped"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

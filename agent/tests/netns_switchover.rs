@@ -133,6 +133,8 @@ fn sigterm_of_a_masters_agent_moves_its_masters_by_switchover_not_failover() {
         "swst",
         SiteOptions {
             slots: 8,
+            // The shipped unit's watchdog, which runs through the stop.
+            service_manager: true,
             ..SiteOptions::default()
         },
     );
@@ -143,6 +145,8 @@ fn sigterm_of_a_masters_agent_moves_its_masters_by_switchover_not_failover() {
 
     site.signal(1, libc::SIGTERM);
     wait_for("imap2's agent to exit", WAIT, || {
+        let killed = site.killed.lock().unwrap().clone();
+        assert!(killed.is_empty(), "the watchdog killed the stopping agent: {killed:?}");
         site.exit_status(1)
             .map(|s| assert!(s.success(), "exit 0 after the drain: {s:?}"))
     });

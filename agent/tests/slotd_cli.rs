@@ -121,6 +121,24 @@ fn a_cyrus_driver_needs_its_sync_password_and_systemd_its_unit() {
     );
 }
 
+/// A config in `dir` that runs here, on loopback without touching the
+/// machine: (its path, its data dir, its text).
+fn runnable(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let data = dir.join("data");
+    let text = GOOD
+        .replace("10.0.0.1:7420", "127.0.0.1:0")
+        .replace("127.0.0.1:9420", "127.0.0.1:0")
+        .replace("/var/lib/slotd", data.to_str().unwrap())
+        .replace("interface = \"eth0\"", "interface = \"lo\"\nmanage_addresses = false")
+        .replace(
+            "[cyrus]",
+            &format!("runtime_dir = {:?}\n[cyrus]", dir.join("run").to_str().unwrap()),
+        );
+    let config = dir.join("slotd.toml");
+    std::fs::write(&config, &text).unwrap();
+    (config, data, text)
+}
+
 /// Runs `slotd --config` until it serves (its endpoints file), then stops
 /// it with SIGTERM.
 fn run_once(config: &std::path::Path, data: &std::path::Path) {
@@ -147,18 +165,7 @@ fn run_once(config: &std::path::Path, data: &std::path::Path) {
 #[test]
 fn a_corrupt_raft_database_is_refused_by_name_and_left_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let text = GOOD
-        .replace("10.0.0.1:7420", "127.0.0.1:0")
-        .replace("127.0.0.1:9420", "127.0.0.1:0")
-        .replace("/var/lib/slotd", data.to_str().unwrap())
-        .replace("interface = \"eth0\"", "interface = \"lo\"\nmanage_addresses = false")
-        .replace(
-            "[cyrus]",
-            &format!("runtime_dir = {:?}\n[cyrus]", dir.path().join("run").to_str().unwrap()),
-        );
-    let config = dir.path().join("slotd.toml");
-    std::fs::write(&config, text).unwrap();
+    let (config, data, _) = runnable(dir.path());
     run_once(&config, &data);
     let db = data.join("raft.redb");
     let good = std::fs::read(&db).unwrap();
@@ -285,4 +292,79 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Waits until the log file `log` has a line containing `what`; the
+/// child must keep running meanwhile.
+fn wait_logged(child: &mut std::process::Child, log: &std::path::Path, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(what)) {
+            return line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "never logged {what:?}: {text}");
+        assert!(child.try_wait().unwrap().is_none(), "slotd exited: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Under systemd (`JOURNAL_STREAM` naming its stderr) every line carries the
+/// priority journald reads and no timestamp of its own; SIGHUP (`systemctl
+/// reload`) re-reads the file, names each setting that needs a restart, and
+/// the agent runs on (SIGHUP's default action ended it, undrained).
+#[test]
+fn under_journald_lines_carry_priorities_and_sighup_names_what_needs_a_restart() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, text) = runnable(dir.path());
+    let log = dir.path().join("journal");
+    let stream = std::fs::File::create(&log).unwrap();
+    let meta = stream.metadata().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .arg("--config")
+        .arg(&config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let serving = wait_logged(&mut child, &log, "slotd serving");
+    assert!(serving.starts_with("<6> INFO"), "{serving}");
+    let first = std::fs::read_to_string(&log).unwrap();
+    let first = first.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with('<') && !first.contains("Z "),
+        "a priority prefix and no timestamp: {first}"
+    );
+    let pid = child.id() as i32;
+    let hup = || {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
+
+    hup();
+    let same = wait_logged(&mut child, &log, "SIGHUP: the configuration is unchanged");
+    assert!(same.starts_with("<6>"), "{same}");
+
+    std::fs::write(&config, text.replace("heartbeat_ms = 200", "heartbeat_ms = 300")).unwrap();
+    hup();
+    let changed = wait_logged(&mut child, &log, "SIGHUP: these settings differ");
+    assert!(changed.starts_with("<4> WARN"), "a warning: {changed}");
+    assert!(changed.contains("timing.heartbeat_ms"), "{changed}");
+
+    std::fs::write(&config, "node_id = \"one\"\n").unwrap();
+    hup();
+    let bad = wait_logged(&mut child, &log, "running on with the configuration it started with");
+    assert!(bad.contains("node_id"), "the bad field is named: {bad}");
+
+    // Still the same agent, which stops cleanly.
+    assert!(child.try_wait().unwrap().is_none());
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
 }

@@ -69,7 +69,8 @@ fn the_agent_unit_verifies() -> Result<(), String> {
 /// The agent's unit is hardened, and what it leaves writable and reachable
 /// is what the agent needs with its default paths: the data and runtime
 /// directories (and the Cyrus root below the first), netlink, packet
-/// sockets, IP and Unix sockets.
+/// sockets, IP and Unix sockets; it restarts without a start limit, and
+/// its runtime directory has tmpfiles' mode.
 #[test]
 fn the_agent_unit_is_hardened_around_what_the_agent_needs() -> Result<(), String> {
     let text = std::fs::read_to_string(units().join("slotd.service")).map_err(|e| e.to_string())?;
@@ -85,6 +86,12 @@ fn the_agent_unit_is_hardened_around_what_the_agent_needs() -> Result<(), String
         ("ProtectHome", "yes"),
         ("RestrictSUIDSGID", "yes"),
         ("Type", "notify"),
+        // As tmpfiles makes it (RuntimeDirectory's default is 0755).
+        ("RuntimeDirectoryMode", "0750"),
+        // A crash loop never ends in a start limit: the agent always
+        // comes back (and fences every time it ends).
+        ("Restart", "always"),
+        ("StartLimitIntervalSec", "0"),
     ] {
         if value(key).as_deref() != Some(want) {
             return Err(format!("slotd.service: {key} is {:?}, want {want}", value(key)));

@@ -62,6 +62,16 @@ pub enum NetError {
         requested_len: u8,
     },
 
+    /// An announcement of an address that is not bound on the interface:
+    /// nothing was sent (announcing it would pull its clients here).
+    #[error("{addr} is not bound on {interface:?}: not announced")]
+    NotBound {
+        /// The interface the announcement was for.
+        interface: String,
+        /// The address in question.
+        addr: IpAddr,
+    },
+
     /// The interface has no Ethernet address, so ARP/NA cannot be sent on it.
     #[error("interface {interface:?} has no Ethernet (MAC) address")]
     NoMacAddress {

@@ -82,7 +82,19 @@ impl AddressOps for KernelOps {
     }
 
     async fn announce(&self, interface: &str, addr: IpAddr, options: AnnounceOptions) -> Result<(), NetError> {
-        let link = self.link(interface).await?;
+        // Looked at and sent in turn with bind and release: one sent late
+        // (its check made before a release, on a busy machine) pulled the
+        // clients to a machine that no longer had the address, until their
+        // ARP entries aged out, tens of seconds.
+        let _one = self.one_at_a_time.lock().await;
+        let link = netlink::link(&self.handle, interface).await?;
+        let bound = netlink::list(&self.handle, &link).await?;
+        if !bound.iter().any(|b| b.prefix.addr() == addr) {
+            return Err(NetError::NotBound {
+                interface: interface.to_owned(),
+                addr,
+            });
+        }
         packet::announce(&link, addr, options).await?;
         tracing::debug!(interface, %addr, count = options.count, "announced");
         Ok(())

@@ -401,7 +401,13 @@ impl AddressOps for MemoryOps {
                 addr,
                 options,
             })?;
-            iface(&mut h, interface)?;
+            let i = iface(&mut h, interface)?;
+            if !i.addrs.iter().any(|p| p.addr() == addr) {
+                return Err(NetError::NotBound {
+                    interface: interface.to_owned(),
+                    addr,
+                });
+            }
         }
         for round in 0..options.count {
             if round > 0 && self.timing.announce_spaced {

@@ -105,7 +105,10 @@ pub trait AddressOps: Send + Sync {
 
     /// Tell the LAN that `addr` is now at this interface's MAC: gratuitous
     /// ARP request and reply (IPv4) or an unsolicited, overriding neighbour
-    /// advertisement to all nodes (IPv6), `options.count` times.
+    /// advertisement to all nodes (IPv6), `options.count` times. Only while
+    /// `addr` is bound on `interface`, looked at in turn with `release`
+    /// (else [`NetError::NotBound`], nothing sent): an announcement never
+    /// follows the release of its address.
     fn announce(
         &self,
         interface: &str,

@@ -68,6 +68,17 @@ fn takeover(tag: &str, vip: &str, client_addr: &str) {
     };
     assert_eq!(peer.ip().to_string(), client_addr, "B's listener got C's connection");
     assert_eq!(stream.peer_addr().unwrap(), target);
+
+    // A, which released the IP, announces it late (a round checked before
+    // its release): refused, nothing sent, C stays with B.
+    let late = a.run(move || async move {
+        let ops = KernelOps::new().unwrap();
+        ops.announce(IFACE, vip.addr(), AnnounceOptions::default()).await
+    });
+    assert!(matches!(late, Err(slotd_netops::NetError::NotBound { .. })), "{late:?}");
+    // Had A announced, C would have switched to A's MAC within the rounds.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.neighbour_mac(IFACE, vip.addr()), Some(mac_b), "C still goes to B");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use slotd_agent::config::Config;
 use slotd_agent::daemon;
-use tracing::error;
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "slotd", version, about = "The slotd agent")]
@@ -73,14 +73,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    if journal::stderr_is_journal() {
+        // journald stamps each line itself and reads its priority from
+        // the line's `<N>` prefix (without one, every line is "info").
+        log.without_time().event_format(journal::Prefixed::default()).init();
+    } else {
+        log.init();
+    }
     if args.action.as_deref() == Some("fence") {
         let runtime = match slotd_netops::cli::runtime_or_exit("slotd") {
             Ok(rt) => rt,
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
     };
     let (stops_tx, stops) = tokio::sync::mpsc::unbounded_channel();
     runtime.spawn(stop_signals(stops_tx));
+    runtime.spawn(reload_signals(path.clone(), config.clone()));
     match runtime.block_on(daemon::run(config, stops)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -137,11 +143,106 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging to journald: systemd connects stderr to the journal and says
+/// so in `JOURNAL_STREAM` (`DEVICE:INODE` of that stream).
+mod journal {
+    use std::fmt;
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::{Format, Writer};
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Whether stderr is the stream `JOURNAL_STREAM` names (not merely
+    /// inherited by a process whose stderr went elsewhere).
+    pub fn stderr_is_journal() -> bool {
+        let Some(named) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat(2) fills `st` for an open descriptor; fd 2 is ours.
+        if unsafe { libc::fstat(2, st.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        // SAFETY: fstat returned 0, so `st` is initialised.
+        let st = unsafe { st.assume_init() };
+        named.to_string_lossy() == format!("{}:{}", st.st_dev, st.st_ino)
+    }
+
+    /// The usual line, after the priority prefix journald reads
+    /// (sd-daemon(3)): error 3, warning 4, info 6, debug and trace 7.
+    pub struct Prefixed(Format<tracing_subscriber::fmt::format::Full, ()>);
+
+    impl Default for Prefixed {
+        fn default() -> Prefixed {
+            Prefixed(Format::default().without_time().with_ansi(false))
+        }
+    }
+
+    fn priority(level: Level) -> u8 {
+        match level {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        }
+    }
+
+    impl<S, N> FormatEvent<S, N> for Prefixed
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+            write!(writer, "<{}>", priority(*event.metadata().level()))?;
+            self.0.format_event(ctx, writer, event)
+        }
+    }
+}
+
 /// The log filter without `RUST_LOG`: openraft's warnings, but not its
 /// replication errors toward a peer that is down (one every Raft heartbeat,
 /// for as long as it is down); slotd says what matters about peers itself.
 const DEFAULT_LOG: &str =
     "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+
+/// Every SIGHUP (`systemctl reload`, or an operator's `kill -HUP`): the
+/// agent reads its configuration only at start, so it reads the file again
+/// and names every setting that differs from the running one (each takes
+/// effect at the next start; a restart drains first), and runs on. (SIGHUP's
+/// default action would end it without handing its masters over.)
+async fn reload_signals(path: PathBuf, running: Config) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            error!("cannot install the SIGHUP handler: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(&path) {
+            Err(e) => warn!("SIGHUP: {e}; running on with the configuration it started with"),
+            Ok(now) => {
+                let changed = running.changed_keys(&now);
+                if changed.is_empty() {
+                    info!(
+                        path = %path.display(),
+                        "SIGHUP: the configuration is unchanged (certificate files are read at start: restart to \
+                         use new ones)"
+                    );
+                } else {
+                    warn!(
+                        path = %path.display(),
+                        changed = %changed.join(", "),
+                        "SIGHUP: these settings differ from the running ones and take effect only after a restart \
+                         (systemctl restart slotd: it hands its masters over first)"
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// Every SIGTERM (systemd stop) or SIGINT (Ctrl-C): the first stops the
 /// agent (handing its masters over first), the second cuts that short.

@@ -366,7 +366,9 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     if let Err(e) = notifier.ready() {
         warn!(error = %e, "sd_notify READY failed");
     }
-    let watchdog = watched.then(|| tokio::spawn(watchdog::run_pinger(notifier.clone(), progress, loops_rx.clone())));
+    // The pinger outlives the loops: systemd's watchdog runs through a stop.
+    let (pinger_tx, pinger_rx) = watch::channel(false);
+    let watchdog = watched.then(|| tokio::spawn(watchdog::run_pinger(notifier.clone(), progress.clone(), pinger_rx)));
 
     let undrain = tokio::spawn(crate::daemon::stop::undrain_after_stop(cluster.clone()));
     stops.recv().await;
@@ -379,18 +381,21 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     .await;
     closing.store(true, Ordering::SeqCst);
     health.set_not_serving::<AdminServer<AdminService>>().await;
+    progress.stopping();
     let _ = loops_tx.send(true);
-    for (name, task) in [
-        ("reconciler", reconciler),
-        ("lease keeper", keeper),
-        ("failover engine", engine),
-    ] {
-        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
-            warn!("{name} did not stop within 2 s");
+    match tokio::time::timeout(STOP_STEP, reconciler).await {
+        Ok(_) => progress.last_pass_done(),
+        Err(_) => warn!("reconciler did not stop within {STOP_STEP:?}"),
+    }
+    for (name, task) in [("lease keeper", keeper), ("failover engine", engine)] {
+        if tokio::time::timeout(STOP_STEP, task).await.is_err() {
+            warn!("{name} did not stop within {STOP_STEP:?}");
         }
     }
-    if let Err(e) = raft.shutdown().await {
-        warn!(error = %e, "Raft did not stop cleanly");
+    match tokio::time::timeout(STOP_STEP, raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "Raft did not stop cleanly"),
+        Err(_) => warn!("Raft did not stop within {STOP_STEP:?}"),
     }
     let _ = stop_tx.send(true);
     // Bounded: a peer holding a connection open must not keep us alive.
@@ -402,13 +407,14 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         Err(_) => warn!("gRPC server still had connections after {grace:?}; leaving them"),
     }
     let _ = tokio::time::timeout(grace, metrics_task).await;
-    if let Some(watchdog) = watchdog {
-        let _ = tokio::time::timeout(grace, watchdog).await;
-    }
     if let Some(marks) = raft_marks {
         marks.abort();
     }
     elector.abort();
+    let _ = pinger_tx.send(true);
+    if let Some(watchdog) = watchdog {
+        let _ = tokio::time::timeout(grace, watchdog).await;
+    }
     info!("stopped");
     Ok(())
 }
@@ -419,6 +425,11 @@ fn write_endpoints(dir: &Path, listen: SocketAddr, metrics: SocketAddr) -> Resul
     crate::host::durable::replace(&path, format!("listen={listen}\nmetrics={metrics}\n").as_bytes())
         .map_err(|source| DaemonError::Write { path, source })
 }
+
+/// The longest each step of a stop after the drain may take (the
+/// reconciler's last pass, the lease keeper, the engine, Raft): all of
+/// them, with the servers' grace, well inside the unit's `TimeoutStopSec`.
+const STOP_STEP: Duration = Duration::from_secs(2);
 
 /// Environment variable that turns on fault injection (tests only).
 pub const INJECT_FAULTS: &str = "SLOTD_INJECT_FAULTS";

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use slotd_core::node::watchdog::{verdict, Part};
+use slotd_core::node::watchdog::{verdict, verdict_stopping, Part};
 use slotd_core::timing::PING_EVERY;
 use slotd_raft_store::typ::Raft;
 use tokio::sync::watch;
@@ -14,8 +14,9 @@ use crate::clock;
 use crate::daemon::notify::Notifier;
 use crate::node::progress::Progress;
 
-/// Pings systemd every [`PING_EVERY`] while [`verdict`] allows, until
-/// `stop`; says once why it stopped pinging (systemd then kills the agent
+/// Pings systemd every [`PING_EVERY`] while [`verdict`] allows (once the
+/// agent stops, [`verdict_stopping`]: systemd keeps the watchdog running
+/// through a stop), until `stop`, which the daemon sends last; says once why it stopped pinging (systemd then kills the agent
 /// and `slotd fence` runs) and once when it pings again.
 pub async fn run_pinger(notifier: Arc<Notifier>, progress: Progress, mut stop: watch::Receiver<bool>) {
     let started = clock::now();
@@ -28,7 +29,17 @@ pub async fn run_pinger(notifier: Arc<Notifier>, progress: Progress, mut stop: w
             _ = tick.tick() => {}
         }
         let now = clock::now();
-        match verdict(progress.marks(), started, now, progress.giving_up_since()) {
+        let judged = match progress.stopping_since() {
+            None => verdict(progress.marks(), started, now, progress.giving_up_since()),
+            Some(since) => verdict_stopping(
+                progress.mark_of(Part::Reconciler),
+                since,
+                now,
+                progress.is_last_pass_done(),
+                progress.giving_up_since(),
+            ),
+        };
+        match judged {
             Ok(()) => {
                 if withheld {
                     info!("watchdog pings resume");

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use slotd_core::node::lease::LeaseState;
 use slotd_core::node::reconcile::wants_ip;
-use slotd_netops::{AddressOps, AnnounceOptions};
+use slotd_netops::{AddressOps, AnnounceOptions, NetError};
 use slotd_raft_store::storage::StateReader;
 use slotd_raft_store::NodeId;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::clock;
 
@@ -105,9 +105,17 @@ impl<A: AddressOps + 'static> Announcer<A> {
                     return;
                 }
                 let one = AnnounceOptions { count: 1, interval };
-                if let Err(e) = ops.announce(&iface, addr, one).await {
-                    warn!(%addr, error = %e, "announce failed");
-                    return;
+                match ops.announce(&iface, addr, one).await {
+                    Ok(()) => {}
+                    // Released since the check: nothing was sent.
+                    Err(NetError::NotBound { .. }) => {
+                        debug!(%addr, "not announced: no longer bound here");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(%addr, error = %e, "announce failed");
+                        return;
+                    }
                 }
             }
         });

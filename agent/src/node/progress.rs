@@ -1,9 +1,10 @@
 //! Progress marks the parts that fence leave for the watchdog (the lease
-//! keeper, the reconciler, a round trip through the Raft core), and since
-//! when giving up an address has not succeeded: what the daemon's pinger
-//! judges by `slotd_core::node::watchdog::verdict`.
+//! keeper, the reconciler, a round trip through the Raft core), since when
+//! giving up an address has not succeeded, and how far a stop is: what the
+//! daemon's pinger judges by `slotd_core::node::watchdog::verdict` (and
+//! `verdict_stopping` once the agent stops).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub struct Progress {
     /// `Mono` ms + 1 since when an address is being given up and not yet
     /// seen gone, 0 when none is.
     giving_up: Arc<AtomicU64>,
+    /// `Mono` ms + 1 of when the agent began to stop (its loops ending), 0
+    /// before; and whether the reconciler's last pass is done.
+    stopping: Arc<AtomicU64>,
+    last_pass_done: Arc<AtomicBool>,
 }
 
 fn enc(m: Mono) -> u64 {
@@ -38,6 +43,12 @@ impl Progress {
 
     pub fn marks(&self) -> [Option<Mono>; 3] {
         [0, 1, 2].map(|i| dec(self.marks[i].load(Ordering::Relaxed)))
+    }
+
+    /// `part`'s last mark.
+    pub fn mark_of(&self, part: Part) -> Option<Mono> {
+        let i = Part::ALL.iter().position(|p| *p == part).unwrap_or(0);
+        dec(self.marks[i].load(Ordering::Relaxed))
     }
 
     /// An address must be given up (a fencing pass begins, a release is
@@ -64,6 +75,27 @@ impl Progress {
 
     pub fn giving_up_since(&self) -> Option<Mono> {
         dec(self.giving_up.load(Ordering::Relaxed))
+    }
+
+    /// The agent stops: its loops end now (the pinger judges by
+    /// `verdict_stopping` from here on).
+    pub fn stopping(&self) {
+        let _ = self
+            .stopping
+            .compare_exchange(0, enc(clock::now()), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    pub fn stopping_since(&self) -> Option<Mono> {
+        dec(self.stopping.load(Ordering::Relaxed))
+    }
+
+    /// The reconciler's last pass (every master role given up) is done.
+    pub fn last_pass_done(&self) {
+        self.last_pass_done.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_last_pass_done(&self) -> bool {
+        self.last_pass_done.load(Ordering::Relaxed)
     }
 }
 

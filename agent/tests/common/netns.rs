@@ -7,7 +7,8 @@
 //! shipped unit's settings: each agent gets a `NOTIFY_SOCKET` and
 //! `WATCHDOG_USEC` (200 ms); once READY, an agent that sends no
 //! `WATCHDOG=1` for 200 ms is killed with SIGKILL (`WatchdogSignal=SIGKILL`)
-//! and `slotd fence` runs in its namespace (`ExecStopPost`). Agents also get
+//! and `slotd fence` runs in its namespace (`ExecStopPost`). As under
+//! systemd, the watchdog runs until the agent has exited, a stop included. Agents also get
 //! `SLOTD_INJECT_FAULTS=1` (SIGUSR1 stalls the reconciler for 10 s; SIGUSR2 makes every
 //! kernel call hang).
 #![allow(dead_code)]
@@ -355,9 +356,14 @@ impl Site {
                     if msg.contains("READY=1") || (last.is_some() && msg.contains("WATCHDOG=1")) {
                         last = Some(Instant::now());
                     }
-                    if msg.contains("STOPPING=1") {
-                        return;
-                    }
+                }
+                // As systemd, the watchdog runs until the agent has exited,
+                // through a stop (STOPPING=1) too.
+                let exited = lock(&agents)[i]
+                    .as_mut()
+                    .is_none_or(|c| c.id() != pid || c.try_wait().ok().flatten().is_some());
+                if exited {
+                    return;
                 }
                 if last.is_some_and(|t| t.elapsed() > WATCHDOG) {
                     // Only the agent this thread watches (the test may have
@@ -523,7 +529,8 @@ impl Site {
             };
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for every master IP served by its master: {last}"
+                "timed out waiting for every master IP served by its master: {last}; the agents' last words:\n{}",
+                self.log_tails(40)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -627,6 +634,18 @@ impl Site {
             .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
             .filter(|a| a.starts_with("10.64.") || a.starts_with("10.128."))
             .collect()
+    }
+
+    /// The last `n` lines of every agent's log, for a failure's message.
+    pub fn log_tails(&self, n: usize) -> String {
+        (0..self.hosts().len())
+            .map(|i| {
+                let log = self.log(i);
+                let lines: Vec<&str> = log.lines().collect();
+                format!("imap{}:\n{}", i + 1, lines[lines.len().saturating_sub(n)..].join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn log(&self, i: usize) -> String {

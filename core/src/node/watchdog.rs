@@ -127,6 +127,33 @@ pub fn verdict(
     }
 }
 
+/// The pinger's rule once the agent stops. Its loops end on purpose (their
+/// marks go stale), but systemd keeps `WatchdogSec` running through a stop,
+/// and the stop goes on: the reconciler's last pass gives up every master
+/// role (instances stopped, addresses released), then Raft and the servers
+/// close, each bounded. So: while that pass runs (`last_pass_done` false),
+/// ping only while the reconciler's mark (`reconciler`, counted from
+/// `since`, when the stop began, if older) is within [`STALL_BOUND`]; after
+/// it, ping to the end; and throughout, not once giving up an address has
+/// not succeeded within [`STALL_BOUND`] — then systemd kills the agent and
+/// `slotd fence` releases what it could not.
+pub fn verdict_stopping(
+    reconciler: Option<Mono>,
+    since: Mono,
+    now: Mono,
+    last_pass_done: bool,
+    giving_up_since: Option<Mono>,
+) -> Result<(), Withheld> {
+    let mark = reconciler.map_or(since, |m| m.max(since));
+    if !last_pass_done && now.since(mark) > Part::Reconciler.bound() {
+        return Err(Withheld::Stalled(vec![Part::Reconciler]));
+    }
+    match giving_up_since.map(|t| now.since(t)) {
+        Some(d) if d > STALL_BOUND => Err(Withheld::GivingUpStuck(d)),
+        _ => Ok(()),
+    }
+}
+
 /// The longest a stalled or frozen agent may keep its addresses with the
 /// watchdog set to `watchdog` (`WatchdogSec`).
 pub fn worst_case(watchdog: Duration) -> Duration {
@@ -182,6 +209,28 @@ mod tests {
         assert_eq!(stalled(marks, at(990), at(1201)), vec![Part::Reconciler]);
         assert_eq!(stalled(marks, at(990), at(1991)), vec![Part::Reconciler, Part::Raft]);
         assert_eq!(stalled(marks, at(990), at(2001)), Part::ALL.to_vec());
+    }
+
+    #[test]
+    fn a_stop_is_watched_by_the_last_pass_then_only_by_giving_up() {
+        let b = STALL_BOUND.as_millis() as u64;
+        // The stop began at 1000; the loops' old marks do not count against it.
+        assert_eq!(
+            verdict_stopping(Some(at(10)), at(1000), at(1000 + b), false, None),
+            Ok(())
+        );
+        // The last pass stops marking: withheld, as a stall.
+        assert_eq!(
+            verdict_stopping(Some(at(1100)), at(1000), at(1101 + b), false, None),
+            Err(Withheld::Stalled(vec![Part::Reconciler]))
+        );
+        // Once it is done, pings go on to the end however old the mark…
+        assert_eq!(verdict_stopping(Some(at(1100)), at(1000), at(9000), true, None), Ok(()));
+        // …unless an address it had to give up is not gone.
+        assert_eq!(
+            verdict_stopping(Some(at(1100)), at(1000), at(9000), true, Some(at(8999 - b))),
+            Err(Withheld::GivingUpStuck(Duration::from_millis(b + 1)))
+        );
     }
 
     #[test]

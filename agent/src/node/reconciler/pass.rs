@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -218,10 +218,27 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
             return;
         }
         let none = Probes::new();
-        let mut release_failed =
-            futures::future::join_all(plan.give_up.iter().map(|c| self.chain(c, &state, applied_at, &none)))
-                .await
-                .contains(&true);
+        // At a stop, the fence's clock is the addresses': once every one is
+        // released, an instance that takes its time to stop (bounded by the
+        // driver) does not get the agent killed halfway through a clean stop.
+        let releases = plan
+            .give_up
+            .iter()
+            .flatten()
+            .filter(|a| matches!(a, Action::Release { .. }))
+            .count();
+        let unreleased = AtomicUsize::new(releases);
+        let watch_releases = r.stopping.load(Ordering::SeqCst).then_some(&unreleased);
+        if releases == 0 && watch_releases.is_some() {
+            r.progress.given_up();
+        }
+        let mut release_failed = futures::future::join_all(
+            plan.give_up
+                .iter()
+                .map(|c| self.chain(c, &state, applied_at, &none, watch_releases)),
+        )
+        .await
+        .contains(&true);
         if !release_failed {
             // Given up: whatever the rest of the pass does (a ledger that
             // cannot be written) is no longer the fence's clock.
@@ -246,10 +263,13 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
             .zip(answers)
             .map(|(addr, a)| (addr, a.map_err(|e| e.to_string())))
             .collect();
-        release_failed |=
-            futures::future::join_all(plan.take.iter().map(|c| self.chain(c, &state, applied_at, &probes)))
-                .await
-                .contains(&true);
+        release_failed |= futures::future::join_all(
+            plan.take
+                .iter()
+                .map(|c| self.chain(c, &state, applied_at, &probes, None)),
+        )
+        .await
+        .contains(&true);
         if !release_failed {
             r.progress.given_up();
         }
@@ -262,13 +282,15 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
     /// One store's steps, in order; a failed taking step ends the chain
     /// (never start Cyrus as master without its IP bound), a failed giving
     /// up does not (a stop that fails must not keep the address bound).
-    /// True if a release failed.
+    /// True if a release failed. With `unreleased` (the releases of the
+    /// pass not yet done), the last one to succeed ends the fence's clock.
     async fn chain(
         &self,
         steps: &[Action],
         state: &ClusterState,
         applied_at: Option<slotd_raft_store::typ::LogId>,
         probes: &Probes,
+        unreleased: Option<&AtomicUsize>,
     ) -> bool {
         let r = self.r;
         let mut release_failed = false;
@@ -302,6 +324,11 @@ impl<'a, A: AddressOps, D: SlotDriver> Pass<'a, A, D> {
                 r.progress.giving_up();
             }
             let result = within(limit, self.execute(action, state, probes).instrument(span)).await;
+            if let (Ok(_), Action::Release { .. }, Some(left)) = (&result, action, unreleased) {
+                if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    r.progress.given_up();
+                }
+            }
             if let Err(e) = result {
                 Stats::add(&r.stats.action_errors, 1);
                 warn!(store = %store, epoch, ?action, error = %e, "action failed");
