@@ -108,6 +108,7 @@ fn a_slow_link_or_disk_at_the_leader_costs_no_master_its_ip() {
                 let mut leaders = vec![slow];
                 let mut moved = None;
                 let mut writes = 0;
+                let mut took: Vec<Duration> = Vec::new();
                 while began.elapsed() < SPELL {
                     if let Some(now) = site.status(fast).map(|s| leader(&s)) {
                         if leaders.last() != Some(&now) {
@@ -122,7 +123,9 @@ fn a_slow_link_or_disk_at_the_leader_costs_no_master_its_ip() {
                     if matches!(fault, Fault::Disk) {
                         // The slow leader writes: one log entry a second.
                         let node = format!("imap{}", fast + 1);
+                        let t = Instant::now();
                         ok(site.slotctl(slow, &["undrain", &node]));
+                        took.push(t.elapsed());
                         writes += 1;
                     }
                     std::thread::sleep(Duration::from_secs(1));
@@ -130,6 +133,10 @@ fn a_slow_link_or_disk_at_the_leader_costs_no_master_its_ip() {
                 match fault {
                     Fault::Link(_) => site.slow_link(None),
                     Fault::Disk => site.signal(slow, libc::SIGRTMIN() + 1),
+                }
+                took.sort();
+                if let (Some(median), Some(max)) = (took.get(took.len() / 2), took.last()) {
+                    eprintln!("{fault:?}: a write through the slow leader took {median:?} (median), {max:?} (max)");
                 }
                 let (after, term_after) = settled(&site);
                 eprintln!(

@@ -4,7 +4,9 @@
 //! The state machine itself lives in memory and is rebuilt at start from the
 //! latest snapshot plus the committed log after it (openraft re-applies from
 //! `read_committed`). Every write transaction is committed with redb's
-//! default durability (fsync) before openraft is told it is done.
+//! default durability (fsync) before openraft is told it is done; the log's
+//! go through one writer thread, so that appends do not hold up the Raft
+//! core (see `LogStore`).
 
 // openraft's traits fix the error type (`StorageError`, ~224 bytes); boxing it
 // in our helpers would only mean unboxing it at every trait method.
@@ -46,6 +48,8 @@ pub enum OpenError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open Raft database {path}: {source}")]
     Db { path: PathBuf, source: Box<redb::Error> },
+    #[error("cannot start the writer of Raft database {path}: {source}")]
+    Writer { path: PathBuf, source: std::io::Error },
     #[error("Raft database {path}: stored snapshot is unreadable: {source}")]
     Snapshot { path: PathBuf, source: CodecError },
     #[error(
@@ -259,7 +263,8 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
             source,
         },
     })?;
-    Ok((LogStore::new(db), sm))
+    let log = LogStore::new(db).map_err(|source| OpenError::Writer { path, source })?;
+    Ok((log, sm))
 }
 
 #[cfg(test)]
