@@ -118,13 +118,23 @@ fn writer(db: Arc<Database>, pending: Arc<Mutex<Pending>>, jobs: mpsc::Receiver<
 
 fn write_all(db: &Database, pending: &Mutex<Pending>, jobs: &mpsc::Receiver<Job>) {
     let mut next = None;
+    // After the first failed write nothing more is written: what came
+    // after it in the queue must not land without it (a gap in the log, a
+    // commit point past what is stored). openraft stops on the error.
+    let mut failed: Option<String> = None;
     loop {
         let Some(job) = next.take().or_else(|| jobs.recv().ok()) else {
             return;
         };
         match job {
             Job::Write { write, done } => {
-                let result = write(db).map_err(|e| e.to_string());
+                let result = match &failed {
+                    Some(first) => Err(format!("not written: an earlier write failed ({first})")),
+                    None => write(db).map_err(|e| e.to_string()),
+                };
+                if let Err(e) = &result {
+                    failed.get_or_insert_with(|| e.clone());
+                }
                 match done {
                     Some(done) => {
                         let _ = done.send(result);
@@ -147,18 +157,24 @@ fn write_all(db: &Database, pending: &Mutex<Pending>, jobs: &mpsc::Receiver<Job>
                         }
                     }
                 }
-                let result = (|| -> Result<(), redb::Error> {
-                    let txn = db.begin_write()?;
+                let result = (|| -> Result<(), String> {
+                    if let Some(first) = &failed {
+                        return Err(format!("not written: an earlier write failed ({first})"));
+                    }
+                    let txn = db.begin_write().map_err(|e| e.to_string())?;
                     {
-                        let mut table = txn.open_table(LOGS)?;
+                        let mut table = txn.open_table(LOGS).map_err(|e| e.to_string())?;
                         for (index, _, bytes) in batch.iter().flat_map(|(rows, _)| rows) {
-                            table.insert(*index, &bytes[..])?;
+                            table.insert(*index, &bytes[..]).map_err(|e| e.to_string())?;
                         }
                     }
                     super::slow::before_commit();
-                    txn.commit()?;
+                    txn.commit().map_err(|e| e.to_string())?;
                     Ok(())
                 })();
+                if let Err(e) = &result {
+                    failed.get_or_insert_with(|| e.clone());
+                }
                 {
                     let mut p = lock(pending);
                     for (index, seq, _) in batch.iter().flat_map(|(rows, _)| rows) {
@@ -172,7 +188,7 @@ fn write_all(db: &Database, pending: &Mutex<Pending>, jobs: &mpsc::Receiver<Job>
                 for (_, callback) in batch {
                     match &result {
                         Ok(()) => callback.log_io_completed(Ok(())),
-                        Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+                        Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.clone()))),
                     }
                 }
             }
