@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::netns::cyrus::{banner, deliver, delivered, imap, kill_all};
-use common::netns::{find_store, master_ip, ok, wait_for, Site, SiteOptions, WAIT};
+use common::netns::{beside, find_store, master_ip, ok, wait_for, Site, SiteOptions, WAIT};
 
 /// Bounds of the delivery loop.
 const MAX_MESSAGES: u64 = 5000;
@@ -31,8 +31,8 @@ struct Load {
 
 /// A site with real Cyrus, st0001's master answering IMAP on its master
 /// IP, and alice's mailbox created there: (site, master IP, master).
-fn cyrus_site(tag: &str, systemd: bool) -> (Arc<Site>, IpAddr, String) {
-    let site = Arc::new(Site::start_with(
+fn cyrus_site(tag: &str, systemd: bool) -> (Site, IpAddr, String) {
+    let site = Site::start_with(
         tag,
         SiteOptions {
             slots: 2,
@@ -40,7 +40,7 @@ fn cyrus_site(tag: &str, systemd: bool) -> (Arc<Site>, IpAddr, String) {
             systemd,
             ..SiteOptions::default()
         },
-    ));
+    );
     let s = site.init();
     let st = find_store(&s, "st0001");
     let ip: IpAddr = master_ip(st).expect("master ip");
@@ -107,41 +107,37 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
     let stop = Arc::new(AtomicBool::new(false));
     let (load, loader) = start_load(&site, ip, &stop);
     // Addresses sampled while the master moves.
-    let doubles = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
-    let sampler = {
-        let (site, stop, doubles) = (site.clone(), stop.clone(), doubles.clone());
-        std::thread::spawn(move || {
-            let mut samples = 0u64;
-            let until = Instant::now() + MAX_LOAD;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-                let held = site.held_all(&[]);
-                samples += 1;
-                let holders: Vec<String> = (0..3)
-                    .filter(|i| held[*i].contains(&format!("{ip}/32")))
-                    .map(|i| format!("imap{}", i + 1))
-                    .collect();
-                if holders.len() > 1 {
-                    doubles.lock().expect("doubles").push(holders);
-                }
+    let sample = |done: &AtomicBool| {
+        let (mut samples, mut doubles) = (0u64, Vec::<Vec<String>>::new());
+        let until = Instant::now() + MAX_LOAD;
+        while !done.load(Ordering::SeqCst) && Instant::now() < until {
+            let held = site.held_all(&[]);
+            samples += 1;
+            let holders: Vec<String> = (0..3)
+                .filter(|i| held[*i].contains(&format!("{ip}/32")))
+                .map(|i| format!("imap{}", i + 1))
+                .collect();
+            if holders.len() > 1 {
+                doubles.push(holders);
             }
-            samples
-        })
+        }
+        (samples, doubles)
     };
-
-    more(&load, 20);
-    let out = ok(site.slotctl(0, &["failover", "st0001", "--wait"]));
-    assert!(out.contains("switchover in"), "{out}");
-    more(&load, 20);
-    let s = site.status(0).expect("status");
-    let second = find_store(&s, "st0001")["master"].as_str().expect("master").to_owned();
-    assert_ne!(second, first, "the switchover moved the master");
-    let out = ok(site.slotctl(0, &["drain", &second, "--wait"]));
-    assert!(out.contains(&format!("node {second} drained")), "{out}");
-    more(&load, 20);
-
+    let (second, (samples, doubles)) = beside(sample, || {
+        more(&load, 20);
+        let out = ok(site.slotctl(0, &["failover", "st0001", "--wait"]));
+        assert!(out.contains("switchover in"), "{out}");
+        more(&load, 20);
+        let s = site.status(0).expect("status");
+        let second = find_store(&s, "st0001")["master"].as_str().expect("master").to_owned();
+        assert_ne!(second, first, "the switchover moved the master");
+        let out = ok(site.slotctl(0, &["drain", &second, "--wait"]));
+        assert!(out.contains(&format!("node {second} drained")), "{out}");
+        more(&load, 20);
+        second
+    });
     stop.store(true, Ordering::SeqCst);
     loader.join().expect("loader");
-    let samples = sampler.join().expect("sampler");
     let acked = load.acked.lock().expect("acked").clone();
     let attempted = load.attempted.load(Ordering::SeqCst);
 
@@ -166,11 +162,7 @@ fn switchover_and_drain_under_lmtp_load_lose_no_acknowledged_message() {
     );
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert!(found.iter().all(|n| *n <= attempted), "a message nobody sent?");
-    assert!(
-        doubles.lock().expect("doubles").is_empty(),
-        "two holders: {:?}",
-        doubles.lock()
-    );
+    assert!(doubles.is_empty(), "two holders: {doubles:?}");
     assert!(samples >= 10, "the sampler looked only {samples} times");
     // Master and replica agree, once replication has caught up.
     verify_agrees(&site);

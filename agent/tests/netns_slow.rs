@@ -18,10 +18,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::netns::{leader, masters, ok, wait_for, Site, SiteOptions, WAIT};
+use common::netns::{beside, leader, masters, ok, wait_for, Site, SiteOptions, WAIT};
 
 /// How long each fault lasts.
 const SPELL: Duration = Duration::from_secs(30);
@@ -70,92 +69,81 @@ fn a_slow_link_or_disk_at_the_leader_costs_no_master_its_ip() {
         }
     }
 
-    let done = AtomicBool::new(false);
-    let wrong: Mutex<Vec<(Duration, String, Vec<usize>)>> = Mutex::default();
     let started = Instant::now();
     let mut spells = Vec::new();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                let held = site.held_all(&[]);
-                for (ip, i) in &owner {
-                    let holders: Vec<usize> = (0..3).filter(|h| held[*h].contains(ip)).collect();
-                    if holders != [*i] {
-                        let mut w = wrong.lock().unwrap();
-                        if w.len() < 50 {
-                            w.push((started.elapsed(), ip.clone(), holders));
-                        }
-                    }
+    let sample = |done: &AtomicBool| {
+        let mut wrong: Vec<(Duration, String, Vec<usize>)> = Vec::new();
+        while !done.load(Ordering::SeqCst) {
+            let held = site.held_all(&[]);
+            for (ip, i) in &owner {
+                let holders: Vec<usize> = (0..3).filter(|h| held[*h].contains(ip)).collect();
+                if holders != [*i] && wrong.len() < 50 {
+                    wrong.push((started.elapsed(), ip.clone(), holders));
                 }
-                std::thread::sleep(Duration::from_millis(10));
             }
-        });
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for fault in [
-                Fault::Link(Duration::from_millis(80)),
-                Fault::Link(Duration::from_millis(150)),
-                Fault::Disk,
-            ] {
-                let (slow, term) = settled(&site);
-                let began = Instant::now();
-                let fast = (slow + 1) % 3;
-                match fault {
-                    Fault::Link(d) => site.slow_link(Some((slow, d))),
-                    Fault::Disk => site.signal(slow, libc::SIGRTMIN() + 1),
-                }
-                // While it lasts: who leads, seen from a fast machine (every
-                // 100 ms until another does, then every second).
-                let mut leaders = vec![slow];
-                let mut moved = None;
-                let mut writes = 0;
-                let mut took: Vec<Duration> = Vec::new();
-                while began.elapsed() < SPELL {
-                    if let Some(now) = site.status(fast).map(|s| leader(&s)) {
-                        if leaders.last() != Some(&now) {
-                            leaders.push(now);
-                            moved.get_or_insert(began.elapsed());
-                        }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        wrong
+    };
+    let ((), wrong) = beside(sample, || {
+        for fault in [
+            Fault::Link(Duration::from_millis(80)),
+            Fault::Link(Duration::from_millis(150)),
+            Fault::Disk,
+        ] {
+            let (slow, term) = settled(&site);
+            let began = Instant::now();
+            let fast = (slow + 1) % 3;
+            match fault {
+                Fault::Link(d) => site.slow_link(Some((slow, d))),
+                Fault::Disk => site.signal(slow, libc::SIGRTMIN() + 1),
+            }
+            // While it lasts: who leads, seen from a fast machine (every
+            // 100 ms until another does, then every second).
+            let mut leaders = vec![slow];
+            let mut moved = None;
+            let mut writes = 0;
+            let mut took: Vec<Duration> = Vec::new();
+            while began.elapsed() < SPELL {
+                if let Some(now) = site.status(fast).map(|s| leader(&s)) {
+                    if leaders.last() != Some(&now) {
+                        leaders.push(now);
+                        moved.get_or_insert(began.elapsed());
                     }
-                    if moved.is_none() && began.elapsed() < Duration::from_secs(5) {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    if matches!(fault, Fault::Disk) {
-                        // The slow leader writes: one log entry a second.
-                        let node = format!("imap{}", fast + 1);
-                        let t = Instant::now();
-                        ok(site.slotctl(slow, &["undrain", &node]));
-                        took.push(t.elapsed());
-                        writes += 1;
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
                 }
-                match fault {
-                    Fault::Link(_) => site.slow_link(None),
-                    Fault::Disk => site.signal(slow, libc::SIGRTMIN() + 1),
+                if moved.is_none() && began.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
                 }
-                took.sort();
-                if let (Some(median), Some(max)) = (took.get(took.len() / 2), took.last()) {
-                    eprintln!("{fault:?}: a write through the slow leader took {median:?} (median), {max:?} (max)");
+                if matches!(fault, Fault::Disk) {
+                    // The slow leader writes: one log entry a second.
+                    let node = format!("imap{}", fast + 1);
+                    let t = Instant::now();
+                    ok(site.slotctl(slow, &["undrain", &node]));
+                    took.push(t.elapsed());
+                    writes += 1;
                 }
-                let (after, term_after) = settled(&site);
-                eprintln!(
-                    "{fault:?} at imap{} for {SPELL:?}: leaders {:?} (another seen leading {moved:?} in), term \
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            match fault {
+                Fault::Link(_) => site.slow_link(None),
+                Fault::Disk => site.signal(slow, libc::SIGRTMIN() + 1),
+            }
+            took.sort();
+            if let (Some(median), Some(max)) = (took.get(took.len() / 2), took.last()) {
+                eprintln!("{fault:?}: a write through the slow leader took {median:?} (median), {max:?} (max)");
+            }
+            let (after, term_after) = settled(&site);
+            eprintln!(
+                "{fault:?} at imap{} for {SPELL:?}: leaders {:?} (another seen leading {moved:?} in), term \
                      {term} → {term_after}, {writes} writes, then imap{} leads",
-                    slow + 1,
-                    leaders.iter().map(|l| l + 1).collect::<Vec<_>>(),
-                    after + 1
-                );
-                spells.push((fault, slow, leaders, after));
-            }
-        }));
-        done.store(true, Ordering::SeqCst);
-        if let Err(p) = result {
-            std::panic::resume_unwind(p);
+                slow + 1,
+                leaders.iter().map(|l| l + 1).collect::<Vec<_>>(),
+                after + 1
+            );
+            spells.push((fault, slow, leaders, after));
         }
     });
-
-    let wrong = wrong.into_inner().unwrap();
     assert!(
         wrong.is_empty(),
         "master IPs not bound by their master alone (when, ip, holders): {wrong:#?}"

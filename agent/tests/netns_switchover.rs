@@ -8,10 +8,9 @@ mod common;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{masters, ok, wait_for, Site, SiteOptions, WAIT};
+use common::netns::{beside, masters, ok, wait_for, Site, SiteOptions, WAIT};
 use serde_json::Value;
 
 /// What the sampler saw while it ran.
@@ -70,29 +69,27 @@ fn master_ips(status: &Value) -> Vec<IpAddr> {
 #[test]
 fn drain_moves_six_masters_with_never_two_holders_and_rebalance_brings_them_back() {
     // 12 slots per node: 18 stores, 6 masters on each node.
-    let site = Arc::new(Site::start_with(
+    let site = Site::start_with(
         "swdr",
         SiteOptions {
             slots: 12,
             ..SiteOptions::default()
         },
-    ));
+    );
     site.init();
     let before = site.served_by_masters(1);
     let mine = masters(&before, "imap1");
     assert_eq!(mine.len(), 6);
     let ips = master_ips(&before);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (site, stop, ips) = (site.clone(), stop.clone(), ips.clone());
-        std::thread::spawn(move || sample(&site, &ips, &stop, Duration::from_secs(120)))
-    };
-    let out = ok(site.slotctl(1, &["drain", "imap1", "--wait"]));
-    assert!(out.contains("node imap1 drained"), "{out}");
-    let drained = site.served_by_masters(1);
-    stop.store(true, Ordering::SeqCst);
-    let seen = sampler.join().expect("sampler");
+    let (drained, seen) = beside(
+        |stop| sample(&site, &ips, stop, Duration::from_secs(120)),
+        || {
+            let out = ok(site.slotctl(1, &["drain", "imap1", "--wait"]));
+            assert!(out.contains("node imap1 drained"), "{out}");
+            site.served_by_masters(1)
+        },
+    );
 
     assert_eq!(node(&drained, "imap1")["mode"], "drained");
     for (name, ip) in &mine {

@@ -64,6 +64,30 @@ pub fn bin(name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Runs `body` while `beside` runs on a scoped thread of its own (a
+/// sampler, say), which is told through its flag once `body` is over,
+/// returned or panicked, and joined before this returns: so a failing test
+/// still drops its `Site`, stopping the agents and removing the
+/// namespaces (a thread left holding the site kept both past the test).
+pub fn beside<B, R, F, T>(beside: B, body: F) -> (T, R)
+where
+    B: FnOnce(&AtomicBool) -> R + Send,
+    R: Send,
+    F: FnOnce() -> T,
+{
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let side = scope.spawn(|| beside(&done));
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        done.store(true, Ordering::SeqCst);
+        let side = side.join();
+        match (out, side) {
+            (Ok(t), Ok(r)) => (t, r),
+            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
 pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
