@@ -9,6 +9,13 @@ fn units() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
 }
 
+/// The value of `key` in a unit's text (its first `key=` line).
+fn setting(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+}
+
 /// Runs `systemd-analyze verify UNIT` in `dir`; its complaints, if any.
 fn verify(dir: &Path, unit: &str) -> Result<(), String> {
     let out = Command::new("systemd-analyze")
@@ -74,11 +81,7 @@ fn the_agent_unit_verifies() -> Result<(), String> {
 #[test]
 fn the_agent_unit_is_hardened_around_what_the_agent_needs() -> Result<(), String> {
     let text = std::fs::read_to_string(units().join("slotd.service")).map_err(|e| e.to_string())?;
-    let value = |key: &str| -> Option<String> {
-        text.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
-    };
+    let value = |key: &str| setting(&text, key);
     for (key, want) in [
         ("ProtectSystem", "strict"),
         ("NoNewPrivileges", "yes"),
@@ -135,11 +138,7 @@ fn the_agent_units_watchdog_and_fence_fit_the_default_margin() -> Result<(), Str
     use slotd_core::node::watchdog::{check, worst_case};
     use slotd_core::timing::{FENCE_SANDBOX_TIME, UNIT_WATCHDOG};
     let text = std::fs::read_to_string(units().join("slotd.service")).map_err(|e| e.to_string())?;
-    let value = |key: &str| -> Option<String> {
-        text.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
-    };
+    let value = |key: &str| setting(&text, key);
     let watchdog = value("WatchdogSec").ok_or("no WatchdogSec")?;
     let ms: u64 = watchdog
         .strip_suffix("ms")
