@@ -30,8 +30,10 @@ DEB=$("$CARGO_DEB" -p slotd-agent --no-build --strip 2>/dev/null | tail -1)
 
 WORK=$(mktemp -d /tmp/slotd-package.XXXXXX)
 AGENT=
+FENCER=
 cleanup() {
   if [[ -n $AGENT ]]; then kill -9 "$AGENT" 2>/dev/null || true; fi
+  if [[ -n $FENCER ]]; then kill -9 "$FENCER" 2>/dev/null || true; fi
   dpkg --purge slotd >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -48,11 +50,13 @@ for d in /etc/slotd /etc/slotd/tls /var/lib/slotd; do
   [[ -d $d ]] || fail "postinst made no $d"
 done
 [[ $(stat -c %a /etc/slotd) == 750 ]] || fail "/etc/slotd is $(stat -c %a /etc/slotd), want 750"
-for u in slotd.service cyrus-slot@.service; do
+for u in slotd.service slotd-fencer.service cyrus-slot@.service; do
   [[ -f /lib/systemd/system/$u ]] || fail "no /lib/systemd/system/$u"
 done
-(cd "$WORK" && systemd-analyze verify /lib/systemd/system/slotd.service) \
-  || fail "systemd-analyze verify refuses the installed slotd.service"
+for u in slotd.service slotd-fencer.service; do
+  (cd "$WORK" && systemd-analyze verify /lib/systemd/system/$u) \
+    || fail "systemd-analyze verify refuses the installed $u"
+done
 
 say "slotctl certs and slotd --check-config, from the installed binaries"
 /usr/bin/slotctl certs --dir "$WORK/tls" --topology /usr/share/doc/slotd/examples/topology.toml --operator ops >/dev/null
@@ -67,6 +71,11 @@ sed -e 's|^listen = .*|listen = "127.0.0.1:0"|' -e 's|^metrics_listen = .*|metri
   -e 's|^interface = .*|interface = "lo"\nmanage_addresses = false|' "$WORK/slotd.toml" >"$WORK/run.toml"
 mkdir -p "$WORK/data"
 /usr/bin/slotd --check-config "$WORK/run.toml" >/dev/null || fail "the loopback config is refused"
+# The fencer first, as slotd-fencer.service starts it (ExecStart).
+/usr/bin/slotd fencer --config "$WORK/run.toml" 2>"$WORK/fencer.log" &
+FENCER=$!
+for _ in $(seq 1 200); do [[ -S $WORK/run/fencer.sock ]] && break; sleep 0.05; done
+[[ -S $WORK/run/fencer.sock ]] || { cat "$WORK/fencer.log" >&2; fail "the installed fencer did not listen"; }
 /usr/bin/slotd --config "$WORK/run.toml" 2>"$WORK/agent.log" &
 AGENT=$!
 for _ in $(seq 1 200); do [[ -s $WORK/data/endpoints ]] && break; sleep 0.05; done
@@ -75,9 +84,15 @@ ENDPOINT=$(sed -n 's/^listen=//p' "$WORK/data/endpoints")
 SLOTCTL_CA=$WORK/tls/ca.pem SLOTCTL_CERT=$WORK/tls/operator-ops.pem SLOTCTL_KEY=$WORK/tls/operator-ops.key \
   /usr/bin/slotctl --endpoint "$ENDPOINT" status --stale --json | grep -q '"initialised": false' \
   || fail "the installed slotctl got no status from the installed agent"
+for _ in $(seq 1 100); do grep -q 'the fencer hears this node' "$WORK/agent.log" && break; sleep 0.05; done
+grep -q 'the fencer hears this node' "$WORK/agent.log" \
+  || { cat "$WORK/agent.log" >&2; fail "the installed agent did not reach its fencer"; }
 kill -TERM $AGENT
 wait $AGENT || fail "the installed agent did not stop cleanly on SIGTERM"
 AGENT=
+kill -TERM $FENCER
+wait $FENCER || fail "the installed fencer did not stop cleanly on SIGTERM"
+FENCER=
 # And a bad config is refused with exit code 2.
 chmod 0644 "$WORK/tls/node-imap1.key"
 set +e

@@ -27,6 +27,12 @@ fn read(clock: libc::clockid_t) -> Option<Duration> {
     (rc == 0).then(|| Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32))
 }
 
+/// CLOCK_BOOTTIME now: the one clock this process and the fencer beside
+/// it read alike (a [`Mono`] is this process's own), counting suspends.
+pub fn boot_time() -> Duration {
+    read(libc::CLOCK_BOOTTIME).unwrap_or_default()
+}
+
 /// Below this, a difference of the two clocks is how they were read, not
 /// a suspend: the clock stays exact (tests with tokio's paused time compare
 /// it to the nanosecond).

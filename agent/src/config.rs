@@ -57,6 +57,13 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// Network interface on which service IPs are bound and announced (ARP).
     pub interface: String,
+    /// The fencer beside the agent (`slotd fencer`, `slotd-fencer.service`),
+    /// which gives up this node's addresses and stops its masters when the
+    /// lease it was told runs out, even if the agent cannot die: `off`,
+    /// `automatic` (used when it runs; the agent warns when it does not) or
+    /// `required` (no master role without it).
+    #[serde(default)]
+    pub fencer: FencerMode,
     /// Bind, release and announce service IPs on `interface` for real. Off
     /// only for demos and tests on a shared host: the agent then keeps the
     /// addresses in memory and touches no interface.
@@ -147,6 +154,31 @@ impl Driver {
             Driver::Systemd => "systemd",
             Driver::Exec => "exec",
             Driver::None => "none",
+        }
+    }
+}
+
+/// Whether the agent works with a fencer beside it (see [`Config::fencer`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FencerMode {
+    /// No fencer: an agent that cannot die keeps its addresses until it
+    /// has exited and `slotd fence` has run.
+    Off,
+    /// The fencer's word bounds the lease while it runs; without one, the
+    /// agent warns and works as with `off`.
+    #[default]
+    Automatic,
+    /// No master role on a lease the fencer has not acknowledged.
+    Required,
+}
+
+impl FencerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FencerMode::Off => "off",
+            FencerMode::Automatic => "automatic",
+            FencerMode::Required => "required",
         }
     }
 }
@@ -454,6 +486,10 @@ impl Config {
                 format!("must be less than timing.lease_ms ({})", t.lease_ms),
             ));
         }
+        if self.fencer != FencerMode::Off {
+            slotd_core::node::fencer::check(t.clock_skew_margin())
+                .map_err(|reason| invalid("timing.clock_skew_margin_ms", reason))?;
+        }
         if t.election_timeout_min_ms >= t.election_timeout_max_ms {
             return Err(invalid(
                 "timing.election_timeout_min_ms",
@@ -523,6 +559,7 @@ impl Config {
             data_dir,
             interface: "lo".to_owned(),
             manage_addresses: false,
+            fencer: FencerMode::Automatic,
             cyrus: CyrusConfig {
                 driver: Driver::None,
                 ..CyrusConfig::default()
@@ -551,6 +588,7 @@ impl Config {
         let _ = writeln!(out, "runtime_dir = {}", quote(&self.runtime_dir.to_string_lossy()));
         let _ = writeln!(out, "interface = {}", quote(&self.interface));
         let _ = writeln!(out, "manage_addresses = {}", self.manage_addresses);
+        let _ = writeln!(out, "fencer = {}", quote(self.fencer.as_str()));
         let cy = &self.cyrus;
         let _ = writeln!(out, "\n[cyrus]\ndriver = {}", quote(cy.driver.as_str()));
         let _ = writeln!(out, "root = {}", quote(&cy.root.to_string_lossy()));
@@ -797,6 +835,7 @@ listen = "10.0.0.1:7420"
 metrics_listen = "[::1]:9999"
 data_dir = "/var/lib/slotd"
 interface = "eth0"
+fencer = "required"
 [cyrus]
 driver = "exec"
 root = "/srv/cyrus"
@@ -851,6 +890,7 @@ tls = { ca_file = "/etc/slotd/tls/ca.pem", cert_file = "/etc/slotd/tls/node.pem"
             runtime_dir: PathBuf::from("/run/slotd"),
             interface: "eth0".into(),
             manage_addresses: true,
+            fencer: FencerMode::Required,
             cyrus: CyrusConfig {
                 driver: Driver::Exec,
                 root: PathBuf::from("/srv/cyrus"),

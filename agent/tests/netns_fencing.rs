@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::netns::{find_store, leader, masters, wait_for, Site, SiteOptions, HOSTS, WAIT};
+use common::netns::{find_store, leader, masters, wait_for, Site, SiteOptions, Unkillable, HOSTS, WAIT};
 use slotd_agent::config::Timing;
 use slotd_netops::testkit::IFACE;
 
@@ -31,16 +31,24 @@ enum Freeze {
     /// then its switch port cut, so that its lease runs out and it must
     /// give up its addresses through a kernel that does not answer.
     KernelHangsThenCut,
+    /// Frozen in a way SIGKILL cannot end (a cgroup-v1 freezer: as a thread
+    /// stuck in the kernel), 20 masters on it, a fencer beside every agent:
+    /// the watchdog's kill waits, `slotd fence` cannot run; the fencer must
+    /// give the addresses up when the lease it was told runs out.
+    CannotDie,
 }
 
 /// Freezes (or stalls) a master's agent and watches its master IPs, every
 /// 10 ms, until they are served elsewhere: they must have left its
 /// namespace before lease + margin (when the leader may move the stores).
 fn frozen_master(tag: &str, freeze: Freeze) {
+    let cannot_die = matches!(freeze, Freeze::CannotDie);
     let site = Site::start_with(
         tag,
         SiteOptions {
             service_manager: true,
+            slots: if cannot_die { 40 } else { 4 },
+            fencers: cannot_die,
             ..SiteOptions::default()
         },
     );
@@ -52,7 +60,14 @@ fn frozen_master(tag: &str, freeze: Freeze) {
     let ips: Vec<String> = moved.iter().map(|(_, ip)| format!("{ip}/32")).collect();
     assert!(!ips.is_empty());
 
+    let (mut unkillable, mut fencer_said) = (None, 0);
     let frozen = match freeze {
+        Freeze::CannotDie => {
+            fencer_said = site.fencer_log(victim).len();
+            let frozen = Instant::now();
+            unkillable = Some(Unkillable::freeze(tag, site.pid(victim)));
+            frozen
+        }
         Freeze::Signal(signal) => {
             let frozen = Instant::now();
             site.signal(victim, signal);
@@ -90,6 +105,21 @@ fn frozen_master(tag: &str, freeze: Freeze) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let gone = gone.unwrap();
+    if let Some(unkillable) = unkillable {
+        // The fencer did it: the agent has not exited, nothing ran `slotd
+        // fence` yet.
+        assert!(
+            site.killed
+                .lock()
+                .map(|k| k.iter().all(|k| k.node != victim))
+                .unwrap_or(false),
+            "the frozen agent died"
+        );
+        let log = site.fencer_log(victim);
+        let since = &log[fencer_said..];
+        assert_eq!(since.matches("fencer: released").count(), ips.len(), "{since}");
+        drop(unkillable);
+    }
     let killed = wait_for("the watchdog to have killed and fenced the agent", WAIT, || {
         site.killed.lock().ok()?.iter().find(|k| k.node == victim).cloned()
     });
@@ -109,6 +139,11 @@ fn frozen_master(tag: &str, freeze: Freeze) {
     // Reachable on their new masters.
     let survivor = (0..3).find(|i| *i != victim).unwrap();
     site.moved_served(survivor, &moved, &name);
+}
+
+#[test]
+fn a_master_whose_agent_cannot_die_loses_its_ips_through_its_fencer_within_the_margin() {
+    frozen_master("fzd", Freeze::CannotDie);
 }
 
 #[test]

@@ -73,6 +73,58 @@ fn the_agent_unit_verifies() -> Result<(), String> {
     verify(dir.path(), "slotd.service")
 }
 
+#[test]
+fn the_fencer_unit_verifies_and_does_not_share_the_agents_fate() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for unit in ["slotd.service", "slotd-fencer.service"] {
+        let text = std::fs::read_to_string(units().join(unit)).map_err(|e| e.to_string())?;
+        let text = text.replace("/usr/bin/slotd", env!("CARGO_BIN_EXE_slotd"));
+        std::fs::write(dir.path().join(unit), text).map_err(|e| e.to_string())?;
+    }
+    verify(dir.path(), "slotd-fencer.service")?;
+    let fencer = std::fs::read_to_string(units().join("slotd-fencer.service")).map_err(|e| e.to_string())?;
+    let agent = std::fs::read_to_string(units().join("slotd.service")).map_err(|e| e.to_string())?;
+    // Started first, never stopped with the agent (a Requires/BindsTo/PartOf
+    // would stop it when the agent stops, or fails).
+    let has = |text: &str, key: &str, word: &str| setting(text, key).is_some_and(|v| v.split(' ').any(|w| w == word));
+    if !has(&agent, "After", "slotd-fencer.service") || !has(&agent, "Wants", "slotd-fencer.service") {
+        return Err("slotd.service must want the fencer and start after it".into());
+    }
+    for key in ["Requires", "BindsTo", "PartOf", "Requisite"] {
+        if setting(&fencer, key).is_some() || setting(&agent, key).is_some_and(|v| v.contains("fencer")) {
+            return Err(format!("{key}= ties the fencer's life to the agent's"));
+        }
+    }
+    for (key, want) in [
+        ("Restart", "always"),
+        ("StartLimitIntervalSec", "0"),
+        ("RuntimeDirectory", "slotd"),
+        ("RuntimeDirectoryPreserve", "yes"),
+        ("RuntimeDirectoryMode", "0750"),
+    ] {
+        if setting(&fencer, key).as_deref() != Some(want) {
+            return Err(format!(
+                "slotd-fencer.service: {key} is {:?}, want {want}",
+                setting(&fencer, key)
+            ));
+        }
+    }
+    // The socket the agent looks for is where the unit makes its directory.
+    let socket = slotd_agent::daemon::fencer::SOCKET;
+    let config = slotd_agent::config::Config::builder(
+        1,
+        "a",
+        "127.0.0.1:1".parse().map_err(|_| "addr")?,
+        "/var/lib/slotd".into(),
+    );
+    let mut config = config;
+    config.runtime_dir = "/run/slotd".into();
+    if slotd_agent::daemon::fencer::socket_path(&config) != Path::new("/run/slotd").join(socket) {
+        return Err("the fencer's socket is not in the runtime directory".into());
+    }
+    Ok(())
+}
+
 /// The agent's unit is hardened, and what it leaves writable and reachable
 /// is what the agent needs with its default paths: the data and runtime
 /// directories (and the Cyrus root below the first), netlink, packet

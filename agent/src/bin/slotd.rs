@@ -1,6 +1,7 @@
 //! `slotd`: the agent. `slotd --config FILE` runs it; `slotd --check-config
 //! FILE` only checks the file; `slotd fence --config FILE` gives up every
-//! store address on this machine (systemd's ExecStopPost). Exit codes: 0 clean stop, 1 failure while
+//! store address on this machine (systemd's ExecStopPost); `slotd fencer
+//! --config FILE` runs the fencer beside the agent (slotd-fencer.service). Exit codes: 0 clean stop, 1 failure while
 //! running, 2 bad arguments or configuration (one line on stderr).
 
 use std::path::PathBuf;
@@ -16,7 +17,10 @@ use tracing::{error, info, warn};
 struct Args {
     /// `fence`: release every store address and stop every instance here,
     /// then exit (run after the agent stops, whatever the reason).
-    #[arg(value_parser = ["fence"])]
+    /// `fencer`: run the fencer beside the agent, which gives up the
+    /// addresses and masters of a lease that ran out, whatever the agent's
+    /// state.
+    #[arg(value_parser = ["fence", "fencer"])]
     action: Option<String>,
     /// Node config (slotd.toml) to run with.
     #[arg(
@@ -106,6 +110,32 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("slotd: fence: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    if args.action.as_deref() == Some("fencer") {
+        let runtime = match slotd_netops::cli::runtime_or_exit("slotd") {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        let stop = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        return match runtime.block_on(daemon::fencer::run(config, stop)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("slotd: fencer: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -318,6 +318,16 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         tokio::spawn(shift_wall_on_sigpwr());
         tokio::spawn(slow_disk_on_sigrtmin1());
     }
+    // The lease the agent acts on: the keeper's, as far as the fencer
+    // beside the agent has acknowledged it (`fencer`).
+    let lease = crate::node::fencer_link::spawn(
+        config.fencer,
+        crate::daemon::fencer::socket_path(&config),
+        lease,
+        cluster.reader.clone(),
+        config.node_id,
+        loops_rx.clone(),
+    );
     let lease_for_metrics = lease.clone();
     let reconciler = Reconciler::new(
         reconciler::Deps {

@@ -4,6 +4,8 @@
 //! - `progress`: the marks the loops leave for the watchdog;
 //! - `lease_keeper`: renews this node's lease with the leader every
 //!   heartbeat and publishes the lease the book makes of the grants;
+//! - `fencer_link`: tells the fencer beside the agent that lease, and
+//!   bounds the lease the agent acts on by what the fencer acknowledged;
 //! - `reconciler`: makes the machine match the log — addresses, then Cyrus
 //!   — and fences when the lease runs out; beside it, on tasks of their
 //!   own, `announcer` (gratuitous ARP / NA after a bind, and every refresh),
@@ -12,6 +14,7 @@
 
 pub mod announcer;
 pub mod elector;
+pub mod fencer_link;
 pub mod health;
 pub mod l2;
 pub mod lease_keeper;

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use slotd_agent::config::{Config, Driver, TlsConfig};
+use slotd_agent::config::{Config, Driver, FencerMode, TlsConfig};
 use slotd_netops::testkit::{require_root, Lan, IFACE};
 
 #[path = "cyrus.rs"]
@@ -122,6 +122,9 @@ pub struct SiteOptions {
     /// Each agent's Peer port behind a delaying proxy ([`delay`]), so that
     /// [`Site::slow_link`] can make one machine's link slow.
     pub slow_links: bool,
+    /// A fencer (`slotd fencer`) beside every agent, which then runs with
+    /// `fencer = "required"` (else `"off"`).
+    pub fencers: bool,
 }
 
 impl Default for SiteOptions {
@@ -134,6 +137,7 @@ impl Default for SiteOptions {
             cyrus: false,
             systemd: false,
             slow_links: false,
+            fencers: false,
         }
     }
 }
@@ -163,6 +167,8 @@ pub struct Site {
     pub killed: Arc<Mutex<Vec<Killed>>>,
     /// Which machine's link is slow (with `SiteOptions::slow_links`).
     delays: Arc<delay::Delays>,
+    /// Each machine's fencer (with `SiteOptions::fencers`).
+    fencers: Mutex<Vec<Child>>,
 }
 
 pub fn addr_of(i: usize) -> String {
@@ -229,6 +235,7 @@ impl Site {
             stop,
             killed: Arc::default(),
             delays: Arc::default(),
+            fencers: Mutex::default(),
         };
         let tls = make_certs(site.dir.path(), hosts.len());
         for (i, host) in hosts.iter().enumerate() {
@@ -253,6 +260,11 @@ impl Site {
             c.tls = node_tls(&tls, &format!("imap{}", i + 1));
             c.cyrus.driver = Driver::None;
             c.timing.probe_timeout_ms = options.probe_timeout_ms;
+            c.fencer = if options.fencers {
+                FencerMode::Required
+            } else {
+                FencerMode::Off
+            };
             if options.cyrus {
                 let password = site.dir.path().join("sync-password");
                 std::fs::write(&password, format!("{}\n", cyrus::PASSWORD)).expect("sync password");
@@ -276,7 +288,10 @@ impl Site {
                 cyrus::prepare(&c.cyrus.root, &node, slots);
             }
             std::fs::write(site.config(i), c.to_toml()).expect("config");
-            site.runtime_dirs.push(c.runtime_dir);
+            site.runtime_dirs.push(c.runtime_dir.clone());
+            if options.fencers {
+                site.spawn_fencer(i, &c.runtime_dir);
+            }
             site.spawn(i);
         }
         site
@@ -320,6 +335,37 @@ impl Site {
     /// The agent's runtime directory (its ledger).
     pub fn runtime_dir(&self, i: usize) -> PathBuf {
         self.runtime_dirs[i].clone()
+    }
+
+    /// `slotd fencer` for machine `i`, in its namespace, as
+    /// `slotd-fencer.service` runs it; returns once it listens.
+    fn spawn_fencer(&self, i: usize, runtime_dir: &Path) {
+        let log = std::fs::File::create(self.dir.path().join(format!("n{}-fencer.log", i + 1))).expect("log");
+        let socket = runtime_dir.join("fencer.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.lan.host(self.hosts()[i]).name(),
+                &bin("slotd"),
+                "fencer",
+                "--config",
+            ])
+            .arg(self.config(i))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn slotd fencer");
+        lock(&self.fencers).push(child);
+        wait_for("the fencer to listen", WAIT, || socket.exists().then_some(()));
+    }
+
+    /// What machine `i`'s fencer logged.
+    pub fn fencer_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("n{}-fencer.log", i + 1))).unwrap_or_default()
     }
 
     pub fn spawn(&self, i: usize) {
@@ -416,6 +462,11 @@ impl Site {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Agent `i`'s process id.
+    pub fn pid(&self, i: usize) -> u32 {
+        lock(&self.agents)[i].as_ref().expect("agent runs").id()
     }
 
     /// Sends `signal` to agent `i` (SIGSTOP, SIGCONT, SIGUSR1…).
@@ -694,6 +745,10 @@ impl Drop for Site {
         for i in 0..self.hosts().len() {
             self.kill9(i);
         }
+        for mut fencer in std::mem::take(&mut *lock(&self.fencers)) {
+            let _ = fencer.kill();
+            let _ = fencer.wait();
+        }
         if self.options.cyrus {
             // Cyrus runs in process groups of its own: gone with the site.
             for i in 0..self.hosts().len() {
@@ -703,6 +758,9 @@ impl Drop for Site {
         if std::thread::panicking() {
             for i in 0..self.hosts().len() {
                 eprintln!("---- log of imap{} ----\n{}", i + 1, self.log(i));
+                if self.options.fencers {
+                    eprintln!("---- log of imap{}'s fencer ----\n{}", i + 1, self.fencer_log(i));
+                }
             }
         }
     }
@@ -786,4 +844,51 @@ pub fn cert_env(tls: &Path, stem: &str) -> Vec<(&'static str, PathBuf)> {
         ("SLOTCTL_CERT", tls.join(format!("{stem}.pem"))),
         ("SLOTCTL_KEY", tls.join(format!("{stem}.key"))),
     ]
+}
+
+/// A process held in a frozen cgroup-v1 freezer group: it cannot run, and
+/// it cannot die either (SIGKILL waits for the thaw), as a process with a
+/// thread stuck in the kernel (D state: a sync on a stalled disk). Thawed,
+/// its processes moved out and the group removed when dropped, also when
+/// the test fails.
+pub struct Unkillable {
+    dir: PathBuf,
+}
+
+const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+impl Unkillable {
+    /// Freezes `pid` (every thread) in a group named after `tag`.
+    pub fn freeze(tag: &str, pid: u32) -> Unkillable {
+        let root = Path::new(FREEZER);
+        assert!(
+            root.join("cgroup.procs").exists(),
+            "this test needs the cgroup-v1 freezer at {FREEZER} (a frozen process there survives SIGKILL)"
+        );
+        let dir = root.join(format!("slotd-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&dir).expect("freezer group");
+        let group = Unkillable { dir };
+        std::fs::write(group.dir.join("cgroup.procs"), pid.to_string()).expect("into the freezer group");
+        std::fs::write(group.dir.join("freezer.state"), "FROZEN").expect("freeze");
+        wait_for("the process to be frozen", WAIT, || {
+            let state = std::fs::read_to_string(group.dir.join("freezer.state")).ok()?;
+            (state.trim() == "FROZEN").then_some(())
+        });
+        group
+    }
+
+    pub fn thaw(&self) {
+        let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
+    }
+}
+
+impl Drop for Unkillable {
+    fn drop(&mut self) {
+        self.thaw();
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            let _ = std::fs::write(Path::new(FREEZER).join("cgroup.procs"), pid);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }

@@ -570,7 +570,18 @@ fn pidfile_groups(root: &Path) -> Vec<(String, i32)> {
 /// are empty (Cyrus recovers its databases at the next start). The slots
 /// killed.
 pub async fn kill_all(root: &Path) -> Vec<String> {
-    let groups = pidfile_groups(root);
+    kill_groups(pidfile_groups(root)).await
+}
+
+/// As [`kill_all`], only the instances of `slots` (for `slotd fencer`:
+/// the masters of a lease that ran out; the replicas go on).
+pub async fn kill_slots(root: &Path, slots: &[&str]) -> Vec<String> {
+    let mut groups = pidfile_groups(root);
+    groups.retain(|(slot, _)| slots.contains(&slot.as_str()));
+    kill_groups(groups).await
+}
+
+async fn kill_groups(groups: Vec<(String, i32)>) -> Vec<String> {
     for (_, pgid) in &groups {
         super::procs::signal_group(*pgid, libc::SIGKILL);
     }

@@ -147,6 +147,17 @@ pub async fn kill_all() -> Result<(), String> {
     systemctl(&["kill", "--signal=SIGKILL", &unit("*")]).await.map(drop)
 }
 
+/// SIGKILL to the units of `slots` (for `slotd fencer`). Waits for no job.
+pub async fn kill_units(slots: &[&str]) -> Result<(), String> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let units: Vec<String> = slots.iter().map(|s| unit(s)).collect();
+    let mut args = vec!["kill", "--signal=SIGKILL"];
+    args.extend(units.iter().map(String::as_str));
+    systemctl(&args).await.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
