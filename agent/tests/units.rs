@@ -110,7 +110,7 @@ fn the_fencer_unit_verifies_and_does_not_share_the_agents_fate() -> Result<(), S
         }
     }
     // The socket the agent looks for is where the unit makes its directory.
-    let socket = slotd_agent::daemon::fencer::SOCKET;
+    let socket = slotd_agent::host::fencer_socket::SOCKET;
     let config = slotd_agent::config::Config::builder(
         1,
         "a",
@@ -119,7 +119,7 @@ fn the_fencer_unit_verifies_and_does_not_share_the_agents_fate() -> Result<(), S
     );
     let mut config = config;
     config.runtime_dir = "/run/slotd".into();
-    if slotd_agent::daemon::fencer::socket_path(&config) != Path::new("/run/slotd").join(socket) {
+    if slotd_agent::host::fencer_socket::socket_path(&config) != Path::new("/run/slotd").join(socket) {
         return Err("the fencer's socket is not in the runtime directory".into());
     }
     Ok(())

@@ -4,9 +4,14 @@
 //! for the agent's word (until when its lease runs, which slots run as
 //! master on which address), acknowledges each, and when the last deadline
 //! passes with nothing newer said, gives up those addresses and kills
-//! those instances itself. It reads nothing from disk once started and
-//! writes nothing: a stalled data disk cannot hold it up.
+//! those instances itself, and gives up every address in the ledger too.
+//! It reads nothing from the data disk and writes nothing: a stalled data
+//! disk cannot hold it up (the ledger is in the runtime directory, a tmpfs).
+//! With `fencer = "off"` in the configuration it neither listens nor fences
+//! (the agent does not speak to it; fencing for a live agent is an outage).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,19 +20,13 @@ use slotd_core::timing::KERNEL_CALL_TIMEOUT;
 use slotd_netops::{AddressOps, Bounded, IpPrefix, KernelOps, NetError, Outcome};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tracing::{info, warn};
 
 use crate::clock;
-use crate::config::{Config, Driver};
-
-/// The socket's name in the runtime directory.
-pub const SOCKET: &str = "fencer.sock";
-
-/// Where the fencer of `config` listens.
-pub fn socket_path(config: &Config) -> PathBuf {
-    config.runtime_dir.join(SOCKET)
-}
+use crate::config::{Config, Driver, FencerMode};
+use crate::host::fencer_socket::socket_path;
+use crate::host::ledger::Ledger;
 
 /// How long an answer to the agent may take to write before the fencer
 /// drops the connection (the agent then counts only what was acknowledged).
@@ -45,6 +44,11 @@ type Lines = tokio::io::Lines<BufReader<OwnedReadHalf>>;
 
 /// Runs the fencer until `stop` resolves.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), FencerError> {
+    if config.fencer == FencerMode::Off {
+        warn!("fencer = \"off\" in the configuration: this fencer fences nothing");
+        stop.await;
+        return Ok(());
+    }
     let path = socket_path(&config);
     let socket_error = |source| FencerError::Socket {
         path: path.clone(),
@@ -120,27 +124,43 @@ async fn ack(agent: &mut Option<(Lines, OwnedWriteHalf)>, deadline: Option<Durat
 }
 
 /// The lease ran out: addresses first (the kernel's work in
-/// milliseconds), then the instances, each bounded.
+/// milliseconds), then the instances, each bounded. The addresses are the
+/// told masters' and every one in the ledger: the reconciler writes the
+/// ledger before each bind, so a master address bound a moment before the
+/// agent could tell this fencer is covered too (replica addresses go as
+/// well; the agent binds them again once it holds a lease).
 async fn fence(config: &Config, ops: &Bounded<KernelOps>, masters: &[Master]) {
-    if masters.is_empty() {
+    let mut addresses: BTreeMap<IpAddr, (u8, String)> =
+        masters.iter().map(|m| (m.addr, (m.len, m.slot.clone()))).collect();
+    if config.manage_addresses {
+        let ledger = Ledger::new(&config.runtime_dir).read_or_warn("releasing the told masters' addresses only");
+        for (addr, (ip, store)) in ledger {
+            addresses.entry(addr).or_insert((ip.len, store));
+        }
+    }
+    if masters.is_empty() && addresses.is_empty() {
         return;
     }
     warn!(
         masters = masters.len(),
+        addresses = addresses.len(),
         "the agent's lease ran out with nothing newer said: fencing for it"
     );
     if config.manage_addresses {
-        for m in masters {
-            let released = match IpPrefix::new(m.addr, m.len) {
+        for (addr, (len, of)) in &addresses {
+            let released = match IpPrefix::new(*addr, *len) {
                 Ok(prefix) => ops.release(&config.interface, prefix).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match released {
-                Ok(Outcome::Changed) => info!(slot = %m.slot, addr = %m.addr, "fencer: released"),
+                Ok(Outcome::Changed) => info!(of = %of, addr = %addr, "fencer: released"),
                 Ok(Outcome::Unchanged) => {}
-                Err(e) => warn!(slot = %m.slot, addr = %m.addr, error = %e, "fencer: cannot release"),
+                Err(e) => warn!(of = %of, addr = %addr, error = %e, "fencer: cannot release"),
             }
         }
+    }
+    if masters.is_empty() {
+        return;
     }
     let slots: Vec<&str> = masters.iter().map(|m| m.slot.as_str()).collect();
     match config.cyrus.driver {
@@ -162,10 +182,29 @@ async fn fence(config: &Config, ops: &Bounded<KernelOps>, masters: &[Master]) {
     }
 }
 
-/// Connects to the fencer of `config` (for the agent's link).
-pub async fn connect(config_socket: &std::path::Path) -> std::io::Result<UnixStream> {
-    match tokio::time::timeout(ACK_TIMEOUT, UnixStream::connect(config_socket)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, mode: FencerMode) -> Config {
+        let mut config = Config::builder(1, "imap1", "127.0.0.1:1".parse().unwrap(), dir.join("data"));
+        config.runtime_dir = dir.join("run");
+        config.fencer = mode;
+        config
+    }
+
+    /// Run until told to stop, at once: what it set up by then stays.
+    #[tokio::test]
+    async fn a_fencer_configured_off_neither_listens_nor_fences() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = config(&dir.path().join("on"), FencerMode::Automatic);
+        assert!(matches!(run(on.clone(), async {}).await, Ok(())));
+        assert!(socket_path(&on).exists(), "the reference fencer did not listen");
+        // An agent set to "automatic" by mistake finds nobody at once
+        // (rather than a socket nobody answers).
+        let off = config(&dir.path().join("off"), FencerMode::Off);
+        assert!(matches!(run(off.clone(), async {}).await, Ok(())));
+        assert!(!socket_path(&off).exists(), "an off fencer listens");
+        assert!(crate::host::fencer_socket::connect(&socket_path(&off)).await.is_err());
     }
 }

@@ -322,7 +322,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     // beside the agent has acknowledged it (`fencer`).
     let lease = crate::node::fencer_link::spawn(
         config.fencer,
-        crate::daemon::fencer::socket_path(&config),
+        crate::host::fencer_socket::socket_path(&config),
         lease,
         cluster.reader.clone(),
         config.node_id,

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::clock::{self, Mono};
 use crate::config::FencerMode;
-use crate::daemon::fencer::connect;
+use crate::host::fencer_socket::connect;
 
 /// How long the fencer may take to acknowledge (a local socket: far less).
 const ACK_TIMEOUT: Duration = Duration::from_millis(100);
@@ -252,7 +252,7 @@ mod tests {
         let (reader, _state) = in_memory(SmData::default());
         let (stop_tx, stop) = watch::channel(false);
         let (keeper_tx, keeper) = watch::channel(LeaseState::default());
-        let socket = crate::daemon::fencer::socket_path(&config);
+        let socket = crate::host::fencer_socket::socket_path(&config);
         // Required, and no fencer yet: no lease counts, granted or not.
         let mut lease = spawn(FencerMode::Required, socket.clone(), keeper, reader, 1, stop);
         keeper_tx.send_replace(granted());
@@ -298,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn automatic_without_a_fencer_is_the_keepers_lease_and_off_asks_nobody() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = crate::daemon::fencer::socket_path(&config(dir.path()));
+        let socket = crate::host::fencer_socket::socket_path(&config(dir.path()));
         let (reader, _state) = in_memory(SmData::default());
         let (_stop_tx, stop) = watch::channel(false);
         let (keeper_tx, keeper) = watch::channel(LeaseState::default());
