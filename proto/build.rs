@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".slotd.v1.PlannedMove", serde)
         .type_attribute(".slotd.v1.HistoryReply", serde)
         .type_attribute(".slotd.v1.HistoryEntry", serde)
+        .type_attribute(".slotd.v1.ConfigReply", serde)
+        .type_attribute(".slotd.v1.Setting", serde)
         .file_descriptor_set_path(out.join("slotd_descriptor.bin"))
         .compile_protos(&["proto/slotd/v1/slotd.proto"], &["proto"])?;
     Ok(())

@@ -17,16 +17,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
-pub use slotd_core::timing::{SwitchoverConfig, Timing, LEADER_CHANGE_SLACK};
+pub use slotd_core::timing::{SwitchoverConfig, Timing, LEADER_CHANGE_SLACK, MAX_TIMING_MS};
 
 /// Where the Prometheus endpoint listens when `metrics_listen` is absent:
 /// loopback only, so metrics are not exposed to the network by accident.
 pub const DEFAULT_METRICS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9420);
-
-/// Upper bound for every `timing.*_ms` value (one hour). Far above any sane
-/// setting; it exists so that `Instant + Duration` arithmetic on configured
-/// values can never overflow and panic.
-pub const MAX_TIMING_MS: u64 = 3_600_000;
 
 /// Origin used in messages from [`Config::validate`] when it is called on a
 /// config that did not come from a file (e.g. one made with [`Config::builder`]).
@@ -402,13 +397,15 @@ impl Config {
         }
 
         let t = &self.timing;
+        // The cluster's keys (the values `init` starts with): the rules
+        // `slotctl config set` applies too.
+        slotd_core::timing::check(
+            t,
+            (self.fencer != FencerMode::Off).then_some(slotd_core::node::fencer::check),
+            "timing.",
+        )
+        .map_err(|slotd_core::timing::Invalid { key, reason }| invalid(&key, reason))?;
         let all = [
-            ("timing.heartbeat_ms", t.heartbeat_ms),
-            ("timing.lease_ms", t.lease_ms),
-            ("timing.clock_skew_margin_ms", t.clock_skew_margin_ms),
-            ("timing.election_timeout_min_ms", t.election_timeout_min_ms),
-            ("timing.election_timeout_max_ms", t.election_timeout_max_ms),
-            ("timing.raft_heartbeat_ms", t.raft_heartbeat_ms),
             ("timing.announce_refresh_ms", t.announce_refresh_ms),
             ("timing.probe_timeout_ms", t.probe_timeout_ms),
         ];
@@ -472,74 +469,6 @@ impl Config {
             return Err(invalid(
                 "switchover.drain_concurrency",
                 format!("must be from 1 to {max}, got {}", sw.drain_concurrency),
-            ));
-        }
-        if t.lease_ms <= t.heartbeat_ms {
-            return Err(invalid(
-                "timing.lease_ms",
-                format!("must be greater than timing.heartbeat_ms ({})", t.heartbeat_ms),
-            ));
-        }
-        if t.clock_skew_margin_ms >= t.lease_ms {
-            return Err(invalid(
-                "timing.clock_skew_margin_ms",
-                format!("must be less than timing.lease_ms ({})", t.lease_ms),
-            ));
-        }
-        if self.fencer != FencerMode::Off {
-            slotd_core::node::fencer::check(t.clock_skew_margin())
-                .map_err(|reason| invalid("timing.clock_skew_margin_ms", reason))?;
-        }
-        if t.election_timeout_min_ms >= t.election_timeout_max_ms {
-            return Err(invalid(
-                "timing.election_timeout_min_ms",
-                format!(
-                    "must be less than timing.election_timeout_max_ms ({})",
-                    t.election_timeout_max_ms
-                ),
-            ));
-        }
-        // The elector asks the other voters once a node has heard no leader
-        // for election_timeout_min_ms; its answers must be in before
-        // openraft's own wait (election_timeout_max_ms more) is over, or it
-        // would slow every change of leader.
-        let asking = slotd_core::timing::ELECTOR_EVERY + slotd_core::timing::ELECTOR_CALL_TIMEOUT;
-        if u128::from(t.election_timeout_max_ms) < asking.as_millis() {
-            return Err(invalid(
-                "timing.election_timeout_max_ms",
-                format!(
-                    "must be at least {} (the elector's round and its answers' deadline), or every change of \
-                     leader waits for the elector",
-                    asking.as_millis()
-                ),
-            ));
-        }
-        if t.raft_heartbeat_ms >= t.election_timeout_min_ms {
-            return Err(invalid(
-                "timing.raft_heartbeat_ms",
-                format!(
-                    "must be less than timing.election_timeout_min_ms ({})",
-                    t.election_timeout_min_ms
-                ),
-            ));
-        }
-        // A change of Raft leader must not end any lease: the last grant of
-        // the old leader (sent up to a heartbeat before it died) must last
-        // until the new leader's first grant.
-        let needed = t.heartbeat() + t.leader_change();
-        if t.lease() < needed {
-            return Err(invalid(
-                "timing.lease_ms",
-                format!(
-                    "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 5 × \
-                     election_timeout_max_ms ({}) + 3 × raft_heartbeat_ms ({}) + {} ms; with less, every \
-                     master fences itself when the leader dies (raise lease_ms, or lower the election timeouts)",
-                    needed.as_millis(),
-                    t.heartbeat_ms,
-                    t.election_timeout_max_ms,
-                    t.raft_heartbeat_ms,
-                    LEADER_CHANGE_SLACK.as_millis()
-                ),
             ));
         }
         Ok(())

@@ -45,6 +45,10 @@ pub struct HealthReport {
     /// Failing health checks of this node's running instances: store →
     /// what fails (stores whose checks pass are absent).
     pub health: BTreeMap<String, Vec<String>>,
+    /// The cluster timings change (`TimingsInForce::seq`) this node has
+    /// applied and acts on: the leader grants it no longer a lease than
+    /// that change allows, and settles a change once every live node has it.
+    pub timings_seq: u64,
 }
 
 /// A fingerprint of a leftover log (FNV-1a: the same on every node).

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use slotd_raft_store::ClusterTimings;
 
 /// The `[timing]` table, all in milliseconds. Kept as plain integers (not
 /// `Duration`) so the file format is obvious; use the accessor methods in code.
@@ -50,6 +51,31 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The keys that are the cluster's, as these values.
+    pub fn cluster(&self) -> ClusterTimings {
+        ClusterTimings {
+            heartbeat_ms: self.heartbeat_ms,
+            lease_ms: self.lease_ms,
+            clock_skew_margin_ms: self.clock_skew_margin_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            raft_heartbeat_ms: self.raft_heartbeat_ms,
+        }
+    }
+
+    /// These timings with the cluster's in place of this node's own.
+    pub fn with_cluster(&self, c: &ClusterTimings) -> Timing {
+        Timing {
+            heartbeat_ms: c.heartbeat_ms,
+            lease_ms: c.lease_ms,
+            clock_skew_margin_ms: c.clock_skew_margin_ms,
+            election_timeout_min_ms: c.election_timeout_min_ms,
+            election_timeout_max_ms: c.election_timeout_max_ms,
+            raft_heartbeat_ms: c.raft_heartbeat_ms,
+            ..self.clone()
+        }
+    }
+
     /// `heartbeat_ms` as a `Duration`.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
@@ -112,6 +138,118 @@ impl Timing {
     pub fn leader_change(&self) -> Duration {
         Duration::from_millis(5 * self.election_timeout_max_ms + 3 * self.raft_heartbeat_ms) + LEADER_CHANGE_SLACK
     }
+}
+
+/// Upper bound for every timing (one hour). Far above any sane setting; it
+/// exists so that `Instant + Duration` arithmetic on configured values can
+/// never overflow and panic.
+pub const MAX_TIMING_MS: u64 = 3_600_000;
+
+/// A timing that breaks a rule: its key (with the caller's prefix) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub reason: String,
+}
+
+fn invalid(p: &str, key: &str, reason: String) -> Invalid {
+    Invalid {
+        key: format!("{p}{key}"),
+        reason,
+    }
+}
+
+/// The rules the cluster-wide timings must keep, the same for a node's
+/// file (`--check-config`, keys prefixed `timing.`) and for `slotctl config
+/// set` (no prefix). `fencer`: a fencer runs beside the agents, and the
+/// margin must pass its rule (`node::fencer::check`: its tick and its pass).
+pub fn check(t: &Timing, fencer: Option<fn(Duration) -> Result<(), String>>, p: &str) -> Result<(), Invalid> {
+    for (key, value) in t.cluster().pairs() {
+        if value == 0 {
+            return Err(invalid(p, key, "must be greater than 0".to_owned()));
+        }
+        if value > MAX_TIMING_MS {
+            return Err(invalid(
+                p,
+                key,
+                format!("must be at most {MAX_TIMING_MS} (one hour), got {value}"),
+            ));
+        }
+    }
+    if t.lease_ms <= t.heartbeat_ms {
+        return Err(invalid(
+            p,
+            "lease_ms",
+            format!("must be greater than {p}heartbeat_ms ({})", t.heartbeat_ms),
+        ));
+    }
+    if t.clock_skew_margin_ms >= t.lease_ms {
+        return Err(invalid(
+            p,
+            "clock_skew_margin_ms",
+            format!("must be less than {p}lease_ms ({})", t.lease_ms),
+        ));
+    }
+    if let Some(fencer) = fencer {
+        fencer(t.clock_skew_margin()).map_err(|reason| invalid(p, "clock_skew_margin_ms", reason))?;
+    }
+    if t.election_timeout_min_ms >= t.election_timeout_max_ms {
+        return Err(invalid(
+            p,
+            "election_timeout_min_ms",
+            format!(
+                "must be less than {p}election_timeout_max_ms ({})",
+                t.election_timeout_max_ms
+            ),
+        ));
+    }
+    // The elector asks the other voters once a node has heard no leader
+    // for election_timeout_min_ms; its answers must be in before
+    // openraft's own wait (election_timeout_max_ms more) is over, or it
+    // would slow every change of leader.
+    let asking = ELECTOR_EVERY + ELECTOR_CALL_TIMEOUT;
+    if u128::from(t.election_timeout_max_ms) < asking.as_millis() {
+        return Err(invalid(
+            p,
+            "election_timeout_max_ms",
+            format!(
+                "must be at least {} (the elector's round and its answers' deadline), or every change of \
+                 leader waits for the elector",
+                asking.as_millis()
+            ),
+        ));
+    }
+    if t.raft_heartbeat_ms >= t.election_timeout_min_ms {
+        return Err(invalid(
+            p,
+            "raft_heartbeat_ms",
+            format!(
+                "must be less than {p}election_timeout_min_ms ({})",
+                t.election_timeout_min_ms
+            ),
+        ));
+    }
+    // A change of Raft leader must not end any lease: the last grant of
+    // the old leader (sent up to a heartbeat before it died) must last
+    // until the new leader's first grant.
+    let needed = t.heartbeat() + t.leader_change();
+    if t.lease() < needed {
+        return Err(invalid(
+            p,
+            "lease_ms",
+            format!(
+                "must be at least {} to outlast a change of Raft leader: heartbeat_ms ({}) + 5 × \
+                 election_timeout_max_ms ({}) + 3 × raft_heartbeat_ms ({}) + {} ms; with less, every \
+                 master fences itself when the leader dies (raise lease_ms, or lower the election timeouts)",
+                needed.as_millis(),
+                t.heartbeat_ms,
+                t.election_timeout_max_ms,
+                t.raft_heartbeat_ms,
+                LEADER_CHANGE_SLACK.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How often a voter asks the others whether they hear a leader (see

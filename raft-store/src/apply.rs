@@ -13,6 +13,7 @@ use crate::command::{Command, Move, NodeSpec, Rejection, Request, Response, Stor
 use crate::state::{
     ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, RebalanceJob, Store, Transition, HISTORY_LEN,
 };
+use crate::timings::TimingsInForce;
 
 /// Longest accepted node, slot or store name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -169,6 +170,24 @@ impl ClusterState {
                     })
                 }
             }
+            // The values are checked at the leader, by the rules
+            // `--check-config` applies to a node's file (`slotd-core`'s
+            // `timing::check`), before the command is logged.
+            Command::SetTimings { replaces, .. } => {
+                let actual = self.timings.map_or(0, |t| t.seq);
+                match self.timings {
+                    _ if *replaces != actual => Err(Rejection::TimingsChanged {
+                        expected: *replaces,
+                        actual,
+                    }),
+                    Some(t) if t.before.is_some() => Err(Rejection::TimingsSettling { seq: t.seq }),
+                    _ => Ok(()),
+                }
+            }
+            Command::SettleTimings { seq } => match self.timings {
+                Some(t) if t.seq == *seq && t.before.is_some() => Ok(()),
+                _ => Err(Rejection::TimingsNotSettling { seq: *seq }),
+            },
         }
     }
 
@@ -397,6 +416,27 @@ impl ClusterState {
                 if let Some(s) = self.stores.get_mut(store) {
                     s.dirty.remove(node);
                     s.replay_failed.remove(node);
+                }
+            }
+            Command::SetTimings { timings, .. } => {
+                self.timings = Some(match self.timings {
+                    // The first write: nothing granted under cluster
+                    // timings before it.
+                    None => TimingsInForce {
+                        seq: 1,
+                        now: *timings,
+                        before: None,
+                    },
+                    Some(t) => TimingsInForce {
+                        seq: t.seq + 1,
+                        now: *timings,
+                        before: Some(t.now),
+                    },
+                });
+            }
+            Command::SettleTimings { .. } => {
+                if let Some(t) = &mut self.timings {
+                    t.before = None;
                 }
             }
             Command::Replay { store, from, log } => {

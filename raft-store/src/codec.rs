@@ -20,6 +20,8 @@ pub enum CodecError {
     Version { found: u8 },
     #[error("malformed payload: {0}")]
     Postcard(#[from] postcard::Error),
+    #[error("malformed payload: {0} bytes after the value")]
+    Trailing(usize),
 }
 
 /// Encodes `value` with the version byte in front.
@@ -35,6 +37,19 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
         Some((&FORMAT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+        Some((&found, _)) => Err(CodecError::Version { found }),
+    }
+}
+
+/// Decodes what `encode` wrote, every byte of it (`decode` ignores bytes
+/// left over: a longer value would read as a shorter one).
+pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&FORMAT_VERSION, body)) => match postcard::take_from_bytes(body)? {
+            (value, []) => Ok(value),
+            (_, rest) => Err(CodecError::Trailing(rest.len())),
+        },
         Some((&found, _)) => Err(CodecError::Version { found }),
     }
 }

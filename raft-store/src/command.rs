@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ip::ServiceIp;
 use crate::state::{NodeId, NodeMode, Reason, SlotRef};
+use crate::timings::ClusterTimings;
 
 /// One log entry's payload. `at_ms` is stamped by whoever proposes it, so
 /// that history has times while apply stays free of clocks.
@@ -117,6 +118,18 @@ pub enum Command {
     ClearDirty {
         store: String,
         node: NodeId,
+    },
+    /// The cluster-wide timings become `timings`, replacing change
+    /// `replaces` (0: there are none yet). One change at a time: refused
+    /// while the last one is not settled.
+    SetTimings {
+        timings: ClusterTimings,
+        replaces: u64,
+    },
+    /// Change `seq` is settled: every node applied it and no grant given
+    /// under the timings before it can still run.
+    SettleTimings {
+        seq: u64,
     },
 }
 
@@ -290,4 +303,12 @@ pub enum Rejection {
         by: String,
         free_in: String,
     },
+    #[error("the cluster's timings are change {actual}, not {expected} (they changed meanwhile; look again)")]
+    TimingsChanged { expected: u64, actual: u64 },
+    #[error(
+        "timings change {seq} is not settled yet (every node must apply it, and the old lease run out); try again"
+    )]
+    TimingsSettling { seq: u64 },
+    #[error("timings change {seq} is not the one being settled")]
+    TimingsNotSettling { seq: u64 },
 }

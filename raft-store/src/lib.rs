@@ -7,6 +7,7 @@
 //! - `apply`: validation and application; deterministic (no clock, no I/O).
 //! - `storage`: the durable log store and state machine on redb.
 //! - `codec`: the versioned binary encoding used on disk and between agents.
+//! - `timings`: the cluster-wide timings the lease rule depends on.
 //! - `topology`: the `topology.toml` parser.
 //! - `plan`: the initial placement (`slotctl plan`); the leader's decisions
 //!   over the state are `slotd-core`'s.
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod state;
 pub mod storage;
 pub mod testkit;
+pub mod timings;
 pub mod topology;
 pub mod types;
 
@@ -30,4 +32,5 @@ pub use ip::ServiceIp;
 pub use state::{
     ClusterState, DrainJob, Node, NodeId, NodeMode, Phase, Reason, RebalanceJob, Replay, SlotRef, Store, Transition,
 };
+pub use timings::{ClusterTimings, TimingsInForce};
 pub use types::{typ, TypeConfig};

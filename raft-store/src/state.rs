@@ -39,6 +39,10 @@ pub struct ClusterState {
     pub rebalance: Option<RebalanceJob>,
     /// Numbers rebalances, so that the end of one cannot end the next.
     pub next_rebalance: u64,
+    /// The cluster-wide timings (`timings`); none until the first leader
+    /// writes them. Last, so that a snapshot written before it existed
+    /// still reads (`storage`).
+    pub timings: Option<crate::timings::TimingsInForce>,
 }
 
 /// A rebalance, as ordered.

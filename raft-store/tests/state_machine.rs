@@ -962,3 +962,56 @@ fn a_failover_ends_a_switchover_under_way_and_says_so() {
     assert_eq!(last.what, "failover (ended the switchover to imap2 while demoting)");
     assert_eq!(last.reason, Reason::Failure);
 }
+
+#[test]
+fn timings_change_one_at_a_time_and_only_from_what_is_in_force() {
+    let mut s = initialised(small());
+    let base = slotd_raft_store::testkit::timings();
+    assert!(s.timings.is_none());
+    must_reject(
+        &mut s,
+        Command::SetTimings {
+            timings: base,
+            replaces: 1,
+        },
+        "are change 0, not 1",
+    );
+    let set = |s: &mut ClusterState, timings, replaces| {
+        assert_eq!(
+            s.apply(&req(Command::SetTimings { timings, replaces })),
+            Response::Applied
+        );
+    };
+    // The first write: in force at once, nothing to settle.
+    set(&mut s, base, 0);
+    let first = s.timings.unwrap();
+    assert_eq!((first.seq, first.now, first.before), (1, base, None));
+    must_reject(&mut s, Command::SettleTimings { seq: 1 }, "not the one being settled");
+    let longer = slotd_raft_store::ClusterTimings { lease_ms: 4000, ..base };
+    // From a stale view: refused.
+    must_reject(
+        &mut s,
+        Command::SetTimings {
+            timings: longer,
+            replaces: 0,
+        },
+        "are change 1, not 0",
+    );
+    set(&mut s, longer, 1);
+    let changed = s.timings.unwrap();
+    assert_eq!((changed.seq, changed.now, changed.before), (2, longer, Some(base)));
+    // Not two at once.
+    must_reject(
+        &mut s,
+        Command::SetTimings {
+            timings: base,
+            replaces: 2,
+        },
+        "change 2 is not settled yet",
+    );
+    must_reject(&mut s, Command::SettleTimings { seq: 1 }, "not the one being settled");
+    assert_eq!(s.apply(&req(Command::SettleTimings { seq: 2 })), Response::Applied);
+    assert_eq!(s.timings.unwrap().before, None);
+    set(&mut s, base, 2);
+    assert_eq!(s.timings.unwrap().seq, 3);
+}

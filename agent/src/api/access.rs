@@ -171,7 +171,11 @@ pub fn admin(caller: &Caller, state: &ClusterState, call: AdminCall) -> Result<(
 /// anyone; changes by an operator; an agent passes on only its own calls.
 /// `secure`: this port runs TLS (so an unchecked asker is a forgery).
 pub fn passed_on(asker: &Asker, call: &LeaderCall, secure: bool) -> Result<(), Denied> {
-    let read = matches!(call, LeaderCall::Status | LeaderCall::History { .. });
+    let read = match call {
+        LeaderCall::Status | LeaderCall::History { .. } => true,
+        LeaderCall::Config { set } => set.is_empty(),
+        _ => false,
+    };
     let own = matches!(
         call,
         LeaderCall::Drain { on_stop: true, .. }

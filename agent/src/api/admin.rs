@@ -250,6 +250,25 @@ impl Admin for AdminService {
         }
     }
 
+    async fn config(&self, req: Request<pb::ConfigRequest>) -> Result<Response<pb::ConfigReply>, Status> {
+        let show = req.get_ref().set.is_empty();
+        let open = self.open_as(&req, if show { AdminCall::Read } else { AdminCall::Change })?;
+        let mut set: Vec<(String, u64)> = Vec::new();
+        for s in req.into_inner().set {
+            if set.iter().any(|(k, _)| *k == s.key) {
+                return Err(invalid("set", format!("{:?} given twice", s.key)));
+            }
+            set.push((s.key, s.value));
+        }
+        match calls::call_by(&self.cluster, &open.by, &open.asker, LeaderCall::Config { set })
+            .await
+            .map_err(to_status)?
+        {
+            LeaderReply::Config(r) => Ok(Response::new(r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn remove_store(&self, req: Request<pb::RemoveStoreRequest>) -> Result<Response<pb::WriteReply>, Status> {
         let open = self.open(&req)?;
         let req = req.into_inner();
@@ -274,6 +293,7 @@ fn unexpected(reply: &LeaderReply) -> Status {
         LeaderReply::Drain { .. } => "a drain",
         LeaderReply::Rebalance(_) => "a rebalance",
         LeaderReply::History(_) => "a history",
+        LeaderReply::Config(_) => "the timings",
     };
     Status::internal(format!("the leader answered with {kind}, not what was asked"))
 }

@@ -65,6 +65,13 @@ enum Cmd {
         /// The topology file.
         file: PathBuf,
     },
+    /// The cluster-wide timings (lease, heartbeat, margin, Raft's): show
+    /// them, or change some (checked as `slotd --check-config` checks a
+    /// file; a longer lease counts on a node once it has applied it).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
     /// Add or remove a node.
     Node {
         #[command(subcommand)]
@@ -191,6 +198,20 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the timings in force (and, while a change settles, the ones
+    /// before it).
+    Show,
+    /// Change timings: `slotctl config set lease_ms=3000
+    /// clock_skew_margin_ms=600`.
+    Set {
+        /// KEY=VALUE, values in milliseconds.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCmd {
     /// Add a node (it joins as a Raft learner).
     Add {
@@ -257,6 +278,21 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// One `KEY=VALUE` of `slotctl config set`.
+fn setting(arg: &str) -> Result<pb::Setting, Failure> {
+    let Some((key, value)) = arg.split_once('=') else {
+        return Err(Failure::refused(format!("config set: {arg:?} is not KEY=VALUE")));
+    };
+    let value = value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| Failure::refused(format!("config set: {key}: {value:?} is not a number of milliseconds")))?;
+    Ok(pb::Setting {
+        key: key.trim().to_owned(),
+        value,
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
@@ -339,6 +375,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&reply)
             } else {
                 print!("{}", table::status(&reply));
+                Ok(())
+            }
+        }
+        Cmd::Config { command } => {
+            let set = match &command {
+                ConfigCmd::Show => Vec::new(),
+                ConfigCmd::Set { settings } => settings.iter().map(|s| setting(s)).collect::<Result<_, _>>()?,
+            };
+            let mut c = agent()?.connect().await?;
+            let reply = c.config(pb::ConfigRequest { set }).await?.into_inner();
+            if json {
+                print_json(&reply)
+            } else {
+                if matches!(command, ConfigCmd::Set { .. }) {
+                    if reply.index == 0 {
+                        println!("nothing to change");
+                    } else {
+                        println!("timings change {} written at index {}", reply.seq, reply.index);
+                    }
+                }
+                print!("{}", table::timings(&reply));
                 Ok(())
             }
         }

@@ -161,6 +161,8 @@ pub enum LeaderCall {
     Rebalance { dry_run: bool, concurrency: Option<u32> },
     /// `slotctl history [STORE]`.
     History { store: Option<String>, limit: u32 },
+    /// `slotctl config show` (nothing to set) and `slotctl config set`.
+    Config { set: Vec<(String, u64)> },
 }
 
 /// A store as an operator writes it: slots as `NODE:SLOT` with node names.
@@ -188,6 +190,7 @@ pub enum LeaderReply {
     },
     Rebalance(pb::RebalanceReply),
     History(pb::HistoryReply),
+    Config(pb::ConfigReply),
 }
 
 impl From<pb::StoreSpec> for NamedStore {

@@ -167,6 +167,47 @@ pub fn history(entries: &[pb::HistoryEntry]) -> String {
     out
 }
 
+/// `slotctl config show`: one line per key, with the value before a change
+/// still settling.
+pub fn timings(reply: &pb::ConfigReply) -> String {
+    let mut out = String::new();
+    if reply.settings.is_empty() {
+        let _ = writeln!(
+            out,
+            "no cluster timings in the log yet (the leader writes its own within a heartbeat)"
+        );
+        return out;
+    }
+    let settling = !reply.before.is_empty();
+    let _ = writeln!(
+        out,
+        "change {}{}",
+        reply.seq,
+        if settling {
+            ": settling (until every live node applied it and the old lease ran out, grants follow the shorter \
+             lease and the leader waits the longer)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<24}  {:>8}  {:>8}",
+        "KEY",
+        "MS",
+        if settling { "BEFORE" } else { "" }
+    );
+    for s in &reply.settings {
+        let before = reply
+            .before
+            .iter()
+            .find(|b| b.key == s.key)
+            .map_or_else(String::new, |b| b.value.to_string());
+        let _ = writeln!(out, "{:<24}  {:>8}  {:>8}", s.key, s.value, before);
+    }
+    out
+}
+
 /// `YYYY-MM-DD HH:MM:SS.mmm` of a unix time in ms.
 pub fn utc(at_ms: u64) -> String {
     let secs = at_ms / 1000;

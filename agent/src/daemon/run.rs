@@ -175,6 +175,14 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     let identity = Identity::load(&config.data_dir)?;
     let (log, sm) = storage::open(&config.data_dir)?;
     let reader = sm.reader();
+    // The cluster's timings as this node last applied them rule from here
+    // on, Raft's included; the file's count only for the cluster's first.
+    let file_timing = config.timing.clone();
+    let in_force = crate::node::timings::at_start(&file_timing, &reader);
+    let config = Config {
+        timing: in_force.timing.clone(),
+        ..config
+    };
     let network = PeerNetwork::new(Channels::new(identity.clone(), tls.clone()));
     let raft = Raft::new(config.node_id, raft_config(&config)?, network.clone(), log, sm)
         .await
@@ -186,10 +194,14 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         raft: raft.clone(),
         reader,
         network,
-        leader: Mutex::new(LeaderCore::new(config.node_id, LeaderTiming::of(&config.timing))),
+        leader: Mutex::new(
+            LeaderCore::new(config.node_id, LeaderTiming::of(&config.timing))
+                .writes_first_timings(file_timing.cluster()),
+        ),
         engine_wake: engine_wake.clone(),
         identity,
         switchover: config.switchover.clone(),
+        file_timing: file_timing.clone(),
         leader_contact: Default::default(),
     });
     let stats = Arc::new(Stats::default());
@@ -292,9 +304,7 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
     let (lease, keeper) = lease_keeper::spawn_keeper(
         cluster.clone(),
         granter.clone(),
-        config.timing.heartbeat(),
-        config.timing.lease(),
-        config.timing.clock_skew_margin(),
+        crate::node::timings::follow(file_timing, cluster.reader.clone(), in_force, loops_rx.clone()),
         Arc::new(move || report_now.lock().unwrap_or_else(PoisonError::into_inner).clone()),
         progress.clone(),
         renew_now.clone(),

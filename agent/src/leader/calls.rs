@@ -197,6 +197,7 @@ pub async fn execute(cluster: &Arc<Cluster>, call: LeaderCall, by: &str) -> Resu
         LeaderCall::Undrain { node, after_stop } => operate::undrain(cluster, node, after_stop).await,
         LeaderCall::Rebalance { dry_run, concurrency } => operate::rebalance(cluster, dry_run, concurrency).await,
         LeaderCall::History { store, limit } => operate::history(cluster, store, limit).await,
+        LeaderCall::Config { set } => operate::config(cluster, set).await,
     }
 }
 

@@ -67,9 +67,22 @@ impl FailoverEngine {
                 conductor.forget();
                 continue;
             }
-            self.cluster
-                .reader
-                .with(|d| self.cluster.core().see_addresses(&d.state, now));
+            let timings = self.cluster.reader.with(|d| {
+                let mut core = self.cluster.core();
+                core.see_addresses(&d.state, now);
+                core.see_timings(&d.state, now);
+                core.timings_command(&d.state, now)
+            });
+            if let Some(command) = timings {
+                let what = format!("{command:?}");
+                // Bounded: a write that does not answer must not hold up
+                // the failovers below.
+                match tokio::time::timeout(self.heartbeat * 5, self.cluster.write(command)).await {
+                    Ok(Ok(index)) => info!(index, entry = %what, "the cluster's timings"),
+                    Ok(Err(e)) => warn!(error = %e, entry = %what, "the cluster's timings not written; deciding again"),
+                    Err(_) => warn!(entry = %what, "the cluster's timings not written in time; deciding again"),
+                }
+            }
             self.watch_l2(&mut l2_alarms);
             self.fail_over(now, m.current_term, &mut reported_stranded).await;
             self.conduct(m.current_term, &mut conductor).await;

@@ -24,6 +24,7 @@ pub struct Granter {
 
 impl Granter {
     /// Starts the granting loop; it ends when every `Granter` is dropped.
+    /// `lease` counts until the log has the cluster's timings.
     pub fn spawn(cluster: Arc<Cluster>, lease: Duration) -> Granter {
         let (tx, mut rx) = mpsc::channel::<Pending>(4096);
         tokio::spawn(async move {
@@ -32,13 +33,30 @@ impl Granter {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                let outcome = round(&cluster, lease).await;
+                // The cluster's lease (the given one until the log has
+                // timings) bounds the round.
+                let before = cluster.reader.with(|d| d.state.timings);
+                let bound = before.map_or(lease, |t| Duration::from_millis(t.now.lease_ms));
+                let mut outcome = round(&cluster, bound).await;
+                // Grants name the timings of the log as far as the read
+                // index (a new leader may not have applied its predecessor's
+                // last change yet): applied that far first, within the bound.
+                if let Ok((_, read_index)) = &outcome {
+                    if let Err(e) = applied_to(&cluster, *read_index, bound).await {
+                        outcome = Err(e);
+                    }
+                }
                 let now = clock::now();
+                let timings = cluster.reader.with(|d| d.state.timings);
                 let mut core = cluster.core();
                 if let Ok((term, _)) = &outcome {
                     core.observe(Some(*term), now);
+                    // The waits this leader counts and the leases it gives
+                    // come from the same state.
+                    cluster.reader.with(|d| core.see_timings(&d.state, now));
                 }
                 for (renewal, reply) in batch {
+                    let knows = renewal.report.timings_seq;
                     let answer = match &outcome {
                         Ok((term, read_index)) => match core.grant(renewal.node, now, renewal.report, *read_index) {
                             Some(g) => {
@@ -50,7 +68,12 @@ impl Granter {
                                     term: *term,
                                     seq: g.seq,
                                     read_index: g.read_index,
-                                    lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+                                    // No longer than the timings the node
+                                    // says it applied allow.
+                                    lease_ms: timings
+                                        .map_or(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX), |t| {
+                                            t.lease_ms_for(knows)
+                                        }),
                                 })
                             }
                             None => Err(AgentError::Precondition(format!(
@@ -75,6 +98,19 @@ impl Granter {
             .await
             .map_err(|_| AgentError::ShuttingDown)?;
         rx.await.map_err(|_| AgentError::ShuttingDown)?
+    }
+}
+
+/// Until this node has applied the log up to `index`, within `bound`.
+async fn applied_to(cluster: &Cluster, index: u64, bound: Duration) -> Result<(), AgentError> {
+    let mut applied = cluster.reader.subscribe();
+    let waited = tokio::time::timeout(bound, applied.wait_for(|a| a.map_or(0, |l| l.index) >= index)).await;
+    match waited {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(AgentError::ShuttingDown),
+        Err(_) => Err(AgentError::Raft(format!(
+            "the log not applied to the read index {index} within {bound:?}"
+        ))),
     }
 }
 

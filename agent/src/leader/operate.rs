@@ -7,7 +7,7 @@
 
 use slotd_proto::v1 as pb;
 use slotd_raft_store::state::HISTORY_LEN;
-use slotd_raft_store::{ClusterState, Command, NodeId, NodeMode, Rejection};
+use slotd_raft_store::{timings, ClusterState, ClusterTimings, Command, NodeId, NodeMode, Rejection, TimingsInForce};
 use tracing::info;
 
 use crate::clock::{self, unix_ms};
@@ -223,4 +223,67 @@ pub async fn history(cluster: &Cluster, store: Option<String>, limit: u32) -> Re
             .collect();
         Ok(LeaderReply::History(pb::HistoryReply { entries }))
     })
+}
+
+/// `slotctl config show` (`set` empty) and `slotctl config set`: the
+/// cluster's timings, or a change of some of them checked by the rules of
+/// `--check-config` (with this leader's node-local keys, and a fencer
+/// beside any node) and
+/// logged. A refused change changes nothing.
+pub async fn config(cluster: &Cluster, set: Vec<(String, u64)>) -> Result<LeaderReply, AgentError> {
+    cluster.confirm_leader().await?;
+    let in_force = cluster.reader.with(|d| d.state.timings);
+    let reply = |t: Option<TimingsInForce>, index: u64| {
+        let settings = |c: &ClusterTimings| {
+            c.pairs()
+                .iter()
+                .map(|(key, value)| pb::Setting {
+                    key: (*key).to_owned(),
+                    value: *value,
+                })
+                .collect()
+        };
+        LeaderReply::Config(pb::ConfigReply {
+            settings: t.as_ref().map(|t| settings(&t.now)).unwrap_or_default(),
+            seq: t.map_or(0, |t| t.seq),
+            before: t.and_then(|t| t.before).as_ref().map(settings).unwrap_or_default(),
+            index,
+        })
+    };
+    if set.is_empty() {
+        return Ok(reply(in_force, 0));
+    }
+    let Some(current) = in_force else {
+        return Err(AgentError::Precondition(
+            "the cluster's timings are not in the log yet (the leader writes them within a heartbeat of leading); try again"
+                .into(),
+        ));
+    };
+    let mut next = current.now;
+    for (key, value) in &set {
+        if !next.set(key, *value) {
+            return Err(AgentError::Invalid(format!(
+                "config: no cluster timing {key:?}; the keys are {}",
+                timings::KEYS.join(", ")
+            )));
+        }
+    }
+    let timing = cluster.file_timing.with_cluster(&next);
+    // The fencer's rule whatever this leader runs: any node may have one.
+    slotd_core::timing::check(&timing, Some(slotd_core::node::fencer::check), "")
+        .map_err(|i| AgentError::Invalid(format!("config: {}: {}", i.key, i.reason)))?;
+    if next == current.now {
+        return Ok(reply(in_force, 0));
+    }
+    let command = Command::SetTimings {
+        timings: next,
+        replaces: current.seq,
+    };
+    cluster
+        .reader
+        .with(|d| d.state.check(&command))
+        .map_err(AgentError::Refused)?;
+    let index = cluster.write(command).await?;
+    info!(index, set = ?set, "the cluster's timings changed");
+    Ok(reply(cluster.reader.with(|d| d.state.timings), index))
 }

@@ -24,6 +24,7 @@ use crate::cluster::Cluster;
 use crate::error::AgentError;
 use crate::leader::Granter;
 use crate::node::progress::Progress;
+use crate::node::timings::InForce;
 use slotd_core::node::lease::{paused, LeaseBook, LeaseState};
 use slotd_core::node::watchdog::Part;
 use slotd_core::timing::RENEW_WITHOUT_LEADER_EVERY;
@@ -122,9 +123,7 @@ fn pause_voids(book: &mut LeaseBook, came_round: &mut (Mono, Duration), margin: 
 pub fn spawn_keeper(
     cluster: Arc<Cluster>,
     granter: Granter,
-    heartbeat: Duration,
-    lease: Duration,
-    margin: Duration,
+    mut timings: watch::Receiver<InForce>,
     report: Arc<dyn Fn() -> HealthReport + Send + Sync>,
     progress: Progress,
     renew_now: Arc<Notify>,
@@ -132,6 +131,16 @@ pub fn spawn_keeper(
 ) -> (watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(LeaseState::default());
     let handle = tokio::spawn(async move {
+        // The cluster's timings as this node applied them (its own file's
+        // until the first are in the log): a change counts from the next
+        // renewal on.
+        let first = timings.borrow_and_update().clone();
+        let (mut heartbeat, mut lease, mut margin) = (
+            first.timing.heartbeat(),
+            first.timing.lease(),
+            first.timing.clock_skew_margin(),
+        );
+        let mut timings_seq = first.seq;
         let mut book = LeaseBook::new(lease);
         let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,7 +182,7 @@ pub fn spawn_keeper(
                         Ok(g) => {
                             let granted = Duration::from_millis(g.lease_ms);
                             if granted < lease {
-                                debug!(?granted, own = ?lease, "the leader grants a shorter lease than this node's own: that one counts");
+                                debug!(?granted, own = ?lease, "the leader grants a shorter lease than the one this node applied: that one counts");
                             }
                             book.granted_for(sent, granted, g.read_index, applied_index(&applied), clock::now());
                         }
@@ -185,6 +194,19 @@ pub fn spawn_keeper(
                     if changed.is_err() { return }
                     paused_now |= pause_voids(&mut book, &mut came_round, margin);
                     book.applied(applied_index(&applied), clock::now());
+                    false
+                }
+                changed = timings.changed() => {
+                    if changed.is_err() { return }
+                    let InForce { timing: t, seq } = timings.borrow_and_update().clone();
+                    (lease, margin, timings_seq) = (t.lease(), t.clock_skew_margin(), seq);
+                    book.set_own(lease);
+                    if t.heartbeat() != heartbeat {
+                        heartbeat = t.heartbeat();
+                        tick = tokio::time::interval(heartbeat);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    info!(?heartbeat, ?lease, ?margin, seq = timings_seq, "the cluster's timings in force here now");
                     false
                 }
                 _ = sleep_until(expiry) => false,
@@ -205,9 +227,12 @@ pub fn spawn_keeper(
             });
             if renew_now {
                 let sent = clock::now();
+                let mut report = report();
+                // The leader's ack that this node knows the timings.
+                report.timings_seq = timings_seq;
                 let renewal = Renewal {
                     node: cluster.id,
-                    report: report(),
+                    report,
                 };
                 let (cluster, granter, done_tx) = (cluster.clone(), granter.clone(), done_tx.clone());
                 tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //!   heartbeat and publishes the lease the book makes of the grants;
 //! - `fencer_link`: tells the fencer beside the agent that lease, and
 //!   bounds the lease the agent acts on by what the fencer acknowledged;
+//! - `timings`: the cluster's timings as this node applied them;
 //! - `reconciler`: makes the machine match the log — addresses, then Cyrus
 //!   — and fences when the lease runs out; beside it, on tasks of their
 //!   own, `announcer` (gratuitous ARP / NA after a bind, and every refresh),
@@ -20,3 +21,4 @@ pub mod l2;
 pub mod lease_keeper;
 pub mod progress;
 pub mod reconciler;
+pub mod timings;

@@ -271,7 +271,18 @@ impl TestCluster {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.timings_written(via);
         self.converged()
+    }
+
+    /// Waits until the leader has written the cluster's first timings (the
+    /// entry after init), so that later states compare without it.
+    pub fn timings_written(&self, via: u64) {
+        wait_for("the cluster's first timings", WAIT, || {
+            let out = self.slotctl(via, &["--json", "config", "show"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["seq"].as_u64()? >= 1).then_some(())
+        });
     }
 
     /// Initialises through agent 1 with every agent holding one slot
@@ -299,6 +310,7 @@ impl TestCluster {
         std::fs::write(&topology, text).expect("write topology");
         let out = self.slotctl(1, &["init", topology.to_str().expect("utf-8 path")]);
         assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        self.timings_written(1);
         self.converged()
     }
 

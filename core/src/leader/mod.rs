@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use slotd_raft_store::{ClusterState, Command, NodeId, Reason, Rejection, StoreSpec};
+use slotd_raft_store::{ClusterState, ClusterTimings, Command, NodeId, Reason, Rejection, StoreSpec, TimingsInForce};
 
 use crate::report::{HealthReport, Replayed};
 use crate::time::Mono;
@@ -31,6 +31,7 @@ pub mod conductor;
 pub mod decide;
 pub mod standing;
 pub mod switchover;
+pub mod timings;
 
 use decide::{failover_targets, FailoverPlan, Reports};
 
@@ -43,6 +44,10 @@ pub struct LeaderTiming {
     pub margin: Duration,
     /// How long a fence ticket stays good (see [`LeaderCore::fenced_notice`]).
     pub ticket_fresh: Duration,
+    /// While a change of the cluster's timings is not settled: the
+    /// `lease + margin` of the timings before it (grants given under them
+    /// may still run); zero otherwise.
+    pub settling: Duration,
 }
 
 impl LeaderTiming {
@@ -52,12 +57,26 @@ impl LeaderTiming {
             lease: t.lease(),
             margin: t.clock_skew_margin(),
             ticket_fresh: TICKET_FRESH,
+            settling: Duration::ZERO,
         }
     }
 
-    /// A node not granted for this long has fenced itself at least `margin` ago.
+    /// The timings of the cluster's state.
+    pub fn in_force(t: &TimingsInForce) -> LeaderTiming {
+        LeaderTiming {
+            lease: Duration::from_millis(t.now.lease_ms),
+            margin: Duration::from_millis(t.now.clock_skew_margin_ms),
+            ticket_fresh: TICKET_FRESH,
+            settling: t
+                .before
+                .map_or(Duration::ZERO, |b| Duration::from_millis(b.dead_after_ms())),
+        }
+    }
+
+    /// A node not granted for this long has fenced itself at least `margin`
+    /// ago, whichever timings it was granted under.
     pub fn dead_after(&self) -> Duration {
-        self.lease + self.margin
+        (self.lease + self.margin).max(self.settling)
     }
 }
 
@@ -138,6 +157,8 @@ pub struct LeaderCore {
     next_seq: u64,
     /// Addresses freed by removed stores, not to be given out yet.
     addresses: addresses::Addresses,
+    /// The cluster's timings as this leader follows them (`timings`).
+    timings: timings::Follow,
 }
 
 impl LeaderCore {
@@ -150,7 +171,49 @@ impl LeaderCore {
             tickets: BTreeMap::new(),
             next_seq: 0,
             addresses: addresses::Addresses::default(),
+            timings: timings::Follow::default(),
         }
+    }
+
+    /// A leader that finds no cluster timings in the state writes `file`
+    /// (its own `[timing]`): `init`, or a cluster from before them.
+    pub fn writes_first_timings(mut self, file: ClusterTimings) -> LeaderCore {
+        self.timings.first = Some(file);
+        self
+    }
+
+    /// Takes the timings of `state` (each tick): the leases it grants and
+    /// waits out are the cluster's from then on.
+    pub fn see_timings(&mut self, state: &ClusterState, now: Mono) {
+        if let Some(t) = &state.timings {
+            self.timing = LeaderTiming {
+                ticket_fresh: self.timing.ticket_fresh,
+                ..LeaderTiming::in_force(t)
+            };
+        }
+        self.timings.see(state, now);
+    }
+
+    /// What to log about the cluster's timings now, if anything: the first
+    /// write, or the settling of a change (see `timings`).
+    pub fn timings_command(&self, state: &ClusterState, now: Mono) -> Option<Command> {
+        let acked = |node: NodeId| {
+            // A node not granted within `lease + margin` holds no lease (nor
+            // one that never renewed with this leader, once its wait is
+            // over: see below): it does not hold the change up (its own
+            // keeper caps what it acts on by the timings it applied).
+            self.books.get(&node).is_none_or(|b| {
+                let live = b.granted_at.is_some_and(|g| now.since(g) <= self.timing.dead_after());
+                !live || b.report.timings_seq >= state.timings.map_or(0, |t| t.seq)
+            })
+        };
+        // Settling needs this leadership's own wait over (leases an older
+        // leader granted run out by then), and every live node to have
+        // renewed with it.
+        let settled = self.settled(now);
+        self.timings
+            .command(state, now, acked)
+            .filter(|c| settled || !matches!(c, Command::SettleTimings { .. }))
     }
 
     pub fn timing(&self) -> LeaderTiming {
@@ -179,6 +242,10 @@ impl LeaderCore {
         }
         self.tickets.clear();
         self.addresses.forget();
+        // A change seen applied in an earlier leadership: its wait counts
+        // again from this one (a leader in between may have granted under
+        // the old timings).
+        self.timings.forget();
         self.leading = leading.map(|t| (t, now));
         leading.is_some()
     }

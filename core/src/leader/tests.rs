@@ -15,6 +15,7 @@ fn timing() -> LeaderTiming {
         lease: Duration::from_millis(2000),
         margin: Duration::from_millis(500),
         ticket_fresh: Duration::from_millis(1000),
+        settling: Duration::ZERO,
     }
 }
 
@@ -180,4 +181,80 @@ fn a_stale_term_is_not_a_new_leadership() {
     assert!(core.settled(at(2500)));
     assert!(!core.observe(None, at(2600)) || core.term().is_none());
     assert_eq!(core.term(), None);
+}
+
+/// A change of the cluster's timings settles only after this leadership's
+/// own wait, every live node's ack, and the old lease + margin since this
+/// leadership saw it; meanwhile silent nodes count as dead only after the
+/// longer wait.
+#[test]
+fn a_timings_change_settles_after_acks_and_waits_and_a_new_leadership_waits_again() {
+    let mut s = state();
+    let apply = |s: &mut ClusterState, command| {
+        assert_eq!(
+            s.apply(&Request { at_ms: 0, command }),
+            slotd_raft_store::Response::Applied
+        );
+    };
+    let base = slotd_raft_store::testkit::timings();
+    let mut core = LeaderCore::new(1, timing()).writes_first_timings(base);
+    core.observe(Some(3), at(0));
+    core.see_timings(&s, at(0));
+    let first = core.timings_command(&s, at(0));
+    assert_eq!(
+        first,
+        Some(Command::SetTimings {
+            timings: base,
+            replaces: 0
+        })
+    );
+    apply(&mut s, first.unwrap());
+    let longer = slotd_raft_store::ClusterTimings { lease_ms: 4000, ..base };
+    apply(
+        &mut s,
+        Command::SetTimings {
+            timings: longer,
+            replaces: 1,
+        },
+    );
+    core.see_timings(&s, at(100));
+    assert_eq!(core.timing().dead_after(), Duration::from_millis(4500));
+    let acked = HealthReport {
+        timings_seq: 2,
+        ..HealthReport::default()
+    };
+    for n in [1, 2, 3] {
+        core.grant(
+            n,
+            at(4400),
+            if n == 3 { HealthReport::default() } else { acked.clone() },
+            5,
+        );
+    }
+    // Not within this leadership's own wait (the longer lease + margin).
+    assert_eq!(core.timings_command(&s, at(4499)), None);
+    // Node 3 (live) has not applied it.
+    assert_eq!(core.timings_command(&s, at(4600)), None);
+    core.grant(3, at(4600), acked.clone(), 6);
+    assert_eq!(
+        core.timings_command(&s, at(4600)),
+        Some(Command::SettleTimings { seq: 2 })
+    );
+    // Another leadership (this node again, a later term): its own wait, and
+    // the old lease + margin from when it saw the change, first.
+    core.observe(None, at(4700));
+    core.observe(Some(5), at(5000));
+    core.see_timings(&s, at(5000));
+    for n in [1, 2, 3] {
+        core.grant(n, at(9000), acked.clone(), 7);
+    }
+    assert_eq!(
+        core.timings_command(&s, at(9499)),
+        None,
+        "settled within the new leadership's wait"
+    );
+    assert_eq!(
+        core.timings_command(&s, at(9500)),
+        Some(Command::SettleTimings { seq: 2 })
+    );
 }

@@ -79,6 +79,13 @@ impl LeaseBook {
         }
     }
 
+    /// The cluster's lease changed (as this node applied it): later grants
+    /// count for no longer than `lease`. The lease running now stays (the
+    /// leader waits out the one it was granted under).
+    pub fn set_own(&mut self, lease: Duration) {
+        self.lease = lease;
+    }
+
     /// A pause this node's clock did not see (see [`paused`]), noticed at
     /// `now`: the lease is gone, and so is every grant of a renewal sent
     /// before now (its end was reckoned on a clock that stood still).

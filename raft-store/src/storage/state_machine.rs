@@ -26,6 +26,141 @@ pub struct SmData {
     pub state: ClusterState,
 }
 
+/// Decodes snapshot data as written today, or as written before
+/// `ClusterState::timings` existed (then: none, and the leader writes them).
+pub(super) fn decode_data(bytes: &[u8]) -> Result<SmData, CodecError> {
+    // Only data that ends where the timings would begin is the old shape:
+    // anything else (damaged, or newer) is an error, never misread.
+    codec::decode::<SmData>(bytes).or_else(|current| match current {
+        CodecError::Postcard(postcard::Error::DeserializeUnexpectedEnd) => {
+            match codec::decode_exact::<before_timings::SmData>(bytes) {
+                Ok(old) => Ok(old.into()),
+                Err(_) => Err(current),
+            }
+        }
+        other => Err(other),
+    })
+}
+
+/// The shape of `SmData` before the cluster-wide timings.
+mod before_timings {
+    use std::collections::{BTreeMap, VecDeque};
+
+    use serde::Deserialize;
+
+    use crate::state::{NodeId, RebalanceJob, Store, Transition};
+    use crate::types::typ::{LogId, StoredMembership};
+
+    #[derive(Deserialize)]
+    pub struct SmData {
+        last_applied: Option<LogId>,
+        last_membership: StoredMembership,
+        state: ClusterState,
+    }
+
+    #[derive(Deserialize)]
+    struct ClusterState {
+        initialised: bool,
+        nodes: BTreeMap<NodeId, crate::state::Node>,
+        stores: BTreeMap<String, Store>,
+        history: VecDeque<Transition>,
+        next_transition: u64,
+        retired_epochs: BTreeMap<String, u64>,
+        rebalance: Option<RebalanceJob>,
+        next_rebalance: u64,
+    }
+
+    impl From<SmData> for super::SmData {
+        fn from(old: SmData) -> super::SmData {
+            let s = old.state;
+            super::SmData {
+                last_applied: old.last_applied,
+                last_membership: old.last_membership,
+                state: crate::state::ClusterState {
+                    initialised: s.initialised,
+                    nodes: s.nodes,
+                    stores: s.stores,
+                    history: s.history,
+                    next_transition: s.next_transition,
+                    retired_epochs: s.retired_epochs,
+                    rebalance: s.rebalance,
+                    next_rebalance: s.next_rebalance,
+                    timings: None,
+                },
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde::Serialize;
+
+        use crate::codec;
+        use crate::storage::state_machine::decode_data;
+
+        /// What an older slotd wrote: every field but the timings.
+        #[derive(Serialize)]
+        struct Old<'a> {
+            last_applied: &'a Option<crate::types::typ::LogId>,
+            last_membership: &'a crate::types::typ::StoredMembership,
+            state: OldState<'a>,
+        }
+
+        #[derive(Serialize)]
+        struct OldState<'a> {
+            initialised: bool,
+            nodes: &'a std::collections::BTreeMap<crate::NodeId, crate::Node>,
+            stores: &'a std::collections::BTreeMap<String, crate::Store>,
+            history: &'a std::collections::VecDeque<crate::Transition>,
+            next_transition: u64,
+            retired_epochs: &'a std::collections::BTreeMap<String, u64>,
+            rebalance: Option<crate::RebalanceJob>,
+            next_rebalance: u64,
+        }
+
+        #[test]
+        fn a_snapshot_from_before_the_timings_reads_with_none() {
+            let state = crate::testkit::initialised(crate::testkit::planned(3, 4));
+            let data = super::super::SmData {
+                state: state.clone(),
+                ..Default::default()
+            };
+            let s = &data.state;
+            let old = Old {
+                last_applied: &data.last_applied,
+                last_membership: &data.last_membership,
+                state: OldState {
+                    initialised: s.initialised,
+                    nodes: &s.nodes,
+                    stores: &s.stores,
+                    history: &s.history,
+                    next_transition: s.next_transition,
+                    retired_epochs: &s.retired_epochs,
+                    rebalance: s.rebalance,
+                    next_rebalance: s.next_rebalance,
+                },
+            };
+            let bytes = codec::encode(&old).unwrap();
+            let read = decode_data(&bytes).unwrap();
+            assert_eq!(read, data);
+            assert!(read.state.timings.is_none());
+            // Today's, with timings, reads as written (not as the old shape).
+            let mut now = data.clone();
+            now.state.timings = Some(crate::TimingsInForce {
+                seq: 1,
+                now: crate::testkit::timings(),
+                before: None,
+            });
+            assert_eq!(decode_data(&codec::encode(&now).unwrap()).unwrap(), now);
+            assert!(decode_data(&bytes[..bytes.len() - 1]).is_err());
+            // Today's, cut short inside the timings: an error, not the old
+            // shape with none.
+            let cut = codec::encode(&now).unwrap();
+            assert!(decode_data(&cut[..cut.len() - 1]).is_err());
+        }
+    }
+}
+
 /// A snapshot as stored on disk.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -107,7 +242,7 @@ impl StateMachineStore {
     pub(super) fn load(db: Arc<Database>) -> Result<Self, LoadError> {
         let data = match read_snapshot(&db)? {
             Some(stored) => {
-                let data: SmData = codec::decode(&stored.data).map_err(LoadError::Codec)?;
+                let data: SmData = decode_data(&stored.data).map_err(LoadError::Codec)?;
                 info!(last_applied = ?data.last_applied, "state machine restored from snapshot");
                 data
             }
@@ -170,7 +305,7 @@ impl StateMachineStore {
 /// Whether stored snapshot bytes decode, data included (`storage::verify`).
 pub(super) fn check_snapshot(raw: &[u8]) -> Result<(), codec::CodecError> {
     let stored: StoredSnapshot = codec::decode(raw)?;
-    codec::decode::<SmData>(&stored.data).map(drop)
+    decode_data(&stored.data).map(drop)
 }
 
 fn read_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, LoadError> {
@@ -268,8 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let new: SmData =
-            codec::decode(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let new: SmData = decode_data(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: bytes,
