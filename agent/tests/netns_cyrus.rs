@@ -456,6 +456,12 @@ fn a_stop_waiting_on_a_slow_cyrus_satisfies_the_watchdog_to_the_end() {
     let master = st["master"].as_str().expect("master").to_owned();
     let ip = format!("{}/32", master_ip(st).expect("master ip"));
     let (victim, slot) = node_and_slot(&site, &master);
+    // The master serving (its start waited out), not merely spawned: a
+    // stop that begins mid-start has no started instance to wait for.
+    let started = format!("instance started as master slot=\"{slot}\"");
+    wait_for("the master instance to serve", WAIT, || {
+        site.log(victim).contains(&started).then_some(())
+    });
     let pidfile = site.cyrus_root(victim).join(&slot).join("run/master.pid");
     let cyrmaster = group_processes(&pidfile, "cyrmaster");
     assert_eq!(cyrmaster.len(), 1, "one cyrmaster in {}", pidfile.display());
