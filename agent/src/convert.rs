@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use slotd_proto::v1 as pb;
-use slotd_raft_store::{ClusterState, Move, NodeId, NodeSpec, ServiceIp, SlotRef, StoreSpec, Topology, Transition};
+use slotd_raft_store::{
+    ClusterState, ClusterTimings, Move, NodeId, NodeSpec, ServiceIp, SlotRef, StoreSpec, TimingsInForce, Topology,
+    Transition,
+};
 
 /// A field of a request that cannot be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,5 +143,25 @@ pub fn history_entry(state: &ClusterState, t: &Transition) -> pb::HistoryEntry {
         what: t.what.clone(),
         at_ms: t.at_ms,
         duration_ms: t.duration_ms,
+    }
+}
+
+/// `slotctl config show`'s answer: the timings in force (none before the
+/// first are written), and while a change settles, the ones before it.
+pub fn config_reply(t: Option<&TimingsInForce>, index: u64) -> pb::ConfigReply {
+    let settings = |c: &ClusterTimings| {
+        c.pairs()
+            .iter()
+            .map(|(key, value)| pb::Setting {
+                key: (*key).to_owned(),
+                value: *value,
+            })
+            .collect()
+    };
+    pb::ConfigReply {
+        settings: t.map(|t| settings(&t.now)).unwrap_or_default(),
+        seq: t.map_or(0, |t| t.seq),
+        before: t.and_then(|t| t.before.as_ref().map(settings)).unwrap_or_default(),
+        index,
     }
 }

@@ -36,17 +36,9 @@ pub struct Timing {
 }
 
 impl Default for Timing {
+    /// The cluster's keys at `ClusterTimings`' defaults, and this node's own.
     fn default() -> Self {
-        Timing {
-            heartbeat_ms: 200,
-            lease_ms: 2000,
-            clock_skew_margin_ms: 500,
-            election_timeout_min_ms: 100,
-            election_timeout_max_ms: 250,
-            raft_heartbeat_ms: 75,
-            announce_refresh_ms: 60_000,
-            probe_timeout_ms: 200,
-        }
+        Timing::of(&ClusterTimings::default(), 60_000, 200)
     }
 }
 
@@ -65,6 +57,11 @@ impl Timing {
 
     /// These timings with the cluster's in place of this node's own.
     pub fn with_cluster(&self, c: &ClusterTimings) -> Timing {
+        Timing::of(c, self.announce_refresh_ms, self.probe_timeout_ms)
+    }
+
+    /// The cluster's `c` and this node's own keys.
+    fn of(c: &ClusterTimings, announce_refresh_ms: u64, probe_timeout_ms: u64) -> Timing {
         Timing {
             heartbeat_ms: c.heartbeat_ms,
             lease_ms: c.lease_ms,
@@ -72,7 +69,8 @@ impl Timing {
             election_timeout_min_ms: c.election_timeout_min_ms,
             election_timeout_max_ms: c.election_timeout_max_ms,
             raft_heartbeat_ms: c.raft_heartbeat_ms,
-            ..self.clone()
+            announce_refresh_ms,
+            probe_timeout_ms,
         }
     }
 
@@ -176,32 +174,43 @@ pub fn check(t: &Timing, fencer: Option<fn(Duration) -> Result<(), String>>, p: 
             ));
         }
     }
-    if t.lease_ms <= t.heartbeat_ms {
-        return Err(invalid(
-            p,
-            "lease_ms",
-            format!("must be greater than {p}heartbeat_ms ({})", t.heartbeat_ms),
-        ));
-    }
-    if t.clock_skew_margin_ms >= t.lease_ms {
-        return Err(invalid(
-            p,
+    // Pairs that must keep their order (less, more); which key the error
+    // names: the smaller, or (the lease) the larger.
+    let ordered = [
+        ("heartbeat_ms", t.heartbeat_ms, "lease_ms", t.lease_ms, false),
+        (
             "clock_skew_margin_ms",
-            format!("must be less than {p}lease_ms ({})", t.lease_ms),
-        ));
+            t.clock_skew_margin_ms,
+            "lease_ms",
+            t.lease_ms,
+            true,
+        ),
+        (
+            "election_timeout_min_ms",
+            t.election_timeout_min_ms,
+            "election_timeout_max_ms",
+            t.election_timeout_max_ms,
+            true,
+        ),
+        (
+            "raft_heartbeat_ms",
+            t.raft_heartbeat_ms,
+            "election_timeout_min_ms",
+            t.election_timeout_min_ms,
+            true,
+        ),
+    ];
+    for (less, small, more, large, blame_less) in ordered {
+        if small >= large {
+            return Err(if blame_less {
+                invalid(p, less, format!("must be less than {p}{more} ({large})"))
+            } else {
+                invalid(p, more, format!("must be greater than {p}{less} ({small})"))
+            });
+        }
     }
     if let Some(fencer) = fencer {
         fencer(t.clock_skew_margin()).map_err(|reason| invalid(p, "clock_skew_margin_ms", reason))?;
-    }
-    if t.election_timeout_min_ms >= t.election_timeout_max_ms {
-        return Err(invalid(
-            p,
-            "election_timeout_min_ms",
-            format!(
-                "must be less than {p}election_timeout_max_ms ({})",
-                t.election_timeout_max_ms
-            ),
-        ));
     }
     // The elector asks the other voters once a node has heard no leader
     // for election_timeout_min_ms; its answers must be in before
@@ -216,16 +225,6 @@ pub fn check(t: &Timing, fencer: Option<fn(Duration) -> Result<(), String>>, p: 
                 "must be at least {} (the elector's round and its answers' deadline), or every change of \
                  leader waits for the elector",
                 asking.as_millis()
-            ),
-        ));
-    }
-    if t.raft_heartbeat_ms >= t.election_timeout_min_ms {
-        return Err(invalid(
-            p,
-            "raft_heartbeat_ms",
-            format!(
-                "must be less than {p}election_timeout_min_ms ({})",
-                t.election_timeout_min_ms
             ),
         ));
     }

@@ -68,15 +68,3 @@ fn host(net: u8, k: u8) -> ServiceIp {
         len: 32,
     }
 }
-
-/// The default `[timing]` values, as cluster timings.
-pub fn timings() -> crate::ClusterTimings {
-    crate::ClusterTimings {
-        heartbeat_ms: 200,
-        lease_ms: 2000,
-        clock_skew_margin_ms: 500,
-        election_timeout_min_ms: 100,
-        election_timeout_max_ms: 250,
-        raft_heartbeat_ms: 75,
-    }
-}

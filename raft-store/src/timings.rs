@@ -23,6 +23,21 @@ pub struct ClusterTimings {
     pub raft_heartbeat_ms: u64,
 }
 
+/// The defaults of these keys in a node's `[timing]` (`slotd-core`'s
+/// `Timing::default` takes them from here).
+impl Default for ClusterTimings {
+    fn default() -> Self {
+        ClusterTimings {
+            heartbeat_ms: 200,
+            lease_ms: 2000,
+            clock_skew_margin_ms: 500,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 250,
+            raft_heartbeat_ms: 75,
+        }
+    }
+}
+
 /// The keys, as `slotctl config` and the `[timing]` table name them.
 pub const KEYS: [&str; 6] = [
     "heartbeat_ms",
@@ -105,12 +120,9 @@ mod tests {
 
     fn timings(lease_ms: u64, margin: u64) -> ClusterTimings {
         ClusterTimings {
-            heartbeat_ms: 200,
             lease_ms,
             clock_skew_margin_ms: margin,
-            election_timeout_min_ms: 100,
-            election_timeout_max_ms: 250,
-            raft_heartbeat_ms: 75,
+            ..ClusterTimings::default()
         }
     }
 

@@ -966,7 +966,7 @@ fn a_failover_ends_a_switchover_under_way_and_says_so() {
 #[test]
 fn timings_change_one_at_a_time_and_only_from_what_is_in_force() {
     let mut s = initialised(small());
-    let base = slotd_raft_store::testkit::timings();
+    let base = slotd_raft_store::ClusterTimings::default();
     assert!(s.timings.is_none());
     must_reject(
         &mut s,

@@ -19,7 +19,7 @@ use slotd_raft_store::{Command, NodeId, Request, Response};
 use tokio::sync::Notify;
 
 use slotd_core::leader::LeaderCore;
-use slotd_core::timing::{SwitchoverConfig, Timing};
+use slotd_core::timing::SwitchoverConfig;
 
 use crate::clock::{self, unix_ms, Mono};
 use crate::error::AgentError;
@@ -52,10 +52,6 @@ pub struct Cluster {
     pub identity: Identity,
     /// This node's `[switchover]` (the leader's governs operator commands).
     pub switchover: SwitchoverConfig,
-    /// This node's own `[timing]`: its node-local keys (a change of the
-    /// cluster's timings is checked with them) and the cluster's first
-    /// timings should it be the first leader.
-    pub file_timing: Timing,
     /// When this node last took an append from a leader (for the elector).
     pub leader_contact: LeaderContact,
 }

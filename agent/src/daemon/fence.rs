@@ -208,7 +208,16 @@ async fn release_known(config: &Config) -> Result<Known, FenceError> {
     if let Some(list) = &listed {
         add_tagged(&mut targets, list);
     }
-    release(&ops, config, &targets, &mut released, &mut still, &mut failures).await;
+    release(
+        &ops,
+        config,
+        &targets,
+        "fenced",
+        &mut released,
+        &mut still,
+        &mut failures,
+    )
+    .await;
     Ok(Known {
         ops,
         ledger,
@@ -246,7 +255,7 @@ async fn release_the_rest(config: &Config, known: Known) -> Result<Released, Fen
                 }
             }
         }
-        release(&ops, config, &more, &mut released, &mut still, &mut failures).await;
+        release(&ops, config, &more, "fenced", &mut released, &mut still, &mut failures).await;
     }
     // The ledger now names what may still be held.
     if let Err(e) = ledger.write(&still) {
@@ -279,10 +288,12 @@ fn add_tagged(targets: &mut Entries, list: &[slotd_netops::BoundAddress]) {
 }
 
 /// Releases `targets`, going on past failures.
-async fn release(
+/// Also the fencer's (`who` starts its log lines).
+pub(super) async fn release(
     ops: &Bounded<KernelOps>,
     config: &Config,
     targets: &Entries,
+    who: &str,
     released: &mut Vec<ServiceIp>,
     still: &mut Entries,
     failures: &mut Vec<String>,
@@ -294,7 +305,7 @@ async fn release(
         };
         match result {
             Ok(Outcome::Changed) => {
-                info!(store = %store, %ip, "fenced: released");
+                info!(store = %store, %addr, len = ip.len, "{who}: released");
                 released.push(*ip);
             }
             Ok(Outcome::Unchanged) => {}

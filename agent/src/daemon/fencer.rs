@@ -10,14 +10,13 @@
 //! With `fencer = "off"` in the configuration it neither listens nor fences
 //! (the agent does not speak to it; fencing for a live agent is an outage).
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use slotd_core::node::fencer::{ack_line, Master, Told, Watch, FENCER_TICK};
 use slotd_core::timing::KERNEL_CALL_TIMEOUT;
-use slotd_netops::{AddressOps, Bounded, IpPrefix, KernelOps, NetError, Outcome};
+use slotd_netops::{Bounded, KernelOps, NetError};
+use slotd_raft_store::ServiceIp;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixListener;
@@ -26,7 +25,7 @@ use tracing::{info, warn};
 use crate::clock;
 use crate::config::{Config, Driver, FencerMode};
 use crate::host::fencer_socket::socket_path;
-use crate::host::ledger::Ledger;
+use crate::host::ledger::{Entries, Ledger};
 
 /// How long an answer to the agent may take to write before the fencer
 /// drops the connection (the agent then counts only what was acknowledged).
@@ -130,12 +129,25 @@ async fn ack(agent: &mut Option<(Lines, OwnedWriteHalf)>, deadline: Option<Durat
 /// agent could tell this fencer is covered too (replica addresses go as
 /// well; the agent binds them again once it holds a lease).
 async fn fence(config: &Config, ops: &Bounded<KernelOps>, masters: &[Master]) {
-    let mut addresses: BTreeMap<IpAddr, (u8, String)> =
-        masters.iter().map(|m| (m.addr, (m.len, m.slot.clone()))).collect();
+    let mut addresses: Entries = masters
+        .iter()
+        .map(|m| {
+            (
+                m.addr,
+                (
+                    ServiceIp {
+                        addr: m.addr,
+                        len: m.len,
+                    },
+                    m.slot.clone(),
+                ),
+            )
+        })
+        .collect();
     if config.manage_addresses {
         let ledger = Ledger::new(&config.runtime_dir).read_or_warn("releasing the told masters' addresses only");
-        for (addr, (ip, store)) in ledger {
-            addresses.entry(addr).or_insert((ip.len, store));
+        for (addr, entry) in ledger {
+            addresses.entry(addr).or_insert(entry);
         }
     }
     if masters.is_empty() && addresses.is_empty() {
@@ -147,16 +159,19 @@ async fn fence(config: &Config, ops: &Bounded<KernelOps>, masters: &[Master]) {
         "the agent's lease ran out with nothing newer said: fencing for it"
     );
     if config.manage_addresses {
-        for (addr, (len, of)) in &addresses {
-            let released = match IpPrefix::new(*addr, *len) {
-                Ok(prefix) => ops.release(&config.interface, prefix).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match released {
-                Ok(Outcome::Changed) => info!(of = %of, addr = %addr, "fencer: released"),
-                Ok(Outcome::Unchanged) => {}
-                Err(e) => warn!(of = %of, addr = %addr, error = %e, "fencer: cannot release"),
-            }
+        let (mut released, mut still, mut failures) = (Vec::new(), Entries::new(), Vec::new());
+        super::fence::release(
+            ops,
+            config,
+            &addresses,
+            "fencer",
+            &mut released,
+            &mut still,
+            &mut failures,
+        )
+        .await;
+        if !failures.is_empty() {
+            warn!(failures = %failures.join("; "), "fencer: cannot release");
         }
     }
     if masters.is_empty() {

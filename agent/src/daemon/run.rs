@@ -201,7 +201,6 @@ pub async fn run(config: Config, mut stops: tokio::sync::mpsc::UnboundedReceiver
         engine_wake: engine_wake.clone(),
         identity,
         switchover: config.switchover.clone(),
-        file_timing: file_timing.clone(),
         leader_contact: Default::default(),
     });
     let stats = Arc::new(Stats::default());

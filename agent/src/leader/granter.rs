@@ -33,10 +33,9 @@ impl Granter {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                // The cluster's lease (the given one until the log has
+                // The lease in force (the given one until the log has
                 // timings) bounds the round.
-                let before = cluster.reader.with(|d| d.state.timings);
-                let bound = before.map_or(lease, |t| Duration::from_millis(t.now.lease_ms));
+                let bound = cluster.core().timing().lease;
                 let mut outcome = round(&cluster, bound).await;
                 // Grants name the timings of the log as far as the read
                 // index (a new leader may not have applied its predecessor's
@@ -47,14 +46,19 @@ impl Granter {
                     }
                 }
                 let now = clock::now();
-                let timings = cluster.reader.with(|d| d.state.timings);
                 let mut core = cluster.core();
-                if let Ok((term, _)) = &outcome {
-                    core.observe(Some(*term), now);
-                    // The waits this leader counts and the leases it gives
-                    // come from the same state.
-                    cluster.reader.with(|d| core.see_timings(&d.state, now));
-                }
+                let timings = match &outcome {
+                    Ok((term, _)) => {
+                        core.observe(Some(*term), now);
+                        // The waits this leader counts and the leases it
+                        // gives come from the same state.
+                        cluster.reader.with(|d| {
+                            core.see_timings(&d.state, now);
+                            d.state.timings
+                        })
+                    }
+                    Err(_) => None,
+                };
                 for (renewal, reply) in batch {
                     let knows = renewal.report.timings_seq;
                     let answer = match &outcome {

@@ -7,7 +7,7 @@
 
 use slotd_proto::v1 as pb;
 use slotd_raft_store::state::HISTORY_LEN;
-use slotd_raft_store::{timings, ClusterState, ClusterTimings, Command, NodeId, NodeMode, Rejection, TimingsInForce};
+use slotd_raft_store::{timings, ClusterState, Command, NodeId, NodeMode, Rejection, TimingsInForce};
 use tracing::info;
 
 use crate::clock::{self, unix_ms};
@@ -227,29 +227,12 @@ pub async fn history(cluster: &Cluster, store: Option<String>, limit: u32) -> Re
 
 /// `slotctl config show` (`set` empty) and `slotctl config set`: the
 /// cluster's timings, or a change of some of them checked by the rules of
-/// `--check-config` (with this leader's node-local keys, and a fencer
-/// beside any node) and
+/// `--check-config` (with a fencer beside any node) and
 /// logged. A refused change changes nothing.
 pub async fn config(cluster: &Cluster, set: Vec<(String, u64)>) -> Result<LeaderReply, AgentError> {
     cluster.confirm_leader().await?;
     let in_force = cluster.reader.with(|d| d.state.timings);
-    let reply = |t: Option<TimingsInForce>, index: u64| {
-        let settings = |c: &ClusterTimings| {
-            c.pairs()
-                .iter()
-                .map(|(key, value)| pb::Setting {
-                    key: (*key).to_owned(),
-                    value: *value,
-                })
-                .collect()
-        };
-        LeaderReply::Config(pb::ConfigReply {
-            settings: t.as_ref().map(|t| settings(&t.now)).unwrap_or_default(),
-            seq: t.map_or(0, |t| t.seq),
-            before: t.and_then(|t| t.before).as_ref().map(settings).unwrap_or_default(),
-            index,
-        })
-    };
+    let reply = |t: Option<TimingsInForce>, index: u64| LeaderReply::Config(convert::config_reply(t.as_ref(), index));
     if set.is_empty() {
         return Ok(reply(in_force, 0));
     }
@@ -268,7 +251,8 @@ pub async fn config(cluster: &Cluster, set: Vec<(String, u64)>) -> Result<Leader
             )));
         }
     }
-    let timing = cluster.file_timing.with_cluster(&next);
+    // The rules read only the cluster's keys.
+    let timing = slotd_core::timing::Timing::default().with_cluster(&next);
     // The fencer's rule whatever this leader runs: any node may have one.
     slotd_core::timing::check(&timing, Some(slotd_core::node::fencer::check), "")
         .map_err(|i| AgentError::Invalid(format!("config: {}: {}", i.key, i.reason)))?;

@@ -196,7 +196,7 @@ fn a_timings_change_settles_after_acks_and_waits_and_a_new_leadership_waits_agai
             slotd_raft_store::Response::Applied
         );
     };
-    let base = slotd_raft_store::testkit::timings();
+    let base = slotd_raft_store::ClusterTimings::default();
     let mut core = LeaderCore::new(1, timing()).writes_first_timings(base);
     core.observe(Some(3), at(0));
     core.see_timings(&s, at(0));

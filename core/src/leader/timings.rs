@@ -52,7 +52,7 @@ impl Follow {
 #[cfg(test)]
 mod tests {
     use slotd_raft_store::plan::{plan, Naming};
-    use slotd_raft_store::{testkit, Request, Response};
+    use slotd_raft_store::{Request, Response};
 
     use super::*;
 
@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn the_first_set_is_the_leaders_file_and_a_change_settles_after_acks_and_the_old_wait() {
         let mut state = plan(3, 4).unwrap().initial_state(&Naming::default()).unwrap();
-        let file = testkit::timings();
+        let file = ClusterTimings::default();
         let mut follow = Follow {
             first: Some(file),
             ..Follow::default()

@@ -148,7 +148,7 @@ mod before_timings {
             let mut now = data.clone();
             now.state.timings = Some(crate::TimingsInForce {
                 seq: 1,
-                now: crate::testkit::timings(),
+                now: crate::ClusterTimings::default(),
                 before: None,
             });
             assert_eq!(decode_data(&codec::encode(&now).unwrap()).unwrap(), now);
