@@ -311,7 +311,8 @@ fn wait_logged(child: &mut std::process::Child, log: &std::path::Path, what: &st
 
 /// Under systemd (`JOURNAL_STREAM` naming its stderr) every line carries the
 /// priority journald reads and no timestamp of its own; SIGHUP (`systemctl
-/// reload`) re-reads the file, names each setting that needs a restart, and
+/// reload`) re-reads the file, names each setting that needs a restart (and
+/// apart, the cluster's timings, which `slotctl config set` changes), and
 /// the agent runs on (SIGHUP's default action ended it, undrained).
 #[test]
 fn under_journald_lines_carry_priorities_and_sighup_names_what_needs_a_restart() {
@@ -349,11 +350,20 @@ fn under_journald_lines_carry_priorities_and_sighup_names_what_needs_a_restart()
     let same = wait_logged(&mut child, &log, "SIGHUP: the configuration is unchanged");
     assert!(same.starts_with("<6>"), "{same}");
 
-    std::fs::write(&config, text.replace("heartbeat_ms = 200", "heartbeat_ms = 300")).unwrap();
+    // A node's own setting and one of the cluster's timings: each said
+    // for what it is.
+    let both = text.replace("heartbeat_ms = 200", "heartbeat_ms = 300\nprobe_timeout_ms = 250");
+    assert_ne!(both, text);
+    std::fs::write(&config, &both).unwrap();
     hup();
+    let cluster = wait_logged(&mut child, &log, "SIGHUP: these timings are the cluster's");
+    assert!(cluster.starts_with("<4> WARN"), "a warning: {cluster}");
+    assert!(cluster.contains("timing.heartbeat_ms"), "{cluster}");
+    assert!(cluster.contains("slotctl config set"), "{cluster}");
     let changed = wait_logged(&mut child, &log, "SIGHUP: these settings differ");
     assert!(changed.starts_with("<4> WARN"), "a warning: {changed}");
-    assert!(changed.contains("timing.heartbeat_ms"), "{changed}");
+    assert!(changed.contains("timing.probe_timeout_ms"), "{changed}");
+    assert!(!changed.contains("timing.heartbeat_ms"), "{changed}");
 
     std::fs::write(&config, "node_id = \"one\"\n").unwrap();
     hup();

@@ -254,14 +254,26 @@ async fn reload_signals(path: PathBuf, running: Config) {
         match Config::load(&path) {
             Err(e) => warn!("SIGHUP: {e}; running on with the configuration it started with"),
             Ok(now) => {
-                let changed = running.changed_keys(&now);
-                if changed.is_empty() {
+                let (cluster, changed): (Vec<String>, Vec<String>) =
+                    running.changed_keys(&now).into_iter().partition(|k| {
+                        k.strip_prefix("timing.")
+                            .is_some_and(|k| slotd_raft_store::timings::KEYS.contains(&k))
+                    });
+                if !cluster.is_empty() {
+                    warn!(
+                        path = %path.display(),
+                        changed = %cluster.join(", "),
+                        "SIGHUP: these timings are the cluster's, not this file's, and a restart does not change them: \
+                         use `slotctl config set`"
+                    );
+                }
+                if changed.is_empty() && cluster.is_empty() {
                     info!(
                         path = %path.display(),
                         "SIGHUP: the configuration is unchanged (certificate files are read at start: restart to \
                          use new ones)"
                     );
-                } else {
+                } else if !changed.is_empty() {
                     warn!(
                         path = %path.display(),
                         changed = %changed.join(", "),
